@@ -1,0 +1,3 @@
+//! The `sandlock` command (work in progress).
+
+fn main() {}

@@ -1,0 +1,389 @@
+//! The plan: everything a child needs, computed in the parent before anything is spawned.
+//!
+//! [`SandboxPlan`] is built once per [`crate::Sandbox`]: validated paths, the Landlock ruleset fd,
+//! the compiled seccomp program, the base environment, resource limits. [`RunPlan`] adds what one
+//! run needs: the resolved program, `argv`/`envp` as C strings, and the file descriptor layout.
+//! After a `RunPlan` exists, spawning allocates nothing.
+
+mod bpf;
+mod command;
+mod landlock;
+mod seccomp;
+mod syscall_table;
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub(crate) use command::RunPlan;
+pub(crate) use landlock::Access;
+pub(crate) use seccomp::syscall_number;
+
+use crate::error::{Error, PolicyError, SandboxError, Stage};
+use crate::kernel::{KernelSupport, Protection};
+use crate::policy::{self, ByteSize, Policy, PortRange, Preset};
+
+/// The default `PATH` of a sandboxed command.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Limits the supervisor enforces for the tree.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TreeLimits {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) max_memory: Option<ByteSize>,
+    pub(crate) max_processes: Option<u32>,
+    pub(crate) max_cpu: Option<Duration>,
+    pub(crate) max_output: ByteSize,
+    pub(crate) max_disk: Option<ByteSize>,
+}
+
+/// The part of a plan shared by every run of one sandbox.
+pub(crate) struct SandboxPlan {
+    pub(crate) policy: Policy,
+    pub(crate) ruleset: Option<OwnedFd>,
+    pub(crate) filter: Option<Vec<libc::sock_filter>>,
+    /// The filter routes process creation to the supervisor.
+    pub(crate) notify: bool,
+    pub(crate) not_enforced: Vec<Protection>,
+    pub(crate) drop_bounding: Option<u32>,
+    pub(crate) cwd: Option<PathBuf>,
+    /// Environment before per-run additions.
+    pub(crate) env: BTreeMap<String, String>,
+    /// `(resource, soft, hard)`.
+    pub(crate) rlimits: Vec<(u32, u64, u64)>,
+    pub(crate) limits: TreeLimits,
+}
+
+impl SandboxPlan {
+    /// Validates `policy` against this kernel and prepares everything that does not depend on the
+    /// command.
+    pub(crate) fn new(policy: Policy, kernel: KernelSupport) -> Result<SandboxPlan, Error> {
+        let paths = resolve_paths(&policy)?;
+        let connect = parse_list(&policy.net_allow, "net_allow", policy::parse_connect_rule)?;
+        let bind = parse_list(
+            &policy.net_allow_bind,
+            "net_allow_bind",
+            policy::parse_bind_rule,
+        )?;
+        let extra_deny = resolve_syscalls(&policy.extra_deny_syscalls)?;
+        let env = base_env(&policy)?;
+        let cwd = match &policy.cwd {
+            Some(c) => Some(canonical("cwd", c, true)?),
+            None => None,
+        };
+        let limits = tree_limits(&policy)?;
+        let rlimits = rlimits(&policy)?;
+
+        let tcp = !connect.is_empty() || !bind.is_empty();
+        let mut required = vec![
+            Protection::Filesystem,
+            Protection::FilesystemTruncate,
+            Protection::FilesystemIoctl,
+            Protection::ScopeAbstractUnix,
+            Protection::ScopeSignal,
+            Protection::Seccomp,
+        ];
+        if tcp {
+            required.push(Protection::NetworkTcp);
+        }
+        let notify = limits.max_processes.is_some();
+        if notify {
+            required.push(Protection::SeccompNotify);
+        }
+        let missing: Vec<Protection> = required
+            .into_iter()
+            .filter(|p| !kernel.supports(*p))
+            .collect();
+        if !missing.is_empty() && !policy.best_effort {
+            return Err(unsupported(&missing, &kernel).into());
+        }
+
+        let ruleset = if kernel.supports(Protection::Filesystem) {
+            Some(landlock::build(&landlock::RulesetSpec {
+                abi: kernel.landlock_abi,
+                paths: &paths,
+                handle_tcp: tcp,
+                connect: &connect,
+                bind: &bind,
+                scope: true,
+            })?)
+        } else {
+            None
+        };
+        let notify = notify && kernel.supports(Protection::SeccompNotify);
+        let filter = if kernel.supports(Protection::Seccomp) {
+            let spec = seccomp::SeccompPolicy {
+                tcp,
+                notify_fork: notify,
+                extra_deny,
+            };
+            Some(
+                spec.compile()
+                    .map_err(|e| SandboxError::new(Stage::SeccompBuild, None, e))?,
+            )
+        } else {
+            None
+        };
+
+        Ok(SandboxPlan {
+            policy,
+            ruleset,
+            filter,
+            notify,
+            not_enforced: missing,
+            drop_bounding: bounding_to_drop(),
+            cwd,
+            env,
+            rlimits,
+            limits,
+        })
+    }
+}
+
+fn unsupported(missing: &[Protection], kernel: &KernelSupport) -> SandboxError {
+    let list: Vec<String> = missing
+        .iter()
+        .map(|p| format!("{p} (needs {})", p.requirement()))
+        .collect();
+    let have = if kernel.landlock_abi == 0 {
+        "this kernel has no Landlock".to_string()
+    } else {
+        format!("this kernel offers Landlock ABI {}", kernel.landlock_abi)
+    };
+    SandboxError::new(
+        Stage::Unsupported,
+        None,
+        format!(
+            "cannot enforce {}; {have}. Set best_effort to run without them (the outcome will list \
+             them), or run `sandlock check`",
+            list.join(", ")
+        ),
+    )
+}
+
+fn parse_list(
+    items: &[String],
+    field: &str,
+    parse: fn(&str, &str) -> Result<PortRange, PolicyError>,
+) -> Result<Vec<PortRange>, PolicyError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, s)| parse(&format!("{field}[{i}]"), s))
+        .collect()
+}
+
+/// Canonicalises `path`, naming `field` if it does not exist (or is not a directory when one is needed).
+fn canonical(field: &str, path: &Path, want_dir: bool) -> Result<PathBuf, PolicyError> {
+    let shown = path.display().to_string();
+    let p = std::fs::canonicalize(path).map_err(|e| {
+        let reason = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+            std::io::ErrorKind::PermissionDenied => {
+                "permission denied while resolving it".to_string()
+            }
+            _ => e.to_string(),
+        };
+        PolicyError::new(field, shown.clone(), reason)
+    })?;
+    if want_dir && !p.is_dir() {
+        return Err(PolicyError::new(field, shown, "not a directory"));
+    }
+    Ok(p)
+}
+
+fn resolve_paths(policy: &Policy) -> Result<Vec<(PathBuf, Access)>, PolicyError> {
+    let mut map: BTreeMap<PathBuf, Access> = BTreeMap::new();
+    let mut add = |p: PathBuf, a: Access| {
+        let e = map.entry(p).or_insert(a);
+        *e = (*e).max(a);
+    };
+    for (i, p) in policy.fs_readable.iter().enumerate() {
+        add(
+            canonical(&format!("fs_readable[{i}]"), p, false)?,
+            Access::Read,
+        );
+    }
+    for (i, p) in policy.fs_writable.iter().enumerate() {
+        add(
+            canonical(&format!("fs_writable[{i}]"), p, false)?,
+            Access::Write,
+        );
+    }
+    for preset in &policy.presets {
+        match preset {
+            Preset::System => {
+                let (read, write) = policy::system_paths();
+                for (list, access) in [(read, Access::Read), (write, Access::Write)] {
+                    for p in list {
+                        if let Ok(c) = std::fs::canonicalize(p) {
+                            add(c, access);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(map.into_iter().collect())
+}
+
+fn resolve_syscalls(names: &[String]) -> Result<Vec<u32>, PolicyError> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            syscall_number(n.trim()).ok_or_else(|| {
+                PolicyError::new(
+                    format!("extra_deny_syscalls[{i}]"),
+                    n,
+                    format!("no such syscall on {}", std::env::consts::ARCH),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The environment every run starts from: a minimal `PATH`, `LANG` and `HOME`, then the host
+/// variables named in `pass_env`, then the policy's `env`.
+fn base_env(policy: &Policy) -> Result<BTreeMap<String, String>, PolicyError> {
+    let mut env = BTreeMap::new();
+    env.insert("PATH".to_string(), DEFAULT_PATH.to_string());
+    env.insert("LANG".to_string(), "C.UTF-8".to_string());
+    // HOME and TMPDIR point at the first writable directory, so that tools which write caches
+    // and temporary files there work without extra configuration.
+    let home = policy
+        .fs_writable
+        .iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .find(|p| p.is_dir())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    env.insert("HOME".to_string(), home.clone());
+    if home != "/" {
+        env.insert("TMPDIR".to_string(), home);
+    }
+    for (i, name) in policy.pass_env.iter().enumerate() {
+        check_env_name(&format!("pass_env[{i}]"), name)?;
+        if let Some(v) = std::env::var_os(name) {
+            let v = v.into_string().map_err(|_| {
+                PolicyError::new(
+                    format!("pass_env[{i}]"),
+                    name,
+                    "the host's value is not UTF-8",
+                )
+            })?;
+            env.insert(name.clone(), v);
+        }
+    }
+    for (k, v) in &policy.env {
+        check_env_name(&format!("env.{k}"), k)?;
+        if v.contains('\0') {
+            return Err(PolicyError::new(
+                format!("env.{k}"),
+                v,
+                "values cannot contain NUL",
+            ));
+        }
+        env.insert(k.clone(), v.clone());
+    }
+    Ok(env)
+}
+
+pub(crate) fn check_env_name(field: &str, name: &str) -> Result<(), PolicyError> {
+    if name.is_empty() || name.contains('=') || name.contains('\0') {
+        return Err(PolicyError::new(
+            field,
+            name,
+            "not a valid environment variable name (empty, or contains '=' or NUL)",
+        ));
+    }
+    Ok(())
+}
+
+fn tree_limits(policy: &Policy) -> Result<TreeLimits, PolicyError> {
+    if let Some(0) = policy.max_processes {
+        return Err(PolicyError::new("max_processes", "0", "must be at least 1"));
+    }
+    if let Some(m) = policy.max_memory {
+        if m.bytes() < 1 << 20 {
+            return Err(PolicyError::new(
+                "max_memory",
+                m.to_string(),
+                "must be at least 1M",
+            ));
+        }
+    }
+    Ok(TreeLimits {
+        timeout: policy.timeout.map(|t| t.duration()),
+        max_memory: policy.max_memory,
+        max_processes: policy.max_processes,
+        max_cpu: policy.max_cpu.map(|t| t.duration()),
+        max_output: policy.output_cap(),
+        max_disk: policy.max_disk,
+    })
+}
+
+/// Per-process kernel limits. `RLIMIT_CORE` is always 0: a crashing sandbox must not write a core
+/// file into a writable directory.
+fn rlimits(policy: &Policy) -> Result<Vec<(u32, u64, u64)>, PolicyError> {
+    let mut out = vec![(libc::RLIMIT_CORE, 0, 0)];
+    let mut want = |field: &str, res: u32, value: u64| -> Result<(), PolicyError> {
+        let hard = host_hard_limit(res);
+        if value > hard {
+            return Err(PolicyError::new(
+                field,
+                value.to_string(),
+                format!("above the host's hard limit ({hard}); lower it or raise the host's limit"),
+            ));
+        }
+        out.push((res, value, value));
+        Ok(())
+    };
+    if let Some(n) = policy.max_open_files {
+        if n < 4 {
+            return Err(PolicyError::new(
+                "max_open_files",
+                n.to_string(),
+                "must be at least 4",
+            ));
+        }
+        want("max_open_files", libc::RLIMIT_NOFILE, u64::from(n))?;
+    }
+    if let Some(s) = policy.max_file_size {
+        want("max_file_size", libc::RLIMIT_FSIZE, s.bytes())?;
+    }
+    Ok(out)
+}
+
+fn host_hard_limit(res: u32) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one struct rlimit.
+    if unsafe { libc::getrlimit(res, &mut lim) } == 0 {
+        lim.rlim_max
+    } else {
+        u64::MAX
+    }
+}
+
+/// Whether the child can (and so must) empty its capability bounding set: only with CAP_SETPCAP.
+fn bounding_to_drop() -> Option<u32> {
+    const CAP_SETPCAP: u32 = 8;
+    let (effective, _, _) = crate::sys::capget().ok()?;
+    if effective & (1 << CAP_SETPCAP) == 0 {
+        return None;
+    }
+    let last = crate::sys::cap_last_cap();
+    (0..=last).any(crate::sys::in_bounding_set).then_some(last)
+}
+
+/// Converts a path to a NUL-terminated C string.
+pub(crate) fn c_path(field: &str, p: &Path) -> Result<CString, PolicyError> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| PolicyError::new(field, p.display().to_string(), "contains a NUL byte"))
+}

@@ -1,0 +1,411 @@
+//! The seccomp filter: which syscalls the sandbox is refused, and which ones the supervisor decides.
+//!
+//! The filter allows by default and refuses the kernel surface that running code does not need
+//! (DESIGN §4): namespaces and mounts, io_uring, bpf, perf, userfaultfd, keyrings, ptrace and
+//! cross-process memory access, module and clock control, terminal injection, personality changes,
+//! every socket family but UNIX (and TCP when the policy allows some), and foreign syscall ABIs.
+//!
+//! Two deliberate oddities:
+//! - `clone3` answers ENOSYS, so that the C library falls back to `clone`, whose flags a classic BPF
+//!   filter can inspect (`clone3` passes them in memory, out of the filter's reach).
+//! - `setsid` and `setpgid` succeed without doing anything. Every process of a sandbox stays in
+//!   the process group the sandbox started in, which is what lets the supervisor kill the whole tree
+//!   (including daemons that double-fork) with one `kill(-pgid)`.
+
+use std::collections::BTreeMap;
+
+use super::bpf::{self, Action, Check, Cond, FilterSpec, SyscallRule};
+use super::syscall_table::SYSCALLS;
+
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH_NATIVE: u32 = 0xc000_003e;
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH_NATIVE: u32 = 0xc000_00b7;
+/// x32 syscalls carry this bit in their number on x86_64.
+#[cfg(target_arch = "x86_64")]
+const NR_LIMIT: Option<u32> = Some(0x4000_0000);
+#[cfg(target_arch = "aarch64")]
+const NR_LIMIT: Option<u32> = None;
+
+/// Refused with EPERM, whatever the arguments. Names missing on this architecture are skipped.
+const DENIED: &[&str] = &[
+    // Namespaces and the mount API.
+    "unshare",
+    "setns",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+    // Kernel attack surface that code execution does not need.
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "fanotify_init",
+    "lookup_dcookie",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "modify_ldt",
+    "uselib",
+    "_sysctl",
+    "ustat",
+    "sysfs",
+    "nfsservctl",
+    "vm86",
+    "vm86old",
+    // Other processes: tracing, their memory, their file descriptors.
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "process_madvise",
+    "kcmp",
+    "pidfd_getfd",
+    // Machine control (needs capabilities the sandbox never holds, refused outright anyway).
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "syslog",
+    "quotactl",
+    "quotactl_fd",
+    "vhangup",
+    "iopl",
+    "ioperm",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "sethostname",
+    "setdomainname",
+];
+
+/// Namespace flags in `clone`'s flags word.
+const CLONE_NS_FLAGS: u32 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET) as u32;
+
+/// `personality` values a normal program sets or queries (the same set container runtimes allow).
+const PERSONALITY_ALLOWED: [u32; 5] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
+
+const TIOCSTI: u32 = 0x5412;
+const TIOCLINUX: u32 = 0x541c;
+const TIOCSETD: u32 = 0x5423;
+const MSG_FASTOPEN: u32 = 0x2000_0000;
+const SOCK_TYPE_MASK: u32 = 0xf;
+
+/// What the filter must do for one sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SeccompPolicy {
+    /// The policy allows some TCP, so TCP sockets may be created (Landlock filters the ports).
+    pub(crate) tcp: bool,
+    /// Ask the supervisor before a new process is created (for the process cap).
+    pub(crate) notify_fork: bool,
+    /// More syscall numbers to refuse with EPERM.
+    pub(crate) extra_deny: Vec<u32>,
+}
+
+/// The number of syscall `name` on this architecture.
+pub(crate) fn syscall_number(name: &str) -> Option<u32> {
+    SYSCALLS.iter().find(|(n, _)| *n == name).map(|(_, nr)| *nr)
+}
+
+fn nr(name: &str) -> Option<u32> {
+    syscall_number(name)
+}
+
+impl SeccompPolicy {
+    /// The rules, keyed by syscall number.
+    pub(crate) fn rules(&self) -> BTreeMap<u32, SyscallRule> {
+        let mut rules = BTreeMap::new();
+        let eperm = Action::Errno(libc::EPERM as u16);
+        for n in DENIED.iter().filter_map(|n| nr(n)) {
+            rules.insert(n, SyscallRule::always(eperm));
+        }
+        if let Some(n) = nr("clone3") {
+            rules.insert(n, SyscallRule::always(Action::Errno(libc::ENOSYS as u16)));
+        }
+        for name in ["setsid", "setpgid"] {
+            if let Some(n) = nr(name) {
+                rules.insert(n, SyscallRule::always(Action::Errno(0)));
+            }
+        }
+
+        let mut clone_checks = vec![Check {
+            all: vec![Cond::AnySet {
+                arg: 0,
+                mask: CLONE_NS_FLAGS,
+            }],
+            action: eperm,
+        }];
+        if self.notify_fork {
+            clone_checks.push(Check {
+                all: vec![Cond::NoneSet {
+                    arg: 0,
+                    mask: libc::CLONE_THREAD as u32,
+                }],
+                action: Action::Notify,
+            });
+            for name in ["fork", "vfork"] {
+                if let Some(n) = nr(name) {
+                    rules.insert(n, SyscallRule::always(Action::Notify));
+                }
+            }
+        }
+        if let Some(n) = nr("clone") {
+            rules.insert(
+                n,
+                SyscallRule {
+                    checks: clone_checks,
+                    default: Action::Allow,
+                },
+            );
+        }
+
+        if let Some(n) = nr("ioctl") {
+            rules.insert(
+                n,
+                SyscallRule {
+                    checks: [TIOCSTI, TIOCLINUX, TIOCSETD]
+                        .iter()
+                        .map(|cmd| Check {
+                            all: vec![Cond::eq(1, *cmd)],
+                            action: eperm,
+                        })
+                        .collect(),
+                    default: Action::Allow,
+                },
+            );
+        }
+        if let Some(n) = nr("personality") {
+            rules.insert(
+                n,
+                SyscallRule {
+                    checks: PERSONALITY_ALLOWED
+                        .iter()
+                        .map(|p| Check {
+                            all: vec![Cond::eq(0, *p)],
+                            action: Action::Allow,
+                        })
+                        .collect(),
+                    default: eperm,
+                },
+            );
+        }
+
+        let eacces = Action::Errno(libc::EACCES as u16);
+        let unix_only = Check {
+            all: vec![Cond::eq(0, libc::AF_UNIX as u32)],
+            action: Action::Allow,
+        };
+        let mut socket_checks = vec![unix_only.clone()];
+        if self.tcp {
+            for family in [libc::AF_INET, libc::AF_INET6] {
+                for proto in [0, libc::IPPROTO_TCP] {
+                    socket_checks.push(Check {
+                        all: vec![
+                            Cond::eq(0, family as u32),
+                            Cond::Eq {
+                                arg: 1,
+                                mask: SOCK_TYPE_MASK,
+                                value: libc::SOCK_STREAM as u32,
+                            },
+                            Cond::eq(2, proto as u32),
+                        ],
+                        action: Action::Allow,
+                    });
+                }
+            }
+        }
+        if let Some(n) = nr("socket") {
+            rules.insert(
+                n,
+                SyscallRule {
+                    checks: socket_checks,
+                    default: eacces,
+                },
+            );
+        }
+        if let Some(n) = nr("socketpair") {
+            rules.insert(
+                n,
+                SyscallRule {
+                    checks: vec![unix_only],
+                    default: eacces,
+                },
+            );
+        }
+        if self.tcp {
+            // TCP Fast Open connects from sendto/sendmsg without a connect() for Landlock to see.
+            for (name, flags_arg) in [("sendto", 3), ("sendmsg", 2), ("sendmmsg", 3)] {
+                if let Some(n) = nr(name) {
+                    rules.insert(
+                        n,
+                        SyscallRule {
+                            checks: vec![Check {
+                                all: vec![Cond::AnySet {
+                                    arg: flags_arg,
+                                    mask: MSG_FASTOPEN,
+                                }],
+                                action: Action::Errno(libc::EOPNOTSUPP as u16),
+                            }],
+                            default: Action::Allow,
+                        },
+                    );
+                }
+            }
+        }
+
+        for n in &self.extra_deny {
+            rules.insert(*n, SyscallRule::always(eperm));
+        }
+        rules
+    }
+
+    /// Compiles the filter to BPF.
+    pub(crate) fn compile(&self) -> Result<Vec<libc::sock_filter>, String> {
+        bpf::compile(&FilterSpec {
+            arch: AUDIT_ARCH_NATIVE,
+            nr_limit: NR_LIMIT,
+            foreign_abi: Action::Errno(libc::ENOSYS as u16),
+            rules: self.rules(),
+            otherwise: Action::Allow,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(p: &SeccompPolicy, name: &str, args: [u64; 6]) -> u32 {
+        let prog = p.compile().unwrap();
+        bpf::interpret(&prog, AUDIT_ARCH_NATIVE, nr(name).unwrap(), args)
+    }
+
+    const ALLOW: u32 = 0x7fff_0000;
+    const NOTIFY: u32 = 0x7fc0_0000;
+    fn errno(e: i32) -> u32 {
+        0x0005_0000 | e as u32
+    }
+
+    #[test]
+    fn every_denied_name_that_exists_is_refused() {
+        let p = SeccompPolicy::default();
+        for name in DENIED.iter().filter(|n| nr(n).is_some()) {
+            assert_eq!(run(&p, name, [0; 6]), errno(libc::EPERM), "{name}");
+        }
+        assert_eq!(run(&p, "clone3", [0; 6]), errno(libc::ENOSYS));
+        assert_eq!(run(&p, "read", [0; 6]), ALLOW);
+    }
+
+    #[test]
+    fn clone_with_namespace_flags_is_refused_and_threads_are_not_notified() {
+        let p = SeccompPolicy {
+            notify_fork: true,
+            ..Default::default()
+        };
+        let thread = (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64;
+        assert_eq!(run(&p, "clone", [thread, 0, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(
+            run(&p, "clone", [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
+            NOTIFY
+        );
+        let ns = (libc::CLONE_NEWUSER | libc::SIGCHLD) as u64;
+        assert_eq!(run(&p, "clone", [ns, 0, 0, 0, 0, 0]), errno(libc::EPERM));
+        let plain = SeccompPolicy::default();
+        assert_eq!(
+            run(&plain, "clone", [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
+            ALLOW
+        );
+    }
+
+    #[test]
+    fn sockets_are_unix_only_unless_tcp_is_allowed() {
+        let closed = SeccompPolicy::default();
+        let tcp = SeccompPolicy {
+            tcp: true,
+            ..Default::default()
+        };
+        let stream = (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64;
+        let dgram = libc::SOCK_DGRAM as u64;
+        let inet = libc::AF_INET as u64;
+        let inet6 = libc::AF_INET6 as u64;
+        assert_eq!(
+            run(&closed, "socket", [libc::AF_UNIX as u64, dgram, 0, 0, 0, 0]),
+            ALLOW
+        );
+        assert_eq!(
+            run(&closed, "socket", [inet, stream, 0, 0, 0, 0]),
+            errno(libc::EACCES)
+        );
+        assert_eq!(run(&tcp, "socket", [inet, stream, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(run(&tcp, "socket", [inet6, stream, 6, 0, 0, 0]), ALLOW);
+        assert_eq!(
+            run(&tcp, "socket", [inet, dgram, 0, 0, 0, 0]),
+            errno(libc::EACCES)
+        );
+        assert_eq!(
+            run(&tcp, "socket", [inet, stream, 262, 0, 0, 0]),
+            errno(libc::EACCES)
+        );
+        let raw = libc::SOCK_RAW as u64;
+        assert_eq!(
+            run(&tcp, "socket", [inet, raw, 0, 0, 0, 0]),
+            errno(libc::EACCES)
+        );
+        assert_eq!(
+            run(&tcp, "socket", [libc::AF_PACKET as u64, raw, 0, 0, 0, 0]),
+            errno(libc::EACCES)
+        );
+        assert_eq!(
+            run(&tcp, "sendto", [3, 0, 0, MSG_FASTOPEN as u64, 0, 0]),
+            errno(libc::EOPNOTSUPP)
+        );
+    }
+
+    #[test]
+    fn personality_and_terminal_injection_are_refused() {
+        let p = SeccompPolicy::default();
+        assert_eq!(run(&p, "personality", [0xffff_ffff, 0, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(
+            run(&p, "personality", [0x0040000, 0, 0, 0, 0, 0]),
+            errno(libc::EPERM)
+        );
+        assert_eq!(
+            run(&p, "ioctl", [0, TIOCSTI as u64, 0, 0, 0, 0]),
+            errno(libc::EPERM)
+        );
+        assert_eq!(run(&p, "ioctl", [0, 0x5401, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(run(&p, "setsid", [0; 6]), errno(0));
+    }
+
+    #[test]
+    fn extra_deny_overrides_everything() {
+        let p = SeccompPolicy {
+            extra_deny: vec![nr("clone").unwrap(), nr("getpid").unwrap()],
+            ..Default::default()
+        };
+        assert_eq!(run(&p, "getpid", [0; 6]), errno(libc::EPERM));
+        assert_eq!(run(&p, "clone", [0; 6]), errno(libc::EPERM));
+    }
+}

@@ -1,0 +1,320 @@
+//! The public entry point: a [`Sandbox`] (a validated policy with its prepared plan) runs
+//! [`Command`]s.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, PolicyError, SandboxError, Stage};
+use crate::kernel::{KernelSupport, Protection};
+use crate::outcome::Outcome;
+use crate::plan::{RunPlan, SandboxPlan};
+use crate::policy::Policy;
+use crate::spawn::{self, ChildArgs, MAX_FD_MAP};
+use crate::supervisor::{Capture, Feeder, Io, Running};
+use crate::sys;
+
+/// Where a standard stream of the command goes.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub enum Stdio {
+    /// Captured into the outcome (stdout, stderr) or empty input (stdin). The default.
+    #[default]
+    Capture,
+    /// Shared with the caller's own stream (for a CLI).
+    Inherit,
+    /// `/dev/null`.
+    Null,
+    /// For stdin only: these bytes, then end of file.
+    Bytes(Vec<u8>),
+    /// A descriptor the caller owns (a pipe, a file, a pty).
+    Fd(OwnedFd),
+}
+
+/// One command to run in a sandbox, with its per-run options.
+#[derive(Debug, Default)]
+pub struct Command {
+    argv: Vec<OsString>,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+    timeout: Option<Duration>,
+    env: BTreeMap<String, String>,
+    cwd: Option<PathBuf>,
+    pass_fds: Vec<(OwnedFd, RawFd)>,
+}
+
+impl Command {
+    /// A command from its argument vector (`argv[0]` is looked up in the sandbox's `PATH`).
+    pub fn new<I, S>(argv: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Command {
+            argv: argv.into_iter().map(Into::into).collect(),
+            ..Command::default()
+        }
+    }
+
+    /// Sets stdin (default: empty).
+    pub fn stdin(mut self, s: Stdio) -> Self {
+        self.stdin = s;
+        self
+    }
+
+    /// Sets stdout (default: captured).
+    pub fn stdout(mut self, s: Stdio) -> Self {
+        self.stdout = s;
+        self
+    }
+
+    /// Sets stderr (default: captured).
+    pub fn stderr(mut self, s: Stdio) -> Self {
+        self.stderr = s;
+        self
+    }
+
+    /// Overrides the policy's timeout for this run.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+
+    /// Sets an environment variable for this run (on top of the policy's).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Overrides the policy's working directory for this run.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Passes `fd` to the command as descriptor number `target` (3 or above).
+    pub fn pass_fd(mut self, fd: OwnedFd, target: RawFd) -> Self {
+        self.pass_fds.push((fd, target));
+        self
+    }
+}
+
+/// A validated policy, ready to run commands. Cheap to share: `run` takes `&self` and may be called
+/// from many threads at once.
+pub struct Sandbox {
+    plan: SandboxPlan,
+}
+
+impl Sandbox {
+    /// Validates `policy` against the running kernel and prepares the Landlock ruleset and seccomp
+    /// program. Fails if a path does not exist, a value is invalid, or the kernel cannot enforce a
+    /// protection (unless `best_effort`).
+    pub fn new(policy: Policy) -> Result<Sandbox, Error> {
+        Sandbox::with_kernel_support(policy, KernelSupport::detect())
+    }
+
+    /// Like [`Sandbox::new`], against an explicit description of the kernel (for example
+    /// `KernelSupport::detect().limit_landlock_abi(3)`, to see how a policy degrades).
+    pub fn with_kernel_support(policy: Policy, kernel: KernelSupport) -> Result<Sandbox, Error> {
+        Ok(Sandbox {
+            plan: SandboxPlan::new(policy, kernel)?,
+        })
+    }
+
+    /// The policy this sandbox enforces.
+    pub fn policy(&self) -> &Policy {
+        &self.plan.policy
+    }
+
+    /// Protections the kernel could not apply (only ever non-empty with `best_effort`).
+    pub fn not_enforced(&self) -> &[Protection] {
+        &self.plan.not_enforced
+    }
+
+    /// Runs `cmd` to completion on the calling thread and returns its outcome.
+    ///
+    /// A limit that ends the run is an [`Outcome`] (with its reason), not an error; an error means
+    /// sandlock could not confine or start the command, or lost track of it.
+    pub fn run(&self, cmd: Command) -> Result<Outcome, Error> {
+        Ok(self.spawn(cmd)?.wait()?)
+    }
+
+    /// Starts `cmd` and returns its supervisor without waiting; drive it with [`Running::step`]
+    /// (or [`Running::wait`]).
+    pub fn spawn(&self, cmd: Command) -> Result<Running, Error> {
+        let t0 = Instant::now();
+        let plan = &self.plan;
+        let run = RunPlan::new(plan, &cmd.argv, &cmd.env, cmd.cwd.as_deref())?;
+        let mut limits = plan.limits.clone();
+        if cmd.timeout.is_some() {
+            limits.timeout = cmd.timeout;
+        }
+
+        let prep =
+            |e: std::io::Error, what: &str| SandboxError::io(Stage::Prepare, &e, what.to_string());
+        // Internal descriptors must not sit on 0-2 (the host may have closed its stdio) nor on a
+        // passed fd's target number.
+        let floor = cmd
+            .pass_fds
+            .iter()
+            .map(|(_, t)| *t + 1)
+            .max()
+            .unwrap_or(3)
+            .max(3);
+        let above = |fd: OwnedFd| {
+            sys::keep_above(fd, floor).map_err(|e| prep(e, "cannot arrange descriptors"))
+        };
+
+        let (err_r, err_w) = sys::pipe(0).map_err(|e| prep(e, "cannot create the error pipe"))?;
+        let (err_r, err_w) = (above(err_r)?, above(err_w)?);
+        let (listener_ours, listener_theirs) = if plan.notify {
+            let (a, b) = sys::socketpair(libc::SOCK_SEQPACKET)
+                .map_err(|e| prep(e, "cannot create the listener socket pair"))?;
+            (Some(above(a)?), Some(above(b)?))
+        } else {
+            (None, None)
+        };
+
+        let mut fd_map: Vec<(RawFd, RawFd)> = Vec::with_capacity(3 + cmd.pass_fds.len());
+        // Descriptors the child gets that we must close once it has them.
+        let mut keep_until_spawned: Vec<OwnedFd> = Vec::new();
+        let null = || -> Result<OwnedFd, SandboxError> {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map_err(|e| prep(e, "cannot open /dev/null"))?;
+            above(OwnedFd::from(f))
+        };
+
+        let mut stdin_feed = None;
+        match cmd.stdin {
+            Stdio::Capture | Stdio::Null => {
+                let n = null()?;
+                fd_map.push((n.as_raw_fd(), 0));
+                keep_until_spawned.push(n);
+            }
+            Stdio::Inherit => fd_map.push((0, 0)),
+            Stdio::Bytes(data) => {
+                let (r, w) = sys::pipe(0).map_err(|e| prep(e, "cannot create the stdin pipe"))?;
+                let (r, w) = (above(r)?, above(w)?);
+                fd_map.push((r.as_raw_fd(), 0));
+                keep_until_spawned.push(r);
+                stdin_feed =
+                    Some(Feeder::new(w, data).map_err(|e| prep(e, "cannot set up stdin"))?);
+            }
+            Stdio::Fd(fd) => {
+                let fd = above(fd)?;
+                fd_map.push((fd.as_raw_fd(), 0));
+                keep_until_spawned.push(fd);
+            }
+        }
+        let cap = limits.max_output.bytes();
+        let mut captures: [Option<Capture>; 2] = [None, None];
+        for (i, (stdio, target)) in [(cmd.stdout, 1), (cmd.stderr, 2)].into_iter().enumerate() {
+            match stdio {
+                Stdio::Capture => {
+                    let (r, w) =
+                        sys::pipe(0).map_err(|e| prep(e, "cannot create an output pipe"))?;
+                    let (r, w) = (above(r)?, above(w)?);
+                    fd_map.push((w.as_raw_fd(), target));
+                    keep_until_spawned.push(w);
+                    captures[i] = Some(
+                        Capture::new(r, cap)
+                            .map_err(|e| prep(e, "cannot set up output capture"))?,
+                    );
+                }
+                Stdio::Inherit => fd_map.push((target, target)),
+                Stdio::Null | Stdio::Bytes(_) => {
+                    let n = null()?;
+                    fd_map.push((n.as_raw_fd(), target));
+                    keep_until_spawned.push(n);
+                }
+                Stdio::Fd(fd) => {
+                    let fd = above(fd)?;
+                    fd_map.push((fd.as_raw_fd(), target));
+                    keep_until_spawned.push(fd);
+                }
+            }
+        }
+        for (i, (fd, target)) in cmd.pass_fds.into_iter().enumerate() {
+            if target < 3 || fd_map.iter().any(|(_, t)| *t == target) {
+                return Err(PolicyError::new(
+                    format!("pass_fds[{i}]"),
+                    target.to_string(),
+                    "target descriptors must be 3 or above and distinct",
+                )
+                .into());
+            }
+            let fd = above(fd)?;
+            fd_map.push((fd.as_raw_fd(), target));
+            keep_until_spawned.push(fd);
+        }
+        if fd_map.len() > MAX_FD_MAP {
+            return Err(PolicyError::new(
+                "pass_fds",
+                fd_map.len().to_string(),
+                format!("at most {} descriptors can be passed", MAX_FD_MAP - 3),
+            )
+            .into());
+        }
+        let highest = fd_map
+            .iter()
+            .flat_map(|(s, t)| [*s, *t])
+            .chain([err_r.as_raw_fd(), err_w.as_raw_fd()])
+            .chain(listener_theirs.iter().map(AsRawFd::as_raw_fd))
+            .chain(listener_ours.iter().map(AsRawFd::as_raw_fd))
+            .chain(plan.ruleset.iter().map(AsRawFd::as_raw_fd))
+            .max()
+            .unwrap_or(2);
+        let close_from = fd_map.iter().map(|(_, t)| *t + 1).max().unwrap_or(3).max(3);
+
+        let fprog = plan.filter.as_ref().map(|f| libc::sock_fprog {
+            len: f.len() as u16,
+            filter: f.as_ptr().cast_mut(),
+        });
+        let cwd_bytes = run.cwd.as_ref().map(|c| c.as_bytes_with_nul());
+        let args = ChildArgs {
+            err_fd: err_w.as_raw_fd(),
+            fd_map: &fd_map,
+            temp_base: highest + 1,
+            close_from: close_from as u32,
+            cwd: cwd_bytes,
+            rlimits: &plan.rlimits,
+            drop_caps: true,
+            drop_bounding: plan.drop_bounding,
+            cgroup_procs_fd: -1,
+            ruleset_fd: plan.ruleset.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+            filter: fprog.as_ref(),
+            filter_flags: if plan.notify {
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+            } else {
+                0
+            },
+            listener_sock: listener_theirs.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+            path: run.path.as_ptr(),
+            argv: run.argv(),
+            envp: run.envp(),
+        };
+        let started = spawn::spawn(&args, err_r, err_w, listener_ours.as_ref())?;
+        drop(keep_until_spawned);
+        drop(listener_theirs);
+
+        let [stdout, stderr] = captures;
+        let io = Io {
+            stdout,
+            stderr,
+            stdin: stdin_feed,
+        };
+        Ok(Running::new(
+            started,
+            io,
+            limits,
+            plan.not_enforced.clone(),
+            t0,
+        )?)
+    }
+}

@@ -1,0 +1,328 @@
+//! Starting the child: `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)` with everything prepared.
+//!
+//! `CLONE_VM` makes the cost independent of the host's size (no page tables are copied, unlike
+//! `fork`), and `CLONE_VFORK` keeps the calling thread parked until the child has exec'd, so the
+//! stack and arguments we lend it stay valid. The child code lives in [`child`]; this side only
+//! blocks signals around the clone, and turns the child's `(stage, errno)` report into an error.
+//!
+//! Never `clone3`: container runtimes answer it with ENOSYS. The child is created with exit signal 0
+//! so the host never gets a `SIGCHLD` for it and a host `waitpid(-1)` cannot steal its status; it is
+//! reaped through its pidfd only.
+
+pub(crate) mod child;
+
+use std::ffi::c_void;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crate::error::{SandboxError, Stage, errno_name};
+use crate::sys;
+
+pub(crate) use child::{ChildArgs, MAX_FD_MAP};
+
+/// Size of the stack lent to the child; it only runs [`child::run`].
+const STACK_SIZE: usize = 128 * 1024;
+const GUARD: usize = 4096;
+
+/// A stack for the child, with a guard page below it.
+pub(crate) struct ChildStack {
+    base: *mut c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    pub(crate) fn new() -> Result<ChildStack, SandboxError> {
+        let len = STACK_SIZE + GUARD;
+        // SAFETY: an anonymous private mapping; no existing memory is affected.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(SandboxError::last_os(
+                Stage::Prepare,
+                "cannot map a stack for the child",
+            ));
+        }
+        let stack = ChildStack { base, len };
+        // SAFETY: the first page of our own fresh mapping.
+        if unsafe { libc::mprotect(base, GUARD, libc::PROT_NONE) } != 0 {
+            return Err(SandboxError::last_os(
+                Stage::Prepare,
+                "cannot protect the child's stack guard",
+            ));
+        }
+        Ok(stack)
+    }
+
+    fn top(&self) -> *mut c_void {
+        // SAFETY: one past the end of our own mapping; stacks grow down from there.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping we created; the child no longer uses it once clone
+        // has returned (it exec'd into a new address space, or exited).
+        unsafe {
+            libc::munmap(self.base, self.len);
+        }
+    }
+}
+
+/// A started child.
+pub(crate) struct Started {
+    pub(crate) pid: libc::pid_t,
+    pub(crate) pidfd: OwnedFd,
+    /// The seccomp listener, when the filter routes syscalls to the supervisor.
+    pub(crate) listener: Option<OwnedFd>,
+}
+
+extern "C" fn child_entry(arg: *mut c_void) -> libc::c_int {
+    // SAFETY: only `clone` below calls this, with a pointer to a ChildArgs that the parent keeps
+    // alive until the child has exec'd or exited (CLONE_VFORK).
+    unsafe { child::child_main(arg) }
+}
+
+/// Clones the child, waits (by `CLONE_VFORK`) until it has exec'd or failed, and reports which.
+///
+/// `err_read`/`err_write` are the two ends of the close-on-exec error pipe whose write end `args`
+/// names; `listener_recv` is our end of the socket pair the child sends the seccomp listener on.
+pub(crate) fn spawn(
+    args: &ChildArgs<'_>,
+    err_read: OwnedFd,
+    err_write: OwnedFd,
+    listener_recv: Option<&OwnedFd>,
+) -> Result<Started, SandboxError> {
+    let stack = ChildStack::new()?;
+    let mut pidfd: libc::c_int = -1;
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD;
+
+    // Block every signal, the C library's internal ones included, so that no host handler runs in
+    // the child before it has reset the dispositions. Raw syscall: pthread_sigmask would refuse to
+    // block the internal ones.
+    let all: u64 = !0;
+    let mut old: u64 = 0;
+    // SAFETY: rt_sigprocmask reads `all` and writes `old`, both 8-byte sigsets on our stack.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &all,
+            &mut old,
+            8usize,
+        );
+    }
+    // SAFETY: `stack` is a fresh mapping of STACK_SIZE bytes above a guard page; `args` outlives the
+    // child's use of it because CLONE_VFORK suspends us until it has exec'd or exited; `pidfd` is
+    // where CLONE_PIDFD stores the new descriptor.
+    let pid = unsafe {
+        libc::clone(
+            child_entry,
+            stack.top(),
+            flags,
+            (args as *const ChildArgs<'_>).cast_mut().cast(),
+            &mut pidfd as *mut libc::c_int,
+        )
+    };
+    let clone_errno = sys::errno();
+    // SAFETY: restores the mask saved above.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &old,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        );
+    }
+    drop(stack);
+    if pid < 0 {
+        return Err(SandboxError::new(
+            Stage::Clone,
+            Some(clone_errno),
+            clone_hint(clone_errno),
+        ));
+    }
+    // SAFETY: CLONE_PIDFD stored a new descriptor that nothing else owns.
+    let pidfd = unsafe { sys::owned(pidfd) };
+
+    // Our copy of the write end must go, or the read below would wait for ourselves.
+    drop(err_write);
+    let mut word = [0u8; 8];
+    let n = read_full(err_read.as_raw_fd(), &mut word);
+    if n == 8 {
+        let (stage, errno) = child::decode_failure(u64::from_ne_bytes(word));
+        reap_failed(&pidfd);
+        let stage = stage.unwrap_or(Stage::Execve);
+        return Err(SandboxError::new(
+            stage,
+            Some(errno),
+            child_hint(stage, errno),
+        ));
+    }
+
+    let listener = match listener_recv {
+        Some(sock) => Some(recv_fd(sock).map_err(|e| {
+            reap_kill(&pidfd);
+            SandboxError::io(
+                Stage::RecvListener,
+                &e,
+                "the child installed its seccomp filter but its listener did not arrive",
+            )
+        })?),
+        None => None,
+    };
+    Ok(Started {
+        pid,
+        pidfd,
+        listener,
+    })
+}
+
+fn read_full(fd: libc::c_int, buf: &mut [u8; 8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        match sys::read(fd, &mut buf[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    got
+}
+
+/// Reaps a child that reported failure (it has exited already, or is about to).
+fn reap_failed(pidfd: &OwnedFd) {
+    let mut info: libc::siginfo_t = unsafe_zeroed_siginfo();
+    // SAFETY: waitid on our own child's pidfd, writing into `info`.
+    unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::__WALL,
+        );
+    }
+}
+
+fn reap_kill(pidfd: &OwnedFd) {
+    // SAFETY: signalling and reaping our own child through its pidfd.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            0,
+            0,
+        );
+    }
+    reap_failed(pidfd);
+}
+
+pub(crate) fn unsafe_zeroed_siginfo() -> libc::siginfo_t {
+    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Receives one fd sent with `SCM_RIGHTS`, without waiting.
+fn recv_fd(sock: &OwnedFd) -> std::io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    #[repr(C, align(8))]
+    struct Buf([u8; 64]);
+    let mut cbuf = Buf([0; 64]);
+    // SAFETY: msghdr is plain data; all-zero is valid and we set what we use.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.0.as_mut_ptr().cast();
+    msg.msg_controllen = cbuf.0.len();
+    // SAFETY: `msg` points at live buffers for the duration of the call.
+    let n = unsafe {
+        libc::recvmsg(
+            sock.as_raw_fd(),
+            &mut msg,
+            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: CMSG_FIRSTHDR/CMSG_DATA walk the control buffer the kernel just filled.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() || (*c).cmsg_level != libc::SOL_SOCKET || (*c).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Err(std::io::Error::from_raw_os_error(libc::EBADMSG));
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+        Ok(sys::owned(fd))
+    }
+}
+
+fn clone_hint(errno: i32) -> String {
+    match errno {
+        libc::EAGAIN => "the host cannot create another process (RLIMIT_NPROC or a pids cgroup limit \
+                         reached); wait for other processes to finish or raise the limit"
+            .into(),
+        libc::ENOMEM => "the host is out of memory".into(),
+        libc::EPERM | libc::ENOSYS => "the host's seccomp profile refused clone(); sandlock needs \
+                                       plain clone with CLONE_VM|CLONE_VFORK|CLONE_PIDFD (Linux 5.2)"
+            .into(),
+        libc::EINVAL => "this kernel does not support CLONE_PIDFD (needs Linux 5.2)".into(),
+        e => format!("clone failed ({})", errno_name(e)),
+    }
+}
+
+/// What a person can do about a failure the child reported.
+fn child_hint(stage: Stage, errno: i32) -> String {
+    match (stage, errno) {
+        (Stage::Execve, libc::ENOENT) => {
+            "no such program (or its interpreter or dynamic loader is missing)".into()
+        }
+        (Stage::Execve, libc::EACCES) => {
+            "permission denied: the program (or a directory on its path) \
+                                          is not in fs_readable, or lacks the execute bit"
+                .into()
+        }
+        (Stage::Execve, libc::ENOEXEC) => {
+            "not an executable format; a script needs a #! line".into()
+        }
+        (Stage::Execve, libc::E2BIG) => "argv and environment are too large for execve".into(),
+        (Stage::Execve, libc::ETXTBSY) => "the program file is open for writing".into(),
+        (Stage::Chdir, _) => "cannot enter the working directory (cwd)".into(),
+        (Stage::Fds, libc::EBADF) => "a file descriptor to pass is not open".into(),
+        (Stage::Fds, libc::EMFILE) => "too many open files while arranging descriptors".into(),
+        (Stage::Rlimit, libc::EPERM) => {
+            "a limit is above the host's hard limit; lower it or raise \
+                                         the host's limit"
+                .into()
+        }
+        (Stage::Capabilities, _) => "cannot drop capabilities".into(),
+        (Stage::NoNewPrivs, _) => "cannot set no_new_privs".into(),
+        (Stage::LandlockRestrict, libc::E2BIG) => {
+            "too many nested Landlock domains (the host is already sandboxed 16 deep)".into()
+        }
+        (Stage::LandlockRestrict, _) => "the kernel refused to apply the Landlock ruleset; run \
+                                         `sandlock check`"
+            .into(),
+        (Stage::Seccomp, libc::EBUSY) => "another seccomp listener is already installed for this \
+                                          process tree (nested sandlock with limits)"
+            .into(),
+        (Stage::Seccomp, _) => "the kernel or the host's seccomp profile refused the filter; run \
+                                `sandlock check`"
+            .into(),
+        (Stage::SendListener, _) => "cannot hand the seccomp listener to the supervisor".into(),
+        (Stage::Cgroup, _) => "cannot move the child into its cgroup".into(),
+        (s, e) => format!("{s} failed ({})", errno_name(e)),
+    }
+}

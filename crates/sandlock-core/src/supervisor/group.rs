@@ -1,0 +1,114 @@
+//! The sandbox's process group: how the supervisor finds, measures and kills every process of a
+//! sandbox without namespaces or cgroups.
+//!
+//! The child starts a new session and process group (its pgid is its pid), and the seccomp filter
+//! turns `setsid`/`setpgid` into no-ops, so every descendant, including ones that double-fork or
+//! "daemonize", stays in that group. The supervisor does not reap the main process until it has
+//! killed the group, so the group's id cannot be reused while we might still signal it.
+
+use std::io::Read;
+
+/// `kill(-pgid, SIGKILL)`: every process of the sandbox at once.
+pub(crate) fn kill(pgid: libc::pid_t) {
+    // SAFETY: kill takes integers. The group id is the pid of our own unreaped child, so it cannot
+    // name another group.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+/// One live member of the group, as `/proc/<pid>/stat` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub(crate) pid: libc::pid_t,
+    /// Resident set in bytes.
+    pub(crate) rss: u64,
+    /// User plus system CPU time, in clock ticks.
+    pub(crate) cpu_ticks: u64,
+}
+
+/// The live (non-zombie) members of process group `pgid`.
+pub(crate) fn members(pgid: libc::pid_t) -> Vec<Member> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let mut buf = Vec::with_capacity(512);
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<libc::pid_t>().ok()) else {
+            continue;
+        };
+        if let Some(m) = stat(pid, pgid, &mut buf) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+fn stat(pid: libc::pid_t, pgid: libc::pid_t, buf: &mut Vec<u8>) -> Option<Member> {
+    buf.clear();
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    f.read_to_end(buf).ok()?;
+    parse_stat(pid, buf, pgid)
+}
+
+/// Parses the fields we need from `/proc/<pid>/stat`; the command name may contain spaces and
+/// parentheses, so fields are counted from the last `)`.
+fn parse_stat(pid: libc::pid_t, text: &[u8], pgid: libc::pid_t) -> Option<Member> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(text.get(close + 2..)?).ok()?;
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // After the name: state(3) ppid(4) pgrp(5) ... utime(14) stime(15) ... rss(24), numbered as in proc(5).
+    let field = |n: usize| f.get(n - 3).copied();
+    if matches!(field(3)?, "Z" | "X") {
+        return None;
+    }
+    if field(5)?.parse::<libc::pid_t>().ok()? != pgid {
+        return None;
+    }
+    let utime: u64 = field(14)?.parse().ok()?;
+    let stime: u64 = field(15)?.parse().ok()?;
+    let rss_pages: u64 = field(24)?.parse().ok()?;
+    Some(Member {
+        pid,
+        rss: rss_pages.saturating_mul(page_size()),
+        cpu_ticks: utime + stime,
+    })
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf takes an integer.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as u64 } else { 4096 }
+}
+
+/// Clock ticks per second, for converting `/proc` CPU times.
+pub(crate) fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf takes an integer.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_spaces_and_parens_in_the_name_parses() {
+        let line = b"4242 (evil ) name) S 1 777 777 0 -1 4194560 100 0 0 0 12 34 0 0 20 0 1 0 100 1000000 250 18446744073709551615";
+        let m = parse_stat(4242, line, 777).unwrap();
+        assert_eq!(m.cpu_ticks, 46);
+        assert_eq!(m.rss, 250 * page_size());
+        assert!(parse_stat(4242, line, 778).is_none());
+        let zombie = b"4242 (x) Z 1 777 777 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0 0";
+        assert!(parse_stat(4242, zombie, 777).is_none());
+    }
+
+    #[test]
+    fn our_own_group_contains_us() {
+        // SAFETY: getpgrp/getpid take no arguments.
+        let (pgid, me) = unsafe { (libc::getpgrp(), libc::getpid()) };
+        assert!(members(pgid).iter().any(|m| m.pid == me));
+    }
+}

@@ -1,0 +1,581 @@
+//! The supervisor: one event loop, on the caller's thread, per running sandbox.
+//!
+//! Everything a run needs attention for is one epoll set: the main process's pidfd (readable when it
+//! exits), the stdout/stderr pipes, the stdin pipe while there is input left, and the seccomp
+//! listener. [`Running::step`] waits on it with a timeout derived from the deadlines (wall timeout,
+//! next resource sample, output drain), handles what is ready and returns. The blocking face calls it
+//! in a loop; an async face registers [`Running::fd`] with its own event loop and calls `step` with
+//! a zero wait when the fd is readable or [`Running::next_wakeup`] has passed.
+//!
+//! It creates no thread, installs no signal handler, never calls `waitpid(-1)` and only reaps its
+//! own child (through the pidfd). When the main process ends, the rest of its process group is
+//! killed before the main process is reaped, as in a container: nothing the sandbox started
+//! outlives it.
+
+mod group;
+mod notify;
+mod output;
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::error::{SandboxError, Stage};
+use crate::kernel::Protection;
+use crate::outcome::{LimitMechanism, Outcome, Reason};
+use crate::plan::TreeLimits;
+use crate::spawn::Started;
+use crate::sys;
+
+pub(crate) use output::{Capture, Feeder};
+
+const TOKEN_PIDFD: u64 = 1;
+const TOKEN_STDOUT: u64 = 2;
+const TOKEN_STDERR: u64 = 3;
+const TOKEN_STDIN: u64 = 4;
+const TOKEN_LISTENER: u64 = 5;
+
+/// How often the supervisor measures the tree when a memory or CPU limit needs it.
+const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+/// How long to keep reading output after the tree is dead, in case a pipe end leaked elsewhere.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// The exit status of the main process, from `waitid`.
+#[derive(Debug, Clone, Copy)]
+struct Exit {
+    code: Option<i32>,
+    signal: Option<i32>,
+    cpu: Duration,
+    max_rss: u64,
+}
+
+/// A sandboxed command that is running (or has just finished), and its supervisor.
+pub struct Running {
+    pid: libc::pid_t,
+    pidfd: Option<OwnedFd>,
+    epoll: OwnedFd,
+    stdout: Option<Capture>,
+    stderr: Option<Capture>,
+    stdin: Option<Feeder>,
+    listener: Option<notify::Listener>,
+    limits: TreeLimits,
+    started: Instant,
+    deadline: Option<Instant>,
+    next_sample: Option<Instant>,
+    drain_until: Option<Instant>,
+    exit: Option<Exit>,
+    ended_by: Option<(Reason, String)>,
+    killed: bool,
+    /// Upper bound on live processes since the last scan (process cap).
+    live_estimate: u32,
+    /// Last CPU ticks seen per process, dead ones included.
+    cpu_seen: HashMap<libc::pid_t, u64>,
+    peak_memory: u64,
+    not_enforced: Vec<Protection>,
+}
+
+/// Pipes and options the supervisor takes over from a freshly started child.
+pub(crate) struct Io {
+    pub(crate) stdout: Option<Capture>,
+    pub(crate) stderr: Option<Capture>,
+    pub(crate) stdin: Option<Feeder>,
+}
+
+impl Running {
+    pub(crate) fn new(
+        started: Started,
+        io: Io,
+        limits: TreeLimits,
+        not_enforced: Vec<Protection>,
+        t0: Instant,
+    ) -> Result<Running, SandboxError> {
+        // SAFETY: epoll_create1 takes a flag.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            let err = SandboxError::last_os(Stage::Supervise, "cannot create the epoll set");
+            group::kill(started.pid);
+            return Err(err);
+        }
+        // SAFETY: epoll_create1 just returned this descriptor.
+        let epoll = unsafe { sys::owned(ep) };
+        let sampling = limits.max_memory.is_some() || limits.max_cpu.is_some();
+        let mut r = Running {
+            pid: started.pid,
+            pidfd: Some(started.pidfd),
+            epoll,
+            stdout: io.stdout,
+            stderr: io.stderr,
+            stdin: io.stdin,
+            listener: started.listener.map(notify::Listener::new),
+            deadline: limits.timeout.map(|t| t0 + t),
+            next_sample: sampling.then(|| t0 + SAMPLE_EVERY),
+            limits,
+            started: t0,
+            drain_until: None,
+            exit: None,
+            ended_by: None,
+            killed: false,
+            live_estimate: 1,
+            cpu_seen: HashMap::new(),
+            peak_memory: 0,
+            not_enforced,
+        };
+        let mut regs = vec![];
+        if let Some(p) = &r.pidfd {
+            regs.push((p.as_raw_fd(), libc::EPOLLIN, TOKEN_PIDFD));
+        }
+        if let Some(c) = &r.stdout {
+            regs.push((c.fd(), libc::EPOLLIN, TOKEN_STDOUT));
+        }
+        if let Some(c) = &r.stderr {
+            regs.push((c.fd(), libc::EPOLLIN, TOKEN_STDERR));
+        }
+        if let Some(f) = &r.stdin {
+            regs.push((f.fd(), libc::EPOLLOUT, TOKEN_STDIN));
+        }
+        if let Some(l) = &r.listener {
+            regs.push((l.fd(), libc::EPOLLIN, TOKEN_LISTENER));
+        }
+        for (fd, events, token) in regs {
+            if let Err(e) = r.watch(fd, events, token) {
+                r.kill_tree();
+                return Err(e);
+            }
+        }
+        Ok(r)
+    }
+
+    /// The process id of the main process (also the sandbox's process group id).
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// A file descriptor that becomes readable whenever [`Running::step`] has work to do. Register
+    /// it with an event loop (it is an epoll fd, which is itself pollable).
+    pub fn fd(&self) -> i32 {
+        self.epoll.as_raw_fd()
+    }
+
+    /// The next moment `step` must run even if [`Running::fd`] stays quiet (a deadline or a sample).
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let deadline = if self.killed { None } else { self.deadline };
+        [deadline, self.next_sample, self.drain_until]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether the run has finished: the main process is reaped and the output is read.
+    pub fn is_done(&self) -> bool {
+        if self.exit.is_none() {
+            return false;
+        }
+        let open = |c: &Option<Capture>| c.as_ref().is_some_and(|c| !c.eof);
+        let draining = open(&self.stdout) || open(&self.stderr);
+        !draining || self.drain_until.is_some_and(|t| Instant::now() >= t)
+    }
+
+    /// Waits up to `wait` (forever if `None`, but never past [`Running::next_wakeup`]) for
+    /// something to happen, and handles it. Returns whether the run is done.
+    pub fn step(&mut self, wait: Option<Duration>) -> Result<bool, SandboxError> {
+        if self.is_done() {
+            return Ok(true);
+        }
+        let now = Instant::now();
+        let until_wakeup = self.next_wakeup().map(|t| t.saturating_duration_since(now));
+        let timeout = match (wait, until_wakeup) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let ms = timeout.map_or(-1, |d| {
+            // Round up so that we do not wake a millisecond early and spin.
+            i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+        });
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: epoll_wait writes at most `events.len()` entries.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                ms,
+            )
+        };
+        if n < 0 {
+            let e = sys::errno();
+            if e != libc::EINTR {
+                return Err(SandboxError::new(
+                    Stage::Supervise,
+                    Some(e),
+                    "epoll_wait failed",
+                ));
+            }
+        }
+        for ev in events.iter().take(n.max(0) as usize) {
+            let (token, flags) = (ev.u64, ev.events);
+            match token {
+                TOKEN_PIDFD => self.on_main_exit()?,
+                TOKEN_STDOUT | TOKEN_STDERR => self.on_output(token)?,
+                TOKEN_STDIN => self.on_stdin(),
+                TOKEN_LISTENER => self.on_notification(flags)?,
+                _ => {}
+            }
+        }
+        self.on_timers();
+        Ok(self.is_done())
+    }
+
+    /// Runs [`Running::step`] until the run is done, then returns the outcome.
+    pub fn wait(mut self) -> Result<Outcome, SandboxError> {
+        while !self.step(None)? {}
+        Ok(self.into_outcome())
+    }
+
+    /// Stdout captured since the last call (for streaming readers). What is taken here is not in
+    /// the final [`Outcome::stdout`].
+    pub fn take_stdout(&mut self) -> Vec<u8> {
+        self.stdout.as_mut().map(Capture::take).unwrap_or_default()
+    }
+
+    /// Stderr captured since the last call; see [`Running::take_stdout`].
+    pub fn take_stderr(&mut self) -> Vec<u8> {
+        self.stderr.as_mut().map(Capture::take).unwrap_or_default()
+    }
+
+    /// Kills the whole sandbox now. The outcome will say `reason` (use [`Reason::Signaled`] for a
+    /// plain cancellation).
+    pub fn kill(&mut self, reason: Reason, detail: impl Into<String>) {
+        self.end(reason, detail.into());
+    }
+
+    /// The outcome. Call when [`Running::is_done`]; before that, the run is killed first.
+    pub fn into_outcome(mut self) -> Outcome {
+        if self.exit.is_none() {
+            self.end(
+                Reason::Signaled,
+                "the run was abandoned before it finished".into(),
+            );
+            let _ = self.reap();
+        }
+        let exit = self.exit.unwrap_or(Exit {
+            code: None,
+            signal: Some(libc::SIGKILL),
+            cpu: Duration::ZERO,
+            max_rss: 0,
+        });
+        let (reason, detail) = match self.ended_by.take() {
+            Some((r, d)) => (r, Some(d)),
+            None if exit.code.is_some() => (Reason::Exited, None),
+            None => (Reason::Signaled, None),
+        };
+        let sampled_cpu = Duration::from_secs_f64(
+            self.cpu_seen.values().sum::<u64>() as f64 / group::ticks_per_second() as f64,
+        );
+        let (stdout_truncated, stdout) = take_capture(self.stdout.take());
+        let (stderr_truncated, stderr) = take_capture(self.stderr.take());
+        Outcome {
+            reason,
+            exit_code: exit.code,
+            signal: exit.signal,
+            stdout,
+            stderr,
+            stdout_truncated,
+            stderr_truncated,
+            wall_time: self.started.elapsed(),
+            cpu_time: exit.cpu.max(sampled_cpu),
+            peak_memory: exit.max_rss.max(self.peak_memory),
+            not_enforced: std::mem::take(&mut self.not_enforced),
+            limit_mechanism: if self.limits.max_memory.is_some()
+                || self.limits.max_processes.is_some()
+                || self.limits.max_cpu.is_some()
+            {
+                LimitMechanism::Supervisor
+            } else {
+                LimitMechanism::None
+            },
+            detail,
+            error: None,
+        }
+    }
+
+    fn watch(&self, fd: i32, events: libc::c_int, token: u64) -> Result<(), SandboxError> {
+        let mut ev = libc::epoll_event {
+            events: events as u32,
+            u64: token,
+        };
+        // SAFETY: registers a descriptor we own with our own epoll set.
+        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0
+        {
+            return Err(SandboxError::last_os(
+                Stage::Supervise,
+                "cannot watch a descriptor",
+            ));
+        }
+        Ok(())
+    }
+
+    fn unwatch(&self, fd: i32) {
+        // SAFETY: removes a descriptor from our own epoll set; failure only means it was not there.
+        unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            );
+        }
+    }
+
+    /// Ends the run for `reason`: the first reason wins, and the whole tree is killed.
+    fn end(&mut self, reason: Reason, detail: String) {
+        if self.ended_by.is_none() && self.exit.is_none() {
+            self.ended_by = Some((reason, detail));
+        }
+        self.kill_tree();
+    }
+
+    fn kill_tree(&mut self) {
+        if self.exit.is_none() {
+            group::kill(self.pid);
+            self.killed = true;
+        }
+    }
+
+    fn on_main_exit(&mut self) -> Result<(), SandboxError> {
+        // Leftovers (background jobs, daemons) go down with the main process; the main process is
+        // still a zombie here, so its group id cannot have been reused.
+        group::kill(self.pid);
+        self.killed = true;
+        self.reap()?;
+        self.drain_until = Some(Instant::now() + DRAIN_GRACE);
+        Ok(())
+    }
+
+    fn reap(&mut self) -> Result<(), SandboxError> {
+        let Some(pidfd) = self.pidfd.take() else {
+            return Ok(());
+        };
+        self.unwatch(pidfd.as_raw_fd());
+        let mut info = crate::spawn::unsafe_zeroed_siginfo();
+        // SAFETY: rusage is plain data; all-zero is valid.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: waitid on our own child's pidfd; the kernel writes `info` and `ru`.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_waitid,
+                    libc::P_PIDFD,
+                    pidfd.as_raw_fd(),
+                    &mut info,
+                    libc::WEXITED | libc::__WALL,
+                    &mut ru,
+                )
+            };
+            if r == 0 {
+                break;
+            }
+            let e = sys::errno();
+            if e != libc::EINTR {
+                return Err(SandboxError::new(
+                    Stage::Wait,
+                    Some(e),
+                    "cannot reap the sandbox's main process",
+                ));
+            }
+        }
+        // SAFETY: waitid filled `info` for a CLD_* event, so si_status is the status field.
+        let status = unsafe { info.si_status() };
+        let (code, signal) = match info.si_code {
+            libc::CLD_EXITED => (Some(status), None),
+            _ => (None, Some(status)),
+        };
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+        self.exit = Some(Exit {
+            code,
+            signal,
+            cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+            max_rss: (ru.ru_maxrss as u64) * 1024,
+        });
+        Ok(())
+    }
+
+    fn on_output(&mut self, token: u64) -> Result<(), SandboxError> {
+        let (cap, name) = if token == TOKEN_STDOUT {
+            (&mut self.stdout, "stdout")
+        } else {
+            (&mut self.stderr, "stderr")
+        };
+        let Some(c) = cap.as_mut() else {
+            return Ok(());
+        };
+        let drained = c.drain().map_err(|e| {
+            SandboxError::io(
+                Stage::Supervise,
+                &e,
+                format!("cannot read the sandbox's {name}"),
+            )
+        })?;
+        let fd = c.fd();
+        match drained {
+            output::Drained::More => {}
+            output::Drained::Eof => self.unwatch(fd),
+            output::Drained::Overflow => {
+                let eof = c.eof;
+                if eof {
+                    self.unwatch(fd);
+                }
+                let cap = self.limits.max_output;
+                self.end(
+                    Reason::Output,
+                    format!("{name} exceeded max_output ({cap}); output truncated"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn on_stdin(&mut self) {
+        if let Some(f) = self.stdin.as_mut() {
+            if f.feed() {
+                let fd = f.fd();
+                self.unwatch(fd);
+                self.stdin = None;
+            }
+        }
+    }
+
+    fn on_notification(&mut self, flags: u32) -> Result<(), SandboxError> {
+        let Some(l) = self.listener.as_ref() else {
+            return Ok(());
+        };
+        if flags & (libc::EPOLLHUP as u32) != 0 && flags & (libc::EPOLLIN as u32) == 0 {
+            // Every process under the filter is gone.
+            self.unwatch(l.fd());
+            self.listener = None;
+            return Ok(());
+        }
+        let n = match l.recv() {
+            Ok(Some(n)) => n,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                return Err(SandboxError::io(
+                    Stage::Notify,
+                    &e,
+                    "cannot receive a seccomp notification",
+                ));
+            }
+        };
+        let Some(max) = self.limits.max_processes else {
+            l.allow(n.id);
+            return Ok(());
+        };
+        if self.ended_by.is_some() {
+            l.deny(n.id, libc::EAGAIN);
+            return Ok(());
+        }
+        // Cheap path: our running upper bound says there is room. Only near the cap do we pay for a
+        // scan of the group, which also forgets processes that have exited.
+        if self.live_estimate >= max {
+            self.live_estimate = group::members(self.pid).len() as u32;
+        }
+        if self.live_estimate < max {
+            self.live_estimate += 1;
+            l.allow(n.id);
+        } else {
+            l.deny(n.id, libc::EAGAIN);
+            let _ = n.nr;
+            self.end(
+                Reason::Processes,
+                format!(
+                    "process {} tried to start process number {} with max_processes={max}",
+                    n.pid,
+                    max + 1
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        if let Some(d) = self.deadline {
+            if now >= d && !self.killed {
+                let t = self.limits.timeout.unwrap_or_default();
+                self.end(Reason::Timeout, format!("timed out after {}", fmt_secs(t)));
+            }
+        }
+        if let Some(s) = self.next_sample {
+            if now >= s {
+                if self.exit.is_none() {
+                    self.sample();
+                    self.next_sample = Some(now + SAMPLE_EVERY);
+                } else {
+                    self.next_sample = None;
+                }
+            }
+        }
+    }
+
+    /// Measures the tree and enforces the memory and CPU limits.
+    fn sample(&mut self) {
+        let members = group::members(self.pid);
+        self.live_estimate = members.len() as u32;
+        let rss: u64 = members.iter().map(|m| m.rss).sum();
+        self.peak_memory = self.peak_memory.max(rss);
+        for m in &members {
+            let seen = self.cpu_seen.entry(m.pid).or_insert(0);
+            *seen = (*seen).max(m.cpu_ticks);
+        }
+        if let Some(max) = self.limits.max_memory {
+            if rss > max.bytes() {
+                self.end(
+                    Reason::Memory,
+                    format!(
+                        "used {} of memory, over max_memory ({max})",
+                        crate::policy::ByteSize(rss)
+                    ),
+                );
+                return;
+            }
+        }
+        if let Some(max) = self.limits.max_cpu {
+            let ticks: u64 = self.cpu_seen.values().sum();
+            let used = Duration::from_secs_f64(ticks as f64 / group::ticks_per_second() as f64);
+            if used > max {
+                self.end(
+                    Reason::Cpu,
+                    format!(
+                        "used {} of CPU, over max_cpu ({})",
+                        fmt_secs(used),
+                        fmt_secs(max)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            self.kill_tree();
+            let _ = self.reap();
+        }
+    }
+}
+
+fn take_capture(c: Option<Capture>) -> (bool, Vec<u8>) {
+    match c {
+        Some(c) => (c.truncated, c.into_bytes()),
+        None => (false, Vec::new()),
+    }
+}
+
+fn fmt_secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 1.0 && s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s:.2} s")
+    }
+}

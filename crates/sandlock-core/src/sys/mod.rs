@@ -1,0 +1,171 @@
+//! Thin, safe wrappers over the kernel interfaces sandlock uses from the parent (supervisor) side.
+//!
+//! The child side between `clone` and `execve` does not use these: it issues raw syscalls from
+//! [`raw`] only.
+
+pub(crate) mod raw;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Converts a C-style `-1`/errno result into an `io::Result`.
+pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Converts a `syscall(2)` result (`-1`/errno) into an `io::Result`.
+pub(crate) fn cvt_long(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The current thread's errno.
+pub(crate) fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// Takes ownership of a freshly returned fd.
+///
+/// # Safety
+/// `fd` must be a valid, open file descriptor that nothing else owns.
+pub(crate) unsafe fn owned(fd: libc::c_int) -> OwnedFd {
+    // SAFETY: forwarded to the caller.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub(crate) fn pipe(flags: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | flags) })?;
+    // SAFETY: pipe2 just returned these two descriptors and nothing else owns them.
+    Ok(unsafe { (owned(fds[0]), owned(fds[1])) })
+}
+
+/// A close-on-exec `AF_UNIX` socket pair.
+pub(crate) fn socketpair(ty: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors socketpair writes.
+    cvt(unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
+    // SAFETY: socketpair just returned these two descriptors and nothing else owns them.
+    Ok(unsafe { (owned(fds[0]), owned(fds[1])) })
+}
+
+/// Duplicates `fd` to the lowest free number `>= min`, close-on-exec.
+pub(crate) fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC only reads its integer arguments.
+    let new = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) })?;
+    // SAFETY: fcntl just returned a new descriptor that nothing else owns.
+    Ok(unsafe { owned(new) })
+}
+
+/// Moves an owned fd to a number `>= min` if it is below (keeps it otherwise).
+pub(crate) fn keep_above(fd: OwnedFd, min: RawFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() >= min {
+        Ok(fd)
+    } else {
+        dup_above(fd.as_raw_fd(), min)
+    }
+}
+
+/// Sets or clears `O_NONBLOCK`.
+pub(crate) fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL only read and write the descriptor's status flags.
+    unsafe {
+        let flags = cvt(libc::fcntl(fd, libc::F_GETFL))?;
+        let new = if on {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        if new != flags {
+            cvt(libc::fcntl(fd, libc::F_SETFL, new))?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads up to `buf.len()` bytes, retrying on EINTR.
+pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Writes up to `buf.len()` bytes, retrying on EINTR.
+pub(crate) fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for reads of its length.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// The highest capability number this kernel knows (`/proc/sys/kernel/cap_last_cap`).
+pub(crate) fn cap_last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// This thread's capability sets: (effective, permitted, inheritable), as 64-bit masks.
+pub(crate) fn capget() -> io::Result<(u64, u64, u64)> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut hdr = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget with a v3 header writes two `Data` entries.
+    cvt_long(unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) })?;
+    let join = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
+    Ok((
+        join(data[0].effective, data[1].effective),
+        join(data[0].permitted, data[1].permitted),
+        join(data[0].inheritable, data[1].inheritable),
+    ))
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets in two 32-bit halves.
+pub(crate) const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Whether capability `cap` is in this thread's bounding set.
+pub(crate) fn in_bounding_set(cap: u32) -> bool {
+    // SAFETY: PR_CAPBSET_READ takes an integer and returns 0/1 or -1.
+    unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) == 1 }
+}
