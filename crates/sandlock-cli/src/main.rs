@@ -1,3 +1,40 @@
-//! The `sandlock` command (work in progress).
+//! `sandlock`: run a command confined by Landlock and seccomp, check what this machine supports, or
+//! serve sandboxed code execution over MCP.
 
-fn main() {}
+mod check;
+mod run;
+mod signals;
+
+use clap::{Parser, Subcommand};
+
+/// Run untrusted code confined by Landlock and seccomp: no root, no namespaces, no containers.
+#[derive(Debug, Parser)]
+#[command(name = "sandlock", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a command in a sandbox: sandlock run [FLAGS] -- CMD [ARGS]...
+    Run(run::RunArgs),
+    /// Report what this kernel and environment let sandlock enforce.
+    Check(check::CheckArgs),
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { run::EXIT_SANDBOX } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let code = match cli.command {
+        Cmd::Run(a) => run::run(a),
+        Cmd::Check(a) => check::run(a),
+    };
+    std::process::exit(code);
+}

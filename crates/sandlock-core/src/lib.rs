@@ -41,6 +41,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod check;
 pub mod error;
 pub mod kernel;
 pub mod outcome;

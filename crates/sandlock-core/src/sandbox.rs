@@ -299,7 +299,13 @@ impl Sandbox {
             argv: run.argv(),
             envp: run.envp(),
         };
-        let started = spawn::spawn(&args, err_r, err_w, listener_ours.as_ref())?;
+        let started = spawn::spawn(&args, err_r, err_w, listener_ours.as_ref()).map_err(|e| {
+            if e.stage == Stage::Execve && e.detail.is_none() {
+                e.with_detail(run.path.to_string_lossy())
+            } else {
+                e
+            }
+        })?;
         drop(keep_until_spawned);
         drop(listener_theirs);
 

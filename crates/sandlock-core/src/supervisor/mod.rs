@@ -242,6 +242,16 @@ impl Running {
         self.stderr.as_mut().map(Capture::take).unwrap_or_default()
     }
 
+    /// Sends `signal` to every process of the sandbox (for example to pass on an interrupt).
+    pub fn signal(&self, signal: i32) {
+        if self.exit.is_none() {
+            // SAFETY: kill takes integers; the group id is our unreaped child's pid.
+            unsafe {
+                libc::kill(-self.pid, signal);
+            }
+        }
+    }
+
     /// Kills the whole sandbox now. The outcome will say `reason` (use [`Reason::Signaled`] for a
     /// plain cancellation).
     pub fn kill(&mut self, reason: Reason, detail: impl Into<String>) {

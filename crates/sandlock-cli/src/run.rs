@@ -1,0 +1,334 @@
+//! `sandlock run`: flags (and an optional TOML profile) become a core [`Policy`]; the command runs
+//! with the terminal passed through; the exit status mirrors the command's.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use sandlock_core::{Command, Outcome, Policy, Reason, Running, Sandbox, Stdio};
+use serde_json::{Value, json};
+
+/// Exit status for sandlock's own failures (bad flag, bad policy, cannot confine).
+pub const EXIT_SANDBOX: i32 = 125;
+/// Exit status when the timeout killed the command (as GNU `timeout`).
+pub const EXIT_TIMEOUT: i32 = 124;
+
+/// Flags of `sandlock run`.
+#[derive(Debug, Args)]
+#[command(after_long_help = RUN_EXAMPLES)]
+pub struct RunArgs {
+    /// Readable (and executable) path; repeat for more.
+    #[arg(short = 'r', long = "fs-read", value_name = "PATH")]
+    fs_read: Vec<PathBuf>,
+    /// Writable path (read, write, create, delete); repeat for more.
+    #[arg(short = 'w', long = "fs-write", value_name = "PATH")]
+    fs_write: Vec<PathBuf>,
+    /// Add a built-in path set: `system` (/usr, /lib*, /bin, the needed files of /etc, harmless
+    /// devices). Without it, nothing outside -r/-w is readable, not even /usr.
+    #[arg(short = 'p', long = "preset", value_name = "NAME")]
+    preset: Vec<String>,
+    /// Working directory of the command (default: the current one).
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<PathBuf>,
+    /// Set an environment variable (the host's environment is not inherited).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Pass a host environment variable through unchanged.
+    #[arg(long = "pass-env", value_name = "NAME")]
+    pass_env: Vec<String>,
+    /// Allow outgoing TCP to a port on any host, written `:PORT` or `:LOW-HIGH`.
+    #[arg(long = "net-allow", value_name = ":PORT")]
+    net_allow: Vec<String>,
+    /// Allow binding TCP ports: `PORT` or `LOW-HIGH` (0 = an ephemeral port).
+    #[arg(long = "net-allow-bind", value_name = "PORTS")]
+    net_allow_bind: Vec<String>,
+    /// Refuse another syscall with EPERM, by name.
+    #[arg(long = "deny-syscall", value_name = "NAME")]
+    deny_syscall: Vec<String>,
+    /// Wall-clock limit (seconds, or e.g. 500ms, 2m); the whole process tree is killed.
+    #[arg(short = 't', long, value_name = "SECS")]
+    timeout: Option<String>,
+    /// Memory limit for all processes together (e.g. 512M, 2G).
+    #[arg(short = 'm', long = "max-memory", value_name = "SIZE")]
+    max_memory: Option<String>,
+    /// Limit on live processes of the sandbox.
+    #[arg(short = 'P', long = "max-processes", value_name = "N")]
+    max_processes: Option<String>,
+    /// CPU time limit for all processes together.
+    #[arg(long = "max-cpu", value_name = "SECS")]
+    max_cpu: Option<String>,
+    /// Cap on stdout and on stderr, each (default 16M; applies when output is captured or forwarded).
+    #[arg(long = "max-output", value_name = "SIZE")]
+    max_output: Option<String>,
+    /// Largest file the command may write.
+    #[arg(long = "max-file-size", value_name = "SIZE")]
+    max_file_size: Option<String>,
+    /// Most open files per process.
+    #[arg(long = "max-open-files", value_name = "N")]
+    max_open_files: Option<String>,
+    /// Cap on the bytes stored under the writable directories.
+    #[arg(long = "max-disk", value_name = "SIZE")]
+    max_disk: Option<String>,
+    /// Run even if the kernel lacks a protection; what was not enforced is reported.
+    #[arg(long = "best-effort")]
+    best_effort: bool,
+    /// Read a TOML profile (policy field names); flags add to its lists and override its values.
+    #[arg(long, value_name = "FILE.toml")]
+    profile: Option<PathBuf>,
+    /// Write the outcome as JSON to FILE (`-` for standard error) when the run ends.
+    #[arg(long = "status-json", value_name = "FILE")]
+    status_json: Option<PathBuf>,
+    /// Print the resolved policy as JSON and exit without running anything.
+    #[arg(long = "print-policy")]
+    print_policy: bool,
+    /// Do not print a line on stderr when a limit ends the run.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// The command and its arguments.
+    #[arg(
+        last = true,
+        required_unless_present = "print_policy",
+        value_name = "CMD"
+    )]
+    command: Vec<OsString>,
+}
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  sandlock run -p system -- python3 -c 'print(42)'
+  sandlock run -p system -w ./work --cwd ./work -m 512M -t 30 -- python3 job.py
+  sandlock run -p system --net-allow :443 -- curl -sI https://example.com   (needs DNS: see docs)
+  sandlock run --profile agent.toml --status-json - -- node script.js
+
+Exit status: the command's own, or 128+N if signal N killed it. sandlock's own: 124 timeout,
+125 sandlock failed (bad flag, bad policy, cannot confine), 126 the program cannot be executed,
+127 the program was not found. Other limits (memory, processes, cpu, output, disk) kill the tree
+with SIGKILL: 137.";
+
+/// Builds the policy: profile first, then flags on top.
+pub fn policy(a: &RunArgs) -> anyhow::Result<Policy> {
+    let base = match &a.profile {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("--profile {}: cannot read it", p.display()))?;
+            Policy::from_toml_str(&text)
+                .map_err(|e| anyhow::anyhow!("--profile {}: {e}", p.display()))?
+        }
+        None => Policy::default(),
+    };
+    let mut v = serde_json::to_value(&base)?;
+    let obj = v
+        .as_object_mut()
+        .context("policy did not serialize to an object")?;
+    let mut extend = |field: &str, items: Vec<Value>| {
+        if items.is_empty() {
+            return;
+        }
+        let list = obj.entry(field).or_insert_with(|| json!([]));
+        if let Value::Array(l) = list {
+            l.extend(items);
+        } else {
+            *list = Value::Array(items);
+        }
+    };
+    let strs = |v: &[String]| v.iter().map(|s| json!(s)).collect::<Vec<_>>();
+    let paths = |v: &[PathBuf]| v.iter().map(|p| json!(p)).collect::<Vec<_>>();
+    extend("fs_readable", paths(&a.fs_read));
+    extend("fs_writable", paths(&a.fs_write));
+    extend("presets", strs(&a.preset));
+    extend("pass_env", strs(&a.pass_env));
+    extend("net_allow", strs(&a.net_allow));
+    extend("net_allow_bind", strs(&a.net_allow_bind));
+    extend("extra_deny_syscalls", strs(&a.deny_syscall));
+    let obj = v
+        .as_object_mut()
+        .context("policy did not serialize to an object")?;
+    if let Some(c) = &a.cwd {
+        obj.insert("cwd".into(), json!(c));
+    }
+    if !a.env.is_empty() {
+        let env = obj.entry("env").or_insert_with(|| json!({}));
+        for kv in &a.env {
+            let (k, val) = kv
+                .split_once('=')
+                .with_context(|| format!("--env {kv:?}: write KEY=VALUE"))?;
+            env[k] = json!(val);
+        }
+    }
+    for (field, value) in [
+        ("timeout", &a.timeout),
+        ("max_memory", &a.max_memory),
+        ("max_cpu", &a.max_cpu),
+        ("max_output", &a.max_output),
+        ("max_file_size", &a.max_file_size),
+        ("max_disk", &a.max_disk),
+    ] {
+        if let Some(s) = value {
+            obj.insert(field.into(), json!(s));
+        }
+    }
+    for (field, value) in [
+        ("max_processes", &a.max_processes),
+        ("max_open_files", &a.max_open_files),
+    ] {
+        if let Some(s) = value {
+            let n: i64 = s
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--{}: {s:?}: not a number", flag_of(field)))?;
+            obj.insert(field.into(), json!(n));
+        }
+    }
+    if a.best_effort {
+        obj.insert("best_effort".into(), json!(true));
+    }
+    Policy::from_json_value(v).map_err(|e| {
+        let flag = flag_of(e.field.split(['[', '.']).next().unwrap_or(""));
+        anyhow::anyhow!(
+            "{}{e}",
+            if flag.is_empty() {
+                String::new()
+            } else {
+                format!("--{flag} ")
+            }
+        )
+    })
+}
+
+fn flag_of(field: &str) -> &'static str {
+    match field {
+        "fs_readable" => "fs-read",
+        "fs_writable" => "fs-write",
+        "presets" => "preset",
+        "cwd" => "cwd",
+        "env" => "env",
+        "pass_env" => "pass-env",
+        "net_allow" => "net-allow",
+        "net_allow_bind" => "net-allow-bind",
+        "extra_deny_syscalls" => "deny-syscall",
+        "timeout" => "timeout",
+        "max_memory" => "max-memory",
+        "max_processes" => "max-processes",
+        "max_cpu" => "max-cpu",
+        "max_output" => "max-output",
+        "max_file_size" => "max-file-size",
+        "max_open_files" => "max-open-files",
+        "max_disk" => "max-disk",
+        _ => "",
+    }
+}
+
+/// Runs the command; returns the exit status for the process.
+/// sandlock's own failures map to 126 (cannot execute) and 127 (not found) through
+/// [`Outcome::exit_status`].
+pub fn run(a: RunArgs) -> i32 {
+    let policy = match policy(&a) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("sandlock: {e:#}");
+            return EXIT_SANDBOX;
+        }
+    };
+    if a.print_policy {
+        match serde_json::to_string_pretty(&policy) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("sandlock: {e}"),
+        }
+        return 0;
+    }
+    let outcome = match execute(policy, a.command) {
+        Ok(o) => o,
+        Err(sandlock_core::Error::Policy(p)) => {
+            let flag = flag_of(p.field.split(['[', '.']).next().unwrap_or(""));
+            eprintln!("sandlock: --{flag} ({p})");
+            return EXIT_SANDBOX;
+        }
+        Err(e) => Outcome::from_error(&e),
+    };
+    report(&outcome, a.status_json.as_deref(), a.quiet);
+    match outcome.reason {
+        Reason::Timeout => EXIT_TIMEOUT,
+        _ => outcome.exit_status(),
+    }
+}
+
+fn execute(policy: Policy, argv: Vec<OsString>) -> Result<Outcome, sandlock_core::Error> {
+    let sandbox = Sandbox::new(policy)?;
+    // Blocked before the spawn, so that an interrupt arriving meanwhile is forwarded, not lost.
+    let signals = crate::signals::SignalFd::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
+    let cmd = Command::new(argv)
+        .stdin(Stdio::Inherit)
+        .stdout(Stdio::Inherit)
+        .stderr(Stdio::Inherit);
+    let running = sandbox.spawn(cmd)?;
+    Ok(supervise(running, signals)?)
+}
+
+/// Drives the run while forwarding SIGINT, SIGTERM and SIGHUP to the whole sandbox: the first one
+/// is passed on, a second one kills the tree.
+fn supervise(
+    mut running: Running,
+    signals: Option<crate::signals::SignalFd>,
+) -> Result<Outcome, sandlock_core::SandboxError> {
+    let mut received = 0;
+    loop {
+        let wait = running
+            .next_wakeup()
+            .map(|t| t.saturating_duration_since(std::time::Instant::now()));
+        let mut fds = vec![libc::pollfd {
+            fd: running.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if let Some(s) = &signals {
+            fds.push(libc::pollfd {
+                fd: s.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let ms = wait.map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32 + 1);
+        // SAFETY: poll reads and writes the `fds` array of the given length.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if let Some(s) = &signals {
+            while let Some(sig) = s.read() {
+                received += 1;
+                if received == 1 {
+                    running.signal(sig);
+                } else {
+                    running.kill(Reason::Signaled, "killed after a second interrupt");
+                }
+            }
+        }
+        if running.step(Some(Duration::ZERO))? {
+            return Ok(running.into_outcome());
+        }
+    }
+}
+
+fn report(o: &Outcome, status_json: Option<&std::path::Path>, quiet: bool) {
+    if o.reason == Reason::SandboxError || (o.reason.is_limit() && !quiet) {
+        if let Some(d) = &o.detail {
+            eprintln!("sandlock: {d}");
+        }
+    }
+    if !o.not_enforced.is_empty() && !quiet {
+        let list: Vec<&str> = o.not_enforced.iter().map(|p| p.as_str()).collect();
+        eprintln!("sandlock: best effort: not enforced: {}", list.join(", "));
+    }
+    if let Some(path) = status_json {
+        let text = match serde_json::to_string_pretty(o) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("sandlock: cannot encode the outcome: {e}");
+                return;
+            }
+        };
+        if path.as_os_str() == "-" {
+            eprintln!("{text}");
+        } else if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("sandlock: --status-json {}: {e}", path.display());
+        }
+    }
+}
