@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run a command in a sandbox: sandlock run [FLAGS] -- CMD [ARGS]...
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Report what this kernel and environment let sandlock enforce.
     Check(check::CheckArgs),
 }
@@ -33,7 +33,7 @@ fn main() {
         }
     };
     let code = match cli.command {
-        Cmd::Run(a) => run::run(a),
+        Cmd::Run(a) => run::run(*a),
         Cmd::Check(a) => check::run(a),
     };
     std::process::exit(code);
