@@ -1,0 +1,162 @@
+//! What the child inherits: a minimal environment, stdio only, no capabilities.
+
+use std::os::fd::AsRawFd;
+
+use super::support::*;
+
+fn child_env(p: &sandlock_core::Policy) -> Vec<(String, String)> {
+    let o = py(
+        p,
+        "import os\nfor k, v in sorted(os.environ.items()): print(f'{k}={v}')",
+    );
+    ok(&o);
+    out(&o)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn host_environment_is_not_inherited() {
+    let ws = Ws::new();
+    let names: Vec<String> = child_env(&policy(&ws))
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    // Python itself may add LC_CTYPE when coercing the locale.
+    let extra: Vec<&String> = names
+        .iter()
+        .filter(|k| !["PATH", "LANG", "HOME", "TMPDIR", "LC_CTYPE"].contains(&k.as_str()))
+        .collect();
+    assert!(extra.is_empty(), "unexpected variables leaked: {extra:?}");
+    let host_path = std::env::var("PATH").unwrap_or_default();
+    let env = child_env(&policy(&ws));
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone());
+    assert_eq!(path.as_deref(), Some(sandlock_core::DEFAULT_PATH));
+    assert!(
+        host_path.is_empty()
+            || path.as_deref() != Some(host_path.as_str())
+            || host_path == sandlock_core::DEFAULT_PATH
+    );
+}
+
+#[test]
+fn pass_env_and_env_reach_the_child() {
+    let ws = Ws::new();
+    let Some((name, value)) = std::env::vars().find(|(k, v)| {
+        !["PATH", "LANG", "HOME", "TMPDIR"].contains(&k.as_str())
+            && !v.is_empty()
+            && !v.contains('\n')
+    }) else {
+        skip(
+            "pass_env_and_env_reach_the_child",
+            "the host environment has no variable to pass through",
+        );
+        return;
+    };
+    let mut p = policy(&ws);
+    p.pass_env.push(name.clone());
+    p.env.insert("SANDLOCK_EXPLICIT".into(), "yes".into());
+    let env = child_env(&p);
+    assert!(env.contains(&(name, value)));
+    assert!(env.contains(&("SANDLOCK_EXPLICIT".to_string(), "yes".to_string())));
+}
+
+#[test]
+fn inherited_host_fd_is_invisible() {
+    let ws = Ws::new();
+    let secret = ws.join("host-secret");
+    std::fs::write(&secret, "host secret\n").unwrap();
+    let c = std::ffi::CString::new(secret.to_str().unwrap()).unwrap();
+    // Deliberately NOT close-on-exec, as a careless host might open it.
+    // SAFETY: plain open of a path we own.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+    assert!(fd >= 3);
+    let code = format!(
+        "import os, errno\ntry:\n    print(os.read({fd}, 100))\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\nprint(sorted(int(x) for x in os.listdir('/proc/self/fd')))"
+    );
+    let mut p = policy(&ws);
+    p.fs_readable.push("/proc".into());
+    let o = py(&p, &code);
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(fd) };
+    ok(&o);
+    let s = out(&o);
+    let lines: Vec<&str> = s.lines().map(str::trim).collect();
+    assert_eq!(lines.first().copied(), Some("EBADF"), "{s}");
+    // Only stdio (plus the directory handle listdir itself holds) is open.
+    assert!(
+        lines.get(1).is_some_and(|l| l.starts_with("[0, 1, 2")),
+        "{s}"
+    );
+    // Control: the fd is valid in the host.
+    let f = std::fs::File::open(&secret).unwrap();
+    assert!(f.as_raw_fd() >= 0);
+}
+
+#[test]
+fn root_in_the_sandbox_holds_no_capabilities() {
+    let ws = Ws::new();
+    let mut p = policy(&ws);
+    p.fs_readable.push("/proc".into());
+    let o = sh(&p, "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status");
+    ok(&o);
+    for line in out(&o).lines() {
+        assert!(
+            line.ends_with("0000000000000000"),
+            "capability left: {line}"
+        );
+    }
+    let o = sh(&p, "grep -E '^NoNewPrivs' /proc/self/status");
+    assert_eq!(out(&o).split_whitespace().last(), Some("1"));
+}
+
+#[test]
+fn root_in_the_sandbox_cannot_mknod_sethostname_or_open_raw_sockets() {
+    if !is_root() {
+        skip(
+            "root_in_the_sandbox_cannot_mknod...",
+            "only meaningful when the host runs as root",
+        );
+        return;
+    }
+    let ws = Ws::new();
+    let code = format!(
+        r#"
+import os, socket, errno
+r = []
+for f in [lambda: os.mknod({:?}, 0o600 | 0o020000, os.makedev(1, 3)),
+          lambda: socket.sethostname('pwned'),
+          lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
+          lambda: os.chown({:?}, 1, 1)]:
+    try:
+        f()
+        r.append('ok')
+    except OSError as e:
+        r.append(errno.errorcode[e.errno])
+print(' '.join(r))
+"#,
+        ws.s("dev"),
+        ws.s("f")
+    );
+    std::fs::write(ws.join("f"), "").unwrap();
+    let o = py(&policy(&ws), &code);
+    ok(&o);
+    let r: Vec<String> = out(&o).split(' ').map(String::from).collect();
+    assert_eq!(r[0], "EPERM", "mknod of a device: {r:?}");
+    assert_eq!(r[1], "EPERM", "sethostname: {r:?}");
+    assert_eq!(r[2], "EACCES", "raw socket: {r:?}");
+    assert_eq!(r[3], "EPERM", "chown to another user: {r:?}");
+    // Control: root outside the sandbox can chown.
+    assert_eq!(
+        host_py(&format!(
+            "import os; os.chown({:?}, 1, 1); print('ok')",
+            ws.s("f")
+        )),
+        "ok"
+    );
+}

@@ -1,0 +1,8 @@
+mod env_fds;
+mod errors;
+mod fs;
+mod net;
+mod signals;
+mod stress;
+pub(crate) mod support;
+mod syscalls;

@@ -1,0 +1,181 @@
+//! Network confinement: TCP by port through Landlock, every other family refused by seccomp, IPC
+//! scoped. Each attempt is made against a real listener on loopback, beside a control.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::os::linux::net::SocketAddrExt;
+use std::time::Duration;
+
+use super::support::*;
+
+/// A listener on loopback that records whether anything connected.
+fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+fn accepted(l: &TcpListener) -> Option<String> {
+    let (mut s, _) = l.accept().ok()?;
+    s.set_nonblocking(false).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    Some(buf)
+}
+
+fn connect_code(host: &str, port: u16) -> String {
+    format!(
+        "import socket\ns = socket.create_connection(({host:?}, {port}), timeout=3)\ns.sendall(b'hello')\ns.close()\nprint('connected')"
+    )
+}
+
+#[test]
+fn tcp_connect_is_denied_by_default() {
+    let ws = Ws::new();
+    let (l, port) = listener();
+    let o = py(&policy(&ws), &connect_code("127.0.0.1", port));
+    refused(&o);
+    assert!(
+        err(&o).contains("PermissionError") || err(&o).contains("Errno 13"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(accepted(&l), None, "nothing may reach the listener");
+}
+
+#[test]
+fn tcp_connect_to_an_allowed_port_succeeds() {
+    let ws = Ws::new();
+    let (l, port) = listener();
+    let mut p = policy(&ws);
+    p.net_allow.push(format!(":{port}"));
+    let o = py(&p, &connect_code("127.0.0.1", port));
+    ok(&o);
+    assert_eq!(accepted(&l).as_deref(), Some("hello"));
+}
+
+#[test]
+fn tcp_connect_to_another_port_is_denied_when_one_is_allowed() {
+    let ws = Ws::new();
+    let (l, port) = listener();
+    let mut p = policy(&ws);
+    p.net_allow
+        .push(format!(":{}", if port == 65535 { 1 } else { port + 1 }));
+    refused(&py(&p, &connect_code("127.0.0.1", port)));
+    assert_eq!(accepted(&l), None);
+}
+
+#[test]
+fn ipv6_and_ipv4_mapped_addresses_follow_the_same_port_rules() {
+    let ws = Ws::new();
+    let l6 = match TcpListener::bind("[::]:0") {
+        Ok(l) => l,
+        Err(e) => {
+            skip(
+                "ipv6_and_ipv4_mapped_addresses",
+                &format!("no IPv6 on this host ({e})"),
+            );
+            return;
+        }
+    };
+    l6.set_nonblocking(true).unwrap();
+    let port = l6.local_addr().unwrap().port();
+    let p = policy(&ws);
+    refused(&py(&p, &connect_code("::1", port)));
+    refused(&py(&p, &connect_code("::ffff:127.0.0.1", port)));
+    assert_eq!(accepted(&l6), None);
+    let mut allowed = policy(&ws);
+    allowed.net_allow.push(format!(":{port}"));
+    ok(&py(&allowed, &connect_code("::1", port)));
+    assert_eq!(accepted(&l6).as_deref(), Some("hello"));
+}
+
+#[test]
+fn udp_raw_and_packet_sockets_are_refused_even_with_tcp_allowed() {
+    let ws = Ws::new();
+    let mut p = policy(&ws);
+    p.net_allow.push(":53".into());
+    let code = r#"
+import socket, errno
+res = []
+for fam, ty, proto in [(socket.AF_INET, socket.SOCK_DGRAM, 0), (socket.AF_INET6, socket.SOCK_DGRAM, 0),
+                       (socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP), (socket.AF_PACKET, socket.SOCK_RAW, 0),
+                       (socket.AF_NETLINK, socket.SOCK_RAW, 0), (socket.AF_INET, socket.SOCK_STREAM, 0)]:
+    try:
+        socket.socket(fam, ty, proto).close()
+        res.append('ok')
+    except OSError as e:
+        res.append(errno.errorcode[e.errno])
+print(' '.join(res))
+"#;
+    let o = py(&p, code);
+    ok(&o);
+    assert_eq!(out(&o), "EACCES EACCES EACCES EACCES EACCES ok");
+}
+
+#[test]
+fn dns_over_udp_is_refused() {
+    let ws = Ws::new();
+    let code = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'x', ('127.0.0.1', 53))";
+    let o = py(&policy(&ws), code);
+    refused(&o);
+    assert!(err(&o).contains("PermissionError"), "{}", err(&o));
+}
+
+#[test]
+fn tcp_bind_is_denied_by_default_and_allowed_by_rule() {
+    let ws = Ws::new();
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let code = format!(
+        "import socket\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen()\nprint('bound')"
+    );
+    refused(&py(&policy(&ws), &code));
+    let mut p = policy(&ws);
+    p.net_allow_bind.push(port.to_string());
+    let o = py(&p, &code);
+    ok(&o);
+    assert_eq!(out(&o), "bound");
+}
+
+#[test]
+fn host_abstract_unix_socket_is_unreachable() {
+    let ws = Ws::new();
+    let name = format!("sandlock-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let _l = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    let code = format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect('\\0{name}')\nprint('connected')"
+    );
+    let o = py(&policy(&ws), &code);
+    refused(&o);
+    // Control: the same code reaches it from outside the sandbox.
+    assert_eq!(host_py(&code), "connected");
+}
+
+#[test]
+fn abstract_unix_sockets_inside_the_sandbox_work() {
+    let ws = Ws::new();
+    let code = r#"
+import socket, os
+name = '\0sandlock-inner-%d' % os.getpid()
+srv = socket.socket(socket.AF_UNIX); srv.bind(name); srv.listen()
+c = socket.socket(socket.AF_UNIX); c.connect(name)
+a, _ = srv.accept(); c.sendall(b'ping'); print(a.recv(4).decode())
+"#;
+    let o = py(&policy(&ws), code);
+    ok(&o);
+    assert_eq!(out(&o), "ping");
+}
+
+#[test]
+fn loopback_control_the_listener_is_reachable_from_the_host() {
+    let (l, port) = listener();
+    TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(l.accept().is_ok());
+}
