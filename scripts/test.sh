@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The whole test suite, with all set-up, on a fresh Debian machine that has the Rust toolchain.
+# Usage: scripts/test.sh            (CI calls exactly this through .ci/run)
+#
+# Stages: system packages, build, format and lint, the Rust suites run directly, the same suites
+# under the restricted-pod harness (podsim: uid 1000, no capabilities, RuntimeDefault-like seccomp,
+# read-only root), then the Python SDK and MCP server suites. Each stage prints its time; the first
+# failure stops the run with its name.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export PYTHONDONTWRITEBYTECODE=1
+
+stage_start=0
+stage() {
+  local now; now=$(date +%s)
+  if [ "$stage_start" != 0 ]; then echo "    ($(( now - stage_start )) s)"; fi
+  stage_start=$now
+  echo; echo "==> $*"
+}
+fail() { echo "FAILED: $*" >&2; exit 1; }
+trap 'echo "FAILED in stage above (line $LINENO)" >&2' ERR
+
+stage "system packages"
+need=()
+command -v gcc >/dev/null || need+=(gcc)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+[ -x /usr/bin/python3 ] || need+=(python3)
+/usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+[ -e /usr/include/python3.11/Python.h ] || ls /usr/include/python3*/Python.h >/dev/null 2>&1 || need+=(python3-dev)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing: ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    fail "missing packages (${need[*]}); install them or run as root"
+  fi
+else
+  echo "all present"
+fi
+
+stage "build (workspace, all targets)"
+cargo build --workspace --all-targets --quiet
+
+stage "format and lint"
+cargo fmt --all -- --check || fail "cargo fmt: run 'cargo fmt --all'"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+stage "Rust tests, directly (as $(id -un))"
+cargo test --workspace --quiet 2>&1 | tee /tmp/sandlock-test-direct.log | grep -E '^(test result|SKIP|running|failures|---- )' || true
+grep -q 'test result: FAILED' /tmp/sandlock-test-direct.log && fail "Rust tests (see /tmp/sandlock-test-direct.log)"
+grep -q 'test result: ok' /tmp/sandlock-test-direct.log || fail "Rust tests did not run"
+
+stage "Rust tests under the restricted-pod harness (podsim)"
+if [ "$(id -u)" != 0 ]; then
+  echo "SKIP podsim: it must start as root (it then drops to uid 1000)"
+else
+  # uid 1000 must be able to reach the checkout and its build output.
+  d="$ROOT"
+  while [ "$d" != / ]; do
+    if [ "$(stat -c %A "$d" | cut -c10)" != x ]; then echo "chmod o+x $d (so uid 1000 can reach the checkout)"; chmod o+x "$d"; fi
+    d=$(dirname "$d")
+  done
+  bins=$(cargo test --workspace --no-run --message-format=json --quiet 2>/dev/null \
+    | /usr/bin/python3 -c 'import sys, json
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("profile", {}).get("test") and m.get("executable") and m["target"]["name"] != "podsim":
+        print(m["target"]["name"], m["executable"])')
+  while read -r name exe; do
+    [ -n "$exe" ] || continue
+    echo "--- $name (uid 1000 in podsim)"
+    (cd "$(dirname "$exe")" && "$ROOT/target/debug/podsim" -- "$exe" -q) 2>&1 | tee /tmp/sandlock-podsim-$name.log | grep -E '^(test result|SKIP)' || true
+    grep -q 'test result: ok' /tmp/sandlock-podsim-$name.log || fail "$name under podsim (see /tmp/sandlock-podsim-$name.log)"
+  done <<< "$bins"
+fi
+
+stage "done"
+echo "all stages passed"
