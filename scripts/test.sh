@@ -43,6 +43,15 @@ else
   echo "all present"
 fi
 
+if [ "$(id -u)" = 0 ]; then
+  # The podsim stages run as uid 1000, which must be able to reach the checkout and its build output.
+  d="$ROOT"
+  while [ "$d" != / ]; do
+    if [ "$(stat -c %A "$d" | cut -c10)" != x ] && [ "$(stat -c %A "$d" | cut -c10)" != t ]; then echo "chmod o+x $d (so uid 1000 can reach the checkout)"; chmod o+x "$d"; fi
+    d=$(dirname "$d")
+  done
+fi
+
 stage "build (workspace, all targets)"
 cargo build --workspace --all-targets --quiet
 
@@ -59,12 +68,6 @@ stage "Rust tests under the restricted-pod harness (podsim)"
 if [ "$(id -u)" != 0 ]; then
   echo "SKIP podsim: it must start as root (it then drops to uid 1000)"
 else
-  # uid 1000 must be able to reach the checkout and its build output.
-  d="$ROOT"
-  while [ "$d" != / ]; do
-    if [ "$(stat -c %A "$d" | cut -c10)" != x ]; then echo "chmod o+x $d (so uid 1000 can reach the checkout)"; chmod o+x "$d"; fi
-    d=$(dirname "$d")
-  done
   bins=$(cargo test --workspace --no-run --message-format=json --quiet 2>/dev/null \
     | /usr/bin/python3 -c 'import sys, json
 for line in sys.stdin:
