@@ -21,6 +21,8 @@ enum Cmd {
     Run(Box<run::RunArgs>),
     /// Report what this kernel and environment let sandlock enforce.
     Check(check::CheckArgs),
+    /// Serve sandboxed code execution over MCP (Streamable HTTP or stdio), one workspace per session.
+    Mcp(Box<sandlock_mcp::McpArgs>),
 }
 
 fn main() {
@@ -35,6 +37,13 @@ fn main() {
     let code = match cli.command {
         Cmd::Run(a) => run::run(*a),
         Cmd::Check(a) => check::run(a),
+        Cmd::Mcp(a) => match sandlock_mcp::run(*a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("sandlock mcp: {e:#}");
+                run::EXIT_SANDBOX
+            }
+        },
     };
     std::process::exit(code);
 }

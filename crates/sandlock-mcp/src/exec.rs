@@ -1,0 +1,446 @@
+//! Running code: the per-workspace policy, the Python interpreter's paths, the concurrency gate, and
+//! driving a sandbox from tokio without a thread per run.
+//!
+//! A run is driven on the server's own event loop: [`sandlock_core::Running::fd`] (an epoll fd) is
+//! registered with tokio through [`AsyncFd`], and [`sandlock_core::Running::next_wakeup`] becomes a
+//! timer. Each wake-up calls `step` with a zero wait, so no worker thread ever blocks on a sandbox.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sandlock_core::{Command, Outcome, Policy, Reason, Sandbox, SandboxError, Stdio};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ExecTool};
+use crate::workspace::Workspace;
+
+/// Reads the code from descriptor 3 (so that its size is not bound by the argument limit), makes
+/// tracebacks show its lines, and runs it as `__main__`.
+const PYTHON_BOOTSTRAP: &str = "import sys,linecache as _l\n\
+with open(3,encoding='utf-8',closefd=True) as _f: _c=_f.read()\n\
+_l.cache['<code>']=(len(_c),None,_c.splitlines(True),'<code>')\n\
+sys.argv=['<code>']\n\
+del _f,_l\n\
+exec(compile(_c,'<code>','exec'),{'__name__':'__main__','__builtins__':__builtins__})\n";
+
+/// The largest `execute_shell` command (the kernel's limit on one argument is 128 KiB).
+pub const MAX_COMMAND: usize = 128 * 1024 - 1;
+
+/// The Python interpreter and the paths it needs to read.
+#[derive(Debug, Clone)]
+pub struct Interpreter {
+    /// The executable (absolute).
+    pub path: PathBuf,
+    /// Its version, as `sys.version` says.
+    pub version: String,
+    /// Prefixes, site-packages and `sys.path` directories that become readable.
+    pub readable: Vec<PathBuf>,
+}
+
+impl Interpreter {
+    /// Asks `python` (a path or a name in `PATH`) where it lives. This runs the operator's
+    /// interpreter, unsandboxed, once at start-up, with a fixed script.
+    pub fn discover(python: &Path, workspace_root: &Path) -> anyhow::Result<Interpreter> {
+        let script = "import sys, site, json, os\n\
+            paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]\n\
+            try: paths += site.getsitepackages()\n\
+            except Exception: pass\n\
+            try: paths.append(site.getusersitepackages())\n\
+            except Exception: pass\n\
+            paths += [p for p in sys.path if p]\n\
+            print(json.dumps({'exe': sys.executable, 'real': os.path.realpath(sys.executable), 'version': sys.version.split()[0], 'paths': paths}))\n";
+        let out = std::process::Command::new(python)
+            .args(["-I", "-c", script])
+            .env_remove("PYTHONPATH")
+            .current_dir("/")
+            .output()
+            .with_context(|| {
+                format!(
+                    "cannot run the Python interpreter {:?}; set [python] interpreter or --python \
+                     to an installed python3",
+                    python.display().to_string()
+                )
+            })?;
+        if !out.status.success() {
+            bail!(
+                "the Python interpreter {:?} failed to report its paths ({}): {}",
+                python.display().to_string(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        #[derive(serde::Deserialize)]
+        struct Report {
+            exe: PathBuf,
+            real: PathBuf,
+            version: String,
+            paths: Vec<PathBuf>,
+        }
+        let r: Report = serde_json::from_slice(&out.stdout)
+            .context("the Python interpreter printed something unexpected")?;
+        // Run `sys.executable`, not the real file behind it: a venv's bin/python is a symlink, and
+        // Python finds its venv from the path it was started by. A pyenv shim (a shell script)
+        // is replaced by the interpreter it picks.
+        let exe = if r.exe.is_absolute() {
+            r.exe.clone()
+        } else {
+            which(python).unwrap_or_else(|| r.real.clone())
+        };
+        let mut readable: Vec<PathBuf> = Vec::new();
+        let candidates = r.paths.iter().cloned().chain([exe.clone(), r.real.clone()]);
+        for p in candidates {
+            let Ok(real) = p.canonicalize() else { continue };
+            // "/" or an ancestor of the workspace root would expose every workspace.
+            if real == Path::new("/") || workspace_root.starts_with(&real) {
+                tracing::warn!(
+                    path = %real.display(),
+                    "not granting this Python path: it contains the workspace root"
+                );
+                continue;
+            }
+            if !readable.iter().any(|q| real.starts_with(q)) {
+                readable.retain(|q| !q.starts_with(&real));
+                readable.push(real);
+            }
+        }
+        Ok(Interpreter {
+            path: exe,
+            version: r.version,
+            readable,
+        })
+    }
+}
+
+fn which(p: &Path) -> Option<PathBuf> {
+    if p.components().count() > 1 {
+        return std::path::absolute(p).ok();
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(p))
+        .find(|c| c.is_file())
+}
+
+/// The policy for one tool in one workspace: the configured policy, plus the workspace (readable,
+/// writable, the working directory and `HOME`) and, for Python, the interpreter's paths.
+pub fn workspace_policy(
+    base: &Policy,
+    tool: ExecTool,
+    ws: &Path,
+    python: Option<&Interpreter>,
+) -> Policy {
+    let mut p = base.clone();
+    p.fs_writable.push(ws.to_path_buf());
+    p.cwd = Some(ws.to_path_buf());
+    let ws_s = ws.display().to_string();
+    p.env.entry("HOME".into()).or_insert_with(|| ws_s.clone());
+    p.env.entry("TMPDIR".into()).or_insert(ws_s);
+    if tool == ExecTool::Python {
+        if let Some(py) = python {
+            p.fs_readable.extend(py.readable.iter().cloned());
+        }
+        p.env
+            .entry("PYTHONDONTWRITEBYTECODE".into())
+            .or_insert_with(|| "1".into());
+        p.env
+            .entry("PYTHONUNBUFFERED".into())
+            .or_insert_with(|| "1".into());
+    }
+    p
+}
+
+/// Builds the command for a call.
+pub fn command(
+    tool: ExecTool,
+    python: &Interpreter,
+    code: &str,
+    stdin: Option<String>,
+    timeout: Duration,
+) -> Result<Command, String> {
+    let cmd = match tool {
+        ExecTool::Python => {
+            let fd = memfd_with(code.as_bytes())
+                .map_err(|e| format!("cannot pass the code to the interpreter: {e}"))?;
+            Command::new([
+                python.path.as_os_str(),
+                "-c".as_ref(),
+                PYTHON_BOOTSTRAP.as_ref(),
+            ])
+            .pass_fd(fd, 3)
+        }
+        ExecTool::Shell => {
+            if code.len() > MAX_COMMAND {
+                return Err(format!(
+                    "the command is {} bytes; the limit is {MAX_COMMAND} (write a script with \
+                     write_file and run `sh script.sh`)",
+                    code.len()
+                ));
+            }
+            if code.contains('\0') {
+                return Err("the command contains a NUL byte".into());
+            }
+            Command::new(["/bin/sh", "-c", code])
+        }
+    };
+    let cmd = match stdin {
+        Some(s) => cmd.stdin(Stdio::Bytes(s.into_bytes())),
+        None => cmd.stdin(Stdio::Null),
+    };
+    Ok(cmd.timeout(timeout))
+}
+
+fn memfd_with(data: &[u8]) -> std::io::Result<OwnedFd> {
+    use std::io::{Seek, Write};
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create takes a C string literal and flags.
+    let fd = unsafe { libc::memfd_create(c"sandlock-code".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create returned a new descriptor we own.
+    let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    f.write_all(data)?;
+    f.rewind()?;
+    Ok(OwnedFd::from(f))
+}
+
+/// Why a call did not get to run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GateError {
+    /// Every slot is busy and the queue is full.
+    #[error(
+        "server busy: {running} runs in progress and {queued} waiting (max_concurrent={running}, \
+         queue_depth={queued}); retry in a few seconds"
+    )]
+    Busy {
+        /// Runs in progress.
+        running: usize,
+        /// Calls waiting.
+        queued: usize,
+    },
+    /// The server is shutting down.
+    #[error("the server is shutting down and takes no new runs; retry against another replica")]
+    ShuttingDown,
+}
+
+/// A concurrency limit with a bounded queue.
+pub struct Gate {
+    slots: Semaphore,
+    max: usize,
+    depth: usize,
+    waiting: AtomicUsize,
+    running: AtomicUsize,
+    /// Cancelled when the server starts shutting down: no new runs enter.
+    pub closing: CancellationToken,
+    /// Cancelled when the grace period is over: runs in progress are killed.
+    pub kill: CancellationToken,
+}
+
+/// A held slot; releases it when dropped.
+pub struct Slot<'a> {
+    _permit: SemaphorePermit<'a>,
+    gate: &'a Gate,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.gate.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Waiting<'a>(&'a AtomicUsize);
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Gate {
+    /// `max` runs at once, `depth` more may wait.
+    pub fn new(max: usize, depth: usize) -> Gate {
+        Gate {
+            slots: Semaphore::new(max),
+            max,
+            depth,
+            waiting: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            closing: CancellationToken::new(),
+            kill: CancellationToken::new(),
+        }
+    }
+
+    /// Runs in progress.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Calls waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Waits for a slot, or refuses at once if the queue is full or the server is closing.
+    pub async fn enter(&self) -> Result<Slot<'_>, GateError> {
+        if self.closing.is_cancelled() {
+            return Err(GateError::ShuttingDown);
+        }
+        let permit = match self.slots.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.depth {
+                    self.waiting.fetch_sub(1, Ordering::Relaxed);
+                    return Err(GateError::Busy {
+                        running: self.max,
+                        queued: self.depth,
+                    });
+                }
+                let _w = Waiting(&self.waiting);
+                tokio::select! {
+                    p = self.slots.acquire() => p.map_err(|_| GateError::ShuttingDown)?,
+                    _ = self.closing.cancelled() => return Err(GateError::ShuttingDown),
+                }
+            }
+        };
+        self.running.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot {
+            _permit: permit,
+            gate: self,
+        })
+    }
+}
+
+struct EpollFd(RawFd);
+impl AsRawFd for EpollFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+fn still_readable(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one descriptor we hold, without waiting.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 }
+}
+
+/// Starts `cmd` in `sandbox` and drives it to completion on the tokio event loop. `cancel` (the
+/// client cancelled, or the grace period ended) kills the run; its outcome is still returned.
+pub async fn run(
+    sandbox: &Sandbox,
+    cmd: Command,
+    cancel: &CancellationToken,
+    cancel_why: impl Fn() -> String,
+) -> Result<Outcome, sandlock_core::Error> {
+    let mut running = sandbox.spawn(cmd)?;
+    let io_err = |e: std::io::Error| {
+        SandboxError::io(
+            sandlock_core::Stage::Supervise,
+            &e,
+            "cannot register the sandbox with the server's event loop",
+        )
+    };
+    // SAFETY: the epoll descriptor belongs to `running`, which outlives `afd` (dropped below,
+    // before `into_outcome` consumes `running`), and it is never replaced while registered.
+    let afd = unsafe { AsyncFd::register_with_interest(EpollFd(running.fd()), Interest::READABLE) }
+        .map_err(|e| io_err(e.into()))?;
+    let mut killed = false;
+    loop {
+        if running.step(Some(Duration::ZERO))? {
+            break;
+        }
+        let wake = running.next_wakeup().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            r = afd.readable() => {
+                let mut guard = r.map_err(io_err)?;
+                // The inner epoll set may hold more events than one step handles; only wait for a
+                // new edge once it is empty.
+                if !still_readable(running.fd()) {
+                    guard.clear_ready();
+                }
+            }
+            _ = async { if let Some(w) = wake { tokio::time::sleep_until(w).await } }, if wake.is_some() => {}
+            _ = cancel.cancelled(), if !killed => {
+                running.kill(Reason::Signaled, cancel_why());
+                killed = true;
+            }
+        }
+    }
+    drop(afd);
+    Ok(running.into_outcome())
+}
+
+/// Everything the execution tools share.
+pub struct Executor {
+    /// The effective configuration.
+    pub config: Config,
+    /// The Python interpreter.
+    pub python: Interpreter,
+    /// The concurrency gate.
+    pub gate: Gate,
+}
+
+impl Executor {
+    /// The sandbox for `tool` in `ws` (built once per workspace and tool).
+    pub fn sandbox(&self, tool: ExecTool, ws: &Workspace) -> Result<Arc<Sandbox>, String> {
+        ws.sandbox(tool, || {
+            let p = workspace_policy(self.config.policy(tool), tool, &ws.dir, Some(&self.python));
+            Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn gate_queues_up_to_its_depth_then_refuses() {
+        let g = Arc::new(Gate::new(1, 1));
+        let first = g.enter().await.unwrap();
+        let g2 = g.clone();
+        let queued = tokio::spawn(async move { g2.enter().await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        assert_eq!(g.queued(), 1);
+        let e = g.enter().await.err().unwrap();
+        assert!(e.to_string().starts_with("server busy"), "{e}");
+        drop(first);
+        queued.await.unwrap().unwrap();
+        assert_eq!((g.running(), g.queued()), (0, 0));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn closing_gate_refuses_new_runs() {
+        let g = Gate::new(1, 1);
+        g.closing.cancel();
+        assert!(matches!(g.enter().await, Err(GateError::ShuttingDown)));
+    }
+
+    #[test]
+    fn interpreter_paths_never_include_the_workspace_root() {
+        let Ok(py) = Interpreter::discover(Path::new("python3"), Path::new("/tmp/sandlock-mcp"))
+        else {
+            eprintln!("skipped: no python3 in PATH");
+            return;
+        };
+        assert!(py.path.is_absolute());
+        assert!(!py.readable.is_empty());
+        for p in &py.readable {
+            assert!(
+                !Path::new("/tmp/sandlock-mcp").starts_with(p),
+                "{}",
+                p.display()
+            );
+        }
+    }
+}

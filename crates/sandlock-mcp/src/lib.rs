@@ -1,0 +1,257 @@
+//! `sandlock mcp`: sandboxed code execution served over the Model Context Protocol.
+//!
+//! A self-hosted "execute code" tool for agent platforms. It speaks Streamable HTTP (the
+//! 2025-11-25 revision with `Mcp-Session-Id` sessions, and stateless 2026-07-28 requests) or stdio,
+//! and offers six tools: `execute_python`, `execute_shell`, `read_file`, `write_file`,
+//! `list_files` and `delete_file`.
+//!
+//! The flow of one call: [`tools`] (the rmcp handler) finds the caller's [`workspace`], waits for a
+//! slot at the concurrency gate and runs the code through [`exec`], which drives a
+//! `sandlock_core::Sandbox` on the tokio event loop; file tools go through [`files`], which resolves
+//! every path beneath the workspace with `openat2(RESOLVE_BENEATH)`. [`http`] adds authentication,
+//! health, readiness, [`metrics`] and graceful shutdown. [`config`] merges the TOML file and flags.
+//!
+//! # Isolation
+//!
+//! Each session has its own directory under the workspace root. A run's policy grants its own
+//! workspace (read and write) and nothing else under the root: the configured policies are refused
+//! at start-up if a readable or writable path contains the root. So code in session A cannot read
+//! session B's files, and neither can A's file tools (paths are relative and resolved beneath A's
+//! directory by the kernel).
+//!
+//! # Test strategy
+//!
+//! Unit tests here cover path resolution (with symlink and `..` attacks beside controls), the
+//! configuration, the gate and the metrics. `tests/` starts the real binary and talks HTTP to it.
+//! The real third-party clients (Python `mcp`, the TypeScript SDK, the Inspector CLI) are driven
+//! from `tests/mcp/` in the repository, also under the restricted-pod harness.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod config;
+pub mod exec;
+pub mod files;
+pub mod http;
+pub mod metrics;
+pub mod tools;
+pub mod workspace;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rmcp::ServiceExt;
+use sandlock_core::{ByteSize, Sandbox, Seconds};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{Config, ExecTool, LogFormat, Transport};
+use crate::exec::{Executor, Gate, Interpreter};
+use crate::tools::{App, SandlockTools};
+use crate::workspace::Registry;
+
+/// Flags of `sandlock mcp`. Every flag can also be set in the `--config` TOML file; flags win.
+#[derive(Debug, Clone, clap::Args)]
+pub struct McpArgs {
+    /// TOML configuration file ([server], [workspaces], [limits], [python], [tools.*]).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Transport: Streamable HTTP, or stdio for a client that starts the server itself.
+    #[arg(long, value_enum)]
+    pub transport: Option<Transport>,
+    /// Address to listen on (HTTP) [default: 127.0.0.1:8080]. The endpoint is /mcp.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Also accept this Host header (e.g. a Kubernetes Service name); repeatable.
+    #[arg(long, value_name = "HOST")]
+    pub allowed_host: Vec<String>,
+    /// Also accept this browser Origin (e.g. https://chat.example.com); repeatable. Origin
+    /// validation is always on; localhost origins are accepted by default.
+    #[arg(long, value_name = "ORIGIN")]
+    pub allowed_origin: Vec<String>,
+    /// File holding the bearer token clients must send (or set SANDLOCK_MCP_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Allow listening on a non-loopback address without a token.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Serve every request statelessly (no sessions; workspaces by handle).
+    #[arg(long)]
+    pub stateless: bool,
+    /// Directory for the per-session workspaces [default: $TMPDIR/sandlock-mcp].
+    #[arg(long, value_name = "DIR")]
+    pub workspace_root: Option<PathBuf>,
+    /// Idle time after which a session ends and its workspace is removed [default: 900].
+    #[arg(long, value_name = "SECS")]
+    pub ttl: Option<Seconds>,
+    /// Disk cap per workspace [default: 256M].
+    #[arg(long, value_name = "SIZE")]
+    pub max_disk: Option<ByteSize>,
+    /// Most workspaces alive at once [default: 256].
+    #[arg(long, value_name = "N")]
+    pub max_workspaces: Option<usize>,
+    /// Default wall-clock limit per call [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<Seconds>,
+    /// Largest timeout_s a caller may ask for [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub max_timeout: Option<Seconds>,
+    /// Memory cap per call, all processes together [default: 512M].
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<ByteSize>,
+    /// Process cap per call [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_processes: Option<u32>,
+    /// Cap on captured stdout and on stderr, each [default: 1M].
+    #[arg(long, value_name = "SIZE")]
+    pub max_output: Option<ByteSize>,
+    /// Runs at once [default: number of CPUs].
+    #[arg(long, value_name = "N")]
+    pub max_concurrent: Option<usize>,
+    /// Calls that may wait for a slot; past this, calls are refused as busy [default: 32].
+    #[arg(long, value_name = "N")]
+    pub queue_depth: Option<usize>,
+    /// Python interpreter for execute_python; its prefix and site-packages become readable
+    /// [default: python3].
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    /// Seconds runs in progress get to finish after SIGTERM [default: 20].
+    #[arg(long, value_name = "SECS")]
+    pub grace: Option<Seconds>,
+    /// Log format (logs go to stderr).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Include code and commands in the per-call log line (off: code may hold secrets).
+    #[arg(long)]
+    pub log_code: bool,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: LevelFilter,
+}
+
+fn init_logging(format: LogFormat, level: LevelFilter) {
+    let filter = Targets::new()
+        .with_default(LevelFilter::WARN.min(level))
+        .with_target("sandlock_mcp", level);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        LogFormat::Json => registry
+            .with(fmt.json().flatten_event(true).with_current_span(false))
+            .try_init(),
+        LogFormat::Text => registry.with(fmt).try_init(),
+    };
+}
+
+/// Builds the shared state and proves, before serving anything, that a sandbox can be built for
+/// each tool with the configured policy on this machine.
+pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
+    let workspaces = Registry::new(&config.workspace_root, config.max_workspaces)?;
+    let python = Interpreter::discover(&config.python, workspaces.root())?;
+    tracing::info!(python = %python.path.display(), version = %python.version, readable = ?python.readable, "python interpreter");
+    let gate = Gate::new(config.max_concurrent, config.queue_depth);
+    let exec = Executor {
+        config,
+        python,
+        gate,
+    };
+    let probe = workspaces
+        .create(true)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for tool in [ExecTool::Python, ExecTool::Shell] {
+        let p = exec::workspace_policy(
+            exec.config.policy(tool),
+            tool,
+            &probe.dir,
+            Some(&exec.python),
+        );
+        Sandbox::new(p).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot build the sandbox for {}: {e}\n  hint: `sandlock check` shows what this \
+                 machine supports; set best_effort = true in [tools.{}] to run with what it has",
+                tool.name(),
+                tool.name()
+            )
+        })?;
+    }
+    drop(probe);
+    Ok(Arc::new(App {
+        exec,
+        workspaces,
+        metrics: metrics::Metrics::default(),
+    }))
+}
+
+async fn reap_idle(app: Arc<App>, stop: CancellationToken) {
+    let ttl = app.exec.config.ttl;
+    let every = (ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let n = app.workspaces.expire(ttl);
+        if n > 0 {
+            tracing::info!(expired = n, "removed idle stateless workspaces");
+        }
+    }
+}
+
+async fn serve_stdio(app: Arc<App>) -> anyhow::Result<()> {
+    tracing::info!(
+        workspace_root = %app.workspaces.root().display(),
+        python = %app.exec.python.path.display(),
+        "sandlock mcp serving on stdio"
+    );
+    let handler = SandlockTools::new(app.clone()).as_session("stdio");
+    let service = handler
+        .serve(rmcp::transport::stdio())
+        .await
+        .context("the MCP handshake on stdio failed")?;
+    let ct = service.cancellation_token();
+    let stop = CancellationToken::new();
+    let drain = tokio::spawn(http::drain_on_signal(
+        app.clone(),
+        CancellationToken::new(),
+        stop.clone(),
+    ));
+    tokio::select! {
+        r = service.waiting() => { r.context("the stdio session failed")?; }
+        _ = stop.cancelled() => { ct.cancel(); }
+    }
+    drain.abort();
+    app.workspaces.clear();
+    Ok(())
+}
+
+/// Runs the server until it is told to stop (SIGTERM/SIGINT, or end of input for stdio). Builds its
+/// own tokio runtime.
+pub fn run(args: McpArgs) -> anyhow::Result<()> {
+    let config = Config::from_args(&args)?;
+    init_logging(config.log_format, args.log_level);
+    let transport = config.transport;
+    let app = build_app(config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sandlock-mcp")
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let stop = CancellationToken::new();
+        let reaper = tokio::spawn(reap_idle(app.clone(), stop.clone()));
+        let r = match transport {
+            Transport::Http => http::serve(app.clone()).await,
+            Transport::Stdio => serve_stdio(app.clone()).await,
+        };
+        stop.cancel();
+        let _ = reaper.await;
+        r
+    })?;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Prometheus metrics, written in the text exposition format by hand (a handful of series does
+//! not need a metrics library).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the call-duration histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Counters and histograms of tool calls.
+#[derive(Default)]
+pub struct Metrics {
+    calls: Mutex<BTreeMap<(String, String), u64>>,
+    durations: Mutex<BTreeMap<String, Histogram>>,
+}
+
+/// Gauges read at scrape time.
+pub struct Gauges {
+    /// Sandboxes running now.
+    pub active_sandboxes: usize,
+    /// Calls waiting for a slot.
+    pub queue_depth: usize,
+    /// Workspaces alive.
+    pub workspaces: usize,
+    /// Whether the server is draining for shutdown.
+    pub draining: bool,
+}
+
+impl Metrics {
+    /// Records one finished call of `tool` whose outcome is `outcome` (`exited`, `timeout`,
+    /// `busy`, `error`, ...).
+    pub fn record(&self, tool: &str, outcome: &str, took: Duration) {
+        if let Ok(mut c) = self.calls.lock() {
+            *c.entry((tool.to_string(), outcome.to_string()))
+                .or_insert(0) += 1;
+        }
+        if let Ok(mut d) = self.durations.lock() {
+            let h = d.entry(tool.to_string()).or_default();
+            let s = took.as_secs_f64();
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if s <= *b {
+                    h.counts[i] += 1;
+                }
+            }
+            h.count += 1;
+            h.sum += s;
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "# HELP sandlock_mcp_calls_total Tool calls by tool and outcome (exited, timeout, memory, \
+             processes, cpu, output, disk, signaled, sandbox_error, busy, invalid, error).\n\
+             # TYPE sandlock_mcp_calls_total counter"
+        );
+        if let Ok(c) = self.calls.lock() {
+            for ((tool, outcome), n) in c.iter() {
+                let _ = writeln!(
+                    o,
+                    "sandlock_mcp_calls_total{{tool=\"{tool}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP sandlock_mcp_call_duration_seconds Tool call duration, queueing included.\n\
+             # TYPE sandlock_mcp_call_duration_seconds histogram"
+        );
+        if let Ok(d) = self.durations.lock() {
+            for (tool, h) in d.iter() {
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        o,
+                        "sandlock_mcp_call_duration_seconds_bucket{{tool=\"{tool}\",le=\"{b}\"}} {}",
+                        h.counts[i]
+                    );
+                }
+                let _ = writeln!(
+                    o,
+                    "sandlock_mcp_call_duration_seconds_bucket{{tool=\"{tool}\",le=\"+Inf\"}} {}\n\
+                     sandlock_mcp_call_duration_seconds_sum{{tool=\"{tool}\"}} {}\n\
+                     sandlock_mcp_call_duration_seconds_count{{tool=\"{tool}\"}} {}",
+                    h.count, h.sum, h.count
+                );
+            }
+        }
+        let gauges = [
+            (
+                "sandlock_mcp_active_sandboxes",
+                "Sandboxed runs in progress.",
+                g.active_sandboxes,
+            ),
+            (
+                "sandlock_mcp_queue_depth",
+                "Calls waiting for a free run slot.",
+                g.queue_depth,
+            ),
+            (
+                "sandlock_mcp_workspaces",
+                "Workspace directories alive.",
+                g.workspaces,
+            ),
+            (
+                "sandlock_mcp_draining",
+                "1 while the server shuts down.",
+                usize::from(g.draining),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_counters_histogram_and_gauges() {
+        let m = Metrics::default();
+        m.record("execute_python", "exited", Duration::from_millis(20));
+        m.record("execute_python", "timeout", Duration::from_secs(3));
+        let t = m.render(&Gauges {
+            active_sandboxes: 2,
+            queue_depth: 1,
+            workspaces: 3,
+            draining: false,
+        });
+        assert!(
+            t.contains("sandlock_mcp_calls_total{tool=\"execute_python\",outcome=\"exited\"} 1")
+        );
+        assert!(t.contains(
+            "sandlock_mcp_call_duration_seconds_bucket{tool=\"execute_python\",le=\"0.025\"} 1"
+        ));
+        assert!(t.contains(
+            "sandlock_mcp_call_duration_seconds_bucket{tool=\"execute_python\",le=\"5\"} 2"
+        ));
+        assert!(t.contains("sandlock_mcp_call_duration_seconds_count{tool=\"execute_python\"} 2"));
+        assert!(t.contains("sandlock_mcp_active_sandboxes 2"));
+        assert!(t.contains("sandlock_mcp_queue_depth 1"));
+    }
+}

@@ -1,0 +1,749 @@
+//! The MCP tools and the per-session handler.
+//!
+//! rmcp calls the handler factory once per session (2025-11-25 over HTTP, or stdio) and once per
+//! request for stateless requests (2026-07-28, or `--stateless`). A handler learns that it belongs
+//! to a session in `on_initialized`; such a handler owns its session's workspace, which is removed
+//! when the session ends and rmcp drops the handler. A handler that was never initialized serves a
+//! stateless request and finds its workspace by the `workspace` argument (see [`crate::workspace`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use sandlock_core::{Outcome, Reason};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ExecTool;
+use crate::exec::{self, Executor};
+use crate::files::Entry;
+use crate::metrics::{Gauges, Metrics};
+use crate::workspace::{Registry, Workspace, short};
+
+/// Largest file `read_file` returns.
+const MAX_READ: u64 = 4 << 20;
+/// Most entries `list_files` returns.
+const MAX_LIST: usize = 2000;
+
+/// State shared by every handler of the server.
+pub struct App {
+    /// Execution: configuration, interpreter, concurrency gate.
+    pub exec: Executor,
+    /// Workspaces.
+    pub workspaces: Registry,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl App {
+    /// Current gauges.
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            active_sandboxes: self.exec.gate.running(),
+            queue_depth: self.exec.gate.queued(),
+            workspaces: self.workspaces.live(),
+            draining: self.exec.gate.closing.is_cancelled(),
+        }
+    }
+}
+
+/// What a handler knows about its session.
+#[derive(Default)]
+struct Session {
+    /// Set by `on_initialized`: this handler lives as long as a session.
+    initialized: AtomicBool,
+    /// The session id, for logs (`stdio` for the stdio transport).
+    id: Mutex<Option<String>>,
+    /// The session's workspace, created on first use.
+    workspace: Mutex<Option<Arc<Workspace>>>,
+}
+
+/// The MCP server handler: the six tools over one workspace per session.
+#[derive(Clone)]
+pub struct SandlockTools {
+    tool_router: ToolRouter<Self>,
+    app: Arc<App>,
+    session: Arc<Session>,
+}
+
+/// Arguments of `execute_python`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExecutePythonArgs {
+    /// Python source code, run as `__main__` in the workspace directory. Print what you want to see.
+    pub code: String,
+    /// Wall-clock limit in seconds (default and maximum are set by the server).
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+    /// Text given to the program on standard input.
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Stateless requests only: the workspace handle a previous result returned. Omit it to get a
+    /// new workspace. Sessions always use their own workspace.
+    #[serde(default)]
+    pub workspace: Option<String>,
+}
+
+/// Arguments of `execute_shell`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExecuteShellArgs {
+    /// A command line for `/bin/sh -c`, run in the workspace directory.
+    pub command: String,
+    /// Wall-clock limit in seconds (default and maximum are set by the server).
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+    /// Stateless requests only: see `execute_python`.
+    #[serde(default)]
+    pub workspace: Option<String>,
+}
+
+/// Arguments of `read_file` and `delete_file`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PathArgs {
+    /// A path relative to the workspace, e.g. `results/out.csv`.
+    pub path: String,
+    /// Stateless requests only: see `execute_python`.
+    #[serde(default)]
+    pub workspace: Option<String>,
+}
+
+/// Arguments of `write_file`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct WriteArgs {
+    /// A path relative to the workspace; missing parent directories are created.
+    pub path: String,
+    /// The text to write (replaces the file).
+    pub content: String,
+    /// Stateless requests only: see `execute_python`.
+    #[serde(default)]
+    pub workspace: Option<String>,
+}
+
+/// Arguments of `list_files`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ListArgs {
+    /// A directory relative to the workspace (default: the workspace itself).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// List subdirectories too.
+    #[serde(default)]
+    pub recursive: Option<bool>,
+    /// Stateless requests only: see `execute_python`.
+    #[serde(default)]
+    pub workspace: Option<String>,
+}
+
+/// The structured result of `execute_python` and `execute_shell`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RunResult {
+    /// Captured standard output (UTF-8, invalid bytes replaced).
+    pub stdout: String,
+    /// Captured standard error.
+    pub stderr: String,
+    /// The exit code, when the program exited by itself.
+    pub exit_code: Option<i32>,
+    /// Why the run ended: exited, signaled, timeout, memory, processes, cpu, output, disk,
+    /// sandbox_error; or, when it never ran, busy, invalid or shutting_down.
+    pub reason: String,
+    /// Wall-clock milliseconds of the run (0 when it never ran).
+    pub duration_ms: u64,
+    /// Whether stdout or stderr was cut at the output cap.
+    pub truncated: bool,
+    /// The workspace handle (pass it back in stateless requests).
+    pub workspace: String,
+}
+
+/// The structured result of `read_file`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ReadResult {
+    /// The path read.
+    pub path: String,
+    /// The file's text.
+    pub content: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The workspace handle.
+    pub workspace: String,
+}
+
+/// The structured result of `write_file` and `delete_file`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FileResult {
+    /// The path written or deleted.
+    pub path: String,
+    /// Bytes written (0 for a deletion).
+    pub bytes: u64,
+    /// The workspace handle.
+    pub workspace: String,
+}
+
+/// The structured result of `list_files`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ListResult {
+    /// Entries, sorted by path.
+    pub entries: Vec<Entry>,
+    /// Whether the listing stopped at its limit.
+    pub truncated: bool,
+    /// The workspace handle.
+    pub workspace: String,
+}
+
+fn structured<T: Serialize>(text: String, value: &T, is_error: bool) -> CallToolResult {
+    let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
+    r.structured_content = serde_json::to_value(value).ok();
+    r.is_error = Some(is_error);
+    r
+}
+
+fn failure(text: impl Into<String>) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(text.into())])
+}
+
+/// The words a caller sees first: what happened, then the output.
+pub fn describe(outcome: &Outcome, timeout: Duration) -> String {
+    let secs = |d: Duration| {
+        let s = d.as_secs_f64();
+        if s.fract() == 0.0 {
+            format!("{s:.0} s")
+        } else {
+            format!("{s:.1} s")
+        }
+    };
+    let detail = outcome.detail.clone().unwrap_or_default();
+    match outcome.reason {
+        Reason::Exited => match outcome.exit_code {
+            Some(0) => String::new(),
+            Some(c) => format!("exit code {c}"),
+            None => "exited".into(),
+        },
+        Reason::Signaled => match outcome.signal {
+            Some(s) if detail.is_empty() => format!("killed by signal {s}"),
+            _ => detail,
+        },
+        Reason::Timeout => format!(
+            "code timed out after {}; partial output follows",
+            secs(timeout)
+        ),
+        Reason::Memory => format!("code hit the memory limit ({detail}); partial output follows"),
+        Reason::Processes => {
+            format!("code hit the process limit ({detail}); partial output follows")
+        }
+        Reason::Cpu => format!("code hit the CPU time limit ({detail}); partial output follows"),
+        Reason::Output => format!("output exceeded the cap ({detail}); the run was stopped"),
+        Reason::Disk => {
+            format!("the workspace hit its disk cap ({detail}); partial output follows")
+        }
+        Reason::SandboxError => format!("the sandbox failed: {detail}"),
+        _ => format!("ended: {} {detail}", outcome.reason),
+    }
+}
+
+fn run_text(headline: &str, stdout: &str, stderr: &str, truncated: bool) -> String {
+    let mut t = String::new();
+    if !headline.is_empty() {
+        t.push_str(headline);
+        t.push('\n');
+    }
+    t.push_str(stdout);
+    if !stderr.is_empty() {
+        if !t.is_empty() && !t.ends_with('\n') {
+            t.push('\n');
+        }
+        t.push_str("[stderr]\n");
+        t.push_str(stderr);
+    }
+    if truncated {
+        t.push_str("\n[output truncated at the server's cap]");
+    }
+    if t.is_empty() {
+        t.push_str("(no output)");
+    }
+    t
+}
+
+impl SandlockTools {
+    /// A handler; `session_id` is known up front only for stdio.
+    pub fn new(app: Arc<App>) -> Self {
+        SandlockTools {
+            tool_router: Self::tool_router(),
+            app,
+            session: Arc::new(Session::default()),
+        }
+    }
+
+    /// Marks this handler as a whole session (stdio has no `on_initialized` with HTTP parts).
+    pub fn as_session(self, id: &str) -> Self {
+        self.session.initialized.store(true, Ordering::Relaxed);
+        if let Ok(mut g) = self.session.id.lock() {
+            *g = Some(id.to_string());
+        }
+        self
+    }
+
+    fn session_label(&self, ctx: &RequestContext<RoleServer>) -> String {
+        if let Ok(g) = self.session.id.lock() {
+            if let Some(id) = g.as_ref() {
+                return short(id).to_string();
+            }
+        }
+        ctx.extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(|| "stateless".to_string(), |s| short(s).to_string())
+    }
+
+    /// This call's workspace: the session's, or the stateless one named by `requested`.
+    fn workspace(&self, requested: Option<&str>) -> Result<Arc<Workspace>, String> {
+        let requested = requested.filter(|h| !h.is_empty());
+        if self.session.initialized.load(Ordering::Relaxed) {
+            let mut g = self
+                .session
+                .workspace
+                .lock()
+                .map_err(|_| "internal error: lock")?;
+            if let Some(ws) = g.as_ref() {
+                if let Some(r) = requested {
+                    if r != ws.handle {
+                        return Err(format!(
+                            "this session's workspace is {}; the workspace argument is only for \
+                             stateless requests (omit it)",
+                            ws.handle
+                        ));
+                    }
+                }
+                ws.touch();
+                return Ok(ws.clone());
+            }
+            if requested.is_some() {
+                return Err(
+                    "the workspace argument is only for stateless requests; this session has its \
+                     own workspace (omit it)"
+                        .into(),
+                );
+            }
+            let ws = self
+                .app
+                .workspaces
+                .create(true)
+                .map_err(|e| e.to_string())?;
+            *g = Some(ws.clone());
+            return Ok(ws);
+        }
+        match requested {
+            Some(h) => self.app.workspaces.get(h).map_err(|e| e.to_string()),
+            None => self.app.workspaces.create(false).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn log_call(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        tool: &str,
+        outcome: &str,
+        took: Duration,
+        extra: &str,
+    ) {
+        self.app.metrics.record(tool, outcome, took);
+        let session = self.session_label(ctx);
+        let ms = took.as_secs_f64() * 1000.0;
+        if self.app.exec.config.log_code && !extra.is_empty() {
+            tracing::info!(target: "sandlock_mcp::call", session, tool, reason = outcome, duration_ms = ms, code = extra, "call");
+        } else {
+            tracing::info!(target: "sandlock_mcp::call", session, tool, reason = outcome, duration_ms = ms, "call");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn execute(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        tool: ExecTool,
+        code: String,
+        stdin: Option<String>,
+        timeout_s: Option<f64>,
+        requested: Option<String>,
+    ) -> CallToolResult {
+        let t0 = Instant::now();
+        let cfg = &self.app.exec.config;
+        let never_ran = |reason: &str, msg: String, ws: String| {
+            let r = RunResult {
+                stdout: String::new(),
+                stderr: String::new(),
+                exit_code: None,
+                reason: reason.into(),
+                duration_ms: 0,
+                truncated: false,
+                workspace: ws,
+            };
+            structured(msg, &r, true)
+        };
+        let default_timeout = cfg
+            .policy(tool)
+            .timeout
+            .map_or(Duration::from_secs(30), |s| s.duration());
+        let timeout = match timeout_s {
+            None => default_timeout,
+            Some(s)
+                if s.is_finite() && s > 0.0 && Duration::from_secs_f64(s) <= cfg.max_timeout =>
+            {
+                Duration::from_secs_f64(s)
+            }
+            Some(s) => {
+                let msg = format!(
+                    "timeout_s={s} is not allowed: give a number of seconds above 0 and at most {} \
+                     (the server's max_timeout)",
+                    cfg.max_timeout.as_secs_f64()
+                );
+                self.log_call(&ctx, tool.name(), "invalid", t0.elapsed(), "");
+                return never_ran("invalid", msg, String::new());
+            }
+        };
+        let ws = match self.workspace(requested.as_deref()) {
+            Ok(ws) => ws,
+            Err(msg) => {
+                self.log_call(&ctx, tool.name(), "invalid", t0.elapsed(), "");
+                return never_ran("invalid", msg, String::new());
+            }
+        };
+        let cmd = match exec::command(tool, &self.app.exec.python, &code, stdin, timeout) {
+            Ok(c) => c,
+            Err(msg) => {
+                self.log_call(&ctx, tool.name(), "invalid", t0.elapsed(), "");
+                return never_ran("invalid", msg, ws.handle.clone());
+            }
+        };
+        let gate = &self.app.exec.gate;
+        let slot = tokio::select! {
+            s = gate.enter() => s,
+            _ = ctx.ct.cancelled() => {
+                self.log_call(&ctx, tool.name(), "cancelled", t0.elapsed(), "");
+                return failure("the call was cancelled while it waited for a free slot");
+            }
+        };
+        let _slot = match slot {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = match e {
+                    exec::GateError::ShuttingDown => "shutting_down",
+                    _ => "busy",
+                };
+                self.log_call(&ctx, tool.name(), reason, t0.elapsed(), "");
+                return never_ran(reason, e.to_string(), ws.handle.clone());
+            }
+        };
+        let sandbox = match self.app.exec.sandbox(tool, &ws) {
+            Ok(s) => s,
+            Err(msg) => {
+                self.log_call(&ctx, tool.name(), "sandbox_error", t0.elapsed(), "");
+                return never_ran("sandbox_error", msg, ws.handle.clone());
+            }
+        };
+        // Either the client cancels the request, or the shutdown grace period ends.
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let relay = {
+            let (cancel, kill, client) = (cancel.clone(), gate.kill.clone(), ctx.ct.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = kill.cancelled() => {}
+                    _ = client.cancelled() => {}
+                    _ = cancel.cancelled() => {}
+                }
+                cancel.cancel();
+            })
+        };
+        let kill = gate.kill.clone();
+        let why = move || {
+            if kill.is_cancelled() {
+                "killed: the server shut down and the grace period ran out".to_string()
+            } else {
+                "killed: the client cancelled the call".to_string()
+            }
+        };
+        let result = exec::run(&sandbox, cmd, &cancel, why).await;
+        cancel.cancel();
+        let _ = relay.await;
+        ws.touch();
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => Outcome::from_error(&e),
+        };
+        let stdout = String::from_utf8_lossy(&outcome.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&outcome.stderr).into_owned();
+        let truncated = outcome.stdout_truncated || outcome.stderr_truncated;
+        let is_error = !outcome.success();
+        let headline = describe(&outcome, timeout);
+        let text = run_text(&headline, &stdout, &stderr, truncated);
+        let r = RunResult {
+            stdout,
+            stderr,
+            exit_code: outcome.exit_code,
+            reason: outcome.reason.as_str().into(),
+            duration_ms: outcome.wall_time.as_millis() as u64,
+            truncated,
+            workspace: ws.handle.clone(),
+        };
+        self.log_call(
+            &ctx,
+            tool.name(),
+            outcome.reason.as_str(),
+            t0.elapsed(),
+            &code,
+        );
+        structured(text, &r, is_error)
+    }
+
+    fn file_op<T: Serialize>(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        tool: &str,
+        requested: Option<&str>,
+        op: impl FnOnce(&Workspace) -> Result<(String, T), String>,
+    ) -> CallToolResult {
+        let t0 = Instant::now();
+        let res = self.workspace(requested).and_then(|ws| {
+            let r = op(&ws);
+            ws.touch();
+            r
+        });
+        match res {
+            Ok((text, value)) => {
+                self.log_call(ctx, tool, "ok", t0.elapsed(), "");
+                structured(text, &value, false)
+            }
+            Err(msg) => {
+                self.log_call(ctx, tool, "error", t0.elapsed(), "");
+                failure(msg)
+            }
+        }
+    }
+}
+
+#[tool_router]
+impl SandlockTools {
+    /// Runs Python code in the session's sandboxed workspace.
+    #[tool(
+        description = "Run Python code in a sandbox. The working directory is this session's \
+                       private workspace (files persist between calls and are shared with the \
+                       file tools); nothing outside it is writable, there is no network unless the \
+                       server allows it, and the run is limited in time, memory, processes and \
+                       output. Installed packages of the server's interpreter can be imported. \
+                       Returns stdout, stderr, exit_code and why the run ended.",
+        output_schema = rmcp::handler::server::common::schema_for_output::<RunResult>(),
+        annotations(open_world_hint = false)
+    )]
+    async fn execute_python(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<ExecutePythonArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(self
+            .execute(
+                ctx,
+                ExecTool::Python,
+                a.code,
+                a.stdin,
+                a.timeout_s,
+                a.workspace,
+            )
+            .await)
+    }
+
+    /// Runs a shell command in the session's sandboxed workspace.
+    #[tool(
+        description = "Run a shell command (/bin/sh -c) in a sandbox, in this session's private \
+                       workspace, with the same confinement and limits as execute_python. Returns \
+                       stdout, stderr, exit_code and why the run ended.",
+        output_schema = rmcp::handler::server::common::schema_for_output::<RunResult>(),
+        annotations(open_world_hint = false)
+    )]
+    async fn execute_shell(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<ExecuteShellArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(self
+            .execute(
+                ctx,
+                ExecTool::Shell,
+                a.command,
+                None,
+                a.timeout_s,
+                a.workspace,
+            )
+            .await)
+    }
+
+    /// Reads a text file from the workspace.
+    #[tool(
+        description = "Read a UTF-8 text file from the workspace. Paths are relative to the \
+                       workspace; absolute paths, '..' and symlinks leading outside are refused.",
+        output_schema = rmcp::handler::server::common::schema_for_output::<ReadResult>(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn read_file(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<PathArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(
+            self.file_op(&ctx, "read_file", a.workspace.as_deref(), |ws| {
+                let content = ws
+                    .files
+                    .read(&a.path, MAX_READ)
+                    .map_err(|e| e.to_string())?;
+                let r = ReadResult {
+                    bytes: content.len() as u64,
+                    path: a.path.clone(),
+                    content: content.clone(),
+                    workspace: ws.handle.clone(),
+                };
+                Ok((content, r))
+            }),
+        )
+    }
+
+    /// Writes a text file into the workspace.
+    #[tool(
+        description = "Write a UTF-8 text file into the workspace (replacing it; parent \
+                       directories are created). Paths are relative to the workspace. The \
+                       workspace has a disk cap.",
+        output_schema = rmcp::handler::server::common::schema_for_output::<FileResult>(),
+        annotations(destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+    )]
+    async fn write_file(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<WriteArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let cap = self.app.exec.config.max_disk.bytes();
+        Ok(
+            self.file_op(&ctx, "write_file", a.workspace.as_deref(), |ws| {
+                ws.files
+                    .write(&a.path, a.content.as_bytes(), cap)
+                    .map_err(|e| e.to_string())?;
+                let n = a.content.len() as u64;
+                let r = FileResult {
+                    path: a.path.clone(),
+                    bytes: n,
+                    workspace: ws.handle.clone(),
+                };
+                Ok((format!("wrote {n} bytes to {}", a.path), r))
+            }),
+        )
+    }
+
+    /// Lists files in the workspace.
+    #[tool(
+        description = "List the files of the workspace (or of a directory in it), with type and \
+                       size.",
+        output_schema = rmcp::handler::server::common::schema_for_output::<ListResult>(),
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_files(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<ListArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(
+            self.file_op(&ctx, "list_files", a.workspace.as_deref(), |ws| {
+                let path = a.path.clone().unwrap_or_default();
+                let (entries, truncated) = ws
+                    .files
+                    .list(&path, a.recursive.unwrap_or(false), MAX_LIST)
+                    .map_err(|e| e.to_string())?;
+                let mut text = String::new();
+                for e in &entries {
+                    let mark = if e.kind == "dir" { "/" } else { "" };
+                    text.push_str(&format!("{}{mark}\t{}\n", e.path, e.size));
+                }
+                if entries.is_empty() {
+                    text.push_str("(empty)");
+                }
+                if truncated {
+                    text.push_str(&format!("[listing stopped at {MAX_LIST} entries]"));
+                }
+                let r = ListResult {
+                    entries,
+                    truncated,
+                    workspace: ws.handle.clone(),
+                };
+                Ok((text, r))
+            }),
+        )
+    }
+
+    /// Deletes a file from the workspace.
+    #[tool(
+        description = "Delete a file, a symlink (not its target) or an empty directory from the \
+                       workspace.",
+        output_schema = rmcp::handler::server::common::schema_for_output::<FileResult>(),
+        annotations(destructive_hint = true, open_world_hint = false)
+    )]
+    async fn delete_file(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<PathArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(
+            self.file_op(&ctx, "delete_file", a.workspace.as_deref(), |ws| {
+                ws.files.delete(&a.path).map_err(|e| e.to_string())?;
+                let r = FileResult {
+                    path: a.path.clone(),
+                    bytes: 0,
+                    workspace: ws.handle.clone(),
+                };
+                Ok((format!("deleted {}", a.path), r))
+            }),
+        )
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for SandlockTools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("sandlock", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Sandboxed code execution. execute_python and execute_shell run in a private \
+                 workspace directory that persists for this session; read_file, write_file, \
+                 list_files and delete_file work on the same directory with relative paths. \
+                 Stateless (2026-07-28) clients: pass back the `workspace` handle from a result \
+                 to reach the same files.",
+            )
+    }
+
+    async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {
+        let id = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|p| p.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.session.initialized.store(true, Ordering::Relaxed);
+        if let Ok(mut g) = self.session.id.lock() {
+            if g.is_none() {
+                *g = id.clone();
+            }
+        }
+        tracing::info!(session = %id.as_deref().map_or("stdio", short), "session started");
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.initialized.load(Ordering::Relaxed) {
+            let id = self
+                .id
+                .get_mut()
+                .ok()
+                .and_then(|g| g.clone())
+                .unwrap_or_default();
+            tracing::info!(session = %short(&id), "session ended");
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Workspaces: one directory per MCP session (or per stateless handle), and their lifetime.
+//!
+//! A workspace is named by a random 128-bit handle (`ws-<32 hex>`). The handle is not the session
+//! id and is not derived from it. The directory is `<root>/<handle>`, mode 0700.
+//!
+//! - A **session** (MCP 2025-11-25, or stdio) gets a workspace on its first tool call; it is removed
+//!   when the session ends (DELETE, idle TTL, shutdown).
+//! - A **stateless request** (MCP 2026-07-28, or `--stateless`) names its workspace with the
+//!   `workspace` tool argument. Without one, a new workspace is created and its handle is returned
+//!   in the result (`structuredContent.workspace`); passing it back reaches the same files. This is
+//!   the "explicit, server-minted handle passed as an ordinary tool argument" the 2026-07-28
+//!   revision prescribes. A stateless workspace is removed after the TTL without use.
+//!
+//! Removal happens when the last user lets go: a run in progress keeps its directory alive.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sandlock_core::Sandbox;
+
+use crate::config::ExecTool;
+use crate::files::Beneath;
+
+/// One workspace directory.
+pub struct Workspace {
+    /// The handle (also the directory's name).
+    pub handle: String,
+    /// The directory.
+    pub dir: PathBuf,
+    /// The directory, held open for the file tools.
+    pub files: Beneath,
+    /// Whether a session owns it (otherwise it is a stateless one, expired by the reaper).
+    pub session: bool,
+    last_used: Mutex<Instant>,
+    sandboxes: [OnceLock<Result<Arc<Sandbox>, String>>; 2],
+    registry: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace").field("dir", &self.dir).finish()
+    }
+}
+
+impl Workspace {
+    /// Marks the workspace as used now (for the idle TTL).
+    pub fn touch(&self) {
+        if let Ok(mut t) = self.last_used.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    /// The sandbox for `tool` in this workspace, built on first use by `make`.
+    pub fn sandbox(
+        &self,
+        tool: ExecTool,
+        make: impl FnOnce() -> Result<Sandbox, String>,
+    ) -> Result<Arc<Sandbox>, String> {
+        let slot = &self.sandboxes[tool as usize];
+        slot.get_or_init(|| make().map(Arc::new)).clone()
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        self.registry.live.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = remove_tree(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove a workspace");
+        } else {
+            tracing::debug!(workspace = %short(&self.handle), "workspace removed");
+        }
+    }
+}
+
+struct Inner {
+    root: PathBuf,
+    max: usize,
+    live: AtomicUsize,
+}
+
+/// All workspaces of this server.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+    stateless: Arc<Mutex<HashMap<String, Arc<Workspace>>>>,
+}
+
+/// Why a workspace could not be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkspaceError {
+    /// The handle is unknown or has expired.
+    #[error(
+        "workspace {0:?} is unknown or has expired (idle workspaces are removed after the TTL); \
+         omit the workspace argument to get a new one"
+    )]
+    Unknown(String),
+    /// Too many workspaces are alive.
+    #[error(
+        "the server already holds {0} workspaces (max_workspaces); end idle sessions or retry later"
+    )]
+    Full(usize),
+    /// The directory could not be created.
+    #[error(
+        "cannot create a workspace under {root}: {err}; check that --workspace-root is writable"
+    )]
+    Create {
+        /// The root.
+        root: String,
+        /// The error.
+        err: std::io::Error,
+    },
+}
+
+impl Registry {
+    /// A registry under `root` (created 0700 if missing) holding at most `max` workspaces.
+    pub fn new(root: &Path, max: usize) -> anyhow::Result<Registry> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create the workspace root {}: {e}; pick a writable directory with \
+                     --workspace-root (in a pod, an emptyDir mounted at /tmp)",
+                    root.display()
+                )
+            })?;
+        let root = root.canonicalize()?;
+        Ok(Registry {
+            inner: Arc::new(Inner {
+                root,
+                max,
+                live: AtomicUsize::new(0),
+            }),
+            stateless: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// The (canonical) root.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Workspaces alive now.
+    pub fn live(&self) -> usize {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// Creates a fresh workspace. A session's is owned by the session; a stateless one is kept in
+    /// the registry until its TTL runs out.
+    pub fn create(&self, session: bool) -> Result<Arc<Workspace>, WorkspaceError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let live = self.inner.live.fetch_add(1, Ordering::Relaxed);
+        if live >= self.inner.max {
+            self.inner.live.fetch_sub(1, Ordering::Relaxed);
+            return Err(WorkspaceError::Full(self.inner.max));
+        }
+        let fail = |err| {
+            self.inner.live.fetch_sub(1, Ordering::Relaxed);
+            WorkspaceError::Create {
+                root: self.inner.root.display().to_string(),
+                err,
+            }
+        };
+        let handle = new_handle().map_err(fail)?;
+        let dir = self.inner.root.join(&handle);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(fail)?;
+        let files = match Beneath::open(&dir) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                return Err(fail(e));
+            }
+        };
+        let ws = Arc::new(Workspace {
+            handle: handle.clone(),
+            dir,
+            files,
+            session,
+            last_used: Mutex::new(Instant::now()),
+            sandboxes: [OnceLock::new(), OnceLock::new()],
+            registry: self.inner.clone(),
+        });
+        if !session {
+            if let Ok(mut m) = self.stateless.lock() {
+                m.insert(handle, ws.clone());
+            }
+        }
+        Ok(ws)
+    }
+
+    /// The stateless workspace named `handle`.
+    pub fn get(&self, handle: &str) -> Result<Arc<Workspace>, WorkspaceError> {
+        let m = self
+            .stateless
+            .lock()
+            .map_err(|_| WorkspaceError::Unknown(handle.into()))?;
+        let ws = m
+            .get(handle)
+            .cloned()
+            .ok_or_else(|| WorkspaceError::Unknown(handle.into()))?;
+        ws.touch();
+        Ok(ws)
+    }
+
+    /// Forgets stateless workspaces idle for longer than `ttl` (their directories go when the last
+    /// run using them ends). Returns how many expired.
+    pub fn expire(&self, ttl: Duration) -> usize {
+        let now = Instant::now();
+        let Ok(mut m) = self.stateless.lock() else {
+            return 0;
+        };
+        let before = m.len();
+        m.retain(|_, ws| {
+            ws.last_used
+                .lock()
+                .map(|t| now.duration_since(*t) < ttl)
+                .unwrap_or(false)
+        });
+        before - m.len()
+    }
+
+    /// Forgets every stateless workspace (at shutdown).
+    pub fn clear(&self) {
+        if let Ok(mut m) = self.stateless.lock() {
+            m.clear();
+        }
+    }
+}
+
+/// The first characters of a handle or session id, enough to follow it through the logs without
+/// writing the whole capability down.
+pub fn short(id: &str) -> &str {
+    let n = id.len().min(11);
+    id.get(..n).unwrap_or(id)
+}
+
+fn new_handle() -> std::io::Result<String> {
+    let mut b = [0u8; 16];
+    let mut got = 0;
+    while got < b.len() {
+        // SAFETY: getrandom writes at most the given length into our buffer.
+        let n = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), b.len() - got, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        got += n as usize;
+    }
+    let mut s = String::from("ws-");
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    Ok(s)
+}
+
+/// Removes a directory tree the sandbox may have made awkward (directories without write or
+/// search permission). Symlinks are removed, never followed.
+pub fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            open_up(dir);
+            std::fs::remove_dir_all(dir)
+        }
+    }
+}
+
+fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                open_up(&e.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("sandlock-mcp-reg-{name}-{}", std::process::id()))
+    }
+
+    #[test]
+    fn a_session_workspace_is_removed_when_dropped() {
+        let r = Registry::new(&root("drop"), 10).unwrap();
+        let ws = r.create(true).unwrap();
+        let dir = ws.dir.clone();
+        assert!(dir.is_dir());
+        assert!(ws.handle.starts_with("ws-") && ws.handle.len() == 35);
+        assert_eq!(r.live(), 1);
+        drop(ws);
+        assert!(!dir.exists());
+        assert_eq!(r.live(), 0);
+        let _ = std::fs::remove_dir_all(r.root());
+    }
+
+    #[test]
+    fn stateless_workspaces_expire_after_the_ttl_and_a_fresh_one_does_not() {
+        let r = Registry::new(&root("ttl"), 10).unwrap();
+        let old = r.create(false).unwrap();
+        let (old_handle, old_dir) = (old.handle.clone(), old.dir.clone());
+        drop(old);
+        std::thread::sleep(Duration::from_millis(50));
+        let fresh = r.create(false).unwrap();
+        assert_eq!(r.expire(Duration::from_millis(30)), 1);
+        assert!(!old_dir.exists());
+        assert!(matches!(
+            r.get(&old_handle),
+            Err(WorkspaceError::Unknown(_))
+        ));
+        assert!(r.get(&fresh.handle).is_ok());
+        let _ = std::fs::remove_dir_all(r.root());
+    }
+
+    #[test]
+    fn max_workspaces_is_enforced() {
+        let r = Registry::new(&root("max"), 2).unwrap();
+        let _a = r.create(true).unwrap();
+        let _b = r.create(true).unwrap();
+        assert!(matches!(r.create(true), Err(WorkspaceError::Full(2))));
+        drop(_a);
+        assert!(r.create(true).is_ok());
+        let _ = std::fs::remove_dir_all(r.root());
+    }
+
+    #[test]
+    fn remove_tree_copes_with_unwritable_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = root("perm");
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::fs::write(d.join("a/b/f"), "x").unwrap();
+        std::fs::set_permissions(d.join("a"), std::fs::Permissions::from_mode(0o000)).unwrap();
+        remove_tree(&d).unwrap();
+        assert!(!d.exists());
+    }
+}
