@@ -231,10 +231,18 @@ fn verbose_reports_each_step() {
     }
 }
 
-/// A scratch path under the cargo target dir, which lies on the root filesystem (not /tmp).
+/// A scratch path on the root filesystem, outside /tmp (which podsim keeps writable): /var/tmp,
+/// or the cargo target dir when /var/tmp is unusable. The checkout itself may live under /tmp (a CI
+/// clone made with `mktemp -d`), so the target dir alone is not enough.
 fn scratch_under_target(name: &str) -> std::path::PathBuf {
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("podsim-{name}-{}", std::process::id()));
+    let leaf = format!("podsim-{name}-{}", std::process::id());
+    let var_tmp = std::path::Path::new("/var/tmp");
+    let base = if var_tmp.is_dir() && !var_tmp.starts_with("/tmp") {
+        var_tmp.to_path_buf()
+    } else {
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+    };
+    let path = base.join(leaf);
     let _ = std::fs::remove_dir_all(&path);
     path
 }
