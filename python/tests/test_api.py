@@ -1,0 +1,247 @@
+"""The public API: both shapes, Result fields, Policy behaviour, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import sandlock
+from sandlock import (
+    CalledProcessError,
+    Policy,
+    PolicyError,
+    Result,
+    Sandbox,
+    SandboxError,
+    SandlockError,
+)
+
+
+def test_policy_shape_runs_python(workspace: str) -> None:
+    policy = Policy(fs_readable=["/usr", "/lib", "/etc"], fs_writable=[workspace])
+    r = Sandbox(policy).run(["python3", "-c", "print(6 * 7)"])
+    assert isinstance(r, Result)
+    assert (r.success, r.exit_code, r.error, r.reason) == (True, 0, None, "exited")
+    assert r.stdout == b"42\n"
+    assert r.stderr == b""
+
+
+def test_flat_shape_with_timeout_and_input() -> None:
+    r = Sandbox(presets=["system"], max_memory="256M").run(
+        ["python3", "-c", "import sys; print(sys.stdin.read().upper())"],
+        timeout=30,
+        input=b"hello",
+    )
+    assert r.success, r
+    assert r.stdout == b"HELLO\n"
+
+
+def test_str_input_is_sent_as_utf8(system: Sandbox) -> None:
+    assert system.run(["cat"], input="héllo").stdout == "héllo".encode()
+
+
+def test_result_carries_every_field(system: Sandbox) -> None:
+    r = system.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (r.success, r.exit_code, r.signal, r.reason) == (False, 3, None, "exited")
+    assert (r.stdout, r.stderr) == (b"out\n", b"err\n")
+    assert (r.stdout_truncated, r.stderr_truncated) == (False, False)
+    assert 0 < r.duration < 10
+    assert r.cpu_time >= 0
+    assert r.max_rss > 0
+    assert r.returncode == 3
+    assert r.args == ["sh", "-c", "echo out; echo err >&2; exit 3"]
+
+
+def test_signal_is_reported(system: Sandbox) -> None:
+    r = system.run(["sh", "-c", "kill -TERM $$"])
+    assert (r.reason, r.signal, r.exit_code, r.returncode) == ("signaled", 15, None, -15)
+
+
+def test_invalid_utf8_output_is_kept_as_bytes(system: Sandbox) -> None:
+    r = system.run(["printf", "\\377\\376ok"])
+    assert r.stdout == b"\xff\xfeok"
+
+
+def test_env_and_cwd_per_run(system: Sandbox, workspace: str) -> None:
+    sb = Sandbox(presets=["system"], fs_writable=[workspace])
+    r = sb.run(["sh", "-c", 'echo "$GREETING"; pwd'], env={"GREETING": "hi"}, cwd=workspace)
+    assert r.stdout.decode().splitlines() == ["hi", os.path.realpath(workspace)]
+
+
+def test_pathlike_arguments(workspace: str) -> None:
+    ws = pathlib.Path(workspace)
+    sb = Sandbox(presets=["system"], fs_writable=[ws])
+    r = sb.run([pathlib.Path("/bin/sh"), "-c", "echo ok > f; cat f"], cwd=ws)
+    assert r.stdout == b"ok\n"
+    assert (ws / "f").read_text() == "ok\n"
+
+
+def test_policy_fields_and_repr() -> None:
+    p = Policy(presets=["system"], max_memory="256M", timeout="1.5s", net_allow=[":443"])
+    assert p.max_memory == 256 << 20
+    assert p.timeout == 1.5
+    assert p.presets == ["system"]
+    assert p.fs_readable == []
+    assert "max_memory" in repr(p) and "fs_writable" not in repr(p)
+    assert set(Policy.fields) >= {"fs_readable", "max_disk", "extra_deny_syscalls"}
+    assert p.to_dict()["net_allow"] == [":443"]
+    assert p == Policy(presets=["system"], max_memory=256 << 20, timeout=1.5, net_allow=[":443"])
+    with pytest.raises(AttributeError):
+        _ = p.no_such_field  # type: ignore[attr-defined]
+
+
+def test_policy_replace_and_mix_with_kwargs(workspace: str) -> None:
+    base = Policy(presets=["system"], max_memory="1G")
+    p = base.replace(max_memory="128M", fs_writable=[workspace])
+    assert (base.max_memory, p.max_memory) == (1 << 30, 128 << 20)
+    assert Sandbox(base, max_processes=8).policy.max_processes == 8
+    assert Sandbox({"presets": ["system"]}).run(["true"]).success
+    assert base.replace(max_memory=None).max_memory is None
+
+
+def test_policy_from_toml() -> None:
+    p = Policy.from_toml('presets = ["system"]\nmax_output = "1M"\n[env]\nA = "b"\n')
+    assert (p.max_output, p.env) == (1 << 20, {"A": "b"})
+    with pytest.raises(PolicyError) as e:
+        Policy.from_toml("max_disk = 'lots'")
+    assert e.value.field == "max_disk"
+
+
+def test_unknown_field_names_field_and_lists_the_right_ones() -> None:
+    with pytest.raises(PolicyError) as e:
+        Policy(fs_readabel=["/usr"])
+    assert e.value.field == "fs_readabel"
+    assert "unknown field" in str(e.value) and "fs_readable" in str(e.value)
+    with pytest.raises(PolicyError):
+        Sandbox(presets=["system"], max_memroy="1G")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "shown"),
+    [
+        ("max_memory", "12Q", "12Q"),
+        ("max_processes", -3, "-3"),
+        ("timeout", "soon", "soon"),
+        ("fs_readable", "/usr", "/usr"),
+        ("presets", ["everything"], "everything"),
+        ("best_effort", "yes", "yes"),
+    ],
+)
+def test_bad_value_names_field_and_value(field: str, value: object, shown: str) -> None:
+    with pytest.raises(PolicyError) as e:
+        Policy(**{field: value})
+    assert e.value.field.startswith(field)
+    assert shown in e.value.value or shown in str(e.value)
+    assert isinstance(e.value, ValueError) and isinstance(e.value, SandlockError)
+
+
+def test_values_checked_by_the_sandbox_name_field_and_value() -> None:
+    with pytest.raises(PolicyError) as e:
+        Sandbox(presets=["system"], net_allow=[":443", "example.com:443"])
+    assert (e.value.field, e.value.value) == ("net_allow[1]", "example.com:443")
+    assert "not supported" in e.value.reason
+
+
+def test_unconvertible_value_names_field() -> None:
+    with pytest.raises(PolicyError) as e:
+        Policy(fs_readable=["/usr", object()])
+    assert e.value.field == "fs_readable[1]"
+    assert "object" in str(e.value)
+
+
+def test_missing_path_is_a_policy_error_naming_it() -> None:
+    with pytest.raises(PolicyError) as e:
+        Sandbox(fs_readable=["/usr", "/definitely/not/here"])
+    assert e.value.field == "fs_readable[1]"
+    assert "/definitely/not/here" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"cmd": "echo hi"}, "argv"),
+        ({"cmd": []}, "argv"),
+        ({"cmd": ["echo", 3]}, "argv[1]"),
+        ({"cmd": ["echo", "a\0b"]}, "argv[1]"),
+        ({"cmd": ["true"], "timeout": -1}, "timeout"),
+        ({"cmd": ["true"], "timeout": "never"}, "timeout"),
+        ({"cmd": ["true"], "input": 42}, "input"),
+        ({"cmd": ["true"], "env": {"A": 1}}, 'env["A"]'),
+        ({"cmd": ["true"], "env": ["A=1"]}, "env"),
+        ({"cmd": ["true"], "cwd": 7}, "cwd"),
+    ],
+)
+def test_bad_run_arguments_raise_policy_error(
+    system: Sandbox, kwargs: dict[str, object], field: str
+) -> None:
+    with pytest.raises(PolicyError) as e:
+        system.run(**kwargs)  # type: ignore[arg-type]
+    assert e.value.field == field, str(e.value)
+
+
+def test_missing_program_is_a_result_error_with_stage_errno_hint(system: Sandbox) -> None:
+    r = system.run(["pyhton3", "-c", "pass"])
+    assert (r.success, r.reason, r.exit_code) == (False, "sandbox_error", None)
+    assert isinstance(r.error, SandboxError)
+    assert (r.error.stage, r.error.errno, r.error.errno_name) == ("execve", errno.ENOENT, "ENOENT")
+    assert r.error.detail == "pyhton3"
+    assert "PATH" in r.error.hint
+    assert str(r.error).startswith('execve("pyhton3"): ENOENT')
+    assert r.returncode == 127
+
+
+def test_unreadable_program_error_says_what_to_grant() -> None:
+    r = Sandbox().run(["/usr/bin/true"])
+    assert r.error is not None and r.error.errno == errno.EACCES
+    assert "fs_readable" in r.error.hint
+    assert r.returncode == 126
+
+
+def test_check_true_raises_like_subprocess(system: Sandbox) -> None:
+    with pytest.raises(CalledProcessError) as e:
+        system.run(["sh", "-c", "echo partial; exit 4"], check=True)
+    assert isinstance(e.value, subprocess.CalledProcessError)
+    assert isinstance(e.value, SandlockError)
+    assert (e.value.returncode, e.value.output, e.value.reason) == (4, b"partial\n", "exited")
+    assert "non-zero exit status 4" in str(e.value)
+    with pytest.raises(SandboxError) as s:
+        system.run(["no-such-program"], check=True)
+    assert s.value.stage == "execve"
+    assert system.run(["true"], check=True).success
+
+
+def test_check_true_reports_limits_by_reason(system: Sandbox) -> None:
+    with pytest.raises(CalledProcessError) as e:
+        system.run(["sleep", "5"], timeout=0.2, check=True)
+    assert e.value.reason == "timeout"
+    assert "timeout" in str(e.value)
+
+
+def test_sandbox_is_reusable_and_repr(system: Sandbox) -> None:
+    for i in range(5):
+        assert system.run(["echo", str(i)]).stdout == f"{i}\n".encode()
+    assert "system" in repr(system)
+    assert system.not_enforced == ()
+
+
+def test_check_returns_the_doctor_report() -> None:
+    report = sandlock.check()
+    assert {"kernel", "landlock_abi", "protections", "verdict", "runtime_profile"} <= set(report)
+    assert isinstance(report["protections"], list)
+    assert report["live_test"]["ok"] is True, report
+    assert sandlock.check(live=False)["live_test"] is None
+    profile = report["runtime_profile"]
+    print(f"uid {os.getuid()}, restrictive profile: {profile['restrictive']}: {report['verdict']}")
+
+
+def test_version_and_typing_files() -> None:
+    assert sandlock.__version__
+    pkg = pathlib.Path(sandlock.__file__).parent
+    assert (pkg / "py.typed").exists()
+    assert (pkg / "_sandlock.pyi").exists()
+    assert sys.modules["sandlock._sandlock"].__name__ == "sandlock._sandlock"

@@ -1,0 +1,202 @@
+"""Threaded and asyncio hosts: one Sandbox shared by many threads, the GIL released during runs,
+asyncio runs without a thread each, and cancellation that kills the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import raise_fd_limit, threads_now
+
+from sandlock import Sandbox
+
+
+def test_sixteen_threads_share_one_sandbox(system: Sandbox) -> None:
+    def work(t: int) -> list[bytes]:
+        return [system.run(["echo", f"{t}-{i}"]).stdout for i in range(25)]
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(work, range(16)))
+    for t, outs in enumerate(results):
+        assert outs == [f"{t}-{i}\n".encode() for i in range(25)]
+
+
+def test_threads_share_a_sandbox_while_others_allocate(system: Sandbox) -> None:
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            blobs = [bytearray(1 << 20) for _ in range(16)]
+            del blobs
+
+    churners = [threading.Thread(target=churn) for _ in range(2)]
+    for c in churners:
+        c.start()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            outs = list(pool.map(lambda i: system.run(["echo", str(i)]).stdout, range(200)))
+    finally:
+        stop.set()
+        for c in churners:
+            c.join()
+    assert outs == [f"{i}\n".encode() for i in range(200)]
+
+
+def test_run_releases_the_gil(system: Sandbox) -> None:
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def counter() -> None:
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.001)
+
+    t = threading.Thread(target=counter)
+    t.start()
+    try:
+        time.sleep(0.05)
+        start = time.monotonic()
+        r = system.run(["sleep", "1"])
+        end = time.monotonic()
+    finally:
+        stop.set()
+        t.join()
+    assert r.success and end - start >= 1.0
+    during = [x for x in ticks if start <= x <= end]
+    gaps = [b - a for a, b in zip(during, during[1:])]
+    # Had the GIL been held, the other thread would have stalled for the whole second.
+    assert len(during) > 200, f"only {len(during)} ticks during a 1 s run"
+    assert max(gaps) < 0.25, f"the other thread stalled for {max(gaps):.3f} s"
+
+
+def test_two_hundred_concurrent_run_async_without_threads(system: Sandbox) -> None:
+    raise_fd_limit(8192)
+
+    async def main() -> tuple[float, int, int, list[int]]:
+        before = threads_now()
+        peak = before
+        t0 = time.monotonic()
+        tasks = [asyncio.ensure_future(system.run_async(["sleep", "1"])) for _ in range(200)]
+        while not all(t.done() for t in tasks):
+            peak = max(peak, threads_now())
+            await asyncio.sleep(0.05)
+        results = await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - t0
+        return elapsed, before, peak, [0 if r.success else 1 for r in results]
+
+    elapsed, before, peak, failures = asyncio.run(main())
+    assert sum(failures) == 0
+    assert elapsed < 3.0, f"200 concurrent runs of sleep 1 took {elapsed:.2f} s"
+    assert peak == before, f"the thread count grew from {before} to {peak}"
+    print(f"200 x run_async(sleep 1): {elapsed:.2f} s, threads {before} -> {peak}")
+
+
+def test_run_async_results_and_limits(system: Sandbox) -> None:
+    async def main() -> None:
+        outs = await asyncio.gather(
+            *(system.run_async(["sh", "-c", "cat; echo $0", str(i)], input=b">") for i in range(20))
+        )
+        assert [o.stdout for o in outs] == [f">{i}\n".encode() for i in range(20)]
+        r = await system.run_async(["sleep", "10"], timeout=0.3)
+        assert (r.reason, r.success) == ("timeout", False)
+        assert r.duration < 1.0
+        missing = await system.run_async(["no-such-program"])
+        assert missing.error is not None and missing.error.stage == "execve"
+
+    asyncio.run(main())
+
+
+def test_cancelling_run_async_kills_the_sandbox(workspace: str) -> None:
+    sb = Sandbox(presets=["system"], fs_writable=[workspace])
+    pids_file = os.path.join(workspace, "pids")
+    script = f"sleep 30 & echo $$ $! > {pids_file}; wait"
+
+    async def main() -> None:
+        task = asyncio.ensure_future(sb.run_async(["sh", "-c", script]))
+        for _ in range(200):
+            if _read(pids_file).strip():
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    t0 = time.monotonic()
+    asyncio.run(main())
+    assert time.monotonic() - t0 < 5
+    pids = [int(p) for p in _read(pids_file).split()]
+    assert len(pids) == 2
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or _is_zombie_of_someone_else(pid), pid
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def _is_zombie_of_someone_else(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return True
+    state, ppid = fields[0], int(fields[1])
+    return state == "Z" and ppid != os.getpid()
+
+
+def test_popen_streams_lines_as_they_come(system: Sandbox) -> None:
+    script = "for i in 1 2 3; do echo step $i; sleep 0.3; done; printf tail; echo oops >&2"
+    seen: list[tuple[float, bytes]] = []
+    t0 = time.monotonic()
+    with system.popen(["sh", "-c", script], timeout=10) as proc:
+        assert proc.pid is not None
+        for line in proc:
+            seen.append((time.monotonic() - t0, line))
+    r = proc.wait()
+    assert [line for _, line in seen] == [b"step 1\n", b"step 2\n", b"step 3\n", b"tail"]
+    # The first line arrived long before the command ended.
+    assert seen[0][0] < 0.25 and seen[-1][0] >= 0.8
+    assert r.success and r.stdout == b"" and r.stderr == b"oops\n"
+
+
+def test_popen_wait_timeout_and_kill(system: Sandbox) -> None:
+    import subprocess
+
+    proc = system.popen(["sleep", "30"])
+    assert proc.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=0.2)
+    proc.kill()
+    r = proc.wait(timeout=5)
+    assert (r.reason, r.signal) == ("signaled", 9)
+
+
+def test_popen_async_streams_lines(system: Sandbox) -> None:
+    async def main() -> None:
+        script = "for i in 1 2 3; do echo $i; sleep 0.2; done"
+        t0 = time.monotonic()
+        stamps: list[tuple[float, bytes]] = []
+        async with system.popen_async(["sh", "-c", script]) as proc:
+            async for line in proc:
+                stamps.append((time.monotonic() - t0, line))
+        r = await proc.wait()
+        assert [line for _, line in stamps] == [b"1\n", b"2\n", b"3\n"]
+        assert stamps[0][0] < 0.15 and r.success
+
+        # Leaving the block early kills the sandbox.
+        async with system.popen_async(["sh", "-c", "echo first; sleep 30"]) as proc:
+            async for line in proc:
+                assert line == b"first\n"
+                break
+        r = await proc.wait()
+        assert r.reason == "signaled"
+
+    asyncio.run(main())
