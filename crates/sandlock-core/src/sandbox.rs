@@ -319,6 +319,7 @@ impl Sandbox {
             started,
             io,
             limits,
+            plan.sockets.clone(),
             plan.not_enforced.clone(),
             t0,
         )?)

@@ -25,6 +25,7 @@ pub(crate) use seccomp::syscall_number;
 use crate::error::{Error, PolicyError, SandboxError, Stage};
 use crate::kernel::{KernelSupport, Protection};
 use crate::policy::{self, ByteSize, Policy, PortRange, Preset};
+use crate::supervisor::SocketRules;
 
 /// The default `PATH` of a sandboxed command.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -55,6 +56,8 @@ pub(crate) struct SandboxPlan {
     /// `(resource, soft, hard)`.
     pub(crate) rlimits: Vec<(u32, u64, u64)>,
     pub(crate) limits: TreeLimits,
+    /// What the supervisor needs to mediate UNIX connects and TCP listen.
+    pub(crate) sockets: SocketRules,
 }
 
 impl SandboxPlan {
@@ -85,13 +88,10 @@ impl SandboxPlan {
             Protection::ScopeAbstractUnix,
             Protection::ScopeSignal,
             Protection::Seccomp,
+            Protection::SeccompNotify,
         ];
         if tcp {
             required.push(Protection::NetworkTcp);
-        }
-        let notify = limits.max_processes.is_some();
-        if notify {
-            required.push(Protection::SeccompNotify);
         }
         let missing: Vec<Protection> = required
             .into_iter()
@@ -113,11 +113,13 @@ impl SandboxPlan {
         } else {
             None
         };
-        let notify = notify && kernel.supports(Protection::SeccompNotify);
+        let notify =
+            kernel.supports(Protection::SeccompNotify) && kernel.supports(Protection::Seccomp);
         let filter = if kernel.supports(Protection::Seccomp) {
             let spec = seccomp::SeccompPolicy {
                 tcp,
-                notify_fork: notify,
+                mediate: notify,
+                notify_fork: notify && limits.max_processes.is_some(),
                 extra_deny,
             };
             Some(
@@ -139,6 +141,10 @@ impl SandboxPlan {
             env,
             rlimits,
             limits,
+            sockets: SocketRules {
+                roots: paths.into_iter().map(|(p, _)| p).collect(),
+                tcp_listen: !bind.is_empty(),
+            },
         })
     }
 }

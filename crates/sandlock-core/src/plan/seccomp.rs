@@ -118,6 +118,9 @@ const SOCK_TYPE_MASK: u32 = 0xf;
 pub(crate) struct SeccompPolicy {
     /// The policy allows some TCP, so TCP sockets may be created (Landlock filters the ports).
     pub(crate) tcp: bool,
+    /// Hand `connect` (and `listen` when TCP is allowed) to the supervisor, which mediates what
+    /// Landlock cannot: pathname UNIX sockets and TCP listen without bind.
+    pub(crate) mediate: bool,
     /// Ask the supervisor before a new process is created (for the process cap).
     pub(crate) notify_fork: bool,
     /// More syscall numbers to refuse with EPERM.
@@ -213,11 +216,25 @@ impl SeccompPolicy {
         }
 
         let eacces = Action::Errno(libc::EACCES as u16);
+        // UNIX datagram sockets can send to a host service's path with sendto/sendmsg, whose
+        // address the filter cannot see; the stream and seqpacket kinds go through `connect`,
+        // which the supervisor mediates.
+        let unix_dgram = Check {
+            all: vec![
+                Cond::eq(0, libc::AF_UNIX as u32),
+                Cond::Eq {
+                    arg: 1,
+                    mask: SOCK_TYPE_MASK,
+                    value: libc::SOCK_DGRAM as u32,
+                },
+            ],
+            action: eacces,
+        };
         let unix_only = Check {
             all: vec![Cond::eq(0, libc::AF_UNIX as u32)],
             action: Action::Allow,
         };
-        let mut socket_checks = vec![unix_only.clone()];
+        let mut socket_checks = vec![unix_dgram.clone(), unix_only.clone()];
         if self.tcp {
             for family in [libc::AF_INET, libc::AF_INET6] {
                 for proto in [0, libc::IPPROTO_TCP] {
@@ -249,7 +266,7 @@ impl SeccompPolicy {
             rules.insert(
                 n,
                 SyscallRule {
-                    checks: vec![unix_only],
+                    checks: vec![unix_dgram, unix_only],
                     default: eacces,
                 },
             );
@@ -271,6 +288,17 @@ impl SeccompPolicy {
                             default: Action::Allow,
                         },
                     );
+                }
+            }
+        }
+
+        if self.mediate {
+            if let Some(n) = nr("connect") {
+                rules.insert(n, SyscallRule::always(Action::Notify));
+            }
+            if self.tcp {
+                if let Some(n) = nr("listen") {
+                    rules.insert(n, SyscallRule::always(Action::Notify));
                 }
             }
         }
@@ -350,9 +378,15 @@ mod tests {
         let dgram = libc::SOCK_DGRAM as u64;
         let inet = libc::AF_INET as u64;
         let inet6 = libc::AF_INET6 as u64;
+        let unix = libc::AF_UNIX as u64;
+        assert_eq!(run(&closed, "socket", [unix, stream, 0, 0, 0, 0]), ALLOW);
         assert_eq!(
-            run(&closed, "socket", [libc::AF_UNIX as u64, dgram, 0, 0, 0, 0]),
-            ALLOW
+            run(&closed, "socket", [unix, dgram, 0, 0, 0, 0]),
+            errno(libc::EACCES)
+        );
+        assert_eq!(
+            run(&closed, "socketpair", [unix, dgram, 0, 0, 0, 0]),
+            errno(libc::EACCES)
         );
         assert_eq!(
             run(&closed, "socket", [inet, stream, 0, 0, 0, 0]),

@@ -12,6 +12,7 @@
 //! killed before the main process is reaped, as in a container: nothing the sandbox started
 //! outlives it.
 
+mod connect;
 mod group;
 mod notify;
 mod output;
@@ -27,6 +28,7 @@ use crate::plan::TreeLimits;
 use crate::spawn::Started;
 use crate::sys;
 
+pub(crate) use connect::SocketRules;
 pub(crate) use output::{Capture, Feeder};
 
 const TOKEN_PIDFD: u64 = 1;
@@ -72,6 +74,7 @@ pub struct Running {
     cpu_seen: HashMap<libc::pid_t, u64>,
     peak_memory: u64,
     not_enforced: Vec<Protection>,
+    sockets: SocketRules,
 }
 
 /// Pipes and options the supervisor takes over from a freshly started child.
@@ -86,6 +89,7 @@ impl Running {
         started: Started,
         io: Io,
         limits: TreeLimits,
+        sockets: SocketRules,
         not_enforced: Vec<Protection>,
         t0: Instant,
     ) -> Result<Running, SandboxError> {
@@ -119,6 +123,7 @@ impl Running {
             cpu_seen: HashMap::new(),
             peak_memory: 0,
             not_enforced,
+            sockets,
         };
         let mut regs = vec![];
         if let Some(p) = &r.pidfd {
@@ -475,13 +480,25 @@ impl Running {
                 ));
             }
         };
+        match n.nr {
+            libc::SYS_connect => connect::on_connect(l, &n, &self.sockets, self.pid),
+            libc::SYS_listen => connect::on_listen(l, &n, &self.sockets),
+            _ => self.on_new_process(&n),
+        }
+        Ok(())
+    }
+
+    /// Holds the process cap: a new process is allowed while the sandbox has fewer than
+    /// `max_processes`; the attempt that would exceed it ends the run.
+    fn on_new_process(&mut self, n: &notify::Notification) {
+        let Some(l) = self.listener.as_ref() else {
+            return;
+        };
         let Some(max) = self.limits.max_processes else {
-            l.allow(n.id);
-            return Ok(());
+            return l.allow(n.id);
         };
         if self.ended_by.is_some() {
-            l.deny(n.id, libc::EAGAIN);
-            return Ok(());
+            return l.deny(n.id, libc::EAGAIN);
         }
         // Cheap path: our running upper bound says there is room. Only near the cap do we pay for a
         // scan of the group, which also forgets processes that have exited.
@@ -493,7 +510,6 @@ impl Running {
             l.allow(n.id);
         } else {
             l.deny(n.id, libc::EAGAIN);
-            let _ = n.nr;
             self.end(
                 Reason::Processes,
                 format!(
@@ -503,7 +519,6 @@ impl Running {
                 ),
             );
         }
-        Ok(())
     }
 
     fn on_timers(&mut self) {

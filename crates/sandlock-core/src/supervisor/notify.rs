@@ -1,9 +1,9 @@
 //! seccomp user notification: the syscalls the filter hands to the supervisor.
 //!
-//! Today that is process creation (`clone` without `CLONE_THREAD`, `fork`, `vfork`), so that the
-//! supervisor can hold the process cap. The decision never depends on memory the sandbox can
-//! change after we look (which would be a time-of-check/time-of-use race): it depends only on how
-//! many processes the sandbox has.
+//! The filter hands over `connect` (UNIX sockets are emulated, see [`super::connect`]), `listen`
+//! on TCP when the policy allows TCP, and process creation when there is a process cap. No decision
+//! lets the kernel act on memory the sandbox can still change after we looked (the classic
+//! time-of-check/time-of-use race of user notification).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -12,7 +12,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 pub(crate) struct Notification {
     pub(crate) id: u64,
     pub(crate) pid: u32,
-    pub(crate) nr: i32,
+    pub(crate) nr: i64,
+    pub(crate) args: [u64; 6],
 }
 
 /// The listener fd from `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
@@ -41,7 +42,8 @@ impl Listener {
                 return Ok(Some(Notification {
                     id: n.id,
                     pid: n.pid,
-                    nr: n.data.nr,
+                    nr: i64::from(n.data.nr),
+                    args: n.data.args,
                 }));
             }
             let e = std::io::Error::last_os_error();
@@ -63,10 +65,42 @@ impl Listener {
         self.send(id, -errno, 0);
     }
 
+    /// Completes the syscall without running it, returning `val`.
+    pub(crate) fn reply(&self, id: u64, val: i64) {
+        self.respond(id, val, 0, 0);
+    }
+
+    /// Installs `fd` in the notifying process as descriptor `target`, replacing what was there.
+    pub(crate) fn replace_fd(
+        &self,
+        id: u64,
+        fd: &OwnedFd,
+        target: u32,
+        flags: u32,
+    ) -> std::io::Result<()> {
+        let add = libc::seccomp_notif_addfd {
+            id,
+            flags: libc::SECCOMP_ADDFD_FLAG_SETFD as u32,
+            srcfd: fd.as_raw_fd() as u32,
+            newfd: target,
+            newfd_flags: flags,
+        };
+        // SAFETY: NOTIF_ADDFD reads one seccomp_notif_addfd.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ADDFD, &add) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     fn send(&self, id: u64, error: i32, flags: u32) {
+        self.respond(id, 0, error, flags);
+    }
+
+    fn respond(&self, id: u64, val: i64, error: i32, flags: u32) {
         let resp = libc::seccomp_notif_resp {
             id,
-            val: 0,
+            val,
             error,
             flags,
         };

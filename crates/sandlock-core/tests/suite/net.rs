@@ -179,3 +179,111 @@ fn loopback_control_the_listener_is_reachable_from_the_host() {
     std::thread::sleep(Duration::from_millis(50));
     assert!(l.accept().is_ok());
 }
+
+fn unix_server(path: &std::path::Path) -> std::os::unix::net::UnixListener {
+    let l = std::os::unix::net::UnixListener::bind(path).unwrap();
+    l.set_nonblocking(true).unwrap();
+    l
+}
+
+fn unix_connect_code(path: &str) -> String {
+    format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({path:?})\ns.sendall(b'hi')\nprint('connected')"
+    )
+}
+
+#[test]
+fn host_pathname_unix_socket_outside_the_policy_is_unreachable() {
+    let (ws, host) = (Ws::new(), Ws::new());
+    let sock = host.join("service.sock");
+    let l = unix_server(&sock);
+    let o = py(&policy(&ws), &unix_connect_code(&host.s("service.sock")));
+    refused(&o);
+    assert!(err(&o).contains("PermissionError"), "{}", err(&o));
+    assert!(
+        l.accept().is_err(),
+        "the host service must not see a client"
+    );
+    // Control: the same code reaches it from outside the sandbox.
+    assert_eq!(
+        host_py(&unix_connect_code(&host.s("service.sock"))),
+        "connected"
+    );
+}
+
+#[test]
+fn symlink_to_a_host_socket_does_not_help() {
+    let (ws, host) = (Ws::new(), Ws::new());
+    let _l = unix_server(&host.join("service.sock"));
+    std::os::unix::fs::symlink(host.join("service.sock"), ws.join("link.sock")).unwrap();
+    refused(&py(&policy(&ws), &unix_connect_code(&ws.s("link.sock"))));
+}
+
+#[test]
+fn host_socket_inside_a_policy_path_is_reachable() {
+    let ws = Ws::new();
+    let l = unix_server(&ws.join("service.sock"));
+    let o = py(&policy(&ws), &unix_connect_code(&ws.s("service.sock")));
+    ok(&o);
+    assert!(l.accept().is_ok());
+}
+
+#[test]
+fn unix_servers_inside_the_sandbox_work() {
+    let ws = Ws::new();
+    let code = r#"
+import os, socket
+os.chdir(os.environ['HOME'])
+for kind in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET):
+    name = 'srv-%d.sock' % kind
+    srv = socket.socket(socket.AF_UNIX, kind); srv.bind(name); srv.listen()
+    c = socket.socket(socket.AF_UNIX, kind); c.connect(name)   # relative path, from the cwd
+    a, _ = srv.accept(); c.sendall(b'ping'); print(a.recv(4).decode())
+"#;
+    let o = py(&policy(&ws), code);
+    ok(&o);
+    assert_eq!(out(&o), "ping\nping");
+}
+
+#[test]
+fn multiprocessing_manager_works_inside_the_sandbox() {
+    let ws = Ws::new();
+    let code = r#"
+import multiprocessing as mp
+if __name__ == '__main__':
+    with mp.Manager() as m:
+        d = m.dict(); d['x'] = 42; print(d['x'])
+"#;
+    let o = py(&policy(&ws), code);
+    ok(&o);
+    assert_eq!(out(&o), "42");
+}
+
+#[test]
+fn unix_datagram_sockets_are_refused() {
+    let ws = Ws::new();
+    let code = "import socket, errno\ntry:\n    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); print('ok')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])";
+    let o = py(&policy(&ws), code);
+    ok(&o);
+    assert_eq!(out(&o), "EACCES");
+    assert_eq!(host_py(code), "ok");
+}
+
+#[test]
+fn tcp_listen_without_bind_is_refused_when_only_connect_is_allowed() {
+    let ws = Ws::new();
+    let mut p = policy(&ws);
+    p.net_allow.push(":9".into());
+    let code = "import socket, errno\ns = socket.socket()\ntry:\n    s.listen(); print('listening on', s.getsockname()[1])\nexcept OSError as e:\n    print(errno.errorcode[e.errno])";
+    let o = py(&p, code);
+    ok(&o);
+    assert_eq!(out(&o), "EACCES");
+    // Control: with a bind rule, an explicitly bound socket listens.
+    let mut b = policy(&ws);
+    b.net_allow_bind.push("0".into());
+    let o = py(
+        &b,
+        "import socket\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()\nprint('ok')",
+    );
+    ok(&o);
+}
