@@ -5,10 +5,12 @@
 //! `allowed_hosts` and the `Origin` header against `allowed_origins` (403; a request without
 //! `Origin`, as non-browser clients send, passes). Origin validation is always on.
 //!
-//! Shutdown (SIGTERM or SIGINT): stop accepting connections and new runs (queued calls are refused,
-//! `/readyz` turns 503), let runs in progress finish for the grace period, kill what is left (their
-//! callers still get a result saying so), then end every session, which removes the workspaces.
-//! A second signal skips the grace period.
+//! Shutdown (SIGTERM or SIGINT): stop accepting new runs (new and queued calls get a "shutting down"
+//! result, `/readyz` turns 503 so that Kubernetes stops routing here), let runs in progress finish
+//! for the grace period, kill what is left (their callers still get a result saying so), then close
+//! the listener and end every session, which removes the workspaces. The listener stays open during
+//! the grace period so that in-flight responses and clients' reconnects still work. A second
+//! signal skips the grace period.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -158,7 +160,7 @@ pub fn router(app: Arc<App>, sessions_end: CancellationToken) -> Router {
         http_cfg = http_cfg.with_json_response(true);
     }
     // A session must outlive its longest call: rmcp's idle timer does not see a call in progress.
-    let keep_alive = cfg.ttl.max(cfg.max_timeout + Duration::from_secs(60));
+    let keep_alive = cfg.ttl.max(cfg.max_timeout + Duration::from_secs(5));
     let mut session_cfg = SessionConfig::default();
     session_cfg.keep_alive = Some(keep_alive);
     let mut manager = LocalSessionManager::default();
@@ -252,10 +254,9 @@ pub async fn drain_on_signal(
         signal = which,
         running = gate.running(),
         grace_s = grace.as_secs_f64(),
-        "shutting down: no new connections or runs"
+        "shutting down: no new runs; waiting for runs in progress"
     );
     gate.closing.cancel();
-    stop_accepting.cancel();
     let deadline = tokio::time::Instant::now() + grace;
     loop {
         if gate.running() == 0 {
@@ -281,6 +282,7 @@ pub async fn drain_on_signal(
         // Let the killed calls' results reach their callers before the sessions close.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    stop_accepting.cancel();
     sessions_end.cancel();
     Ok(())
 }
