@@ -39,6 +39,8 @@ pub(crate) struct TreeLimits {
     pub(crate) max_cpu: Option<Duration>,
     pub(crate) max_output: ByteSize,
     pub(crate) max_disk: Option<ByteSize>,
+    /// The writable directories `max_disk` measures.
+    pub(crate) disk_roots: Vec<PathBuf>,
 }
 
 /// The part of a plan shared by every run of one sandbox.
@@ -77,7 +79,12 @@ impl SandboxPlan {
             Some(c) => Some(canonical("cwd", c, true)?),
             None => None,
         };
-        let limits = tree_limits(&policy)?;
+        let mut limits = tree_limits(&policy)?;
+        limits.disk_roots = paths
+            .iter()
+            .filter(|(p, a)| *a == Access::Write && p.is_dir())
+            .map(|(p, _)| p.clone())
+            .collect();
         let rlimits = rlimits(&policy)?;
 
         let tcp = !connect.is_empty() || !bind.is_empty();
@@ -119,7 +126,12 @@ impl SandboxPlan {
             let spec = seccomp::SeccompPolicy {
                 tcp,
                 mediate: notify,
-                notify_fork: notify && limits.max_processes.is_some(),
+                // Memory and CPU sampling also want to hear about new processes, to find them
+                // without scanning all of /proc.
+                notify_fork: notify
+                    && (limits.max_processes.is_some()
+                        || limits.max_memory.is_some()
+                        || limits.max_cpu.is_some()),
                 extra_deny,
             };
             Some(
@@ -329,6 +341,7 @@ fn tree_limits(policy: &Policy) -> Result<TreeLimits, PolicyError> {
         max_cpu: policy.max_cpu.map(|t| t.duration()),
         max_output: policy.output_cap(),
         max_disk: policy.max_disk,
+        disk_roots: Vec::new(),
     })
 }
 
@@ -358,8 +371,16 @@ fn rlimits(policy: &Policy) -> Result<Vec<(u32, u64, u64)>, PolicyError> {
         }
         want("max_open_files", libc::RLIMIT_NOFILE, u64::from(n))?;
     }
-    if let Some(s) = policy.max_file_size {
-        want("max_file_size", libc::RLIMIT_FSIZE, s.bytes())?;
+    // One write() can overshoot max_disk by no more than a file can grow.
+    let fsize = match (policy.max_file_size, policy.max_disk) {
+        // max_disk + 1 byte: a single file that fills the cap is still seen to exceed it.
+        (Some(f), Some(d)) if f.bytes() <= d.bytes() => Some(("max_file_size", f)),
+        (_, Some(d)) => Some(("max_disk", ByteSize(d.bytes().saturating_add(1)))),
+        (Some(f), None) => Some(("max_file_size", f)),
+        (None, None) => None,
+    };
+    if let Some((field, s)) = fsize {
+        want(field, libc::RLIMIT_FSIZE, s.bytes())?;
     }
     Ok(out)
 }

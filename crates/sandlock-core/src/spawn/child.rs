@@ -137,14 +137,6 @@ unsafe fn run(a: &ChildArgs<'_>) -> (Stage, isize) {
             check!(Stage::Chdir, raw_syscall!(libc::SYS_chdir, cwd.as_ptr()));
         }
 
-        for (res, soft, hard) in a.rlimits {
-            let lim = [*soft, *hard];
-            check!(
-                Stage::Rlimit,
-                raw_syscall!(libc::SYS_prlimit64, 0, *res, lim.as_ptr(), 0)
-            );
-        }
-
         if a.cgroup_procs_fd >= 0 {
             // Writing "0" moves the writer itself into the cgroup.
             let zero = b"0";
@@ -212,6 +204,16 @@ unsafe fn run(a: &ChildArgs<'_>) -> (Stage, isize) {
                     send_fd(a.listener_sock, listener as i32)
                 );
             }
+        }
+
+        // Limits go last: a low RLIMIT_NOFILE must not stop the seccomp listener from getting a
+        // descriptor while the host's (close-on-exec) descriptors still fill the table.
+        for (res, soft, hard) in a.rlimits {
+            let lim = [*soft, *hard];
+            check!(
+                Stage::Rlimit,
+                raw_syscall!(libc::SYS_prlimit64, 0, *res, lim.as_ptr(), 0)
+            );
         }
 
         let empty: u64 = 0;

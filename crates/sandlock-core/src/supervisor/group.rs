@@ -6,7 +6,9 @@
 //! "daemonize", stays in that group. The supervisor does not reap the main process until it has
 //! killed the group, so the group's id cannot be reused while we might still signal it.
 
+use std::collections::BTreeSet;
 use std::io::Read;
+use std::time::{Duration, Instant};
 
 /// `kill(-pgid, SIGKILL)`: every process of the sandbox at once.
 pub(crate) fn kill(pgid: libc::pid_t) {
@@ -27,8 +29,77 @@ pub(crate) struct Member {
     pub(crate) cpu_ticks: u64,
 }
 
+/// How often the whole of `/proc` is rescanned for members, to catch processes whose parent
+/// exited before we read its `children` list.
+const FULL_SCAN_EVERY: Duration = Duration::from_millis(500);
+
+/// The members of one sandbox, tracked incrementally so that a sample costs O(sandbox), not
+/// O(host): new processes are found through the `children` list of the task that forked them
+/// (the supervisor hears about every fork), and a full scan of `/proc` runs only now and then.
+pub(crate) struct Tree {
+    pgid: libc::pid_t,
+    known: BTreeSet<libc::pid_t>,
+    forked_by: Vec<u32>,
+    last_full: Option<Instant>,
+}
+
+impl Tree {
+    pub(crate) fn new(pgid: libc::pid_t) -> Tree {
+        Tree {
+            pgid,
+            known: BTreeSet::from([pgid]),
+            forked_by: Vec::new(),
+            last_full: None,
+        }
+    }
+
+    /// Task `tid` is creating a process; its new child shows in its `children` list afterwards.
+    pub(crate) fn note_fork(&mut self, tid: u32) {
+        if !self.forked_by.contains(&tid) {
+            self.forked_by.push(tid);
+        }
+    }
+
+    /// The live members now.
+    pub(crate) fn sample(&mut self, now: Instant) -> Vec<Member> {
+        if self
+            .last_full
+            .is_none_or(|t| now.duration_since(t) >= FULL_SCAN_EVERY)
+        {
+            return self.full_scan(now);
+        }
+        for tid in std::mem::take(&mut self.forked_by) {
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/task/{tid}/children"))
+            else {
+                continue;
+            };
+            self.known.extend(
+                text.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<libc::pid_t>().ok()),
+            );
+        }
+        let mut buf = Vec::with_capacity(512);
+        let live: Vec<Member> = self
+            .known
+            .iter()
+            .filter_map(|p| stat(*p, self.pgid, &mut buf))
+            .collect();
+        self.known = live.iter().map(|m| m.pid).collect();
+        live
+    }
+
+    /// The live members, from a scan of all of `/proc` (exact, and O(host)).
+    pub(crate) fn full_scan(&mut self, now: Instant) -> Vec<Member> {
+        let live = members(self.pgid);
+        self.known = live.iter().map(|m| m.pid).collect();
+        self.forked_by.clear();
+        self.last_full = Some(now);
+        live
+    }
+}
+
 /// The live (non-zombie) members of process group `pgid`.
-pub(crate) fn members(pgid: libc::pid_t) -> Vec<Member> {
+fn members(pgid: libc::pid_t) -> Vec<Member> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;

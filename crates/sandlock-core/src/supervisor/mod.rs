@@ -13,6 +13,7 @@
 //! outlives it.
 
 mod connect;
+mod disk;
 mod group;
 mod notify;
 mod output;
@@ -36,6 +37,7 @@ const TOKEN_STDOUT: u64 = 2;
 const TOKEN_STDERR: u64 = 3;
 const TOKEN_STDIN: u64 = 4;
 const TOKEN_LISTENER: u64 = 5;
+const TOKEN_DISK: u64 = 6;
 
 /// How often the supervisor measures the tree when a memory or CPU limit needs it.
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
@@ -72,6 +74,8 @@ pub struct Running {
     live_estimate: u32,
     /// Last CPU ticks seen per process, dead ones included.
     cpu_seen: HashMap<libc::pid_t, u64>,
+    tree: group::Tree,
+    disk: Option<disk::DiskMeter>,
     peak_memory: u64,
     not_enforced: Vec<Protection>,
     sockets: SocketRules,
@@ -121,11 +125,29 @@ impl Running {
             killed: false,
             live_estimate: 1,
             cpu_seen: HashMap::new(),
+            tree: group::Tree::new(started.pid),
+            disk: None,
             peak_memory: 0,
             not_enforced,
             sockets,
         };
+        if r.limits.max_disk.is_some() {
+            match disk::DiskMeter::new(&r.limits.disk_roots) {
+                Ok(m) => r.disk = Some(m),
+                Err(e) => {
+                    r.kill_tree();
+                    return Err(SandboxError::io(
+                        Stage::Supervise,
+                        &e,
+                        "cannot watch the writable directories for max_disk (inotify)",
+                    ));
+                }
+            }
+        }
         let mut regs = vec![];
+        if let Some(d) = &r.disk {
+            regs.push((d.fd(), libc::EPOLLIN, TOKEN_DISK));
+        }
         if let Some(p) = &r.pidfd {
             regs.push((p.as_raw_fd(), libc::EPOLLIN, TOKEN_PIDFD));
         }
@@ -223,6 +245,7 @@ impl Running {
                 TOKEN_STDOUT | TOKEN_STDERR => self.on_output(token)?,
                 TOKEN_STDIN => self.on_stdin(),
                 TOKEN_LISTENER => self.on_notification(flags)?,
+                TOKEN_DISK => self.on_disk(),
                 _ => {}
             }
         }
@@ -281,6 +304,16 @@ impl Running {
         let (reason, detail) = match self.ended_by.take() {
             Some((r, d)) => (r, Some(d)),
             None if exit.code.is_some() => (Reason::Exited, None),
+            None if exit.signal == Some(libc::SIGXFSZ) => (
+                Reason::Disk,
+                Some(
+                    "a file grew past max_file_size (or max_disk); the kernel sent SIGXFSZ".into(),
+                ),
+            ),
+            None if exit.signal == Some(libc::SIGXCPU) => (
+                Reason::Cpu,
+                Some("the kernel's CPU limit sent SIGXCPU".into()),
+            ),
             None => (Reason::Signaled, None),
         };
         let sampled_cpu = Duration::from_secs_f64(
@@ -357,6 +390,9 @@ impl Running {
     }
 
     fn on_main_exit(&mut self) -> Result<(), SandboxError> {
+        // A limit the main process died of (a failed write at the disk cap, say) may still be in
+        // the event queue; account for it before the exit status decides the reason.
+        self.on_disk();
         // Leftovers (background jobs, daemons) go down with the main process; the main process is
         // still a zombie here, so its group id cannot have been reused.
         group::kill(self.pid);
@@ -459,6 +495,25 @@ impl Running {
         }
     }
 
+    fn on_disk(&mut self) {
+        let Some(d) = self.disk.as_mut() else {
+            return;
+        };
+        d.update();
+        let (used, cap) = (d.total(), self.limits.max_disk);
+        if let Some(cap) = cap {
+            if used > cap.bytes() && self.exit.is_none() {
+                self.end(
+                    Reason::Disk,
+                    format!(
+                        "the writable directories hold {}, over max_disk ({cap})",
+                        crate::policy::ByteSize(used)
+                    ),
+                );
+            }
+        }
+    }
+
     fn on_notification(&mut self, flags: u32) -> Result<(), SandboxError> {
         let Some(l) = self.listener.as_ref() else {
             return Ok(());
@@ -491,6 +546,7 @@ impl Running {
     /// Holds the process cap: a new process is allowed while the sandbox has fewer than
     /// `max_processes`; the attempt that would exceed it ends the run.
     fn on_new_process(&mut self, n: &notify::Notification) {
+        self.tree.note_fork(n.pid);
         let Some(l) = self.listener.as_ref() else {
             return;
         };
@@ -503,7 +559,7 @@ impl Running {
         // Cheap path: our running upper bound says there is room. Only near the cap do we pay for a
         // scan of the group, which also forgets processes that have exited.
         if self.live_estimate >= max {
-            self.live_estimate = group::members(self.pid).len() as u32;
+            self.live_estimate = self.tree.full_scan(Instant::now()).len() as u32;
         }
         if self.live_estimate < max {
             self.live_estimate += 1;
@@ -543,7 +599,7 @@ impl Running {
 
     /// Measures the tree and enforces the memory and CPU limits.
     fn sample(&mut self) {
-        let members = group::members(self.pid);
+        let members = self.tree.sample(Instant::now());
         self.live_estimate = members.len() as u32;
         let rss: u64 = members.iter().map(|m| m.rss).sum();
         self.peak_memory = self.peak_memory.max(rss);

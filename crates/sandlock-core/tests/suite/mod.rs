@@ -1,6 +1,7 @@
 mod env_fds;
 mod errors;
 mod fs;
+mod limits;
 mod net;
 mod signals;
 mod stress;

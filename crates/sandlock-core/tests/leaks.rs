@@ -1,0 +1,72 @@
+//! Leaks: after many runs the host's open fds, threads and zombie children are unchanged. A test
+//! binary of its own, so that no other test's threads and descriptors blur the counts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use sandlock_core::{ByteSize, Command, Policy, Preset, Sandbox, Seconds, Stdio};
+
+/// Counts of the host's own resources that a run must not leak.
+fn host_resources() -> (usize, usize, usize) {
+    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let me = std::process::id().to_string();
+    let zombies = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|s| {
+            let rest = &s[s.rfind(')').unwrap_or(0) + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.first() == Some(&"Z") && f.get(1) == Some(&me.as_str())
+        })
+        .count();
+    (fds, threads, zombies)
+}
+
+/// CI runs 1,000 iterations; set SANDLOCK_LEAK_RUNS=10000 for the full count (the benchmark
+/// script does).
+#[test]
+fn repeated_runs_leak_no_fds_threads_or_zombies() {
+    let runs: usize = std::env::var("SANDLOCK_LEAK_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let ws = tempfile::tempdir().unwrap();
+    let sb = Sandbox::new(Policy {
+        presets: vec![Preset::System],
+        fs_writable: vec![ws.path().to_path_buf()],
+        max_processes: Some(8),
+        max_memory: Some(ByteSize(256 << 20)),
+        max_disk: Some(ByteSize(64 << 20)),
+        timeout: Some(Seconds(Duration::from_secs(10))),
+        ..Policy::default()
+    })
+    .unwrap();
+    // Warm up lazily created host state (caches) before the baseline.
+    for _ in 0..5 {
+        sb.run(Command::new(["/bin/true"])).unwrap();
+    }
+    let before = host_resources();
+    for i in 0..runs {
+        let cmd = if i % 2 == 0 {
+            Command::new(["/bin/sh", "-c", "echo x; /bin/true & wait"])
+        } else {
+            Command::new(["/bin/true"]).stdin(Stdio::Bytes(b"input".to_vec()))
+        };
+        let o = sb.run(cmd).unwrap();
+        assert!(o.success(), "run {i}: {o:?}");
+    }
+    let after = host_resources();
+    eprintln!("{runs} runs: (fds, threads, zombies) before {before:?}, after {after:?}");
+    assert_eq!(
+        before, after,
+        "(fds, threads, zombie children) changed over {runs} runs"
+    );
+}
