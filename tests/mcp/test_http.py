@@ -4,6 +4,7 @@ readiness and metrics, the busy answer, and graceful shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import time
@@ -138,6 +139,7 @@ async def _single(s: Server) -> list:
 
 def test_graceful_shutdown_finishes_short_runs_and_kills_long_ones() -> None:
     s = Server("--grace", "2")
+    seen = {}
     try:
 
         async def go():
@@ -154,14 +156,17 @@ def test_graceful_shutdown_finishes_short_runs_and_kills_long_ones() -> None:
                 await asyncio.sleep(0.4)
                 s.signal(signal.SIGTERM)
                 t0 = time.monotonic()
-                done = await asyncio.gather(t_quick, t_slow)
-                return done, time.monotonic() - t0
+                seen["quick"], seen["slow"] = await asyncio.gather(t_quick, t_slow)
+                seen["took"] = time.monotonic() - t0
 
-        (quick, slow), took = run(go())
+        # The clients may trip over the closed listener while they hang up; the results are in.
+        with contextlib.suppress(Exception):
+            run(go())
+        quick, slow = seen["quick"], seen["slow"]
         assert quick.structured_content["stdout"] == "finished\n" and not quick.is_error
         assert slow.is_error and slow.structured_content["stdout"] == "begun\n"
         assert "grace period" in slow.content[0].text
-        assert took < 8
+        assert seen["took"] < 8
         assert s.proc.wait(10) == 0
         assert s.workspaces() == []  # every session's workspace is gone
         assert "shutting down" in s.logs()
@@ -173,6 +178,7 @@ def test_graceful_shutdown_finishes_short_runs_and_kills_long_ones() -> None:
 
 def test_while_draining_readyz_is_503_and_new_runs_are_refused() -> None:
     s = Server("--grace", "5")
+    seen = {}
     try:
 
         async def go():
@@ -181,16 +187,17 @@ def test_while_draining_readyz_is_503_and_new_runs_are_refused() -> None:
                 await asyncio.sleep(0.3)
                 s.signal(signal.SIGTERM)
                 await asyncio.sleep(0.3)
-                ready = httpx2.get(s.base + "/readyz", timeout=2)
-                late = await c.call_tool("execute_shell", {"command": "echo late"})
-                return ready, late, await task
+                seen["ready"] = httpx2.get(s.base + "/readyz", timeout=2)
+                seen["late"] = await c.call_tool("execute_shell", {"command": "echo late"})
+                seen["first"] = await task
 
-        ready, late, first = run(go())
+        # The client may trip over the closed listener while it hangs up; the results are in.
+        with contextlib.suppress(Exception):
+            run(go())
+        ready, late, first = seen["ready"], seen["late"], seen["first"]
         assert ready.status_code == 503 and "draining" in ready.text
         assert late.is_error and late.structured_content["reason"] == "shutting_down"
-        assert (
-            first.structured_content["reason"] == "exited"
-        )  # control: the run in progress finished
+        assert first.structured_content["reason"] == "exited"  # control: the run finished
         assert s.proc.wait(10) == 0
     finally:
         s.stop()

@@ -241,6 +241,7 @@ pub struct Gate {
     depth: usize,
     waiting: AtomicUsize,
     running: AtomicUsize,
+    calls: AtomicUsize,
     /// Cancelled when the server starts shutting down: no new runs enter.
     pub closing: CancellationToken,
     /// Cancelled when the grace period is over: runs in progress are killed.
@@ -275,6 +276,7 @@ impl Gate {
             depth,
             waiting: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
+            calls: AtomicUsize::new(0),
             closing: CancellationToken::new(),
             kill: CancellationToken::new(),
         }
@@ -288,6 +290,18 @@ impl Gate {
     /// Calls waiting for a slot.
     pub fn queued(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Execution calls in progress, from their arrival until their result is built (a run ends a
+    /// little before its result is ready; shutdown waits for the result).
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Counts a call in progress until the returned guard is dropped.
+    pub fn call(&self) -> impl Drop + '_ {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Waiting(&self.calls)
     }
 
     /// Waits for a slot, or refuses at once if the queue is full or the server is closing.

@@ -235,6 +235,9 @@ pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long the listener stays open after the last call finished during shutdown.
+const LINGER: Duration = Duration::from_millis(300);
+
 /// Waits for SIGTERM or SIGINT, then drains: see the module docs.
 pub async fn drain_on_signal(
     app: Arc<App>,
@@ -259,7 +262,7 @@ pub async fn drain_on_signal(
     gate.closing.cancel();
     let deadline = tokio::time::Instant::now() + grace;
     loop {
-        if gate.running() == 0 {
+        if gate.calls() == 0 {
             break;
         }
         tokio::select! {
@@ -276,12 +279,12 @@ pub async fn drain_on_signal(
         );
         gate.kill.cancel();
         let until = tokio::time::Instant::now() + Duration::from_secs(2);
-        while gate.running() > 0 && tokio::time::Instant::now() < until {
+        while gate.calls() > 0 && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        // Let the killed calls' results reach their callers before the sessions close.
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Let the last results reach their callers, and clients hang up, before the sessions close.
+    tokio::time::sleep(LINGER).await;
     stop_accepting.cancel();
     sessions_end.cancel();
     Ok(())

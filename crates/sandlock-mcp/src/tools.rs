@@ -192,6 +192,34 @@ pub struct ListResult {
     pub workspace: String,
 }
 
+/// The output schema of `T`, without schemars' non-standard integer formats (`uint64`), which
+/// JSON Schema validators in clients (Ajv in the TypeScript SDK) warn about.
+fn output_schema<T: JsonSchema + 'static>() -> Arc<rmcp::model::JsonObject> {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.get("format")
+                    .and_then(|f| f.as_str())
+                    .is_some_and(|f| f.starts_with("uint"))
+                {
+                    m.remove("format");
+                }
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::Value::Object(
+        (*rmcp::handler::server::common::schema_for_output::<T>()).clone(),
+    );
+    strip(&mut v);
+    match v {
+        serde_json::Value::Object(m) => Arc::new(m),
+        _ => rmcp::handler::server::common::schema_for_output::<T>(),
+    }
+}
+
 fn structured<T: Serialize>(text: String, value: &T, is_error: bool) -> CallToolResult {
     let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
     r.structured_content = serde_json::to_value(value).ok();
@@ -369,6 +397,7 @@ impl SandlockTools {
         requested: Option<String>,
     ) -> CallToolResult {
         let t0 = Instant::now();
+        let _call = self.app.exec.gate.call();
         let cfg = &self.app.exec.config;
         let never_ran = |reason: &str, msg: String, ws: String| {
             let r = RunResult {
@@ -533,7 +562,7 @@ impl SandlockTools {
                        server allows it, and the run is limited in time, memory, processes and \
                        output. Installed packages of the server's interpreter can be imported. \
                        Returns stdout, stderr, exit_code and why the run ended.",
-        output_schema = rmcp::handler::server::common::schema_for_output::<RunResult>(),
+        output_schema = output_schema::<RunResult>(),
         annotations(open_world_hint = false)
     )]
     async fn execute_python(
@@ -558,7 +587,7 @@ impl SandlockTools {
         description = "Run a shell command (/bin/sh -c) in a sandbox, in this session's private \
                        workspace, with the same confinement and limits as execute_python. Returns \
                        stdout, stderr, exit_code and why the run ended.",
-        output_schema = rmcp::handler::server::common::schema_for_output::<RunResult>(),
+        output_schema = output_schema::<RunResult>(),
         annotations(open_world_hint = false)
     )]
     async fn execute_shell(
@@ -582,7 +611,7 @@ impl SandlockTools {
     #[tool(
         description = "Read a UTF-8 text file from the workspace. Paths are relative to the \
                        workspace; absolute paths, '..' and symlinks leading outside are refused.",
-        output_schema = rmcp::handler::server::common::schema_for_output::<ReadResult>(),
+        output_schema = output_schema::<ReadResult>(),
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn read_file(
@@ -612,7 +641,7 @@ impl SandlockTools {
         description = "Write a UTF-8 text file into the workspace (replacing it; parent \
                        directories are created). Paths are relative to the workspace. The \
                        workspace has a disk cap.",
-        output_schema = rmcp::handler::server::common::schema_for_output::<FileResult>(),
+        output_schema = output_schema::<FileResult>(),
         annotations(destructive_hint = true, idempotent_hint = true, open_world_hint = false)
     )]
     async fn write_file(
@@ -641,7 +670,7 @@ impl SandlockTools {
     #[tool(
         description = "List the files of the workspace (or of a directory in it), with type and \
                        size.",
-        output_schema = rmcp::handler::server::common::schema_for_output::<ListResult>(),
+        output_schema = output_schema::<ListResult>(),
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn list_files(
@@ -681,7 +710,7 @@ impl SandlockTools {
     #[tool(
         description = "Delete a file, a symlink (not its target) or an empty directory from the \
                        workspace.",
-        output_schema = rmcp::handler::server::common::schema_for_output::<FileResult>(),
+        output_schema = output_schema::<FileResult>(),
         annotations(destructive_hint = true, open_world_hint = false)
     )]
     async fn delete_file(
