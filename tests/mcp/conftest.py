@@ -48,6 +48,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wrap(argv: list[str]) -> list[str]:
+    """Prefixes podsim when the suite runs under the restricted-pod harness."""
+    return [str(PODSIM), "--", *argv] if UNDER_PODSIM else argv
+
+
 class Server:
     """One `sandlock mcp` process on a free loopback port."""
 
@@ -78,8 +83,7 @@ class Server:
             "json",
             *args,
         ]
-        if UNDER_PODSIM:
-            argv = [str(PODSIM), "--", *argv]
+        argv = wrap(argv)
         self.env = {k: v for k, v in os.environ.items() if k != "SANDLOCK_MCP_TOKEN"}
         if self.token:
             self.env["SANDLOCK_MCP_TOKEN"] = self.token

@@ -222,3 +222,38 @@ def test_call_log_line_has_session_tool_reason_duration_and_no_code(server: Serv
     last = [c for c in calls if c.get("tool") == "execute_python"][-1]
     assert {"session", "tool", "reason", "duration_ms"} <= set(last)
     assert last["reason"] == "exited"
+
+
+def test_under_podsim_the_server_runs_as_a_restricted_pod_would() -> None:
+    from conftest import UNDER_PODSIM
+
+    if not UNDER_PODSIM:
+        pytest.skip("skipped: only meaningful with SANDLOCK_MCP_PODSIM=1 (the podsim run)")
+    s = Server()
+    try:
+        status = dict(
+            line.split(":", 1) for line in open(f"/proc/{s.proc.pid}/status").read().splitlines()
+        )
+        assert status["Uid"].split()[0] == "1000"
+        assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
+        assert status["NoNewPrivs"].strip() == "1" and status["Seccomp"].strip() == "2"
+        with open(f"/proc/{s.proc.pid}/mountinfo") as f:
+            root = next(line for line in f if line.split()[4] == "/")
+        assert " ro," in root or ",ro," in root or " ro " in root
+        # And the code it runs still works, confined, with the workspace writable.
+        from conftest import connect, run
+
+        async def go():
+            async with connect(s) as c:
+                return await c.call_tool(
+                    "execute_shell", {"command": "id -u; echo x > f && cat f; touch /etc/x"}
+                )
+
+        r = run(go())
+        assert r.structured_content["stdout"] == "1000\nx\n"
+        assert (
+            "Permission denied" in r.structured_content["stderr"]
+            or "Read-only" in (r.structured_content["stderr"])
+        )
+    finally:
+        s.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, Server, default_python
+from conftest import BIN, Server, default_python, wrap
 
 HERE = Path(__file__).resolve().parent
 INSPECTOR = HERE / "node_modules/.bin/mcp-inspector"
@@ -156,6 +156,7 @@ def test_inspector_cli_over_stdio() -> None:
     if not BIN.exists():
         pytest.skip(f"skipped: {BIN} not built")
     with tempfile.TemporaryDirectory() as root:
+        os.chmod(root, 0o777)  # under podsim the server is uid 1000
         r = inspector(
             "--method",
             "tools/call",
@@ -164,14 +165,18 @@ def test_inspector_cli_over_stdio() -> None:
             "--tool-arg",
             "command=echo hi from stdio",
             "--",
-            str(BIN),
-            "mcp",
-            "--transport",
-            "stdio",
-            "--workspace-root",
-            f"{root}/ws",
-            "--python",
-            default_python(),
+            *wrap(
+                [
+                    str(BIN),
+                    "mcp",
+                    "--transport",
+                    "stdio",
+                    "--workspace-root",
+                    f"{root}/ws",
+                    "--python",
+                    default_python(),
+                ]
+            ),
         )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["result"]["structuredContent"]["stdout"] == "hi from stdio\n"

@@ -3,11 +3,16 @@ stateless 2026-07-28 mode: tools, results, limits, workspaces and their isolatio
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 
+import httpx2
 import pytest
+from mcp import Client, StdioServerParameters
 
-from conftest import Server, connect, run
+from conftest import BIN, Server, connect, default_python, run, wrap
 
 MODES = ["legacy", "2026-07-28"]
 
@@ -401,24 +406,17 @@ def test_code_cannot_reach_the_server_port_or_see_the_token(server: Server) -> N
     out = r.structured_content["stdout"]
     assert "no-token" in out and "refused" in out, out
     # Control: the port is reachable from outside the sandbox.
-    import httpx2
-
     assert httpx2.get(server.base + "/healthz", timeout=5).status_code == 200
 
 
 def test_stdio_transport_serves_one_session() -> None:
-    from mcp import Client, StdioServerParameters
-
-    from conftest import BIN, default_python
-
     if not BIN.exists():
         pytest.skip(f"skipped: {BIN} not built")
-    import tempfile
-
     root = tempfile.mkdtemp(prefix="sandlock-mcp-stdio-")
-    params = StdioServerParameters(
-        command=str(BIN),
-        args=[
+    os.chmod(root, 0o777)  # under podsim the server is uid 1000
+    argv = wrap(
+        [
+            str(BIN),
             "mcp",
             "--transport",
             "stdio",
@@ -426,8 +424,9 @@ def test_stdio_transport_serves_one_session() -> None:
             root + "/ws",
             "--python",
             default_python(),
-        ],
+        ]
     )
+    params = StdioServerParameters(command=argv[0], args=argv[1:])
 
     async def go():
         async with Client(params) as c:
@@ -437,9 +436,6 @@ def test_stdio_transport_serves_one_session() -> None:
 
     r, version = run(go())
     assert r.structured_content["stdout"] == "stdio\n" and version in ("2025-11-25", "2026-07-28")
-    import os
-    import shutil
-
     deadline = time.monotonic() + 5
     while os.listdir(root + "/ws") and time.monotonic() < deadline:
         time.sleep(0.05)
