@@ -1,6 +1,6 @@
 """Benchmark of the Python SDK against subprocess.run, measured side by side in one run.
 
-    .venv/bin/python python/bench/bench_sdk.py [--runs 400] [--seconds 3] [--out docs/perf/python-sdk.md]
+    .venv/bin/python python/bench/bench_sdk.py [--runs N] [--seconds S] [--out FILE.md]
 
 1. Median latency of ``Sandbox.run(["/bin/true"])`` and ``subprocess.run(["/bin/true"])``,
    interleaved run by run (goal: ratio <= 1.5x).

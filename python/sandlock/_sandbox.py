@@ -51,7 +51,7 @@ class Sandbox:
     __slots__ = ("_core",)
 
     def __init__(
-        self, policy: Union[Policy, Mapping[str, Any], None] = None, /, **fields: Any
+        self, policy: Union[Policy, Mapping[str, Any], None] = None, **fields: Any
     ) -> None:
         if policy is None:
             policy = Policy(**fields)
@@ -280,10 +280,11 @@ class AsyncProcess:
     the result. Leaving an ``async with`` block kills the sandbox if it is still running.
     """
 
-    __slots__ = ("_running",)
+    __slots__ = ("_running", "_tick")
 
     def __init__(self, running: _sandlock.Running) -> None:
         self._running = running
+        self._tick: Optional[asyncio.Future[bool]] = None
 
     @property
     def pid(self) -> Optional[int]:
@@ -294,6 +295,27 @@ class AsyncProcess:
     def args(self) -> Any:
         """The command as it was given."""
         return self._running.args
+
+    async def _advance(self) -> bool:
+        """Waits until the run has taken one more step; returns whether it is finished.
+
+        Several coroutines may wait at once (one reads lines while another awaits the result):
+        the first drives the run from the loop, the others wait for its step. Callers take output
+        after each return, so output a step captured is never left waiting for the next event.
+        """
+        if self._tick is not None:
+            return await asyncio.shield(self._tick)
+        loop = asyncio.get_running_loop()
+        tick = self._tick = loop.create_future()
+        done = False
+        try:
+            await _ready(loop, self._running)
+            done = self._running.step(0)
+        finally:
+            self._tick = None
+            if not tick.done():
+                tick.set_result(done)
+        return done
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self.iter_lines()
@@ -309,20 +331,20 @@ class AsyncProcess:
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """Yields stdout in chunks as it arrives, until the command ends."""
-        running = self._running
-        loop = asyncio.get_running_loop()
+        done = self._running.step(0)
         while True:
-            done = running.step(0)
-            chunk = running.take_stdout()
+            chunk = self._running.take_stdout()
             if chunk:
                 yield chunk
             if done:
                 return
-            await _ready(loop, running)
+            done = await self._advance()
 
     async def wait(self) -> Result:
         """Waits for the end of the run and returns its result."""
-        await _drive(self._running)
+        done = self._running.step(0)
+        while not done:
+            done = await self._advance()
         return self._running.result()
 
     def send_signal(self, sig: int) -> None:
@@ -343,7 +365,7 @@ class AsyncProcess:
     async def __aexit__(self, *exc: object) -> None:
         if not self._running.done():
             self._running.kill("the async with block was left while the command was running")
-        await _drive(self._running)
+        await self.wait()
 
     def __repr__(self) -> str:
         return f"<sandlock.AsyncProcess pid={self.pid} args={self.args!r}>"

@@ -25,6 +25,10 @@ class PolicyError(SandlockError, ValueError):
         self.value = value
         self.reason = reason
 
+    def __reduce__(self) -> Any:
+        kw = {"field": self.field, "value": self.value, "reason": self.reason}
+        return (_rebuild, (type(self), str(self), kw))
+
 
 class SandboxError(SandlockError):
     """sandlock could not set up, confine, start or supervise the command.
@@ -49,6 +53,10 @@ class SandboxError(SandlockError):
         self.errno = errno
         self.detail = detail
         self.hint = hint
+
+    def __reduce__(self) -> Any:
+        kw = {"stage": self.stage, "errno": self.errno, "detail": self.detail, "hint": self.hint}
+        return (_rebuild, (type(self), str(self), kw))
 
     @property
     def errno_name(self) -> Optional[str]:
@@ -156,9 +164,9 @@ class Result:
             raise CalledProcessError(self)
 
 
-def _check(result: Result) -> Result:
-    result.check_returncode()
-    return result
+def _rebuild(cls: Any, message: str, kw: dict) -> Any:
+    """Unpickles an exception whose constructor takes keyword-only fields."""
+    return cls(message, **kw)
 
 
 __all__: Sequence[str] = (

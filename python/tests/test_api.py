@@ -245,3 +245,18 @@ def test_version_and_typing_files() -> None:
     assert (pkg / "py.typed").exists()
     assert (pkg / "_sandlock.pyi").exists()
     assert sys.modules["sandlock._sandlock"].__name__ == "sandlock._sandlock"
+
+
+def test_policy_results_and_errors_pickle(system: Sandbox) -> None:
+    import pickle
+
+    p = Policy(presets=["system"], max_memory="1G", timeout=2.5, env={"A": "b"})
+    assert pickle.loads(pickle.dumps(p)) == p
+    assert Sandbox(policy=p).policy == p
+    r = pickle.loads(pickle.dumps(system.run(["no-such-program"])))
+    assert isinstance(r.error, SandboxError)
+    assert (r.error.stage, r.error.errno) == ("execve", errno.ENOENT)
+    with pytest.raises(PolicyError) as e:
+        Policy(max_memory="lots")
+    back = pickle.loads(pickle.dumps(e.value))
+    assert (back.field, back.value, str(back)) == ("max_memory", "lots", str(e.value))

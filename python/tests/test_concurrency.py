@@ -130,8 +130,13 @@ def test_cancelling_run_async_kills_the_sandbox(workspace: str) -> None:
     assert time.monotonic() - t0 < 5
     pids = [int(p) for p in _read(pids_file).split()]
     assert len(pids) == 2
-    for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}") or _is_zombie_of_someone_else(pid), pid
+    # SIGKILL is delivered at once, but dying takes the kernel a moment.
+    deadline = time.monotonic() + 5
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _is_running(p)]
+        time.sleep(0.01)
+    assert alive == [], f"processes {alive} outlived the cancelled run"
 
 
 def _read(path: str) -> str:
@@ -142,14 +147,14 @@ def _read(path: str) -> str:
         return ""
 
 
-def _is_zombie_of_someone_else(pid: int) -> bool:
+def _is_running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (a killed process may linger as one under init)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return True
-    state, ppid = fields[0], int(fields[1])
-    return state == "Z" and ppid != os.getpid()
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
 
 
 def test_popen_streams_lines_as_they_come(system: Sandbox) -> None:
@@ -162,8 +167,8 @@ def test_popen_streams_lines_as_they_come(system: Sandbox) -> None:
             seen.append((time.monotonic() - t0, line))
     r = proc.wait()
     assert [line for _, line in seen] == [b"step 1\n", b"step 2\n", b"step 3\n", b"tail"]
-    # The first line arrived long before the command ended.
-    assert seen[0][0] < 0.25 and seen[-1][0] >= 0.8
+    # Lines arrive as they are written, not all at the end (they are 0.3 s apart).
+    assert seen[-1][0] - seen[0][0] >= 0.7, seen
     assert r.success and r.stdout == b"" and r.stderr == b"oops\n"
 
 
@@ -181,7 +186,7 @@ def test_popen_wait_timeout_and_kill(system: Sandbox) -> None:
 
 def test_popen_async_streams_lines(system: Sandbox) -> None:
     async def main() -> None:
-        script = "for i in 1 2 3; do echo $i; sleep 0.2; done"
+        script = "for i in 1 2 3; do echo $i; sleep 0.3; done"
         t0 = time.monotonic()
         stamps: list[tuple[float, bytes]] = []
         async with system.popen_async(["sh", "-c", script]) as proc:
@@ -189,7 +194,8 @@ def test_popen_async_streams_lines(system: Sandbox) -> None:
                 stamps.append((time.monotonic() - t0, line))
         r = await proc.wait()
         assert [line for _, line in stamps] == [b"1\n", b"2\n", b"3\n"]
-        assert stamps[0][0] < 0.15 and r.success
+        assert stamps[-1][0] - stamps[0][0] >= 0.5, stamps
+        assert r.success
 
         # Leaving the block early kills the sandbox.
         async with system.popen_async(["sh", "-c", "echo first; sleep 30"]) as proc:
@@ -197,6 +203,20 @@ def test_popen_async_streams_lines(system: Sandbox) -> None:
                 assert line == b"first\n"
                 break
         r = await proc.wait()
-        assert r.reason == "signaled"
+        assert r.reason == "signaled", (r, r.stdout, r.stderr)
+
+    asyncio.run(main())
+
+
+def test_popen_async_can_be_read_and_awaited_at_once(system: Sandbox) -> None:
+    async def main() -> None:
+        proc = system.popen_async(["sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.1; done"])
+
+        async def read() -> list[bytes]:
+            return [line async for line in proc]
+
+        lines, result = await asyncio.wait_for(asyncio.gather(read(), proc.wait()), 10)
+        assert lines == [b"1\n", b"2\n", b"3\n"]
+        assert result.success
 
     asyncio.run(main())

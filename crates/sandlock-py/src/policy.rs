@@ -104,6 +104,14 @@ impl PyPolicy {
         convert::to_py(py, &all[name])
     }
 
+    /// Pickle support: a policy is rebuilt from its fields.
+    fn __getnewargs_ex__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyAny>)> {
+        Ok((PyTuple::empty(py), self.to_dict(py)?))
+    }
+
     fn __repr__(&self) -> PyResult<String> {
         let defaults = serde_json::to_value(Policy::default()).unwrap_or_default();
         let all = serde_json::to_value(&self.inner)
