@@ -441,3 +441,41 @@ def test_stdio_transport_serves_one_session() -> None:
         time.sleep(0.05)
     assert os.listdir(root + "/ws") == []  # the session's workspace went with the process
     shutil.rmtree(root, ignore_errors=True)
+
+
+def test_per_call_limits_end_runs_with_the_reason_in_words() -> None:
+    s = Server("--max-memory", "256M", "--max-processes", "16", "--max-disk", "64M")
+    try:
+        bombs = {
+            "memory": "x = bytearray(2 << 30)\nprint(len(x))",
+            "processes": "import os, time\nfor i in range(200):\n"
+            "    if os.fork() == 0:\n        time.sleep(5)\n        os._exit(0)\nprint('forked')",
+            "disk": "f = open('big', 'wb')\nfor i in range(400):\n    f.write(b'x' * (1 << 20))\n"
+            "f.close()\nprint('wrote')",
+        }
+        controls = {
+            "memory": "x = bytearray(64 << 20)\nprint(len(x))",
+            "processes": "import os\npids = [os.fork() or os._exit(0) for _ in range(4)]\n"
+            "[os.waitpid(p, 0) for p in pids]\nprint('forked')",
+            "disk": "open('small', 'wb').write(b'x' * (8 << 20))\nprint('wrote')",
+        }
+        calls = [("execute_python", {"code": c}) for c in bombs.values()]
+        calls += [("execute_shell", {"command": "rm -f big"})]
+        calls += [("execute_python", {"code": c}) for c in controls.values()]
+        calls += [
+            ("execute_shell", {"command": "rm -f small; head -c 62M /dev/zero > fill"}),
+            ("write_file", {"path": "over.txt", "content": "x" * (3 << 20)}),
+            ("write_file", {"path": "fits.txt", "content": "x" * (1 << 20)}),
+        ]
+        rs = call(s, "legacy", *calls)
+        for r, reason in zip(rs[:3], bombs, strict=True):
+            assert r.is_error and r.structured_content["reason"] == reason, r.content[0].text
+            assert "partial output follows" in r.content[0].text
+        for r in rs[4:7]:  # controls under the limits
+            assert not r.is_error and r.structured_content["reason"] == "exited", r.content[0].text
+        assert rs[8].is_error and "disk cap" in rs[8].content[0].text
+        assert not rs[9].is_error
+        # The server is unharmed.
+        assert httpx2.get(s.base + "/healthz", timeout=5).status_code == 200
+    finally:
+        s.stop()
