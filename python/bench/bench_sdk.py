@@ -174,12 +174,13 @@ def main() -> None:
         )
     )
     print(rows[-1], flush=True)
-    growth = ours_b / ours
+    growth, growth_theirs = ours_b / ours, theirs_b / theirs
     del big
 
     command = "python/bench/bench_sdk.py " + " ".join(sys.argv[1:])
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cpus = os.cpu_count()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
         "# Python SDK performance",
         "",
@@ -191,8 +192,8 @@ def main() -> None:
         f"- Date: {when}",
         f"- Command: `.venv/bin/python {command.strip()}` (from the repository root)",
         f"- Machine: {cpus} CPUs, Linux {platform.release()}, Python {platform.python_version()},"
-        f" {args.runs} interleaved runs per latency row, 3 rounds of {args.seconds:g} s per"
-        " throughput row (median)",
+        f" load average {load} at the end (the machine is shared), {args.runs} interleaved runs"
+        f" per latency row, 3 rounds of {args.seconds:g} s per throughput row (median)",
         "",
         "| measurement | sandlock | subprocess.run | ratio | goal | met |",
         "|---|---|---|---|---|---|",
@@ -201,8 +202,9 @@ def main() -> None:
         lines.append(f"| {name} | {a} | {b} | {r} | {goal} | {'yes' if ok else 'NO'} |")
     lines += [
         "",
-        f"A {args.big_gib} GiB host changes sandlock's own latency by {growth:.2f}x: the child is",
-        "created with `clone(CLONE_VM | CLONE_VFORK)`, so nothing is copied. The reference",
+        f"With a {args.big_gib} GiB host, sandlock's median latency changed by {growth:.2f}x and",
+        f"`subprocess.run`'s by {growth_theirs:.2f}x: both create the child with a vfork-style",
+        "clone (`CLONE_VM | CLONE_VFORK`), so no page table is copied. The reference",
         "implementation (sandlock 0.9.0 from PyPI) measured 3.8 ms (about 6x), 169 ms with a",
         "4 GiB host (238x) and 0.07-0.10x of `subprocess.run`'s throughput from 8 threads.",
         "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno as _errno
 import subprocess
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 
 class SandlockError(Exception):
@@ -164,7 +164,7 @@ class Result:
             raise CalledProcessError(self)
 
 
-def _rebuild(cls: Any, message: str, kw: dict) -> Any:
+def _rebuild(cls: Any, message: str, kw: Dict[str, Any]) -> Any:
     """Unpickles an exception whose constructor takes keyword-only fields."""
     return cls(message, **kw)
 
