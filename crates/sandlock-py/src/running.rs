@@ -24,9 +24,9 @@ enum State {
     Moving,
 }
 
-/// The longest a blocking call holds the state lock, so that `kill` from another thread is never
-/// kept waiting longer than this.
-const SLICE: Duration = Duration::from_millis(50);
+/// The longest a blocking call waits without the state lock and Python's signal handlers: `kill`
+/// from another thread, or Ctrl-C, is never kept waiting longer than this.
+pub(crate) const SLICE: Duration = Duration::from_millis(50);
 
 /// A sandboxed command that is running, or has just finished.
 ///
@@ -96,21 +96,6 @@ fn step(state: &mut State, wait: Option<Duration>) -> bool {
 fn finish(state: &mut State) {
     if let State::Live(running) = std::mem::replace(state, State::Moving) {
         *state = State::Finished(Box::new(running.into_outcome()));
-    }
-}
-
-/// Steps until the run finishes or `wait` passes, taking the lock for one slice at a time.
-fn step_for(state: &Mutex<State>, wait: Option<Duration>) -> bool {
-    let deadline = wait.map(|w| Instant::now() + w);
-    loop {
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let slice = left.map_or(SLICE, |l| l.min(SLICE));
-        if step(&mut lock(state), Some(slice)) {
-            return true;
-        }
-        if left.is_some_and(|l| l <= slice) {
-            return false;
-        }
     }
 }
 
@@ -216,11 +201,22 @@ impl PyRunning {
     }
 
     /// Waits (without the GIL) until the run is finished, at most `timeout` seconds. Returns
-    /// whether it finished.
+    /// whether it finished. Python signal handlers run in between; an exception from one
+    /// propagates and leaves the run going.
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let wait = seconds(timeout, "timeout")?;
-        Ok(py.detach(|| step_for(&self.state, wait)))
+        let deadline = seconds(timeout, "timeout")?.map(|w| Instant::now() + w);
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let slice = left.map_or(SLICE, |l| l.min(SLICE));
+            if py.detach(|| step(&mut lock(&self.state), Some(slice))) {
+                return Ok(true);
+            }
+            if left.is_some_and(|l| l <= slice) {
+                return Ok(false);
+            }
+            py.check_signals()?;
+        }
     }
 
     /// The `sandlock.Result`. If the run is still going it is killed first, so call it once

@@ -12,7 +12,7 @@ use crate::convert;
 use crate::errors;
 use crate::policy::{PyPolicy, bad_arg};
 use crate::result;
-use crate::running::PyRunning;
+use crate::running::{PyRunning, SLICE};
 
 /// A policy checked against this kernel, ready to run commands from any number of threads.
 #[pyclass(name = "Sandbox", module = "sandlock._sandlock", frozen)]
@@ -50,6 +50,9 @@ impl PySandbox {
 
     /// Runs `cmd` to completion without holding the GIL and returns a `sandlock.Result`.
     ///
+    /// Python signal handlers still run every [`SLICE`]: a `KeyboardInterrupt` (or any exception
+    /// a handler raises) kills the sandbox and propagates.
+    ///
     /// Bad arguments raise `PolicyError`. A failure of the sandbox itself (a program that does not
     /// exist, a kernel that refuses a protection) is returned as `Result.error`, not raised.
     #[pyo3(signature = (cmd, *, timeout=None, input=None, env=None, cwd=None))]
@@ -66,11 +69,21 @@ impl PySandbox {
         let command =
             build_command(cmd, timeout, input, env, cwd).map_err(|e| errors::policy_err(py, &e))?;
         let sandbox = &self.inner;
-        match py.detach(move || sandbox.run(command)) {
-            Ok(outcome) => result::to_result(py, &outcome, &args),
-            Err(e @ Error::Policy(_)) => Err(errors::to_pyerr(py, &e)),
-            Err(e) => result::error_result(py, &e, &args),
+        let mut running = match py.detach(move || sandbox.spawn(command)) {
+            Ok(running) => running,
+            Err(e @ Error::Policy(_)) => return Err(errors::to_pyerr(py, &e)),
+            Err(e) => return result::error_result(py, &e, &args),
+        };
+        // The same loop as `Running::wait`, in slices, so that Python signal handlers (Ctrl-C)
+        // run in between. An exception from one drops `running`, which kills the whole sandbox.
+        loop {
+            match py.detach(|| running.step(Some(SLICE))) {
+                Ok(true) => break,
+                Ok(false) => py.check_signals()?,
+                Err(e) => return result::error_result(py, &Error::Sandbox(e), &args),
+            }
         }
+        result::to_result(py, &running.into_outcome(), &args)
     }
 
     /// Starts `cmd` and returns its supervisor (a `Running`) without waiting.
