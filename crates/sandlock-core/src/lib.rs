@@ -58,4 +58,4 @@ pub use outcome::{LimitMechanism, Outcome, Reason};
 pub use plan::DEFAULT_PATH;
 pub use policy::{ByteSize, Policy, Preset, Seconds};
 pub use sandbox::{Command, Sandbox, Stdio};
-pub use supervisor::Running;
+pub use supervisor::{Residue, Running};

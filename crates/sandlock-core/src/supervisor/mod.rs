@@ -286,6 +286,16 @@ impl Running {
         self.end(reason, detail.into());
     }
 
+    /// Like [`Running::into_outcome`], but also hands back what the finished run still holds (the
+    /// inotify instance behind `max_disk`). Closing an inotify instance waits for a kernel grace
+    /// period (10-20 ms), so a server can drop the [`Residue`] off its request path.
+    pub fn into_outcome_and_residue(mut self) -> (Outcome, Residue) {
+        let residue = Residue {
+            _disk: self.disk.take(),
+        };
+        (self.into_outcome(), residue)
+    }
+
     /// The outcome. Call when [`Running::is_done`]; before that, the run is killed first.
     pub fn into_outcome(mut self) -> Outcome {
         if self.exit.is_none() {
@@ -634,6 +644,12 @@ impl Running {
             }
         }
     }
+}
+
+/// Kernel objects a finished run still holds; dropping this releases them, which may block for a
+/// kernel grace period (see [`Running::into_outcome_and_residue`]).
+pub struct Residue {
+    _disk: Option<disk::DiskMeter>,
 }
 
 impl Drop for Running {
