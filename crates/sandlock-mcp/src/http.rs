@@ -221,6 +221,12 @@ pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
         stop_accepting.clone(),
         sessions_end.clone(),
     ));
+    // Responses are small and written in parts (SSE events): do not let Nagle hold them back.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, router)
         .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
     let server = tokio::spawn(async move { server.await });
