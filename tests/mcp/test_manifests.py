@@ -11,9 +11,12 @@ from pathlib import Path
 
 import httpx2
 import pytest
-import yaml
 
 from conftest import REPO, Server
+
+yaml = pytest.importorskip(
+    "yaml", reason="skipped: PyYAML missing (pip install -r tests/mcp/requirements.txt)"
+)
 
 MANIFESTS = sorted((REPO / "deploy/kubernetes").glob("*.yaml"))
 VERSIONS = ["1.30", "1.37"]

@@ -479,3 +479,44 @@ def test_per_call_limits_end_runs_with_the_reason_in_words() -> None:
         assert httpx2.get(s.base + "/healthz", timeout=5).status_code == 200
     finally:
         s.stop()
+
+
+def test_stateless_flag_serves_every_request_without_a_session() -> None:
+    s = Server("--stateless")
+    try:
+
+        async def go():
+            async with connect(s, "legacy", terminate=False) as c:
+                first = await c.call_tool("write_file", {"path": "k.txt", "content": "v"})
+                ws = first.structured_content["workspace"]
+                same = await c.call_tool("read_file", {"path": "k.txt", "workspace": ws})
+                other = await c.call_tool("read_file", {"path": "k.txt"})
+                return same, other
+
+        same, other = run(go())
+        assert same.structured_content["content"] == "v"
+        assert other.is_error  # no handle: a new, empty workspace
+        r = httpx2.post(
+            s.url,
+            headers={
+                **s.headers(),
+                "Accept": "application/json, text/event-stream",
+                "Content-Type": "application/json",
+            },
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "raw", "version": "0"},
+                },
+            },
+            timeout=10,
+        )
+        assert r.status_code == 200 and "mcp-session-id" not in r.headers
+        assert r.headers["content-type"].startswith("application/json")
+        assert httpx2.delete(s.url, headers=s.headers(), timeout=10).status_code == 405
+    finally:
+        s.stop()

@@ -7,7 +7,7 @@
 //! stateless request and finds its workspace by the `workspace` argument (see [`crate::workspace`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -294,10 +294,13 @@ fn run_text(headline: &str, stdout: &str, stderr: &str, truncated: bool) -> Stri
 }
 
 impl SandlockTools {
-    /// A handler; `session_id` is known up front only for stdio.
+    /// A handler for one session (or one stateless request).
     pub fn new(app: Arc<App>) -> Self {
+        // Stateless requests get a handler each: build the router (six tools and their schemas)
+        // once, and clone it.
+        static ROUTER: OnceLock<ToolRouter<SandlockTools>> = OnceLock::new();
         SandlockTools {
-            tool_router: Self::tool_router(),
+            tool_router: ROUTER.get_or_init(Self::tool_router).clone(),
             app,
             session: Arc::new(Session::default()),
         }

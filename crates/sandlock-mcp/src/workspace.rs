@@ -153,12 +153,19 @@ impl Registry {
 
     /// Creates a fresh workspace. A session's is owned by the session; a stateless one is kept in
     /// the registry until its TTL runs out.
+    ///
+    /// At `max_workspaces`, the least recently used stateless workspace that no run is using is
+    /// removed to make room (stateless clients that never pass a handle back would otherwise fill
+    /// the server until their workspaces expire); sessions' workspaces are never evicted.
     pub fn create(&self, session: bool) -> Result<Arc<Workspace>, WorkspaceError> {
         use std::os::unix::fs::DirBuilderExt;
         let live = self.inner.live.fetch_add(1, Ordering::Relaxed);
         if live >= self.inner.max {
             self.inner.live.fetch_sub(1, Ordering::Relaxed);
-            return Err(WorkspaceError::Full(self.inner.max));
+            if !self.evict_one() {
+                return Err(WorkspaceError::Full(self.inner.max));
+            }
+            return self.create(session);
         }
         let fail = |err| {
             self.inner.live.fetch_sub(1, Ordering::Relaxed);
@@ -226,6 +233,31 @@ impl Registry {
                 .unwrap_or(false)
         });
         before - m.len()
+    }
+
+    /// Removes the least recently used idle stateless workspace; false if there is none.
+    fn evict_one(&self) -> bool {
+        let Ok(mut m) = self.stateless.lock() else {
+            return false;
+        };
+        let victim = m
+            .iter()
+            .filter(|(_, ws)| Arc::strong_count(ws) == 1)
+            .min_by_key(|(_, ws)| {
+                ws.last_used
+                    .lock()
+                    .map(|t| *t)
+                    .unwrap_or_else(|_| Instant::now())
+            })
+            .map(|(h, _)| h.clone());
+        match victim {
+            Some(h) => {
+                tracing::info!(workspace = %short(&h), "max_workspaces reached: removed the least recently used stateless workspace");
+                // Dropping the last reference removes the directory and frees the slot.
+                m.remove(&h).is_some()
+            }
+            None => false,
+        }
     }
 
     /// Forgets every stateless workspace (at shutdown).
@@ -338,6 +370,24 @@ mod tests {
         assert!(matches!(r.create(true), Err(WorkspaceError::Full(2))));
         drop(_a);
         assert!(r.create(true).is_ok());
+        let _ = std::fs::remove_dir_all(r.root());
+    }
+
+    #[test]
+    fn a_full_registry_evicts_the_oldest_idle_stateless_workspace_but_no_session() {
+        let r = Registry::new(&root("evict"), 2).unwrap();
+        let session = r.create(true).unwrap();
+        let old = r.create(false).unwrap().handle.clone();
+        std::thread::sleep(Duration::from_millis(5));
+        let newer = r.create(false).unwrap();
+        assert!(
+            r.get(&old).is_err(),
+            "the oldest stateless workspace should have gone"
+        );
+        assert!(r.get(&newer.handle).is_ok());
+        // Nothing idle to evict: the session and a stateless workspace in use.
+        assert!(matches!(r.create(false), Err(WorkspaceError::Full(2))));
+        assert!(session.dir.is_dir());
         let _ = std::fs::remove_dir_all(r.root());
     }
 
