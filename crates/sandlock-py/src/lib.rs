@@ -21,6 +21,7 @@
 mod convert;
 mod errors;
 mod policy;
+mod residue;
 mod result;
 mod running;
 mod sandbox;

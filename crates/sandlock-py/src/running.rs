@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use sandlock_core::{Error, Outcome, Reason, Running};
 
+use crate::residue;
 use crate::result;
 
 /// Where a run is in its life.
@@ -38,13 +39,16 @@ pub(crate) struct PyRunning {
     args: Py<PyAny>,
     pid: Option<i32>,
     fd: Option<i32>,
+    /// The policy sets `max_disk`, so the finished run holds an inotify instance.
+    holds_residue: bool,
 }
 
 impl PyRunning {
-    pub(crate) fn live(running: Running, args: Py<PyAny>) -> PyRunning {
+    pub(crate) fn live(running: Running, args: Py<PyAny>, holds_residue: bool) -> PyRunning {
         PyRunning {
             pid: Some(running.pid()),
             fd: Some(running.fd()),
+            holds_residue,
             state: Mutex::new(State::Live(Box::new(running))),
             args,
         }
@@ -54,6 +58,7 @@ impl PyRunning {
         PyRunning {
             pid: None,
             fd: None,
+            holds_residue: false,
             state: Mutex::new(State::Finished(Box::new(Outcome::from_error(&err)))),
             args,
         }
@@ -76,14 +81,14 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 
 /// Advances `state` by one step of at most `wait`; a supervision failure finishes the run with
 /// that error (the tree is killed when the core's `Running` is dropped).
-fn step(state: &mut State, wait: Option<Duration>) -> bool {
+fn step(state: &mut State, wait: Option<Duration>, holds_residue: bool) -> bool {
     let State::Live(running) = state else {
         return true;
     };
     match running.step(wait) {
         Ok(false) => false,
         Ok(true) => {
-            finish(state);
+            finish(state, holds_residue);
             true
         }
         Err(e) => {
@@ -93,9 +98,21 @@ fn step(state: &mut State, wait: Option<Duration>) -> bool {
     }
 }
 
-fn finish(state: &mut State) {
+fn finish(state: &mut State, holds_residue: bool) {
     if let State::Live(running) = std::mem::replace(state, State::Moving) {
-        *state = State::Finished(Box::new(running.into_outcome()));
+        *state = State::Finished(Box::new(into_outcome(*running, holds_residue)));
+    }
+}
+
+/// The outcome of a finished run. With `max_disk` (`holds_residue`), what the run still holds is
+/// disposed of off this thread.
+pub(crate) fn into_outcome(running: Running, holds_residue: bool) -> Outcome {
+    if holds_residue {
+        let (outcome, residue) = running.into_outcome_and_residue();
+        residue::dispose(residue);
+        outcome
+    } else {
+        running.into_outcome()
     }
 }
 
@@ -147,9 +164,15 @@ impl PyRunning {
     fn step(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let wait = seconds(timeout, "timeout")?.unwrap_or(SLICE);
         if wait.is_zero() {
-            return Ok(self.with_state(py, |s| step(s, Some(wait))));
+            return Ok(self.with_state(py, |s| step(s, Some(wait), self.holds_residue)));
         }
-        Ok(py.detach(|| step(&mut lock(&self.state), Some(wait.min(SLICE)))))
+        Ok(py.detach(|| {
+            step(
+                &mut lock(&self.state),
+                Some(wait.min(SLICE)),
+                self.holds_residue,
+            )
+        }))
     }
 
     /// Whether the run is finished (the result can be collected without waiting).
@@ -209,7 +232,7 @@ impl PyRunning {
         loop {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let slice = left.map_or(SLICE, |l| l.min(SLICE));
-            if py.detach(|| step(&mut lock(&self.state), Some(slice))) {
+            if py.detach(|| step(&mut lock(&self.state), Some(slice), self.holds_residue)) {
                 return Ok(true);
             }
             if left.is_some_and(|l| l <= slice) {
@@ -225,7 +248,7 @@ impl PyRunning {
         let outcome = py.detach(|| {
             let mut state = lock(&self.state);
             if matches!(*state, State::Live(_)) {
-                finish(&mut state);
+                finish(&mut state, self.holds_residue);
             }
             match &*state {
                 State::Finished(o) => Ok(o.clone()),

@@ -12,7 +12,7 @@ use crate::convert;
 use crate::errors;
 use crate::policy::{PyPolicy, bad_arg};
 use crate::result;
-use crate::running::{PyRunning, SLICE};
+use crate::running::{self, PyRunning, SLICE};
 
 /// A policy checked against this kernel, ready to run commands from any number of threads.
 #[pyclass(name = "Sandbox", module = "sandlock._sandlock", frozen)]
@@ -83,7 +83,8 @@ impl PySandbox {
                 Err(e) => return result::error_result(py, &Error::Sandbox(e), &args),
             }
         }
-        result::to_result(py, &running.into_outcome(), &args)
+        let outcome = running::into_outcome(running, self.holds_residue());
+        result::to_result(py, &outcome, &args)
     }
 
     /// Starts `cmd` and returns its supervisor (a `Running`) without waiting.
@@ -104,7 +105,7 @@ impl PySandbox {
         let command =
             build_command(cmd, timeout, input, env, cwd).map_err(|e| errors::policy_err(py, &e))?;
         match self.inner.spawn(command) {
-            Ok(running) => Ok(PyRunning::live(running, args)),
+            Ok(running) => Ok(PyRunning::live(running, args, self.holds_residue())),
             Err(e @ Error::Policy(_)) => Err(errors::to_pyerr(py, &e)),
             Err(e) => Ok(PyRunning::failed(e, args)),
         }
@@ -112,6 +113,13 @@ impl PySandbox {
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         Ok(format!("Sandbox({})", self.policy.bind(py).repr()?))
+    }
+}
+
+impl PySandbox {
+    /// Whether a finished run of this sandbox holds something slow to close (see `residue`).
+    fn holds_residue(&self) -> bool {
+        self.inner.policy().max_disk.is_some()
     }
 }
 
