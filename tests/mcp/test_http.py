@@ -68,6 +68,15 @@ def test_extra_allowed_origin_and_host_are_accepted() -> None:
         s.stop()
 
 
+def test_host_check_can_be_left_to_a_gateway_but_origin_is_still_checked() -> None:
+    s = Server("--allowed-host", "*")
+    try:
+        assert post(s, {**s.headers(), "Host": "anything.example"}).status_code == 200
+        assert post(s, {**s.headers(), "Origin": "http://evil.example"}).status_code == 403
+    finally:
+        s.stop()
+
+
 def test_foreign_host_header_gets_403(server: Server) -> None:
     assert post(server, {**server.headers(), "Host": "attacker.example:8080"}).status_code == 403
     assert post(server, {**server.headers(), "Host": f"localhost:{server.port}"}).status_code == 200

@@ -57,8 +57,6 @@ impl Interpreter {
             paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]\n\
             try: paths += site.getsitepackages()\n\
             except Exception: pass\n\
-            try: paths.append(site.getusersitepackages())\n\
-            except Exception: pass\n\
             paths += [p for p in sys.path if p]\n\
             print(json.dumps({'exe': sys.executable, 'real': os.path.realpath(sys.executable), 'version': sys.version.split()[0], 'paths': paths}))\n";
         let out = std::process::Command::new(python)

@@ -156,6 +156,10 @@ pub fn router(app: Arc<App>, sessions_end: CancellationToken) -> Router {
         .with_allowed_origins(cfg.allowed_origins.clone())
         .enforce_origin_validation()
         .with_legacy_session_mode(!cfg.stateless);
+    if cfg.allowed_hosts.iter().any(|h| h == "*") {
+        // Behind a gateway that already checks Host; Origin is still validated.
+        http_cfg = http_cfg.disable_allowed_hosts();
+    }
     if cfg.stateless {
         http_cfg = http_cfg.with_json_response(true);
     }

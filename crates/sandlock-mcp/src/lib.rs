@@ -65,7 +65,8 @@ pub struct McpArgs {
     /// Address to listen on (HTTP) [default: 127.0.0.1:8080]. The endpoint is /mcp.
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
-    /// Also accept this Host header (e.g. a Kubernetes Service name); repeatable.
+    /// Also accept this Host header (e.g. a Kubernetes Service name); repeatable. `*` turns the
+    /// Host check off (for a gateway that checks it).
     #[arg(long, value_name = "HOST")]
     pub allowed_host: Vec<String>,
     /// Also accept this browser Origin (e.g. https://chat.example.com); repeatable. Origin
