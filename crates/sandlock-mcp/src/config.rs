@@ -83,6 +83,8 @@ pub struct ServerFile {
     pub log_format: Option<LogFormat>,
     /// Include code and commands in the per-call log line.
     pub log_code: Option<bool>,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub log_level: Option<String>,
 }
 
 /// The `[workspaces]` table.
@@ -215,6 +217,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log code and commands.
     pub log_code: bool,
+    /// Log level.
+    pub log_level: tracing_subscriber::filter::LevelFilter,
     /// Workspace root (absolute).
     pub workspace_root: PathBuf,
     /// Idle TTL of sessions and stateless workspaces.
@@ -404,6 +408,16 @@ impl Config {
             check_isolation(tool, p, &workspace_root)?;
         }
 
+        let log_level = match (args.log_level, s.log_level) {
+            (Some(l), _) => l,
+            (None, Some(text)) => text.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "server.log_level: {text:?} is not a level; use error, warn, info, debug or trace"
+                )
+            })?,
+            (None, None) => tracing_subscriber::filter::LevelFilter::INFO,
+        };
+
         Ok(Config {
             transport,
             listen,
@@ -417,6 +431,7 @@ impl Config {
                 .map_or(DEFAULT_GRACE, Seconds::duration),
             log_format: args.log_format.or(s.log_format).unwrap_or(LogFormat::Text),
             log_code: args.log_code || s.log_code.unwrap_or(false),
+            log_level,
             workspace_root,
             ttl: args.ttl.or(w.ttl).map_or(DEFAULT_TTL, Seconds::duration),
             max_disk,
@@ -534,6 +549,7 @@ mod tests {
             allowed_hosts = ["mcp.internal"]
             stateless = true
             log_format = "json"
+            log_level = "debug"
             [workspaces]
             root = "/tmp/x-ws"
             ttl = 60
@@ -557,6 +573,7 @@ mod tests {
         assert!(c.allowed_hosts.iter().any(|h| h == "mcp.internal"));
         assert!(c.stateless);
         assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log_level, tracing_subscriber::filter::LevelFilter::DEBUG);
         assert_eq!(c.workspace_root, PathBuf::from("/tmp/x-ws"));
         assert_eq!(c.ttl, Duration::from_secs(60));
         assert_eq!(c.max_concurrent, 3);

@@ -128,9 +128,9 @@ pub struct McpArgs {
     /// Include code and commands in the per-call log line (off: code may hold secrets).
     #[arg(long)]
     pub log_code: bool,
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
-    pub log_level: LevelFilter,
+    /// Log level: error, warn, info, debug or trace [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<LevelFilter>,
 }
 
 fn init_logging(format: LogFormat, level: LevelFilter) {
@@ -234,7 +234,7 @@ async fn serve_stdio(app: Arc<App>) -> anyhow::Result<()> {
 /// own tokio runtime.
 pub fn run(args: McpArgs) -> anyhow::Result<()> {
     let config = Config::from_args(&args)?;
-    init_logging(config.log_format, args.log_level);
+    init_logging(config.log_format, config.log_level);
     let transport = config.transport;
     let app = build_app(config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
