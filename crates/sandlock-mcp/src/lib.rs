@@ -153,6 +153,10 @@ fn init_logging(format: LogFormat, level: LevelFilter) {
 /// each tool with the configured policy on this machine.
 pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
     let workspaces = Registry::new(&config.workspace_root, config.max_workspaces)?;
+    // Again with the root resolved (it may sit behind a symlink, e.g. /var/tmp -> /tmp).
+    for tool in [ExecTool::Python, ExecTool::Shell] {
+        config::check_isolation(tool.name(), config.policy(tool), workspaces.root())?;
+    }
     let python = Interpreter::discover(&config.python, workspaces.root())?;
     tracing::info!(python = %python.path.display(), version = %python.version, readable = ?python.readable, "python interpreter");
     let gate = Gate::new(config.max_concurrent, config.queue_depth);
