@@ -338,14 +338,21 @@ class TestIsolation:
                 )
                 async with connect(server, mode) as b:
                     results = [await b.call_tool(n, args) for n, args in b_calls(a_dir, ws_a)]
+                ws_arg = {"workspace": ws_a} if mode != "legacy" else {}
+                after = await a.call_tool("read_file", {"path": "secret.txt", **ws_arg})
+                assert after.structured_content["content"] == "A's secret"  # B changed nothing
                 return own, results
 
         return run(go())
 
     @pytest.mark.parametrize("mode", MODES)
-    def test_b_cannot_read_a_through_code(self, server: Server, mode: str) -> None:
+    def test_b_cannot_read_or_write_a_through_code(self, server: Server, mode: str) -> None:
         def b_calls(a_dir: str, _ws: str) -> list:
             return [
+                (
+                    "execute_python",
+                    {"code": f"open({a_dir + '/secret.txt'!r}, 'w').write('overwritten by B')"},
+                ),
                 ("execute_python", {"code": f"print(open({a_dir + '/secret.txt'!r}).read())"}),
                 ("execute_shell", {"command": f"ls {a_dir}/.. ; cat {a_dir}/secret.txt"}),
                 (
@@ -361,8 +368,9 @@ class TestIsolation:
                 ),
             ]
 
-        own, (py, sh, link, control) = self._two_sessions(server, mode, b_calls)
+        own, (write, py, sh, link, control) = self._two_sessions(server, mode, b_calls)
         assert own.structured_content["stdout"] == "A's secret\n"  # control: A reads its own file
+        assert write.is_error and "PermissionError" in write.structured_content["stderr"]
         assert py.is_error and "PermissionError" in py.structured_content["stderr"]
         assert sh.is_error and "A's secret" not in sh.structured_content["stdout"]
         assert "Permission denied" in sh.structured_content["stderr"]
