@@ -3,7 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// The tests here measure the whole process; they take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 use sandlock_core::{ByteSize, Command, Policy, Preset, Sandbox, Seconds, Stdio};
 
@@ -34,6 +38,7 @@ fn host_resources() -> (usize, usize, usize) {
 /// script does).
 #[test]
 fn repeated_runs_leak_no_fds_threads_or_zombies() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let runs: usize = std::env::var("SANDLOCK_LEAK_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -69,4 +74,43 @@ fn repeated_runs_leak_no_fds_threads_or_zombies() {
         before, after,
         "(fds, threads, zombie children) changed over {runs} runs"
     );
+}
+
+/// Peak memory is the sandbox's, not the host's: a CLONE_VM child inherits the host's high-water
+/// mark at exec, which must not show up in the outcome. In this binary because it inflates the
+/// host on purpose.
+#[test]
+fn peak_memory_reports_the_sandbox_not_the_host() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ws = tempfile::tempdir().unwrap();
+    let sb = Sandbox::new(Policy {
+        presets: vec![Preset::System],
+        fs_writable: vec![ws.path().to_path_buf()],
+        ..Policy::default()
+    })
+    .unwrap();
+    let mut hog = vec![0u8; 512 << 20];
+    for i in (0..hog.len()).step_by(4096) {
+        hog[i] = 1;
+    }
+    let o = sb.run(Command::new(["/bin/true"])).unwrap();
+    assert!(
+        o.peak_memory < 64 << 20,
+        "a no-op reported {} bytes",
+        o.peak_memory
+    );
+    let o = sb
+        .run(Command::new([
+            "python3",
+            "-c",
+            "import time\nb = bytearray(200 << 20)\ntime.sleep(0.3)",
+        ]))
+        .unwrap();
+    assert!(o.success());
+    assert!(
+        o.peak_memory >= 200 << 20,
+        "peak {} for a 200 MiB allocation",
+        o.peak_memory
+    );
+    std::hint::black_box(&hog);
 }

@@ -4,10 +4,11 @@
 //! A ruleset is a template; many children can restrict themselves with the same ruleset fd, so a
 //! [`crate::Sandbox`] builds it once and every run reuses it.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{SandboxError, Stage};
 use crate::policy::PortRange;
@@ -38,6 +39,15 @@ const ACCESS_FILE: u64 = ACCESS_FS_EXECUTE
     | ACCESS_FS_READ_FILE
     | ACCESS_FS_TRUNCATE
     | ACCESS_FS_IOCTL_DEV;
+
+/// One path of the policy and what it grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PathRule {
+    pub(crate) path: PathBuf,
+    pub(crate) access: Access,
+    /// From a preset: skipped if this machine does not have it.
+    pub(crate) optional: bool,
+}
 
 /// How much a path rule grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -85,7 +95,7 @@ struct NetPortAttr {
 /// What to put in the ruleset.
 pub(crate) struct RulesetSpec<'a> {
     pub(crate) abi: u32,
-    pub(crate) paths: &'a [(std::path::PathBuf, Access)],
+    pub(crate) paths: &'a [PathRule],
     /// Handle TCP at all (ABI 4). When false, TCP is left to the seccomp filter.
     pub(crate) handle_tcp: bool,
     pub(crate) connect: &'a [PortRange],
@@ -127,8 +137,10 @@ pub(crate) fn build(spec: &RulesetSpec<'_>) -> Result<OwnedFd, SandboxError> {
     // SAFETY: the kernel just returned a new descriptor that nothing else owns.
     let ruleset = unsafe { sys::owned(fd as libc::c_int) };
 
-    for (path, access) in spec.paths {
-        add_path_rule(&ruleset, path, *access, handled_fs)?;
+    // Several paths can name one inode (/bin and /usr/bin on merged-/usr systems); one rule each.
+    let mut seen: HashMap<(u64, u64), u64> = HashMap::new();
+    for rule in spec.paths {
+        add_path_rule(&ruleset, rule, handled_fs, &mut seen)?;
     }
     if attr.handled_access_net != 0 {
         for (ranges, right) in [
@@ -165,10 +177,11 @@ pub(crate) fn build(spec: &RulesetSpec<'_>) -> Result<OwnedFd, SandboxError> {
 
 fn add_path_rule(
     ruleset: &OwnedFd,
-    path: &Path,
-    access: Access,
+    rule: &PathRule,
     handled: u64,
+    seen: &mut HashMap<(u64, u64), u64>,
 ) -> Result<(), SandboxError> {
+    let path: &Path = &rule.path;
     let shown = path.display().to_string();
     let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
         SandboxError::new(Stage::LandlockRule, None, "path contains a NUL byte").with_detail(&shown)
@@ -176,6 +189,9 @@ fn add_path_rule(
     // SAFETY: `c` is a valid C string; O_PATH opens without reading.
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
     if fd < 0 {
+        if rule.optional {
+            return Ok(());
+        }
         return Err(SandboxError::last_os(
             Stage::LandlockRule,
             "cannot open the path to build its rule; does it still exist?",
@@ -192,14 +208,20 @@ fn add_path_rule(
         );
     }
     // SAFETY: fstat succeeded and filled `st`.
-    let is_dir = unsafe { st.assume_init() }.st_mode & libc::S_IFMT == libc::S_IFDIR;
-    let mut allowed = match access {
+    let st = unsafe { st.assume_init() };
+    let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let mut allowed = match rule.access {
         Access::Read => ACCESS_FS_EXECUTE | ACCESS_FS_READ_FILE | ACCESS_FS_READ_DIR,
         Access::Write => handled,
     } & handled;
     if !is_dir {
         allowed &= ACCESS_FILE;
     }
+    let granted = seen.entry((st.st_dev, st.st_ino)).or_insert(0);
+    if *granted & allowed == allowed {
+        return Ok(());
+    }
+    *granted |= allowed;
     let rule = PathBeneathAttr {
         allowed_access: allowed,
         parent_fd: fd.as_raw_fd(),

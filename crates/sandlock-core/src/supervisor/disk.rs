@@ -6,7 +6,7 @@
 //! files count what they really use. Each file also has `RLIMIT_FSIZE` set to the cap, which bounds
 //! how far one `write` can overshoot before the supervisor reacts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -61,12 +61,14 @@ impl DiskMeter {
         self.total
     }
 
-    /// Applies pending inotify events.
+    /// Applies pending inotify events. Each changed file is measured once per batch, however
+    /// many events it produced.
     pub(crate) fn update(&mut self) {
         let mut buf = [0u8; 16 * 1024];
+        let mut changed: HashSet<PathBuf> = HashSet::new();
         loop {
             let n = match sys::read(self.fd.as_raw_fd(), &mut buf) {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
             let mut off = 0;
@@ -88,15 +90,19 @@ impl DiskMeter {
                 };
                 let path = dir.join(std::ffi::OsStr::from_bytes(name));
                 if ev.mask & (libc::IN_DELETE | libc::IN_MOVED_FROM) != 0 {
+                    changed.remove(&path);
                     self.forget(&path);
                 } else if ev.mask & libc::IN_ISDIR != 0 {
                     if ev.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
                         self.walk(&path);
                     }
                 } else {
-                    self.measure(&path);
+                    changed.insert(path);
                 }
             }
+        }
+        for p in changed {
+            self.measure(&p);
         }
     }
 

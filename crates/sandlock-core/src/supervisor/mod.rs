@@ -41,6 +41,10 @@ const TOKEN_DISK: u64 = 6;
 
 /// How often the supervisor measures the tree when a memory or CPU limit needs it.
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+/// How often it measures the tree only to report peak memory and CPU time.
+const SAMPLE_IDLE: Duration = Duration::from_millis(25);
+/// Disk events are read at most this often; in between they pile up (and merge) in the kernel.
+const DISK_EVERY: Duration = Duration::from_millis(5);
 /// How long to keep reading output after the tree is dead, in case a pipe end leaked elsewhere.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
@@ -66,6 +70,11 @@ pub struct Running {
     started: Instant,
     deadline: Option<Instant>,
     next_sample: Option<Instant>,
+    sample_every: Duration,
+    /// When to re-enable the disk watch (it is one-shot, to batch inotify events).
+    disk_rearm: Option<Instant>,
+    /// The host's own peak RSS at spawn; see [`Running::into_outcome`].
+    host_peak: u64,
     drain_until: Option<Instant>,
     exit: Option<Exit>,
     ended_by: Option<(Reason, String)>,
@@ -106,7 +115,11 @@ impl Running {
         }
         // SAFETY: epoll_create1 just returned this descriptor.
         let epoll = unsafe { sys::owned(ep) };
-        let sampling = limits.max_memory.is_some() || limits.max_cpu.is_some();
+        let every = if limits.max_memory.is_some() || limits.max_cpu.is_some() {
+            SAMPLE_EVERY
+        } else {
+            SAMPLE_IDLE
+        };
         let mut r = Running {
             pid: started.pid,
             pidfd: Some(started.pidfd),
@@ -116,7 +129,10 @@ impl Running {
             stdin: io.stdin,
             listener: started.listener.map(notify::Listener::new),
             deadline: limits.timeout.map(|t| t0 + t),
-            next_sample: sampling.then(|| t0 + SAMPLE_EVERY),
+            next_sample: Some(t0 + every),
+            sample_every: every,
+            disk_rearm: None,
+            host_peak: host_peak_rss(),
             limits,
             started: t0,
             drain_until: None,
@@ -146,7 +162,7 @@ impl Running {
         }
         let mut regs = vec![];
         if let Some(d) = &r.disk {
-            regs.push((d.fd(), libc::EPOLLIN, TOKEN_DISK));
+            regs.push((d.fd(), libc::EPOLLIN | libc::EPOLLONESHOT, TOKEN_DISK));
         }
         if let Some(p) = &r.pidfd {
             regs.push((p.as_raw_fd(), libc::EPOLLIN, TOKEN_PIDFD));
@@ -186,10 +202,15 @@ impl Running {
     /// The next moment `step` must run even if [`Running::fd`] stays quiet (a deadline or a sample).
     pub fn next_wakeup(&self) -> Option<Instant> {
         let deadline = if self.killed { None } else { self.deadline };
-        [deadline, self.next_sample, self.drain_until]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            deadline,
+            self.next_sample,
+            self.drain_until,
+            self.disk_rearm,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether the run has finished: the main process is reaped and the output is read.
@@ -341,7 +362,13 @@ impl Running {
             stderr_truncated,
             wall_time: self.started.elapsed(),
             cpu_time: exit.cpu.max(sampled_cpu),
-            peak_memory: exit.max_rss.max(self.peak_memory),
+            // A child cloned with CLONE_VM inherits the host's memory high-water mark at exec, so
+            // ru_maxrss only says something about the sandbox when it is above the host's own.
+            peak_memory: if exit.max_rss > self.host_peak {
+                exit.max_rss.max(self.peak_memory)
+            } else {
+                self.peak_memory
+            },
             not_enforced: std::mem::take(&mut self.not_enforced),
             limit_mechanism: if self.limits.max_memory.is_some()
                 || self.limits.max_processes.is_some()
@@ -510,6 +537,9 @@ impl Running {
             return;
         };
         d.update();
+        if self.disk_rearm.is_none() {
+            self.disk_rearm = Some(Instant::now() + DISK_EVERY);
+        }
         let (used, cap) = (d.total(), self.limits.max_disk);
         if let Some(cap) = cap {
             if used > cap.bytes() && self.exit.is_none() {
@@ -595,11 +625,24 @@ impl Running {
                 self.end(Reason::Timeout, format!("timed out after {}", fmt_secs(t)));
             }
         }
+        if self.disk_rearm.is_some_and(|t| now >= t) {
+            self.disk_rearm = None;
+            if let Some(d) = &self.disk {
+                let mut ev = libc::epoll_event {
+                    events: (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
+                    u64: TOKEN_DISK,
+                };
+                // SAFETY: re-enables our own one-shot registration.
+                unsafe {
+                    libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, d.fd(), &mut ev)
+                };
+            }
+        }
         if let Some(s) = self.next_sample {
             if now >= s {
                 if self.exit.is_none() {
                     self.sample();
-                    self.next_sample = Some(now + SAMPLE_EVERY);
+                    self.next_sample = Some(now + self.sample_every);
                 } else {
                     self.next_sample = None;
                 }
@@ -658,6 +701,18 @@ impl Drop for Running {
             self.kill_tree();
             let _ = self.reap();
         }
+    }
+}
+
+/// This process's peak resident memory (`ru_maxrss`), in bytes.
+fn host_peak_rss() -> u64 {
+    // SAFETY: rusage is plain data; getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is valid for writing.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } == 0 {
+        (ru.ru_maxrss as u64) * 1024
+    } else {
+        u64::MAX
     }
 }
 
