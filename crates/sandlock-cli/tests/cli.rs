@@ -1,0 +1,196 @@
+//! The `sandlock` command as a user meets it: exit statuses, error messages, JSON.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::process::{Command, Output};
+
+fn sandlock(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sandlock"))
+        .args(args)
+        .output()
+        .expect("run sandlock")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn exit_status_mirrors_the_command() {
+    assert_eq!(
+        sandlock(&["run", "-p", "system", "--", "true"])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        sandlock(&["run", "-p", "system", "--", "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
+    let o = sandlock(&["run", "-p", "system", "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(o.status.code(), Some(128 + 15), "{}", stderr(&o));
+}
+
+#[test]
+fn output_passes_through() {
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    assert_eq!(stdout(&o), "out\n");
+    assert_eq!(stderr(&o), "err\n");
+}
+
+#[test]
+fn missing_program_exits_127_with_a_clear_message() {
+    let o = sandlock(&["run", "-p", "system", "--", "pyhton3", "-c", "1"]);
+    assert_eq!(o.status.code(), Some(127));
+    assert!(
+        stderr(&o).contains(r#"execve("pyhton3"): ENOENT, not found in PATH ("#),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn program_outside_the_policy_exits_126() {
+    let o = sandlock(&["run", "--", "/bin/true"]);
+    assert_eq!(o.status.code(), Some(126));
+    assert!(
+        stderr(&o).contains("EACCES") && stderr(&o).contains("fs_readable"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn missing_path_exits_125_naming_flag_and_path() {
+    let o = sandlock(&["run", "-p", "system", "-r", "/no/such/dir", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    let e = stderr(&o);
+    assert!(
+        e.contains("--fs-read") && e.contains("/no/such/dir") && e.contains("no such file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_flag_and_bad_value_exit_125() {
+    let o = sandlock(&["run", "--frobnicate", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("--frobnicate"), "{}", stderr(&o));
+    let o = sandlock(&["run", "-m", "12Q", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("max_memory") && stderr(&o).contains("12Q"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sandlock(&["run", "--net-allow", "example.com:443", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("not supported"), "{}", stderr(&o));
+}
+
+#[test]
+fn timeout_exits_124_and_says_so() {
+    let o = sandlock(&["run", "-p", "system", "-t", "300ms", "--", "sleep", "10"]);
+    assert_eq!(o.status.code(), Some(124));
+    assert!(stderr(&o).contains("timed out after"), "{}", stderr(&o));
+}
+
+#[test]
+fn status_json_describes_the_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("status.json");
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "-P",
+        "4",
+        "--status-json",
+        path.to_str().unwrap(),
+        "--",
+        "python3",
+        "-c",
+        "import os\nwhile True: os.fork()",
+    ]);
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(v["reason"], "processes");
+    assert_eq!(v["limit_mechanism"], "supervisor");
+    assert!(v["wall_time"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn profile_and_flags_combine() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("p.toml");
+    std::fs::write(
+        &profile,
+        "presets = [\"system\"]\n[env]\nGREETING = \"from profile\"\n",
+    )
+    .unwrap();
+    let o = sandlock(&[
+        "run",
+        "--profile",
+        profile.to_str().unwrap(),
+        "-e",
+        "EXTRA=flag",
+        "--",
+        "sh",
+        "-c",
+        "echo $GREETING $EXTRA",
+    ]);
+    assert_eq!(stdout(&o), "from profile flag\n", "{}", stderr(&o));
+    std::fs::write(&profile, "presets = [\"system\"]\nmax_memroy = \"1G\"\n").unwrap();
+    let o = sandlock(&["run", "--profile", profile.to_str().unwrap(), "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("max_memroy") && stderr(&o).contains("unknown field"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn print_policy_shows_the_resolved_policy() {
+    let o = sandlock(&["run", "-p", "system", "-m", "256M", "--print-policy"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["max_memory"], 256 << 20);
+    assert_eq!(v["presets"][0], "system");
+}
+
+#[test]
+fn check_json_reports_protections_and_a_verdict() {
+    let o = sandlock(&["check", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["landlock_abi"].as_u64().is_some());
+    assert!(v["protections"].as_array().unwrap().len() >= 9);
+    assert!(v["verdict"].as_str().unwrap().len() > 5);
+    assert_eq!(v["live_test"]["ok"], true, "{v}");
+    let code = o.status.code().unwrap();
+    let all = v["not_enforced"].as_array().unwrap().is_empty();
+    assert_eq!(code, if all { 0 } else { 1 });
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    let o = sandlock(&["run", "--help"]);
+    let h = stdout(&o);
+    assert!(h.contains("Examples:") && h.contains("Exit status"), "{h}");
+    assert!(h.contains("--net-allow") && h.contains("--max-memory"));
+}
