@@ -187,6 +187,7 @@ def main() -> None:
             rows.append((c, name, len(xs), b50, b99, p50, p99, p50 - b50, p99 - b99))
     mean_bare = statistics.mean(results[("bare", 1)])
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     kernel = platform.release()
     cpu = os.cpu_count()
     today = datetime.date.today().isoformat()
@@ -195,7 +196,9 @@ def main() -> None:
         '# MCP server latency: `execute_python("print(1)")` over HTTP',
         "",
         f"Measured {today} on {cpu} cores, Linux {kernel}, interpreter `{py}`, server "
-        f"`{os.path.relpath(a.bin, REPO)}` (`--max-concurrent 8`).",
+        f"`{os.path.relpath(a.bin, REPO)}` (`--max-concurrent 8`); load average at the end "
+        f"{load} (the machine is shared with other work, which both sides of each comparison "
+        "see alike).",
         "",
         "Command (from the repository root, after `cargo build --release -p sandlock-cli`):",
         "",

@@ -63,8 +63,9 @@ impl Metrics {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "# HELP sandlock_mcp_calls_total Tool calls by tool and outcome (exited, timeout, memory, \
-             processes, cpu, output, disk, signaled, sandbox_error, busy, invalid, error).\n\
+            "# HELP sandlock_mcp_calls_total Tool calls by tool and outcome (the run's reason: exited, \
+             timeout, memory, ...; or busy, shutting_down, invalid, cancelled; file tools: ok, \
+             error).\n\
              # TYPE sandlock_mcp_calls_total counter"
         );
         if let Ok(c) = self.calls.lock() {
