@@ -237,7 +237,7 @@ pub fn run(a: RunArgs) -> i32 {
         }
         return 0;
     }
-    let outcome = match execute(policy, a.command) {
+    let outcome = match execute(policy, a.command, a.max_output.is_some()) {
         Ok(o) => o,
         Err(sandlock_core::Error::Policy(p)) => {
             let flag = flag_of(p.field.split(['[', '.']).next().unwrap_or(""));
@@ -253,14 +253,38 @@ pub fn run(a: RunArgs) -> i32 {
     }
 }
 
-fn execute(policy: Policy, argv: Vec<OsString>) -> Result<Outcome, sandlock_core::Error> {
+fn forward(fd: i32) -> Result<Stdio, sandlock_core::Error> {
+    // SAFETY: borrowing our own standard stream for the duration of this call only.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let owned = borrowed.try_clone_to_owned().map_err(|e| {
+        sandlock_core::SandboxError::io(
+            sandlock_core::Stage::Prepare,
+            &e,
+            format!("cannot duplicate standard stream {fd} for --max-output"),
+        )
+    })?;
+    Ok(Stdio::Forward(owned))
+}
+
+fn execute(
+    policy: Policy,
+    argv: Vec<OsString>,
+    capped: bool,
+) -> Result<Outcome, sandlock_core::Error> {
     let sandbox = Sandbox::new(policy)?;
     // Blocked before the spawn, so that an interrupt arriving meanwhile is forwarded, not lost.
     let signals = crate::signals::SignalFd::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
+    // With an explicit --max-output the output goes through sandlock so the cap can hold;
+    // otherwise the command gets the terminal itself (colours, line buffering, isatty).
+    let (stdout, stderr) = if capped {
+        (forward(1)?, forward(2)?)
+    } else {
+        (Stdio::Inherit, Stdio::Inherit)
+    };
     let cmd = Command::new(argv)
         .stdin(Stdio::Inherit)
-        .stdout(Stdio::Inherit)
-        .stderr(Stdio::Inherit);
+        .stdout(stdout)
+        .stderr(stderr);
     let running = sandbox.spawn(cmd)?;
     Ok(supervise(running, signals)?)
 }

@@ -194,3 +194,36 @@ fn help_teaches_with_examples() {
     assert!(h.contains("Examples:") && h.contains("Exit status"), "{h}");
     assert!(h.contains("--net-allow") && h.contains("--max-memory"));
 }
+
+#[test]
+fn max_output_caps_passed_through_output() {
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--max-output",
+        "1K",
+        "--",
+        "python3",
+        "-c",
+        "print('x' * 100000)",
+    ]);
+    assert_eq!(o.status.code(), Some(137));
+    assert_eq!(o.stdout.len(), 1024);
+    assert!(stderr(&o).contains("exceeded max_output"), "{}", stderr(&o));
+    // Control: under the cap, everything arrives.
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--max-output",
+        "1K",
+        "--",
+        "echo",
+        "fine",
+    ]);
+    assert_eq!(
+        (o.status.code(), stdout(&o)),
+        (Some(0), "fine\n".to_string())
+    );
+}
