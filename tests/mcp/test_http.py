@@ -266,3 +266,27 @@ def test_under_podsim_the_server_runs_as_a_restricted_pod_would() -> None:
         )
     finally:
         s.stop()
+
+
+def test_a_call_the_client_cancels_has_its_run_killed(server: Server) -> None:
+    async def go():
+        async with connect(server) as c:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    c.call_tool("execute_shell", {"command": "sleep 30; echo never"}), 1
+                )
+            for _ in range(50):
+                if "\nsandlock_mcp_active_sandboxes 0" in server.metrics():
+                    break
+                await asyncio.sleep(0.1)
+            # Control: the session still works, and an uncancelled call completes.
+            return await c.call_tool("execute_shell", {"command": "echo still here"})
+
+    t0 = time.monotonic()
+    after = run(go())
+    assert time.monotonic() - t0 < 10  # not the 30 s the cancelled command asked for
+    assert "\nsandlock_mcp_active_sandboxes 0" in server.metrics()
+    assert after.structured_content["stdout"] == "still here\n"
+    time.sleep(0.2)
+    calls = [line for line in server.logs().splitlines() if '"call"' in line]
+    assert any('"reason":"signaled"' in line for line in calls), calls[-3:]
