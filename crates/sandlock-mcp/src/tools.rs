@@ -23,7 +23,7 @@ use crate::config::ExecTool;
 use crate::exec::{self, Executor};
 use crate::files::Entry;
 use crate::metrics::{Gauges, Metrics};
-use crate::workspace::{Registry, Workspace, short};
+use crate::workspace::{Registry, Workspace, WorkspaceError, short};
 
 /// Largest file `read_file` returns.
 const MAX_READ: u64 = 4 << 20;
@@ -61,6 +61,20 @@ struct Session {
     id: Mutex<Option<String>>,
     /// The session's workspace, created on first use.
     workspace: Mutex<Option<Arc<Workspace>>>,
+}
+
+/// Why a call has no workspace.
+enum WsError {
+    /// A misuse, in words.
+    Words(String),
+    /// The registry refused.
+    Registry(WorkspaceError),
+}
+
+impl From<WorkspaceError> for WsError {
+    fn from(e: WorkspaceError) -> Self {
+        WsError::Registry(e)
+    }
 }
 
 /// The MCP server handler: the six tools over one workspace per session.
@@ -328,47 +342,52 @@ impl SandlockTools {
             .map_or_else(|| "stateless".to_string(), |s| short(s).to_string())
     }
 
-    /// This call's workspace: the session's, or the stateless one named by `requested`.
-    fn workspace(&self, requested: Option<&str>) -> Result<Arc<Workspace>, String> {
+    /// This call's workspace: the session's, or the stateless one named by `requested`. The error
+    /// is (outcome, words): `busy` when the server holds too many workspaces, else `invalid`.
+    fn workspace(&self, requested: Option<&str>) -> Result<Arc<Workspace>, (&'static str, String)> {
+        self.find_workspace(requested).map_err(|e| match e {
+            WsError::Words(w) => ("invalid", w),
+            WsError::Registry(e @ WorkspaceError::Full(_)) => ("busy", e.to_string()),
+            WsError::Registry(e) => ("invalid", e.to_string()),
+        })
+    }
+
+    fn find_workspace(&self, requested: Option<&str>) -> Result<Arc<Workspace>, WsError> {
         let requested = requested.filter(|h| !h.is_empty());
         if self.session.initialized.load(Ordering::Relaxed) {
             let mut g = self
                 .session
                 .workspace
                 .lock()
-                .map_err(|_| "internal error: lock")?;
+                .map_err(|_| WsError::Words("internal error: a lock was poisoned".into()))?;
             if let Some(ws) = g.as_ref() {
                 if let Some(r) = requested {
                     if r != ws.handle {
-                        return Err(format!(
+                        return Err(WsError::Words(format!(
                             "this session's workspace is {}; the workspace argument is only for \
                              stateless requests (omit it)",
                             ws.handle
-                        ));
+                        )));
                     }
                 }
                 ws.touch();
                 return Ok(ws.clone());
             }
             if requested.is_some() {
-                return Err(
+                return Err(WsError::Words(
                     "the workspace argument is only for stateless requests; this session has its \
                      own workspace (omit it)"
                         .into(),
-                );
+                ));
             }
-            let ws = self
-                .app
-                .workspaces
-                .create(true)
-                .map_err(|e| e.to_string())?;
+            let ws = self.app.workspaces.create(true)?;
             *g = Some(ws.clone());
             return Ok(ws);
         }
-        match requested {
-            Some(h) => self.app.workspaces.get(h).map_err(|e| e.to_string()),
-            None => self.app.workspaces.create(false).map_err(|e| e.to_string()),
-        }
+        Ok(match requested {
+            Some(h) => self.app.workspaces.get(h)?,
+            None => self.app.workspaces.create(false)?,
+        })
     }
 
     fn log_call(
@@ -389,7 +408,6 @@ impl SandlockTools {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         ctx: RequestContext<RoleServer>,
@@ -435,18 +453,11 @@ impl SandlockTools {
                 return never_ran("invalid", msg, String::new());
             }
         };
-        let ws = match self.workspace(requested.as_deref()) {
-            Ok(ws) => ws,
-            Err(msg) => {
-                self.log_call(&ctx, tool.name(), "invalid", t0.elapsed(), "");
-                return never_ran("invalid", msg, String::new());
-            }
-        };
         let cmd = match exec::command(tool, &self.app.exec.python, &code, stdin, timeout) {
             Ok(c) => c,
             Err(msg) => {
                 self.log_call(&ctx, tool.name(), "invalid", t0.elapsed(), "");
-                return never_ran("invalid", msg, ws.handle.clone());
+                return never_ran("invalid", msg, requested.unwrap_or_default());
             }
         };
         let gate = &self.app.exec.gate;
@@ -465,7 +476,15 @@ impl SandlockTools {
                     _ => "busy",
                 };
                 self.log_call(&ctx, tool.name(), reason, t0.elapsed(), "");
-                return never_ran(reason, e.to_string(), ws.handle.clone());
+                return never_ran(reason, e.to_string(), requested.unwrap_or_default());
+            }
+        };
+        // After the gate, so that a call refused as busy creates no workspace.
+        let ws = match self.workspace(requested.as_deref()) {
+            Ok(ws) => ws,
+            Err((reason, msg)) => {
+                self.log_call(&ctx, tool.name(), reason, t0.elapsed(), "");
+                return never_ran(reason, msg, String::new());
             }
         };
         let sandbox = match self.app.exec.sandbox(tool, &ws) {
@@ -537,11 +556,14 @@ impl SandlockTools {
         op: impl FnOnce(&Workspace) -> Result<(String, T), String>,
     ) -> CallToolResult {
         let t0 = Instant::now();
-        let res = self.workspace(requested).and_then(|ws| {
-            let r = op(&ws);
-            ws.touch();
-            r
-        });
+        let res = self
+            .workspace(requested)
+            .map_err(|(_, w)| w)
+            .and_then(|ws| {
+                let r = op(&ws);
+                ws.touch();
+                r
+            });
         match res {
             Ok((text, value)) => {
                 self.log_call(ctx, tool, "ok", t0.elapsed(), "");
