@@ -56,7 +56,7 @@ use crate::workspace::Registry;
 /// Flags of `sandlock mcp`. Every flag can also be set in the `--config` TOML file; flags win.
 #[derive(Debug, Clone, clap::Args)]
 pub struct McpArgs {
-    /// TOML configuration file ([server], [workspaces], [limits], [python], [tools.*]).
+    /// TOML configuration file (tables `[server]`, `[workspaces]`, `[limits]`, `[python]`, `[tools.*]`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Transport: Streamable HTTP, or stdio for a client that starts the server itself.
@@ -69,7 +69,7 @@ pub struct McpArgs {
     /// Host check off (for a gateway that checks it).
     #[arg(long, value_name = "HOST")]
     pub allowed_host: Vec<String>,
-    /// Also accept this browser Origin (e.g. https://chat.example.com); repeatable. Origin
+    /// Also accept this browser Origin (e.g. `https://chat.example.com`); repeatable. Origin
     /// validation is always on; localhost origins are accepted by default.
     #[arg(long, value_name = "ORIGIN")]
     pub allowed_origin: Vec<String>,
