@@ -40,16 +40,18 @@ pub(crate) struct Tree {
     pgid: libc::pid_t,
     known: BTreeSet<libc::pid_t>,
     forked_by: Vec<u32>,
-    last_full: Option<Instant>,
+    last_full: Instant,
 }
 
 impl Tree {
-    pub(crate) fn new(pgid: libc::pid_t) -> Tree {
+    /// A tree that is, at `start`, exactly its main process: the first full scan of `/proc` can
+    /// wait its turn, so short runs never pay for one.
+    pub(crate) fn new(pgid: libc::pid_t, start: Instant) -> Tree {
         Tree {
             pgid,
             known: BTreeSet::from([pgid]),
             forked_by: Vec::new(),
-            last_full: None,
+            last_full: start,
         }
     }
 
@@ -93,7 +95,7 @@ impl Tree {
         let live = members(self.pgid);
         self.known = live.iter().map(|m| m.pid).collect();
         self.forked_by.clear();
-        self.last_full = Some(now);
+        self.last_full = now;
         live
     }
 }

@@ -141,7 +141,7 @@ impl Running {
             killed: false,
             live_estimate: 1,
             cpu_seen: HashMap::new(),
-            tree: group::Tree::new(started.pid),
+            tree: group::Tree::new(started.pid, t0),
             disk: None,
             peak_memory: 0,
             not_enforced,
