@@ -82,5 +82,47 @@ for line in sys.stdin:
   done <<< "$bins"
 fi
 
+stage "Python environment (venv, pinned test dependencies, the SDK built from source, npm clients)"
+# /usr/bin/python3 (the distribution's), not a per-user interpreter: uid 1000 must be able to run it.
+[ -x .venv/bin/python ] || /usr/bin/python3 -m venv .venv
+.venv/bin/pip install --quiet --disable-pip-version-check -r python/requirements-dev.txt -r tests/mcp/requirements.txt
+CARGO_TARGET_DIR="$ROOT/target" .venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./python
+(cd tests/mcp && npm ci --silent --no-audit --no-fund)
+
+stage "Python lint (ruff)"
+.venv/bin/ruff check python tests/mcp
+.venv/bin/ruff format --check python tests/mcp
+
+pytest_run() {  # name, then the command; fails the stage unless pytest reports a pass
+  local name=$1; shift
+  "$@" 2>&1 | tee "/tmp/sandlock-$name.log" | grep -E '^(SKIPPED|FAILED|ERROR)|passed|failed' || true
+  grep -qE '[0-9]+ passed' "/tmp/sandlock-$name.log" && ! grep -qE '[0-9]+ (failed|error)' "/tmp/sandlock-$name.log" \
+    || fail "$name (see /tmp/sandlock-$name.log)"
+}
+PYTEST=(-m pytest -p no:cacheprovider -q -rs)
+
+stage "Python SDK tests, directly"
+pytest_run python-direct .venv/bin/python "${PYTEST[@]}" python/tests
+
+stage "Python SDK tests under podsim (uid 1000, restricted-pod profile)"
+if [ "$(id -u)" = 0 ]; then
+  pytest_run python-podsim target/debug/podsim -- "$ROOT/.venv/bin/python" "${PYTEST[@]}" python/tests
+else
+  echo "SKIP podsim: it must start as root"
+fi
+
+stage "MCP server tests with real clients (Python mcp, TypeScript SDK, Inspector), directly"
+pytest_run mcp-direct bash -c 'cd tests/mcp && ../../.venv/bin/python "$@"' _ "${PYTEST[@]}"
+
+stage "MCP server tests, every server under podsim, clients outside"
+if [ "$(id -u)" = 0 ]; then
+  pytest_run mcp-podsim env SANDLOCK_MCP_PODSIM=1 bash -c 'cd tests/mcp && ../../.venv/bin/python "$@"' _ "${PYTEST[@]}"
+else
+  echo "SKIP podsim: it must start as root"
+fi
+
+stage "Kubernetes manifests (offline, strict)"
+.venv/bin/kubernetes-validate --strict -k 1.30 deploy/kubernetes/*.yaml
+
 stage "done"
 echo "all stages passed"
