@@ -64,10 +64,7 @@ impl Tree {
 
     /// The live members now.
     pub(crate) fn sample(&mut self, now: Instant) -> Vec<Member> {
-        if self
-            .last_full
-            .is_none_or(|t| now.duration_since(t) >= FULL_SCAN_EVERY)
-        {
+        if now.duration_since(self.last_full) >= FULL_SCAN_EVERY {
             return self.full_scan(now);
         }
         for tid in std::mem::take(&mut self.forked_by) {
