@@ -112,8 +112,6 @@ pub enum Stage {
     SendListener,
     /// Child: `execve` of the program.
     Execve,
-    /// Child: joining the per-sandbox cgroup.
-    Cgroup,
     /// Supervisor: receiving the seccomp listener.
     RecvListener,
     /// Supervisor: the event loop (`epoll`, pipes, pidfd).
@@ -149,7 +147,6 @@ impl Stage {
             Stage::Seccomp => "seccomp",
             Stage::SendListener => "send_listener",
             Stage::Execve => "execve",
-            Stage::Cgroup => "cgroup",
             Stage::RecvListener => "recv_listener",
             Stage::Supervise => "supervise",
             Stage::Notify => "notify",
@@ -161,7 +158,7 @@ impl Stage {
 
     /// Decodes a stage number sent by the child over the error pipe.
     pub(crate) fn from_u32(v: u32) -> Option<Stage> {
-        const ALL: [Stage; 24] = [
+        const ALL: [Stage; 23] = [
             Stage::Probe,
             Stage::LandlockRuleset,
             Stage::LandlockRule,
@@ -179,7 +176,6 @@ impl Stage {
             Stage::Seccomp,
             Stage::SendListener,
             Stage::Execve,
-            Stage::Cgroup,
             Stage::RecvListener,
             Stage::Supervise,
             Stage::Notify,
@@ -339,7 +335,7 @@ mod tests {
 
     #[test]
     fn every_stage_round_trips_through_the_error_pipe_encoding() {
-        for v in 1..=24 {
+        for v in 1..=23 {
             let s = Stage::from_u32(v).unwrap_or(Stage::Probe);
             assert_eq!(s as u32, v, "stage {v} does not round-trip");
         }

@@ -172,8 +172,21 @@ impl Sandbox {
             sys::keep_above(fd, floor).map_err(|e| prep(e, "cannot arrange descriptors"))
         };
 
-        let (err_r, err_w) = sys::pipe(0).map_err(|e| prep(e, "cannot create the error pipe"))?;
+        // Non-blocking: when clone returns, the child has exec'd or exited (CLONE_VFORK), so its
+        // report is either already in the pipe or will never come. Waiting for end-of-file
+        // instead would also wait for any host process that forked (without exec) meanwhile and
+        // so holds a copy of the write end.
+        let (err_r, err_w) =
+            sys::pipe(libc::O_NONBLOCK).map_err(|e| prep(e, "cannot create the error pipe"))?;
         let (err_r, err_w) = (above(err_r)?, above(err_w)?);
+        // The shared ruleset may sit on any number (even 0-2 if the host had closed them when the
+        // Sandbox was made); this run's copy sits clear of every target.
+        let ruleset = plan
+            .ruleset
+            .as_ref()
+            .map(|r| sys::dup_above(r.as_raw_fd(), floor))
+            .transpose()
+            .map_err(|e| prep(e, "cannot copy the Landlock ruleset descriptor"))?;
         let (listener_ours, listener_theirs) = if plan.notify {
             let (a, b) = sys::socketpair(libc::SOCK_SEQPACKET)
                 .map_err(|e| prep(e, "cannot create the listener socket pair"))?;
@@ -283,10 +296,9 @@ impl Sandbox {
             .chain([err_r.as_raw_fd(), err_w.as_raw_fd()])
             .chain(listener_theirs.iter().map(AsRawFd::as_raw_fd))
             .chain(listener_ours.iter().map(AsRawFd::as_raw_fd))
-            .chain(plan.ruleset.iter().map(AsRawFd::as_raw_fd))
+            .chain(ruleset.iter().map(AsRawFd::as_raw_fd))
             .max()
             .unwrap_or(2);
-        let close_from = fd_map.iter().map(|(_, t)| *t + 1).max().unwrap_or(3).max(3);
 
         let fprog = plan.filter.as_ref().map(|f| libc::sock_fprog {
             len: f.len() as u16,
@@ -297,13 +309,11 @@ impl Sandbox {
             err_fd: err_w.as_raw_fd(),
             fd_map: &fd_map,
             temp_base: highest + 1,
-            close_from: close_from as u32,
             cwd: cwd_bytes,
             rlimits: &plan.rlimits,
             drop_caps: true,
             drop_bounding: plan.drop_bounding,
-            cgroup_procs_fd: -1,
-            ruleset_fd: plan.ruleset.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+            ruleset_fd: ruleset.as_ref().map_or(-1, AsRawFd::as_raw_fd),
             filter: fprog.as_ref(),
             filter_flags: if plan.notify {
                 libc::SECCOMP_FILTER_FLAG_NEW_LISTENER

@@ -153,10 +153,12 @@ impl SeccompPolicy {
             }
         }
 
+        // CLONE_PARENT would make the new process a child of the host (the sandbox's parent),
+        // which never reaps it: a zombie per call, forever.
         let mut clone_checks = vec![Check {
             all: vec![Cond::AnySet {
                 arg: 0,
-                mask: CLONE_NS_FLAGS,
+                mask: CLONE_NS_FLAGS | libc::CLONE_PARENT as u32,
             }],
             action: eperm,
         }];
@@ -216,25 +218,25 @@ impl SeccompPolicy {
         }
 
         let eacces = Action::Errno(libc::EACCES as u16);
-        // UNIX datagram sockets can send to a host service's path with sendto/sendmsg, whose
-        // address the filter cannot see; the stream and seqpacket kinds go through `connect`,
-        // which the supervisor mediates.
-        let unix_dgram = Check {
+        // UNIX sockets only of the connection-oriented kinds, whose `connect` the supervisor
+        // mediates. A datagram socket (SOCK_DGRAM, or SOCK_RAW, which the kernel quietly turns
+        // into one) could `sendto` a host service's path, an address the filter cannot see.
+        let unix_kind = |kind: libc::c_int| Check {
             all: vec![
                 Cond::eq(0, libc::AF_UNIX as u32),
                 Cond::Eq {
                     arg: 1,
                     mask: SOCK_TYPE_MASK,
-                    value: libc::SOCK_DGRAM as u32,
+                    value: kind as u32,
                 },
             ],
-            action: eacces,
-        };
-        let unix_only = Check {
-            all: vec![Cond::eq(0, libc::AF_UNIX as u32)],
             action: Action::Allow,
         };
-        let mut socket_checks = vec![unix_dgram.clone(), unix_only.clone()];
+        let unix_only = [
+            unix_kind(libc::SOCK_STREAM),
+            unix_kind(libc::SOCK_SEQPACKET),
+        ];
+        let mut socket_checks = unix_only.to_vec();
         if self.tcp {
             for family in [libc::AF_INET, libc::AF_INET6] {
                 for proto in [0, libc::IPPROTO_TCP] {
@@ -266,7 +268,7 @@ impl SeccompPolicy {
             rules.insert(
                 n,
                 SyscallRule {
-                    checks: vec![unix_dgram, unix_only],
+                    checks: unix_only.to_vec(),
                     default: eacces,
                 },
             );

@@ -34,8 +34,6 @@ pub(crate) struct ChildArgs<'a> {
     pub(crate) fd_map: &'a [(i32, i32)],
     /// Temporary copies go at or above this number, clear of every source, target and internal fd.
     pub(crate) temp_base: i32,
-    /// Everything from this number up is marked close-on-exec.
-    pub(crate) close_from: u32,
     /// NUL-terminated working directory, if any.
     pub(crate) cwd: Option<&'a [u8]>,
     /// `(resource, soft, hard)` limits to set.
@@ -43,8 +41,6 @@ pub(crate) struct ChildArgs<'a> {
     /// Drop all capabilities; when `Some(last_cap)`, also empty the bounding set up to `last_cap`.
     pub(crate) drop_caps: bool,
     pub(crate) drop_bounding: Option<u32>,
-    /// Open `cgroup.procs` of the sandbox's own cgroup, if it has one.
-    pub(crate) cgroup_procs_fd: i32,
     /// Landlock ruleset fd, or -1.
     pub(crate) ruleset_fd: i32,
     /// The seccomp program.
@@ -102,15 +98,17 @@ unsafe fn run(a: &ChildArgs<'_>) -> (Stage, isize) {
             if sig != libc::SIGKILL as usize && sig != libc::SIGSTOP as usize {
                 raw_syscall!(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), 0, 8);
             }
-            sig += 1;
+            sig = sig.wrapping_add(1);
         }
 
         // A new session and process group: the supervisor kills the whole tree with kill(-pgid), and
         // without a controlling terminal the sandbox cannot inject input into the host's.
         check!(Stage::Setsid, raw_syscall!(libc::SYS_setsid));
 
-        // Move every source out of the way first, so that installing one target cannot clobber a
-        // source that another target still needs; then install the targets (which clears CLOEXEC).
+        // Move every source out of the way first (close-on-exec copies above everything), mark
+        // every descriptor from 3 up close-on-exec, then install the targets: dup3 clears the flag
+        // on exactly those. Nothing else of the host's survives exec: not inherited descriptors,
+        // not ones another host thread opened without O_CLOEXEC a moment ago.
         let mut temps = [-1i32; MAX_FD_MAP];
         for (slot, (src, _)) in temps.iter_mut().zip(a.fd_map.iter()) {
             *slot = check!(
@@ -118,32 +116,21 @@ unsafe fn run(a: &ChildArgs<'_>) -> (Stage, isize) {
                 raw_syscall!(libc::SYS_fcntl, *src, libc::F_DUPFD_CLOEXEC, a.temp_base)
             ) as i32;
         }
-        for (tmp, (_, dst)) in temps.iter().zip(a.fd_map.iter()) {
-            check!(Stage::Fds, raw_syscall!(libc::SYS_dup3, *tmp, *dst, 0));
-        }
-        // Nothing of the host's survives exec: not inherited descriptors, not ones another host
-        // thread opened without O_CLOEXEC a moment ago.
         check!(
             Stage::Fds,
             raw_syscall!(
                 libc::SYS_close_range,
-                a.close_from,
+                3u32,
                 u32::MAX,
                 libc::CLOSE_RANGE_CLOEXEC
             )
         );
+        for (tmp, (_, dst)) in temps.iter().zip(a.fd_map.iter()) {
+            check!(Stage::Fds, raw_syscall!(libc::SYS_dup3, *tmp, *dst, 0));
+        }
 
         if let Some(cwd) = a.cwd {
             check!(Stage::Chdir, raw_syscall!(libc::SYS_chdir, cwd.as_ptr()));
-        }
-
-        if a.cgroup_procs_fd >= 0 {
-            // Writing "0" moves the writer itself into the cgroup.
-            let zero = b"0";
-            check!(
-                Stage::Cgroup,
-                raw_syscall!(libc::SYS_write, a.cgroup_procs_fd, zero.as_ptr(), 1)
-            );
         }
 
         if a.drop_caps {
@@ -154,7 +141,7 @@ unsafe fn run(a: &ChildArgs<'_>) -> (Stage, isize) {
                         Stage::Capabilities,
                         raw_syscall!(libc::SYS_prctl, libc::PR_CAPBSET_DROP, cap, 0, 0, 0)
                     );
-                    cap += 1;
+                    cap = cap.wrapping_add(1);
                 }
             }
             check!(

@@ -153,13 +153,12 @@ pub(crate) fn spawn(
     // SAFETY: CLONE_PIDFD stored a new descriptor that nothing else owns.
     let pidfd = unsafe { sys::owned(pidfd) };
 
-    // Our copy of the write end must go, or the read below would wait for ourselves.
     drop(err_write);
     let mut word = [0u8; 8];
-    let n = read_full(err_read.as_raw_fd(), &mut word);
-    if n == 8 {
+    // The pipe is non-blocking and the child is done with it: eight bytes, or nothing (exec'd).
+    if matches!(sys::read(err_read.as_raw_fd(), &mut word), Ok(8)) {
         let (stage, errno) = child::decode_failure(u64::from_ne_bytes(word));
-        reap_failed(&pidfd);
+        reap(&pidfd);
         let stage = stage.unwrap_or(Stage::Execve);
         return Err(SandboxError::new(
             stage,
@@ -186,19 +185,8 @@ pub(crate) fn spawn(
     })
 }
 
-fn read_full(fd: libc::c_int, buf: &mut [u8; 8]) -> usize {
-    let mut got = 0;
-    while got < buf.len() {
-        match sys::read(fd, &mut buf[got..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got += n,
-        }
-    }
-    got
-}
-
-/// Reaps a child that reported failure (it has exited already, or is about to).
-fn reap_failed(pidfd: &OwnedFd) {
+/// Reaps a child that has exited or been killed.
+pub(crate) fn reap(pidfd: &OwnedFd) {
     let mut info: libc::siginfo_t = unsafe_zeroed_siginfo();
     // SAFETY: waitid on our own child's pidfd, writing into `info`.
     unsafe {
@@ -222,7 +210,7 @@ fn reap_kill(pidfd: &OwnedFd) {
             0,
         );
     }
-    reap_failed(pidfd);
+    reap(pidfd);
 }
 
 pub(crate) fn unsafe_zeroed_siginfo() -> libc::siginfo_t {
@@ -322,7 +310,6 @@ fn child_hint(stage: Stage, errno: i32) -> String {
                                 `sandlock check`"
             .into(),
         (Stage::SendListener, _) => "cannot hand the seccomp listener to the supervisor".into(),
-        (Stage::Cgroup, _) => "cannot move the child into its cgroup".into(),
         (s, e) => format!("{s} failed ({})", errno_name(e)),
     }
 }

@@ -45,8 +45,10 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 const SAMPLE_IDLE: Duration = Duration::from_millis(25);
 /// Disk events are read at most this often; in between they pile up (and merge) in the kernel.
 const DISK_EVERY: Duration = Duration::from_millis(5);
-/// How long to keep reading output after the tree is dead, in case a pipe end leaked elsewhere.
-const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// How long to keep reading output once the tree has been killed. Everything the sandbox wrote
+/// is in the pipe by then; a writer still open after this is not the sandbox's (a host process
+/// that forked without exec while the pipe existed holds a copy of its write end).
+const DRAIN_GRACE: Duration = Duration::from_millis(50);
 
 /// The exit status of the main process, from `waitid`.
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +113,7 @@ impl Running {
         if ep < 0 {
             let err = SandboxError::last_os(Stage::Supervise, "cannot create the epoll set");
             group::kill(started.pid);
+            crate::spawn::reap(&started.pidfd);
             return Err(err);
         }
         // SAFETY: epoll_create1 just returned this descriptor.

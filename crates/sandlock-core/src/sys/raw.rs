@@ -60,17 +60,32 @@ pub(crate) unsafe fn syscall6(nr: i64, a: [usize; 6]) -> isize {
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("sandlock supports x86_64 and aarch64 Linux");
 
-/// Shorthand: a system call with fewer than six arguments (the rest are zero).
+/// Shorthand: a system call with fewer than six arguments (the rest are zero). One arm per
+/// arity, so that no indexing (and no bounds-check panic path) ends up in the child.
 macro_rules! raw_syscall {
-    ($nr:expr $(, $arg:expr)* $(,)?) => {{
-        let mut args = [0usize; 6];
-        let given: &[usize] = &[$($arg as usize),*];
-        let mut i = 0;
-        while i < given.len() {
-            args[i] = given[i];
-            i += 1;
-        }
-        $crate::sys::raw::syscall6($nr as i64, args)
-    }};
+    ($nr:expr) => {
+        $crate::sys::raw::syscall6($nr as i64, [0, 0, 0, 0, 0, 0])
+    };
+    ($nr:expr, $a:expr) => {
+        $crate::sys::raw::syscall6($nr as i64, [$a as usize, 0, 0, 0, 0, 0])
+    };
+    ($nr:expr, $a:expr, $b:expr) => {
+        $crate::sys::raw::syscall6($nr as i64, [$a as usize, $b as usize, 0, 0, 0, 0])
+    };
+    ($nr:expr, $a:expr, $b:expr, $c:expr) => {
+        $crate::sys::raw::syscall6($nr as i64, [$a as usize, $b as usize, $c as usize, 0, 0, 0])
+    };
+    ($nr:expr, $a:expr, $b:expr, $c:expr, $d:expr) => {
+        $crate::sys::raw::syscall6(
+            $nr as i64,
+            [$a as usize, $b as usize, $c as usize, $d as usize, 0, 0],
+        )
+    };
+    ($nr:expr, $a:expr, $b:expr, $c:expr, $d:expr, $e:expr) => {
+        $crate::sys::raw::syscall6(
+            $nr as i64,
+            [$a as usize, $b as usize, $c as usize, $d as usize, $e as usize, 0],
+        )
+    };
 }
 pub(crate) use raw_syscall;

@@ -160,3 +160,53 @@ print(' '.join(r))
         "ok"
     );
 }
+
+#[test]
+fn host_fds_below_a_passed_fd_target_do_not_leak() {
+    let ws = Ws::new();
+    let secret = ws.join("host-secret");
+    std::fs::write(&secret, "host secret\n").unwrap();
+    let c = std::ffi::CString::new(secret.to_str().unwrap()).unwrap();
+    // SAFETY: plain open of a path we own, deliberately without O_CLOEXEC.
+    let leaky = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+    let (r, w) = std::io::pipe().unwrap();
+    let target = leaky + 5;
+    let code = format!(
+        "import os, errno\ntry:\n    print(os.read({leaky}, 100))\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\nos.write({target}, b'ok')"
+    );
+    let o = sandlock_core::Sandbox::new(policy(&ws))
+        .unwrap()
+        .run(
+            sandlock_core::Command::new(["python3", "-c", code.as_str()])
+                .pass_fd(std::os::fd::OwnedFd::from(w), target),
+        )
+        .unwrap();
+    // SAFETY: closing the fd we opened.
+    unsafe { libc::close(leaky) };
+    ok(&o);
+    assert_eq!(
+        out(&o),
+        "EBADF",
+        "host fd {leaky} below the passed target {target} leaked"
+    );
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut { r }, &mut got).unwrap();
+    assert_eq!(got, "ok", "the passed fd {target} did not arrive");
+}
+
+#[test]
+fn passing_an_fd_as_descriptor_3_works() {
+    let ws = Ws::new();
+    let (r, w) = std::io::pipe().unwrap();
+    let o = sandlock_core::Sandbox::new(policy(&ws))
+        .unwrap()
+        .run(
+            sandlock_core::Command::new(["/bin/sh", "-c", "echo through-3 >&3"])
+                .pass_fd(std::os::fd::OwnedFd::from(w), 3),
+        )
+        .unwrap();
+    ok(&o);
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut { r }, &mut got).unwrap();
+    assert_eq!(got, "through-3\n");
+}

@@ -287,3 +287,25 @@ fn tcp_listen_without_bind_is_refused_when_only_connect_is_allowed() {
     );
     ok(&o);
 }
+
+#[test]
+fn unix_raw_sockets_which_the_kernel_makes_datagram_are_refused() {
+    let (ws, host) = (Ws::new(), Ws::new());
+    let path = host.join("dgram.sock");
+    let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    server.set_nonblocking(true).unwrap();
+    let code = format!(
+        "import socket, errno\ntry:\n    s = socket.socket(socket.AF_UNIX, socket.SOCK_RAW)\n    s.sendto(b'escaped', {:?}); print('sent')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])",
+        path.display().to_string()
+    );
+    let o = py(&policy(&ws), &code);
+    ok(&o);
+    assert_eq!(out(&o), "EACCES");
+    let mut buf = [0u8; 16];
+    assert!(
+        server.recv(&mut buf).is_err(),
+        "the host datagram socket received something"
+    );
+    // Control: outside the sandbox the same code reaches it.
+    assert_eq!(host_py(&code), "sent");
+}

@@ -60,3 +60,15 @@ print(errno.errorcode[ctypes.get_errno()] if r < 0 else 'traceme')
     ok(&o);
     assert_eq!(out(&o), "EPERM\nEPERM");
 }
+
+#[test]
+fn clone_parent_is_refused_so_the_host_gets_no_zombies() {
+    let ws = Ws::new();
+    let code = "import ctypes, errno\nlibc = ctypes.CDLL(None, use_errno=True)\n\
+                r = libc.syscall(56, 0x8000 | 17, 0, 0, 0, 0)\n\
+                if r == 0:\n    libc.syscall(60, 0)\n\
+                print(errno.errorcode[ctypes.get_errno()] if r < 0 else 'cloned')";
+    let o = py(&policy(&ws), code);
+    ok(&o);
+    assert_eq!(out(&o), "EPERM");
+}
