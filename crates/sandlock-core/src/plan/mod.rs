@@ -154,7 +154,14 @@ impl SandboxPlan {
             rlimits,
             limits,
             sockets: SocketRules {
-                roots: paths.into_iter().map(|r| r.path).collect(),
+                // Connecting to a UNIX socket takes write permission on it, so only the
+                // writable paths count.
+                roots: paths
+                    .into_iter()
+                    .filter(|r| r.access == Access::Write && !r.optional)
+                    .map(|r| r.path)
+                    .collect(),
+                connect,
                 tcp_listen: !bind.is_empty(),
             },
         })

@@ -1,36 +1,51 @@
-//! Socket mediation: what Landlock (ABI 7 and older) cannot decide about UNIX and TCP sockets.
+//! Socket mediation: what Landlock (ABI 7 and older) cannot decide safely.
 //!
 //! Landlock does not look at `connect` on pathname UNIX sockets, so without help a sandbox could
 //! reach any host service whose socket path it can name (`/run/docker.sock` when the host runs as
-//! root, the D-Bus system bus, another sandbox's server). And TCP `listen` on an unbound socket binds
-//! an ephemeral port without the `bind` that Landlock checks.
+//! root, the D-Bus system bus, another sandbox's server). And letting the kernel run a `connect`
+//! after the supervisor looked at it (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`) is unsafe: another thread
+//! can swap the descriptor (`dup2` a UNIX socket onto it) or rewrite the address between our look
+//! and the kernel's.
 //!
-//! `connect` on a UNIX socket is therefore *emulated*: the supervisor reads the address once, connects
-//! a socket of its own, checks who answered (a process of this sandbox, or a server bound inside one
-//! of the policy's paths), and only then installs its socket in place of the sandbox's with
-//! `SECCOMP_IOCTL_NOTIF_ADDFD`. Because the supervisor connects with its own copy of the address,
-//! rewriting the address after the check (the classic user-notification race) changes nothing.
+//! So **no `connect` is ever continued**. The supervisor reads the address once, decides, connects
+//! a socket of its own with its own copy of the address, and installs that socket in place of the
+//! sandbox's with `SECCOMP_IOCTL_NOTIF_ADDFD` (which atomically replaces whatever the descriptor
+//! number holds by then). For UNIX sockets it accepts a peer that belongs to this sandbox, or a
+//! server bound beneath a writable policy path; for TCP it applies the policy's ports, as Landlock
+//! would. A blocking TCP connect waits in the supervisor's event loop, not in a thread.
 //!
-//! Residual risk, documented in docs/security.md: the socket *type* is looked up from the sandbox's
-//! fd table before the kernel acts, so a multi-threaded sandbox that swaps a UNIX socket onto the fd
-//! number between our lookup and the kernel's (a window of microseconds) could have a connect we
-//! classified as TCP run on a UNIX socket. Landlock ABI 8 (`LANDLOCK_ACCESS_FS_RESOLVE_UNIX`) closes
-//! this in the kernel.
+//! What the sandbox had set on its own socket before `connect` (socket options, an explicit
+//! `bind`) does not carry over to the installed one.
+//!
+//! `listen` on TCP (only mediated when the policy allows TCP) is refused unless the policy allows
+//! binding; that decision is still continued, see docs/security.md for the residual race.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use super::notify::{Listener, Notification};
+use crate::policy::PortRange;
 use crate::sys;
 
 /// What the mediation needs to know about the sandbox.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SocketRules {
-    /// Canonical policy paths: a server bound beneath one of these may be reached.
+    /// Canonical writable policy paths: a server bound beneath one of these may be reached.
     pub(crate) roots: Vec<PathBuf>,
+    /// TCP ports the sandbox may connect to.
+    pub(crate) connect: Vec<PortRange>,
     /// TCP sockets may listen (the policy allows binding some port).
     pub(crate) tcp_listen: bool,
+}
+
+/// A TCP connect in progress for a blocking socket: the sandbox's thread waits in its
+/// notification until our socket is connected (or fails).
+pub(crate) struct PendingConnect {
+    pub(crate) sock: OwnedFd,
+    id: u64,
+    target: u32,
+    cloexec: u32,
 }
 
 /// How the kernel names the protocol of a socket (`system.sockprotoname`).
@@ -87,26 +102,184 @@ fn read_mem(pid: u32, addr: u64, len: usize) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Decides a `connect` notification. Answers it (with `listener`) in every case.
-pub(crate) fn on_connect(l: &Listener, n: &Notification, rules: &SocketRules, pgid: libc::pid_t) {
-    let (fd, addr, len) = (n.args[0], n.args[1], n.args[2] as usize);
-    let ty = match sock_proto(n.pid, fd).as_deref() {
-        Ok("UNIX-STREAM") => libc::SOCK_STREAM,
-        // The filter refuses UNIX datagram sockets, so plain "UNIX" is a SOCK_SEQPACKET socket.
-        Ok("UNIX") => libc::SOCK_SEQPACKET,
-        // TCP: Landlock decides. Not a socket or not open: the kernel reports the error.
-        Ok(_) => return l.allow(n.id),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EOPNOTSUPP | libc::ENOENT | libc::ENODATA)
-            ) =>
-        {
-            return l.allow(n.id);
-        }
-        // We cannot see the fd (the process vanished, or /proc is denied to us): fail closed.
-        Err(_) => return l.deny(n.id, libc::EACCES),
+/// Decides a `connect` notification. Answers it, unless a blocking TCP connect is still in
+/// progress: then the caller watches the returned socket and calls [`finish_connect`].
+pub(crate) fn on_connect(
+    l: &Listener,
+    n: &Notification,
+    rules: &SocketRules,
+    pgid: libc::pid_t,
+) -> Option<PendingConnect> {
+    let fd = n.args[0];
+    match sock_proto(n.pid, fd).as_deref() {
+        Ok("UNIX-STREAM") => on_unix_connect(l, n, rules, pgid, libc::SOCK_STREAM),
+        // The filter only lets stream and seqpacket UNIX sockets be made, so "UNIX" is seqpacket.
+        Ok("UNIX") => on_unix_connect(l, n, rules, pgid, libc::SOCK_SEQPACKET),
+        Ok("TCP") => return on_tcp_connect(l, n, rules, libc::AF_INET),
+        Ok("TCPv6") => return on_tcp_connect(l, n, rules, libc::AF_INET6),
+        // No other kind of socket can exist in a sandbox.
+        Ok(_) => l.deny(n.id, libc::EACCES),
+        Err(e) => l.deny(
+            n.id,
+            match e.raw_os_error() {
+                Some(libc::ENOENT) => libc::EBADF,
+                Some(libc::EOPNOTSUPP | libc::ENODATA) => libc::ENOTSOCK,
+                // We cannot see the fd (the process vanished, or /proc is denied to us).
+                _ => libc::EACCES,
+            },
+        ),
+    }
+    None
+}
+
+/// The fd's blocking mode and close-on-exec flag, to give our socket the same.
+fn mode(pid: u32, fd: u64) -> (bool, u32) {
+    let flags = fd_flags(pid, fd);
+    let cloexec = if flags & libc::O_CLOEXEC != 0 {
+        libc::O_CLOEXEC as u32
+    } else {
+        0
     };
+    (flags & libc::O_NONBLOCK != 0, cloexec)
+}
+
+/// Installs `sock` as the sandbox's descriptor and completes the syscall with `result`.
+fn install(
+    l: &Listener,
+    id: u64,
+    sock: &OwnedFd,
+    target: u32,
+    cloexec: u32,
+    nonblocking: bool,
+    result: i64,
+) {
+    if !nonblocking && sys::set_nonblocking(sock.as_raw_fd(), false).is_err() {
+        return l.deny(id, libc::EIO);
+    }
+    match l.replace_fd(id, sock, target, cloexec) {
+        Ok(()) => l.reply(id, result),
+        Err(e) => l.deny(id, e.raw_os_error().unwrap_or(libc::EIO)),
+    }
+}
+
+fn on_tcp_connect(
+    l: &Listener,
+    n: &Notification,
+    rules: &SocketRules,
+    family: libc::c_int,
+) -> Option<PendingConnect> {
+    let (fd, addr, len) = (n.args[0], n.args[1], n.args[2] as usize);
+    if !(2..=std::mem::size_of::<libc::sockaddr_in6>()).contains(&len) {
+        l.deny(n.id, libc::EINVAL);
+        return None;
+    }
+    let Ok(bytes) = read_mem(n.pid, addr, len) else {
+        l.deny(n.id, libc::EFAULT);
+        return None;
+    };
+    let sa_family = i32::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
+    let min = match sa_family {
+        libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>(),
+        // The kernel accepts the RFC 2133 size, without the scope id.
+        libc::AF_INET6 => 24,
+        _ => {
+            l.deny(n.id, libc::EAFNOSUPPORT);
+            return None;
+        }
+    };
+    if bytes.len() < min {
+        l.deny(n.id, libc::EINVAL);
+        return None;
+    }
+    let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+    if !rules
+        .connect
+        .iter()
+        .any(|r| (r.low..=r.high).contains(&port))
+    {
+        // What Landlock answers for a port the policy does not allow.
+        l.deny(n.id, libc::EACCES);
+        return None;
+    }
+    // SAFETY: socket takes integers and returns a new descriptor.
+    let raw = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        l.deny(n.id, sys::errno());
+        return None;
+    }
+    // SAFETY: socket just returned this descriptor.
+    let sock = unsafe { sys::owned(raw) };
+    let (nonblocking, cloexec) = mode(n.pid, fd);
+    // SAFETY: `bytes` holds the sandbox's address, at least `min` bytes long.
+    let r = unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len() as libc::socklen_t,
+        )
+    };
+    let err = if r < 0 { sys::errno() } else { 0 };
+    match err {
+        0 => install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0),
+        libc::EINPROGRESS if nonblocking => {
+            install(
+                l,
+                n.id,
+                &sock,
+                fd as u32,
+                cloexec,
+                true,
+                -i64::from(libc::EINPROGRESS),
+            );
+        }
+        libc::EINPROGRESS => {
+            return Some(PendingConnect {
+                sock,
+                id: n.id,
+                target: fd as u32,
+                cloexec,
+            });
+        }
+        e => l.deny(n.id, e),
+    }
+    None
+}
+
+/// Completes a blocking TCP connect once our socket is writable (connected, or failed).
+pub(crate) fn finish_connect(l: &Listener, p: PendingConnect) {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: SO_ERROR writes one int.
+    let r = unsafe {
+        libc::getsockopt(
+            p.sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    match (r, err) {
+        (0, 0) => install(l, p.id, &p.sock, p.target, p.cloexec, false, 0),
+        (0, e) => l.deny(p.id, e),
+        _ => l.deny(p.id, sys::errno()),
+    }
+}
+
+fn on_unix_connect(
+    l: &Listener,
+    n: &Notification,
+    rules: &SocketRules,
+    pgid: libc::pid_t,
+    ty: libc::c_int,
+) {
+    let (fd, addr, len) = (n.args[0], n.args[1], n.args[2] as usize);
     let size = std::mem::size_of::<libc::sockaddr_un>();
     if !(3..=size).contains(&len) {
         return l.deny(n.id, libc::EINVAL);
@@ -133,8 +306,12 @@ pub(crate) fn on_connect(l: &Listener, n: &Notification, rules: &SocketRules, pg
             Err(e) => return l.deny(n.id, e.raw_os_error().unwrap_or(libc::ENOENT)),
         }
     }
-    let flags = fd_flags(n.pid, fd);
-
+    if abstract_name && !sandbox_listens_on(&bytes[2..], n.pid, pgid) {
+        // Only this sandbox's own abstract servers are reachable (as Landlock's scoping has it);
+        // refused before we touch the name, so no host service sees a connection.
+        return l.deny(n.id, libc::EPERM);
+    }
+    let (nonblocking, cloexec) = mode(n.pid, fd);
     let ours = match connect_own(ty, &sun, len, n.pid, abstract_name) {
         Ok(s) => s,
         Err(e) => return l.deny(n.id, e.raw_os_error().unwrap_or(libc::ECONNREFUSED)),
@@ -154,18 +331,46 @@ pub(crate) fn on_connect(l: &Listener, n: &Notification, rules: &SocketRules, pg
             },
         );
     }
-    if flags & libc::O_NONBLOCK == 0 && sys::set_nonblocking(ours.as_raw_fd(), false).is_err() {
-        return l.deny(n.id, libc::EIO);
-    }
-    let cloexec = if flags & libc::O_CLOEXEC != 0 {
-        libc::O_CLOEXEC
-    } else {
-        0
+    install(l, n.id, &ours, fd as u32, cloexec, nonblocking, 0);
+}
+
+/// Whether a process of this sandbox holds a listening UNIX socket bound to the abstract `name`
+/// (the bytes after the leading NUL of the address, NULs included).
+fn sandbox_listens_on(name: &[u8], pid: u32, pgid: libc::pid_t) -> bool {
+    // /proc/net/unix shows an abstract name as '@' followed by the name, NULs shown as '@'.
+    let shown: String = std::iter::once('@')
+        .chain(
+            name.iter()
+                .skip(1)
+                .map(|b| if *b == 0 { '@' } else { *b as char }),
+        )
+        .collect();
+    let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/unix")) else {
+        return false;
     };
-    match l.replace_fd(n.id, &ours, fd as u32, cloexec as u32) {
-        Ok(()) => l.reply(n.id, 0),
-        Err(e) => l.deny(n.id, e.raw_os_error().unwrap_or(libc::EIO)),
+    const ACCEPTING: u32 = 0x0001_0000;
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let flags = u32::from_str_radix(f.get(3)?, 16).ok()?;
+            let path = f.get(7..)?.join(" ");
+            let inode = f.get(6)?;
+            (flags & ACCEPTING != 0 && path == shown).then(|| format!("socket:[{inode}]"))
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
     }
+    super::group::member_pids(pgid).into_iter().any(|m| {
+        std::fs::read_dir(format!("/proc/{m}/fd")).is_ok_and(|dir| {
+            dir.flatten().any(|e| {
+                std::fs::read_link(e.path())
+                    .is_ok_and(|t| inodes.iter().any(|i| t.as_os_str() == i.as_str()))
+            })
+        })
+    })
 }
 
 /// Connects a socket of our own to the address the sandbox asked for. A relative pathname is

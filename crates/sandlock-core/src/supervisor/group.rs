@@ -97,6 +97,11 @@ impl Tree {
     }
 }
 
+/// The pids of the live members of process group `pgid` (a scan of all of `/proc`).
+pub(crate) fn member_pids(pgid: libc::pid_t) -> Vec<libc::pid_t> {
+    members(pgid).into_iter().map(|m| m.pid).collect()
+}
+
 /// The live (non-zombie) members of process group `pgid`.
 fn members(pgid: libc::pid_t) -> Vec<Member> {
     let mut out = Vec::new();

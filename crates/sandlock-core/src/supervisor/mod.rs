@@ -38,6 +38,8 @@ const TOKEN_STDERR: u64 = 3;
 const TOKEN_STDIN: u64 = 4;
 const TOKEN_LISTENER: u64 = 5;
 const TOKEN_DISK: u64 = 6;
+/// Tokens from here up are blocking TCP connects in progress.
+const TOKEN_CONNECT_BASE: u64 = 1 << 32;
 
 /// How often the supervisor measures the tree when a memory or CPU limit needs it.
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
@@ -90,6 +92,8 @@ pub struct Running {
     peak_memory: u64,
     not_enforced: Vec<Protection>,
     sockets: SocketRules,
+    connects: HashMap<u64, connect::PendingConnect>,
+    next_connect: u64,
 }
 
 /// Pipes and options the supervisor takes over from a freshly started child.
@@ -149,6 +153,8 @@ impl Running {
             peak_memory: 0,
             not_enforced,
             sockets,
+            connects: HashMap::new(),
+            next_connect: TOKEN_CONNECT_BASE,
         };
         if r.limits.max_disk.is_some() {
             match disk::DiskMeter::new(&r.limits.disk_roots) {
@@ -270,6 +276,7 @@ impl Running {
                 TOKEN_STDIN => self.on_stdin(),
                 TOKEN_LISTENER => self.on_notification(flags)?,
                 TOKEN_DISK => self.on_disk(),
+                t if t >= TOKEN_CONNECT_BASE => self.on_connected(t),
                 _ => {}
             }
         }
@@ -535,6 +542,16 @@ impl Running {
         }
     }
 
+    fn on_connected(&mut self, token: u64) {
+        let Some(p) = self.connects.remove(&token) else {
+            return;
+        };
+        self.unwatch(p.sock.as_raw_fd());
+        if let Some(l) = self.listener.as_ref() {
+            connect::finish_connect(l, p);
+        }
+    }
+
     fn on_disk(&mut self) {
         let Some(d) = self.disk.as_mut() else {
             return;
@@ -579,7 +596,22 @@ impl Running {
             }
         };
         match n.nr {
-            libc::SYS_connect => connect::on_connect(l, &n, &self.sockets, self.pid),
+            libc::SYS_connect => {
+                if let Some(p) = connect::on_connect(l, &n, &self.sockets, self.pid) {
+                    let token = self.next_connect;
+                    self.next_connect += 1;
+                    match self.watch(p.sock.as_raw_fd(), libc::EPOLLOUT, token) {
+                        Ok(()) => {
+                            self.connects.insert(token, p);
+                        }
+                        Err(_) => {
+                            if let Some(l) = self.listener.as_ref() {
+                                connect::finish_connect(l, p);
+                            }
+                        }
+                    }
+                }
+            }
             libc::SYS_listen => connect::on_listen(l, &n, &self.sockets),
             _ => self.on_new_process(&n),
         }
