@@ -30,6 +30,7 @@ class Policy:
     timeout: Optional[float]
     max_memory: Optional[int]
     max_processes: Optional[int]
+    max_threads: Optional[int]
     max_cpu: Optional[float]
     max_output: Optional[int]
     max_file_size: Optional[int]
@@ -51,6 +52,7 @@ class Policy:
         timeout: _Seconds = ...,
         max_memory: Union[int, str, None] = ...,
         max_processes: Optional[int] = ...,
+        max_threads: Optional[int] = ...,
         max_cpu: _Seconds = ...,
         max_output: Union[int, str, None] = ...,
         max_file_size: Union[int, str, None] = ...,

@@ -53,9 +53,12 @@ pub struct RunArgs {
     /// Memory limit for all processes together (e.g. 512M, 2G).
     #[arg(short = 'm', long = "max-memory", value_name = "SIZE")]
     max_memory: Option<String>,
-    /// Limit on live processes of the sandbox.
+    /// Limit on live processes of the sandbox (not per uid).
     #[arg(short = 'P', long = "max-processes", value_name = "N")]
     max_processes: Option<String>,
+    /// Limit on live threads of the sandbox, all processes together.
+    #[arg(long = "max-threads", value_name = "N")]
+    max_threads: Option<String>,
     /// CPU time limit for all processes together.
     #[arg(long = "max-cpu", value_name = "SECS")]
     max_cpu: Option<String>,
@@ -171,6 +174,7 @@ pub fn policy(a: &RunArgs) -> anyhow::Result<Policy> {
     }
     for (field, value) in [
         ("max_processes", &a.max_processes),
+        ("max_threads", &a.max_threads),
         ("max_open_files", &a.max_open_files),
     ] {
         if let Some(s) = value {
@@ -210,6 +214,7 @@ fn flag_of(field: &str) -> &'static str {
         "timeout" => "timeout",
         "max_memory" => "max-memory",
         "max_processes" => "max-processes",
+        "max_threads" => "max-threads",
         "max_cpu" => "max-cpu",
         "max_output" => "max-output",
         "max_file_size" => "max-file-size",
@@ -253,17 +258,44 @@ pub fn run(a: RunArgs) -> i32 {
     }
 }
 
-fn forward(fd: i32) -> Result<Stdio, sandlock_core::Error> {
-    // SAFETY: borrowing our own standard stream for the duration of this call only.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    let owned = borrowed.try_clone_to_owned().map_err(|e| {
-        sandlock_core::SandboxError::io(
-            sandlock_core::Stage::Prepare,
-            &e,
-            format!("cannot duplicate standard stream {fd} for --max-output"),
-        )
-    })?;
-    Ok(Stdio::Forward(owned))
+/// A thread that writes chunks to one of our standard streams, so that a slow reader (a paused
+/// terminal, a full pipe) never stalls the supervision loop: timeouts and limits keep running, and
+/// what waits is bounded by `max_output`.
+struct Writer {
+    tx: std::sync::mpsc::Sender<Vec<u8>>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl Writer {
+    fn new(fd: i32) -> Writer {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let handle = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut out: Box<dyn Write> = if fd == 1 {
+                Box::new(std::io::stdout().lock())
+            } else {
+                Box::new(std::io::stderr().lock())
+            };
+            for chunk in rx {
+                // A reader that went away gets nothing more; the run goes on regardless.
+                if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
+                    break;
+                }
+            }
+        });
+        Writer { tx, handle }
+    }
+
+    fn send(&self, chunk: Vec<u8>) {
+        if !chunk.is_empty() {
+            let _ = self.tx.send(chunk);
+        }
+    }
+
+    fn finish(self) {
+        drop(self.tx);
+        let _ = self.handle.join();
+    }
 }
 
 fn execute(
@@ -277,7 +309,7 @@ fn execute(
     // With an explicit --max-output the output goes through sandlock so the cap can hold;
     // otherwise the command gets the terminal itself (colours, line buffering, isatty).
     let (stdout, stderr) = if capped {
-        (forward(1)?, forward(2)?)
+        (Stdio::Capture, Stdio::Capture)
     } else {
         (Stdio::Inherit, Stdio::Inherit)
     };
@@ -286,7 +318,19 @@ fn execute(
         .stdout(stdout)
         .stderr(stderr);
     let running = sandbox.spawn(cmd)?;
-    Ok(supervise(running, signals)?)
+    let writers = capped.then(|| (Writer::new(1), Writer::new(2)));
+    let result = supervise(running, signals, writers.as_ref());
+    let outcome = match (result, writers) {
+        (Ok(mut o), Some((out, err))) => {
+            out.send(std::mem::take(&mut o.stdout));
+            err.send(std::mem::take(&mut o.stderr));
+            out.finish();
+            err.finish();
+            o
+        }
+        (r, _) => r?,
+    };
+    Ok(outcome)
 }
 
 /// Drives the run while forwarding SIGINT, SIGTERM and SIGHUP to the whole sandbox: the first one
@@ -294,6 +338,7 @@ fn execute(
 fn supervise(
     mut running: Running,
     signals: Option<crate::signals::SignalFd>,
+    writers: Option<&(Writer, Writer)>,
 ) -> Result<Outcome, sandlock_core::SandboxError> {
     let mut received = 0;
     loop {
@@ -325,7 +370,12 @@ fn supervise(
                 }
             }
         }
-        if running.step(Some(Duration::ZERO))? {
+        let done = running.step(Some(Duration::ZERO))?;
+        if let Some((out, err)) = writers {
+            out.send(running.take_stdout());
+            err.send(running.take_stderr());
+        }
+        if done {
             return Ok(running.into_outcome());
         }
     }

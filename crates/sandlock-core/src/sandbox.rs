@@ -31,10 +31,6 @@ pub enum Stdio {
     Bytes(Vec<u8>),
     /// A descriptor the caller owns (a pipe, a file, a pty).
     Fd(OwnedFd),
-    /// For stdout and stderr: read through a pipe and written on to this descriptor as it
-    /// arrives, counted against `max_output` (pass-through with a cap; nothing is kept in the
-    /// outcome).
-    Forward(OwnedFd),
 }
 
 /// One command to run in a sandbox, with its per-run options.
@@ -215,14 +211,6 @@ impl Sandbox {
                 keep_until_spawned.push(n);
             }
             Stdio::Inherit => fd_map.push((0, 0)),
-            Stdio::Forward(_) => {
-                return Err(PolicyError::new(
-                    "stdin",
-                    "Forward",
-                    "Forward is for stdout and stderr; use Inherit, Bytes or Fd for stdin",
-                )
-                .into());
-            }
             Stdio::Bytes(data) => {
                 let (r, w) = sys::pipe(0).map_err(|e| prep(e, "cannot create the stdin pipe"))?;
                 let (r, w) = (above(r)?, above(w)?);
@@ -241,18 +229,14 @@ impl Sandbox {
         let mut captures: [Option<Capture>; 2] = [None, None];
         for (i, (stdio, target)) in [(cmd.stdout, 1), (cmd.stderr, 2)].into_iter().enumerate() {
             match stdio {
-                Stdio::Capture | Stdio::Forward(_) => {
-                    let forward = match stdio {
-                        Stdio::Forward(fd) => Some(fd),
-                        _ => None,
-                    };
+                Stdio::Capture => {
                     let (r, w) =
                         sys::pipe(0).map_err(|e| prep(e, "cannot create an output pipe"))?;
                     let (r, w) = (above(r)?, above(w)?);
                     fd_map.push((w.as_raw_fd(), target));
                     keep_until_spawned.push(w);
                     captures[i] = Some(
-                        Capture::new(r, cap, forward)
+                        Capture::new(r, cap)
                             .map_err(|e| prep(e, "cannot set up output capture"))?,
                     );
                 }

@@ -114,3 +114,39 @@ fn peak_memory_reports_the_sandbox_not_the_host() {
     );
     std::hint::black_box(&hog);
 }
+
+/// A host that ignores SIGCHLD has its children reaped by the kernel; the outcome must still be
+/// right (Linux 6.15 keeps the exit status in the pidfd) and nothing may fail.
+#[test]
+fn host_ignoring_sigchld_still_gets_outcomes() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = Sandbox::new(Policy {
+        presets: vec![Preset::System],
+        ..Policy::default()
+    })
+    .unwrap();
+    // SAFETY: process-wide disposition change, undone below; the tests here take turns.
+    let old = unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    let o = sb.run(Command::new(["/bin/sh", "-c", "exit 3"]));
+    // SAFETY: restores the disposition saved above.
+    unsafe { libc::signal(libc::SIGCHLD, old) };
+    let o = o.unwrap();
+    let (major, minor) = kernel_version();
+    if (major, minor) >= (6, 15) {
+        assert_eq!(o.exit_code, Some(3), "{o:?}");
+    } else {
+        assert!(
+            o.detail
+                .as_deref()
+                .unwrap_or("")
+                .contains("exit status unavailable"),
+            "{o:?}"
+        );
+    }
+}
+
+fn kernel_version() -> (u32, u32) {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = r.trim().split(['.', '-']).map(|x| x.parse().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}

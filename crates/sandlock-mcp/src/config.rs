@@ -248,6 +248,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_MAX_MEMORY: ByteSize = ByteSize::mib(512);
 const DEFAULT_MAX_PROCESSES: u32 = 64;
+/// Thread cap per call (all processes together), unless a tool's policy sets `max_threads`.
+const DEFAULT_MAX_THREADS: u32 = 1024;
 const DEFAULT_MAX_OUTPUT: ByteSize = ByteSize::mib(1);
 const DEFAULT_MAX_DISK: ByteSize = ByteSize::mib(256);
 const DEFAULT_TTL: Duration = Duration::from_secs(900);
@@ -391,6 +393,7 @@ impl Config {
             p.timeout.get_or_insert(Seconds(timeout));
             p.max_memory.get_or_insert(max_memory);
             p.max_processes.get_or_insert(max_processes);
+            p.max_threads.get_or_insert(DEFAULT_MAX_THREADS);
             p.max_output.get_or_insert(max_output);
             p.max_disk.get_or_insert(max_disk);
             p

@@ -36,6 +36,7 @@ pub(crate) struct TreeLimits {
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_memory: Option<ByteSize>,
     pub(crate) max_processes: Option<u32>,
+    pub(crate) max_threads: Option<u32>,
     pub(crate) max_cpu: Option<Duration>,
     pub(crate) max_output: ByteSize,
     pub(crate) max_disk: Option<ByteSize>,
@@ -130,8 +131,10 @@ impl SandboxPlan {
                 // without scanning all of /proc.
                 notify_fork: notify
                     && (limits.max_processes.is_some()
+                        || limits.max_threads.is_some()
                         || limits.max_memory.is_some()
                         || limits.max_cpu.is_some()),
+                notify_threads: notify && limits.max_threads.is_some(),
                 extra_deny,
             };
             Some(
@@ -339,8 +342,13 @@ pub(crate) fn check_env_name(field: &str, name: &str) -> Result<(), PolicyError>
 }
 
 fn tree_limits(policy: &Policy) -> Result<TreeLimits, PolicyError> {
-    if let Some(0) = policy.max_processes {
-        return Err(PolicyError::new("max_processes", "0", "must be at least 1"));
+    for (field, v) in [
+        ("max_processes", policy.max_processes),
+        ("max_threads", policy.max_threads),
+    ] {
+        if v == Some(0) {
+            return Err(PolicyError::new(field, "0", "must be at least 1"));
+        }
     }
     if let Some(m) = policy.max_memory {
         if m.bytes() < 1 << 20 {
@@ -355,6 +363,7 @@ fn tree_limits(policy: &Policy) -> Result<TreeLimits, PolicyError> {
         timeout: policy.timeout.map(|t| t.duration()),
         max_memory: policy.max_memory,
         max_processes: policy.max_processes,
+        max_threads: policy.max_threads,
         max_cpu: policy.max_cpu.map(|t| t.duration()),
         max_output: policy.output_cap(),
         max_disk: policy.max_disk,

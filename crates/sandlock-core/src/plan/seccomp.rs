@@ -121,8 +121,10 @@ pub(crate) struct SeccompPolicy {
     /// Hand `connect` (and `listen` when TCP is allowed) to the supervisor, which mediates what
     /// Landlock cannot: pathname UNIX sockets and TCP listen without bind.
     pub(crate) mediate: bool,
-    /// Ask the supervisor before a new process is created (for the process cap).
+    /// Ask the supervisor before a new process is created (process cap, tree tracking).
     pub(crate) notify_fork: bool,
+    /// Ask the supervisor before a new thread is created too (thread cap).
+    pub(crate) notify_threads: bool,
     /// More syscall numbers to refuse with EPERM.
     pub(crate) extra_deny: Vec<u32>,
 }
@@ -162,6 +164,12 @@ impl SeccompPolicy {
             }],
             action: eperm,
         }];
+        if self.notify_threads {
+            clone_checks.push(Check {
+                all: Vec::new(),
+                action: Action::Notify,
+            });
+        }
         if self.notify_fork {
             clone_checks.push(Check {
                 all: vec![Cond::NoneSet {

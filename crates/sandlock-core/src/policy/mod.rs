@@ -58,8 +58,11 @@ pub struct Policy {
     pub timeout: Option<Seconds>,
     /// Memory limit for all processes of the sandbox together.
     pub max_memory: Option<ByteSize>,
-    /// Limit on live processes of the sandbox (not threads).
+    /// Limit on live processes of the sandbox (threads are counted by `max_threads`).
     pub max_processes: Option<u32>,
+    /// Limit on live threads of the sandbox, all processes together (each process counts at least
+    /// one): what stops a thread bomb, as `max_processes` stops a fork bomb.
+    pub max_threads: Option<u32>,
     /// CPU time limit for all processes of the sandbox together.
     pub max_cpu: Option<Seconds>,
     /// Cap on captured stdout and on captured stderr, each (default 16 MiB).
@@ -76,7 +79,7 @@ macro_rules! policy_fields {
     ($m:ident) => {
         $m! {
             fs_readable, fs_writable, presets, cwd, env, pass_env, net_allow, net_allow_bind,
-            extra_deny_syscalls, best_effort, timeout, max_memory, max_processes, max_cpu,
+            extra_deny_syscalls, best_effort, timeout, max_memory, max_processes, max_threads, max_cpu,
             max_output, max_file_size, max_open_files, max_disk
         }
     };

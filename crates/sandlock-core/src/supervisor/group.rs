@@ -27,6 +27,8 @@ pub(crate) struct Member {
     pub(crate) rss: u64,
     /// User plus system CPU time, in clock ticks.
     pub(crate) cpu_ticks: u64,
+    /// Threads of the process (at least 1).
+    pub(crate) threads: u32,
 }
 
 /// How often the whole of `/proc` is rescanned for members, to catch processes whose parent
@@ -144,11 +146,13 @@ fn parse_stat(pid: libc::pid_t, text: &[u8], pgid: libc::pid_t) -> Option<Member
     }
     let utime: u64 = field(14)?.parse().ok()?;
     let stime: u64 = field(15)?.parse().ok()?;
+    let threads: u32 = field(20)?.parse().ok()?;
     let rss_pages: u64 = field(24)?.parse().ok()?;
     Some(Member {
         pid,
         rss: rss_pages.saturating_mul(page_size()),
         cpu_ticks: utime + stime,
+        threads,
     })
 }
 
@@ -174,6 +178,7 @@ mod tests {
         let line = b"4242 (evil ) name) S 1 777 777 0 -1 4194560 100 0 0 0 12 34 0 0 20 0 1 0 100 1000000 250 18446744073709551615";
         let m = parse_stat(4242, line, 777).unwrap();
         assert_eq!(m.cpu_ticks, 46);
+        assert_eq!(m.threads, 1);
         assert_eq!(m.rss, 250 * page_size());
         assert!(parse_stat(4242, line, 778).is_none());
         let zombie = b"4242 (x) Z 1 777 777 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0 0";

@@ -85,6 +85,8 @@ pub struct Running {
     killed: bool,
     /// Upper bound on live processes since the last scan (process cap).
     live_estimate: u32,
+    /// Upper bound on live threads (tasks) since the last scan (thread cap).
+    task_estimate: u32,
     /// Last CPU ticks seen per process, dead ones included.
     cpu_seen: HashMap<libc::pid_t, u64>,
     tree: group::Tree,
@@ -147,6 +149,7 @@ impl Running {
             ended_by: None,
             killed: false,
             live_estimate: 1,
+            task_estimate: 1,
             cpu_seen: HashMap::new(),
             tree: group::Tree::new(started.pid, t0),
             disk: None,
@@ -156,9 +159,20 @@ impl Running {
             connects: HashMap::new(),
             next_connect: TOKEN_CONNECT_BASE,
         };
-        if r.limits.max_disk.is_some() {
+        if let Some(cap) = r.limits.max_disk {
             match disk::DiskMeter::new(&r.limits.disk_roots) {
-                Ok(m) => r.disk = Some(m),
+                Ok(m) => {
+                    if m.total() > cap.bytes() {
+                        r.end(
+                            Reason::Disk,
+                            format!(
+                                "the writable directories already hold {} before the run, over max_disk ({cap})",
+                                crate::policy::ByteSize(m.total())
+                            ),
+                        );
+                    }
+                    r.disk = Some(m);
+                }
                 Err(e) => {
                     r.kill_tree();
                     return Err(SandboxError::io(
@@ -345,6 +359,14 @@ impl Running {
         let (reason, detail) = match self.ended_by.take() {
             Some((r, d)) => (r, Some(d)),
             None if exit.code.is_some() => (Reason::Exited, None),
+            None if exit.signal.is_none() => (
+                Reason::Exited,
+                Some(
+                    "exit status unavailable: the host ignores SIGCHLD, so the kernel reaped the \
+                     command before sandlock could (Linux 6.15 keeps it; this kernel did not)"
+                        .into(),
+                ),
+            ),
             None if exit.signal == Some(libc::SIGXFSZ) => (
                 Reason::Disk,
                 Some(
@@ -382,6 +404,7 @@ impl Running {
             not_enforced: std::mem::take(&mut self.not_enforced),
             limit_mechanism: if self.limits.max_memory.is_some()
                 || self.limits.max_processes.is_some()
+                || self.limits.max_threads.is_some()
                 || self.limits.max_cpu.is_some()
             {
                 LimitMechanism::Supervisor
@@ -473,6 +496,17 @@ impl Running {
                 break;
             }
             let e = sys::errno();
+            if e == libc::ECHILD {
+                // The host ignores SIGCHLD (or set SA_NOCLDWAIT), so the kernel reaped the child
+                // itself. Linux 6.15 still tells the exit status through the pidfd.
+                self.exit = Some(exit_from_pidfd(&pidfd).unwrap_or(Exit {
+                    code: None,
+                    signal: None,
+                    cpu: Duration::ZERO,
+                    max_rss: 0,
+                }));
+                return Ok(());
+            }
             if e != libc::EINTR {
                 return Err(SandboxError::new(
                     Stage::Wait,
@@ -621,34 +655,55 @@ impl Running {
     /// Holds the process cap: a new process is allowed while the sandbox has fewer than
     /// `max_processes`; the attempt that would exceed it ends the run.
     fn on_new_process(&mut self, n: &notify::Notification) {
-        self.tree.note_fork(n.pid);
+        let thread = n.nr == libc::SYS_clone && n.args[0] & libc::CLONE_THREAD as u64 != 0;
+        if !thread {
+            self.tree.note_fork(n.pid);
+        }
         let Some(l) = self.listener.as_ref() else {
             return;
-        };
-        let Some(max) = self.limits.max_processes else {
-            return l.allow(n.id);
         };
         if self.ended_by.is_some() {
             return l.deny(n.id, libc::EAGAIN);
         }
-        // Cheap path: our running upper bound says there is room. Only near the cap do we pay for a
-        // scan of the group, which also forgets processes that have exited.
-        if self.live_estimate >= max {
-            self.live_estimate = self.tree.full_scan(Instant::now()).len() as u32;
+        // Cheap path: our running upper bounds say there is room. Only near a cap do we pay for a
+        // scan of the group, which also forgets what has exited.
+        let procs_full = !thread
+            && self
+                .limits
+                .max_processes
+                .is_some_and(|m| self.live_estimate >= m);
+        let tasks_full = self
+            .limits
+            .max_threads
+            .is_some_and(|m| self.task_estimate >= m);
+        if procs_full || tasks_full {
+            let members = self.tree.full_scan(Instant::now());
+            self.live_estimate = members.len() as u32;
+            self.task_estimate = members.iter().map(|m| m.threads).sum();
         }
-        if self.live_estimate < max {
-            self.live_estimate += 1;
-            l.allow(n.id);
-        } else {
-            l.deny(n.id, libc::EAGAIN);
-            self.end(
-                Reason::Processes,
-                format!(
-                    "process {} tried to start process number {} with max_processes={max}",
-                    n.pid,
-                    max + 1
-                ),
-            );
+        let over = match (self.limits.max_processes, self.limits.max_threads) {
+            (Some(m), _) if !thread && self.live_estimate >= m => Some(format!(
+                "process {} tried to start process number {} with max_processes={m}",
+                n.pid,
+                m + 1
+            )),
+            (_, Some(m)) if self.task_estimate >= m => Some(format!(
+                "process {} tried to start thread number {} with max_threads={m}",
+                n.pid,
+                m + 1
+            )),
+            _ => None,
+        };
+        match over {
+            None => {
+                self.live_estimate += u32::from(!thread);
+                self.task_estimate += 1;
+                l.allow(n.id);
+            }
+            Some(detail) => {
+                l.deny(n.id, libc::EAGAIN);
+                self.end(Reason::Processes, detail);
+            }
         }
     }
 
@@ -689,6 +744,7 @@ impl Running {
     fn sample(&mut self) {
         let members = self.tree.sample(Instant::now());
         self.live_estimate = members.len() as u32;
+        self.task_estimate = members.iter().map(|m| m.threads).sum();
         let rss: u64 = members.iter().map(|m| m.rss).sum();
         self.peak_memory = self.peak_memory.max(rss);
         for m in &members {
@@ -737,6 +793,45 @@ impl Drop for Running {
             let _ = self.reap();
         }
     }
+}
+
+/// The exit status kept by the pidfd (`PIDFD_GET_INFO` with `PIDFD_INFO_EXIT`, Linux 6.15), for a
+/// child the kernel reaped itself.
+fn exit_from_pidfd(pidfd: &OwnedFd) -> Option<Exit> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct PidfdInfo {
+        mask: u64,
+        cgroupid: u64,
+        ids: [u32; 11],
+        exit_code: i32,
+        coredump_mask: u32,
+        spare: u32,
+    }
+    const PIDFD_INFO_EXIT: u64 = 1 << 3;
+    // _IOWR(PIDFS_IOCTL_MAGIC 0xFF, 11, struct pidfd_info)
+    let request = (3 << 30) | ((std::mem::size_of::<PidfdInfo>() as u64) << 16) | (0xFF << 8) | 11;
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_EXIT,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: PIDFD_GET_INFO reads the requested mask and writes one pidfd_info.
+    let r = unsafe { libc::ioctl(pidfd.as_raw_fd(), request as libc::Ioctl, &mut info) };
+    if r != 0 || info.mask & PIDFD_INFO_EXIT == 0 {
+        return None;
+    }
+    let status = info.exit_code;
+    let (code, signal) = if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else {
+        (None, Some(libc::WTERMSIG(status)))
+    };
+    Some(Exit {
+        code,
+        signal,
+        cpu: Duration::ZERO,
+        max_rss: 0,
+    })
 }
 
 /// This process's peak resident memory (`ru_maxrss`), in bytes.

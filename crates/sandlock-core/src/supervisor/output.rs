@@ -24,12 +24,10 @@ pub(crate) struct Capture {
     cap: usize,
     pub(crate) truncated: bool,
     pub(crate) eof: bool,
-    /// Pass what is read on to this descriptor instead of keeping it.
-    forward: Option<OwnedFd>,
 }
 
 impl Capture {
-    pub(crate) fn new(fd: OwnedFd, cap: u64, forward: Option<OwnedFd>) -> std::io::Result<Capture> {
+    pub(crate) fn new(fd: OwnedFd, cap: u64) -> std::io::Result<Capture> {
         sys::set_nonblocking(fd.as_raw_fd(), true)?;
         Ok(Capture {
             fd,
@@ -38,7 +36,6 @@ impl Capture {
             cap: usize::try_from(cap).unwrap_or(usize::MAX),
             truncated: false,
             eof: false,
-            forward,
         })
     }
 
@@ -65,16 +62,7 @@ impl Capture {
                     let seen = self.taken + self.buf.len();
                     let room = self.cap.saturating_sub(seen);
                     let keep = n.min(room);
-                    if let Some(out) = &self.forward {
-                        // A reader that went away (EPIPE) gets nothing more; the count still
-                        // runs, so the cap holds.
-                        if write_all(out.as_raw_fd(), &chunk[..keep]).is_err() {
-                            self.forward = None;
-                        }
-                        self.taken += keep;
-                    } else {
-                        self.buf.extend_from_slice(&chunk[..keep]);
-                    }
+                    self.buf.extend_from_slice(&chunk[..keep]);
                     if keep < n && !self.truncated {
                         self.truncated = true;
                         overflow = true;
@@ -102,16 +90,6 @@ impl Capture {
     pub(crate) fn into_bytes(self) -> Vec<u8> {
         self.buf
     }
-}
-
-/// Writes all of `buf` to a (blocking) descriptor.
-fn write_all(fd: i32, mut buf: &[u8]) -> std::io::Result<()> {
-    let _guard = SigpipeGuard::new();
-    while !buf.is_empty() {
-        let n = sys::write(fd, buf)?;
-        buf = &buf[n..];
-    }
-    Ok(())
 }
 
 /// The write end of the stdin pipe, fed from a buffer without blocking.

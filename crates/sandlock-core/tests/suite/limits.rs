@@ -315,3 +315,41 @@ fn open_files_cap_limits_descriptors() {
     );
     ok(&o);
 }
+
+#[test]
+fn thread_bomb_is_contained_by_max_threads() {
+    let ws = Ws::new();
+    let p = with(&ws, |p| {
+        p.max_threads = Some(64);
+        p.timeout = Some(Seconds(Duration::from_secs(30)));
+    });
+    let bomb = "import threading, time\nwhile True:\n    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()";
+    let (o, pgid, _) = run_tracked(&p, &["python3", "-c", bomb]);
+    assert_eq!(o.reason, Reason::Processes, "{o:?}");
+    assert!(
+        o.detail.as_deref().unwrap_or("").contains("max_threads=64"),
+        "{:?}",
+        o.detail
+    );
+    assert_group_gone(pgid);
+    // Control: a thread pool under the cap works, and max_processes alone does not count threads.
+    let pool = "from concurrent.futures import ThreadPoolExecutor\nwith ThreadPoolExecutor(16) as ex:\n    print(sum(ex.map(lambda x: x, range(100))))";
+    ok(&py(&p, pool));
+    let procs_only = with(&ws, |p| p.max_processes = Some(4));
+    ok(&py(&procs_only, pool));
+}
+
+#[test]
+fn workspace_already_over_max_disk_ends_the_run_at_once() {
+    let ws = Ws::new();
+    std::fs::write(ws.join("big"), vec![7u8; 3 << 20]).unwrap();
+    let p = with(&ws, |p| p.max_disk = Some(ByteSize(1 << 20)));
+    let o = sh(&p, "sleep 5; echo ran");
+    assert_eq!(o.reason, Reason::Disk, "{o:?}");
+    assert!(
+        o.detail.as_deref().unwrap_or("").contains("before the run"),
+        "{:?}",
+        o.detail
+    );
+    assert!(!out(&o).contains("ran"));
+}
