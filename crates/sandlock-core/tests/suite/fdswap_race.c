@@ -16,6 +16,12 @@
 static volatile int stop;
 static int devnull;
 
+/* Keeps each state for a moment, so that an unmediated connect lands on the socket often. */
+static void dwell(void) {
+    for (volatile int i = 0; i < 2000; i++) {
+    }
+}
+
 static void *swap(void *unused) {
     (void)unused;
     while (!stop) {
@@ -24,7 +30,9 @@ static void *swap(void *unused) {
             dup2(s, TARGET);
             close(s);
         }
+        dwell();
         dup2(devnull, TARGET);
+        dwell();
     }
     return NULL;
 }

@@ -348,7 +348,7 @@ fn descriptor_swap_race_cannot_reach_a_host_unix_socket() {
     // Control: unconfined, the same program connects at once.
     let c = std::process::Command::new(&exe)
         .arg(&sock)
-        .arg("20000")
+        .arg("1000000")
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&c.stdout).starts_with("escaped"));
