@@ -46,7 +46,9 @@ def test_str_input_is_sent_as_utf8(system: Sandbox) -> None:
 
 
 def test_result_carries_every_field(system: Sandbox) -> None:
-    r = system.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    # Long enough for the supervisor to sample memory at least once (peak memory is sampled).
+    script = "echo out; echo err >&2; sleep 0.1; exit 3"
+    r = system.run(["sh", "-c", script])
     assert (r.success, r.exit_code, r.signal, r.reason) == (False, 3, None, "exited")
     assert (r.stdout, r.stderr) == (b"out\n", b"err\n")
     assert (r.stdout_truncated, r.stderr_truncated) == (False, False)
@@ -54,7 +56,7 @@ def test_result_carries_every_field(system: Sandbox) -> None:
     assert r.cpu_time >= 0
     assert r.max_rss > 0
     assert r.returncode == 3
-    assert r.args == ["sh", "-c", "echo out; echo err >&2; exit 3"]
+    assert r.args == ["sh", "-c", script]
 
 
 def test_signal_is_reported(system: Sandbox) -> None:

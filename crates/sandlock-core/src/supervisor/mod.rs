@@ -159,6 +159,10 @@ impl Running {
             connects: HashMap::new(),
             next_connect: TOKEN_CONNECT_BASE,
         };
+        // One sample right away, while the command has surely just started: one that ends before
+        // the first periodic sample still gets a peak memory (ru_maxrss cannot be trusted for it,
+        // see into_outcome).
+        r.sample();
         if let Some(cap) = r.limits.max_disk {
             match disk::DiskMeter::new(&r.limits.disk_roots) {
                 Ok(m) => {
