@@ -91,6 +91,8 @@ pub struct Running {
     cpu_seen: HashMap<libc::pid_t, u64>,
     tree: group::Tree,
     disk: Option<disk::DiskMeter>,
+    /// What the writable directories held at the start (the disk cap never ends a run below it).
+    disk_floor: u64,
     peak_memory: u64,
     not_enforced: Vec<Protection>,
     sockets: SocketRules,
@@ -153,6 +155,7 @@ impl Running {
             cpu_seen: HashMap::new(),
             tree: group::Tree::new(started.pid, t0),
             disk: None,
+            disk_floor: 0,
             peak_memory: 0,
             not_enforced,
             sockets,
@@ -163,18 +166,12 @@ impl Running {
         // the first periodic sample still gets a peak memory (ru_maxrss cannot be trusted for it,
         // see into_outcome).
         r.sample();
-        if let Some(cap) = r.limits.max_disk {
+        if r.limits.max_disk.is_some() {
             match disk::DiskMeter::new(&r.limits.disk_roots) {
                 Ok(m) => {
-                    if m.total() > cap.bytes() {
-                        r.end(
-                            Reason::Disk,
-                            format!(
-                                "the writable directories already hold {} before the run, over max_disk ({cap})",
-                                crate::policy::ByteSize(m.total())
-                            ),
-                        );
-                    }
+                    // A workspace already over the cap (left so by an earlier run) may still be
+                    // cleaned up: the cap then holds what is there, and only growth ends the run.
+                    r.disk_floor = m.total();
                     r.disk = Some(m);
                 }
                 Err(e) => {
@@ -600,7 +597,7 @@ impl Running {
         }
         let (used, cap) = (d.total(), self.limits.max_disk);
         if let Some(cap) = cap {
-            if used > cap.bytes() && self.exit.is_none() {
+            if used > cap.bytes().max(self.disk_floor) && self.exit.is_none() {
                 self.end(
                     Reason::Disk,
                     format!(
