@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 pub const EXIT_SANDBOX: i32 = 125;
 /// Exit status when the timeout killed the command (as GNU `timeout`).
 pub const EXIT_TIMEOUT: i32 = 124;
+/// Exit status when another limit ended the run (128 + SIGKILL).
+pub const EXIT_LIMIT: i32 = 137;
 
 /// Flags of `sandlock run`.
 #[derive(Debug, Args)]
@@ -254,6 +256,8 @@ pub fn run(a: RunArgs) -> i32 {
     report(&outcome, a.status_json.as_deref(), a.quiet);
     match outcome.reason {
         Reason::Timeout => EXIT_TIMEOUT,
+        // Any other limit: the documented 137, even if the command happened to exit first.
+        r if r.is_limit() => EXIT_LIMIT,
         _ => outcome.exit_status(),
     }
 }

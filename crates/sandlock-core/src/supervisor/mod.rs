@@ -447,7 +447,9 @@ impl Running {
 
     /// Ends the run for `reason`: the first reason wins, and the whole tree is killed.
     fn end(&mut self, reason: Reason, detail: String) {
-        if self.ended_by.is_none() && self.exit.is_none() {
+        // Output past the cap is found while draining, possibly after the main process exited;
+        // the run still lost output, so it still ends with reason `output`, whatever the timing.
+        if self.ended_by.is_none() && (self.exit.is_none() || reason == Reason::Output) {
             self.ended_by = Some((reason, detail));
         }
         self.kill_tree();
