@@ -22,6 +22,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
 use super::notify::{Listener, Notification};
@@ -290,29 +291,28 @@ fn on_unix_connect(
     if bytes.len() != len || u16::from_ne_bytes([bytes[0], bytes[1]]) != libc::AF_UNIX as u16 {
         return l.deny(n.id, libc::EINVAL);
     }
-    // SAFETY: sockaddr_un is plain data; all-zero is valid.
-    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (dst, src) in sun.sun_path.iter_mut().zip(&bytes[2..]) {
-        *dst = *src as libc::c_char;
-    }
-    let abstract_name = bytes[2] == 0;
-    if !abstract_name {
-        // Refuse a path outside the policy before touching it: connecting alone can start a
-        // socket-activated host service.
-        match canonical_target(&sun, n.pid) {
-            Ok(p) if beneath(&p, &rules.roots) => {}
+    let name = &bytes[2..];
+    let abstract_name = name[0] == 0;
+    let target = if abstract_name {
+        if !sandbox_listens_on(name, n.pid, pgid) {
+            // Only this sandbox's own abstract servers are reachable (as Landlock's scoping has
+            // it); refused before we touch the name, so no host service sees a connection.
+            return l.deny(n.id, libc::EPERM);
+        }
+        name.to_vec()
+    } else {
+        // Refuse a path outside the policy before touching it (connecting alone can start a
+        // socket-activated host service), and connect to the path we checked, not to the
+        // sandbox's string, which it could re-point meanwhile.
+        let path: Vec<u8> = name.iter().take_while(|b| **b != 0).copied().collect();
+        match canonical_target(&path, n.pid) {
+            Ok(p) if beneath(&p, &rules.roots) => p.into_os_string().into_encoded_bytes(),
             Ok(_) => return l.deny(n.id, libc::EACCES),
             Err(e) => return l.deny(n.id, e.raw_os_error().unwrap_or(libc::ENOENT)),
         }
-    }
-    if abstract_name && !sandbox_listens_on(&bytes[2..], n.pid, pgid) {
-        // Only this sandbox's own abstract servers are reachable (as Landlock's scoping has it);
-        // refused before we touch the name, so no host service sees a connection.
-        return l.deny(n.id, libc::EPERM);
-    }
+    };
     let (nonblocking, cloexec) = mode(n.pid, fd);
-    let ours = match connect_own(ty, &sun, len, n.pid, abstract_name) {
+    let ours = match connect_own(ty, &target) {
         Ok(s) => s,
         Err(e) => return l.deny(n.id, e.raw_os_error().unwrap_or(libc::ECONNREFUSED)),
     };
@@ -373,15 +373,19 @@ fn sandbox_listens_on(name: &[u8], pid: u32, pgid: libc::pid_t) -> bool {
     })
 }
 
-/// Connects a socket of our own to the address the sandbox asked for. A relative pathname is
-/// resolved from the sandbox process's working directory.
-fn connect_own(
-    ty: libc::c_int,
-    sun: &libc::sockaddr_un,
-    len: usize,
-    pid: u32,
-    abstract_name: bool,
-) -> std::io::Result<OwnedFd> {
+/// Connects a socket of our own to `name`: a path, or an abstract name (leading NUL, kept as is).
+fn connect_own(ty: libc::c_int, name: &[u8]) -> std::io::Result<OwnedFd> {
+    // SAFETY: sockaddr_un is plain data; all-zero is valid.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if name.is_empty() || name.len() >= sun.sun_path.len() {
+        return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, src) in sun.sun_path.iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+    }
+    // A path is NUL-terminated; an abstract name is exactly its bytes.
+    let len = 2 + name.len() + usize::from(name[0] != 0);
     // SAFETY: socket takes integers and returns a new descriptor.
     let raw = unsafe {
         libc::socket(
@@ -395,33 +399,12 @@ fn connect_own(
     }
     // SAFETY: socket just returned this descriptor.
     let sock = unsafe { sys::owned(raw) };
-    let mut target = *sun;
-    let mut target_len = len;
-    if !abstract_name && sun.sun_path[0] as u8 != b'/' {
-        let rel: Vec<u8> = sun
-            .sun_path
-            .iter()
-            .take_while(|c| **c != 0)
-            .map(|c| *c as u8)
-            .collect();
-        let full = format!("/proc/{pid}/cwd/{}", String::from_utf8_lossy(&rel));
-        if full.len() >= target.sun_path.len() {
-            return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
-        }
-        // SAFETY: sockaddr_un is plain data.
-        target = unsafe { std::mem::zeroed() };
-        target.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        for (dst, src) in target.sun_path.iter_mut().zip(full.bytes()) {
-            *dst = src as libc::c_char;
-        }
-        target_len = 2 + full.len() + 1;
-    }
-    // SAFETY: `target` is a valid sockaddr_un of at least `target_len` bytes.
+    // SAFETY: `sun` is a valid sockaddr_un of at least `len` bytes.
     let r = unsafe {
         libc::connect(
             sock.as_raw_fd(),
-            (&target as *const libc::sockaddr_un).cast(),
-            target_len as libc::socklen_t,
+            (&sun as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
         )
     };
     if r < 0 {
@@ -430,21 +413,15 @@ fn connect_own(
     Ok(sock)
 }
 
-/// The canonical path a pathname address names, resolved as the sandbox process would.
-fn canonical_target(sun: &libc::sockaddr_un, pid: u32) -> std::io::Result<PathBuf> {
-    let bytes: Vec<u8> = sun
-        .sun_path
-        .iter()
-        .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
-        .collect();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let p = if text.starts_with('/') {
-        PathBuf::from(text)
+/// The canonical path a pathname address names, resolved as the sandbox process would (relative
+/// paths from its working directory).
+fn canonical_target(path: &[u8], pid: u32) -> std::io::Result<PathBuf> {
+    let p = Path::new(std::ffi::OsStr::from_bytes(path));
+    if p.is_absolute() {
+        std::fs::canonicalize(p)
     } else {
-        PathBuf::from(format!("/proc/{pid}/cwd")).join(text)
-    };
-    std::fs::canonicalize(p)
+        std::fs::canonicalize(Path::new(&format!("/proc/{pid}/cwd")).join(p))
+    }
 }
 
 /// The process group of the process that listens on the other end.
@@ -495,7 +472,7 @@ fn peer_bound_path(sock: &OwnedFd) -> Option<PathBuf> {
         .take_while(|c| **c != 0)
         .map(|c| *c as u8)
         .collect();
-    Some(PathBuf::from(String::from_utf8(bytes).ok()?))
+    Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
 }
 
 /// Whether `p` (absolute, no `..`) lies beneath one of `roots`.
