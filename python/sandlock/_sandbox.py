@@ -189,7 +189,25 @@ class _Lines:
         return [rest] if rest else []
 
 
-class Process:
+class _Signals:
+    """Signalling a running sandbox, shared by :class:`Process` and :class:`AsyncProcess`."""
+
+    _running: _sandlock.Running
+
+    def send_signal(self, sig: int) -> None:
+        """Sends ``sig`` to every process of the sandbox."""
+        self._running.send_signal(sig)
+
+    def terminate(self) -> None:
+        """Sends SIGTERM to every process of the sandbox."""
+        self._running.send_signal(_signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Kills every process of the sandbox now (the result says ``signaled``)."""
+        self._running.kill()
+
+
+class Process(_Signals):
     """A sandboxed command started by :meth:`Sandbox.popen`.
 
     Iterating yields stdout lines (bytes, with their newline) as the command writes them.
@@ -249,18 +267,6 @@ class Process:
             raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
         return self._running.result()
 
-    def send_signal(self, sig: int) -> None:
-        """Sends ``sig`` to every process of the sandbox."""
-        self._running.send_signal(sig)
-
-    def terminate(self) -> None:
-        """Sends SIGTERM to every process of the sandbox."""
-        self._running.send_signal(_signal.SIGTERM)
-
-    def kill(self) -> None:
-        """Kills every process of the sandbox now (the result says ``signaled``)."""
-        self._running.kill()
-
     def __enter__(self) -> Process:
         return self
 
@@ -273,7 +279,7 @@ class Process:
         return f"<sandlock.Process pid={self.pid} args={self.args!r}>"
 
 
-class AsyncProcess:
+class AsyncProcess(_Signals):
     """A sandboxed command started by :meth:`Sandbox.popen_async`, driven by the asyncio loop.
 
     ``async for line in proc`` yields stdout lines as they arrive; ``await proc.wait()`` returns
@@ -346,18 +352,6 @@ class AsyncProcess:
         while not done:
             done = await self._advance()
         return self._running.result()
-
-    def send_signal(self, sig: int) -> None:
-        """Sends ``sig`` to every process of the sandbox."""
-        self._running.send_signal(sig)
-
-    def terminate(self) -> None:
-        """Sends SIGTERM to every process of the sandbox."""
-        self._running.send_signal(_signal.SIGTERM)
-
-    def kill(self) -> None:
-        """Kills every process of the sandbox now (the result says ``signaled``)."""
-        self._running.kill()
 
     async def __aenter__(self) -> AsyncProcess:
         return self
