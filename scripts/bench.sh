@@ -2,31 +2,40 @@
 # Benchmarks (not tests): each measures sandlock against a baseline taken in the same run and
 # writes its results to docs/perf/*.md; this script then assembles docs/PERFORMANCE.md.
 # Needs about 6 GiB of free memory (the "big host" measurements hold 4 GiB) and a quiet machine.
-# Usage: scripts/bench.sh            (after scripts/test.sh has set up .venv)
+# Usage: scripts/bench.sh [all|core|python|mcp]   (default all; after scripts/test.sh has set up .venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 
+what=${1:-all}
+case "$what" in all|core|python|mcp) ;; *) echo "usage: scripts/bench.sh [all|core|python|mcp]" >&2; exit 2;; esac
+
 echo "==> building the release CLI"
 cargo build --release --quiet -p sandlock-cli
 
-echo "==> core and CLI (issues 2 and 3): cargo bench -p sandlock-core --bench spawn"
-cargo bench --quiet -p sandlock-core --bench spawn
-
-echo "==> leaks: 10,000 runs"
-SANDLOCK_LEAK_RUNS=10000 cargo test --release --quiet -p sandlock-core --test leaks -- --nocapture repeated_runs 2>&1 \
-  | tee /tmp/sandlock-leaks.log | grep -E "runs:|test result"
-leak_line=$(grep -E "runs:" /tmp/sandlock-leaks.log | tail -1)
-
-if [ -x .venv/bin/python ]; then
-  echo "==> Python SDK (issue 4)"
-  .venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./python
-  .venv/bin/python python/bench/bench_sdk.py
-  echo "==> MCP server (issue 5)"
-  .venv/bin/python tests/mcp/bench_mcp.py --calls 400
-else
-  echo "SKIP Python and MCP benchmarks: run scripts/test.sh first (it creates .venv)"
+if [ "$what" = all ] || [ "$what" = core ]; then
+  echo "==> core and CLI (issues 2 and 3): cargo bench -p sandlock-core --bench spawn"
+  cargo bench --quiet -p sandlock-core --bench spawn
+  echo "==> leaks: 10,000 runs"
+  SANDLOCK_LEAK_RUNS=10000 cargo test --release --quiet -p sandlock-core --test leaks -- --nocapture repeated_runs 2>&1 \
+    | grep -E "runs:" | tail -1 > docs/perf/leaks.txt
+  cat docs/perf/leaks.txt
 fi
+
+if [ ! -x .venv/bin/python ] && [ "$what" != core ]; then
+  echo "SKIP Python and MCP benchmarks: run scripts/test.sh first (it creates .venv)"
+else
+  if [ "$what" = all ] || [ "$what" = python ]; then
+    echo "==> Python SDK (issue 4)"
+    .venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./python
+    .venv/bin/python python/bench/bench_sdk.py
+  fi
+  if [ "$what" = all ] || [ "$what" = mcp ]; then
+    echo "==> MCP server (issue 5)"
+    .venv/bin/python tests/mcp/bench_mcp.py --calls 400
+  fi
+fi
+leak_line=$(cat docs/perf/leaks.txt 2>/dev/null || echo "not measured")
 
 {
   cat <<HEADER
