@@ -37,14 +37,20 @@ fn time<F: FnMut()>(mut f: F) -> f64 {
     ms(t0.elapsed())
 }
 
-fn host_true() {
-    let s = std::process::Command::new("/bin/true")
+/// Runs a program unconfined, output discarded, and checks it succeeded.
+fn run_quiet(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) {
+    let s = std::process::Command::new(program)
+        .args(args)
         .stdin(PStdio::null())
         .stdout(PStdio::null())
         .stderr(PStdio::null())
         .status()
         .unwrap();
     assert!(s.success());
+}
+
+fn host_true() {
+    run_quiet("/bin/true", &[]);
 }
 
 fn system_policy(ws: &std::path::Path) -> Policy {
@@ -87,23 +93,9 @@ fn cli_vs_true(rounds: usize) -> (Row, Row) {
     for _ in 0..rounds {
         a.push(time(host_true));
         b.push(time(|| {
-            let s = std::process::Command::new(&cli)
-                .args(["run", "-p", "system", "--", "/bin/true"])
-                .stdin(PStdio::null())
-                .stdout(PStdio::null())
-                .stderr(PStdio::null())
-                .status()
-                .unwrap();
-            assert!(s.success());
+            run_quiet(&cli, &["run", "-p", "system", "--", "/bin/true"])
         }));
-        c.push(time(|| {
-            let s = std::process::Command::new(&cli)
-                .arg("--version")
-                .stdout(PStdio::null())
-                .status()
-                .unwrap();
-            assert!(s.success());
-        }));
+        c.push(time(|| run_quiet(&cli, &["--version"])));
     }
     let (base, ours, start) = (median(a), median(b), median(c));
     let ratio = ours / base;
@@ -256,12 +248,7 @@ fn supervision_overhead(ws: &std::path::Path) -> Row {
     let (mut base, mut ours) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         base.push(time(|| {
-            let s = std::process::Command::new("/usr/bin/python3")
-                .args(["-c", IO_LOOP, &dir])
-                .stdout(PStdio::null())
-                .status()
-                .unwrap();
-            assert!(s.success());
+            run_quiet("/usr/bin/python3", &["-c", IO_LOOP, &dir])
         }));
         ours.push(time(|| {
             let o = sb
