@@ -94,8 +94,11 @@ def test_nonzero_exit_and_exception_set_is_error(server: Server, mode: str) -> N
     assert bad.is_error is True and bad.structured_content["exit_code"] == 3
     assert bad.content[0].text.startswith("exit code 3")
     assert exc.is_error is True and "ValueError: boom" in exc.structured_content["stderr"]
-    # The traceback shows the offending line of the submitted code.
-    assert "raise ValueError('boom')" in exc.structured_content["stderr"]
+    # The traceback reads like `python -c`'s: the offending line of the submitted code, under
+    # `File "<string>", line 2`, and no frame of the server's bootstrap.
+    stderr = exc.structured_content["stderr"]
+    assert "raise ValueError('boom')" in stderr
+    assert 'File "<string>", line 2' in stderr and stderr.count('File "') == 1, stderr
     assert ok.is_error is False
 
 
