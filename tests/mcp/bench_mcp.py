@@ -4,10 +4,11 @@
     .venv/bin/python tests/mcp/bench_mcp.py [--bin target/release/sandlock] [--calls 300]
         [--out docs/perf/mcp.md]
 
-The client is a lean raw HTTP/1.1 client (httpx2, one keep-alive connection per worker), so that
-what is measured is the server: transport, session lookup, the sandbox (Landlock + seccomp + the
-supervisor) and the interpreter, not a client library's validation. Rounds of the baseline and of
-the server alternate, so that drift in the machine affects both alike.
+The client is a raw HTTP/1.1 client over one keep-alive socket per worker (a few lines of Python,
+no HTTP library), so that what is measured is the server (transport, session lookup, the sandbox:
+Landlock, seccomp and the supervisor, and the interpreter) and not a client library's CPU, which
+on 2 cores at concurrency 8 would queue in front of the interpreters. Calls of the baseline and of
+the server are interleaved, so that drift in the machine affects both alike.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import datetime
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
-
-import httpx2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import REPO, Server, default_python
@@ -32,21 +33,57 @@ from conftest import REPO, Server, default_python
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
-def parse(resp: httpx2.Response) -> dict:
-    if resp.headers.get("content-type", "").startswith("application/json"):
-        return resp.json()
-    for line in resp.text.splitlines():
+class Raw:
+    """A minimal HTTP/1.1 client on one keep-alive connection: requests with a JSON body, and
+    responses with Content-Length or chunked bodies (an SSE response is chunked)."""
+
+    def __init__(self, url: str, headers: dict[str, str]):
+        u = urllib.parse.urlsplit(url)
+        self.path, self.headers = u.path, dict(headers)
+        self.headers["Host"] = u.netloc
+        self.sock = socket.create_connection((u.hostname, u.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rf = self.sock.makefile("rb")
+
+    def request(self, method: str, body: dict | None = None) -> tuple[int, dict[str, str], bytes]:
+        data = json.dumps(body).encode() if body is not None else b""
+        head = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
+        req = f"{method} {self.path} HTTP/1.1\r\n{head}Content-Length: {len(data)}\r\n\r\n"
+        self.sock.sendall(req.encode() + data)
+        status = int(self.rf.readline().split()[1])
+        hdrs: dict[str, str] = {}
+        while (line := self.rf.readline()) not in (b"\r\n", b""):
+            k, _, v = line.decode("latin-1").partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        if hdrs.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while size := int(self.rf.readline().split(b";")[0], 16):
+                parts.append(self.rf.read(size))
+                self.rf.readline()
+            self.rf.readline()
+            return status, hdrs, b"".join(parts)
+        return status, hdrs, self.rf.read(int(hdrs.get("content-length", "0")))
+
+    def close(self) -> None:
+        self.rf.close()
+        self.sock.close()
+
+
+def parse(hdrs: dict[str, str], body: bytes) -> dict:
+    if hdrs.get("content-type", "").startswith("application/json"):
+        return json.loads(body)
+    for line in body.decode().splitlines():
         if line.startswith("data:") and '"jsonrpc"' in line:
             return json.loads(line[5:])
-    raise RuntimeError(f"no JSON-RPC message in {resp.text[:200]!r}")
+    raise RuntimeError(f"no JSON-RPC message in {body[:200]!r}")
 
 
 class Session:
     """One MCP client connection: a 2025-11-25 session, or stateless 2026-07-28 requests."""
 
     def __init__(self, server: Server, mode: str):
-        self.http = httpx2.Client(headers={**ACCEPT, **server.headers()}, timeout=60)
-        self.url, self.mode, self.next_id, self.ws = server.url, mode, 1, None
+        self.http = Raw(server.url, {**ACCEPT, **server.headers()})
+        self.mode, self.next_id, self.ws = mode, 1, None
         if mode == "session":
             init = {
                 "jsonrpc": "2.0",
@@ -58,10 +95,11 @@ class Session:
                     "clientInfo": {"name": "bench", "version": "0"},
                 },
             }
-            r = self.http.post(self.url, json=init)
-            sid = r.headers["mcp-session-id"]
-            self.http.headers.update({"mcp-session-id": sid, "mcp-protocol-version": "2025-11-25"})
-            self.http.post(self.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            _, hdrs, _ = self.http.request("POST", init)
+            self.http.headers.update(
+                {"mcp-session-id": hdrs["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+            )
+            self.http.request("POST", {"jsonrpc": "2.0", "method": "notifications/initialized"})
         else:
             self.http.headers.update(
                 {
@@ -82,7 +120,10 @@ class Session:
                 "io.modelcontextprotocol/clientCapabilities": {},
             }
         msg = {"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call", "params": params}
-        out = parse(self.http.post(self.url, json=msg))
+        status, hdrs, body = self.http.request("POST", msg)
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {body[:300]!r}")
+        out = parse(hdrs, body)
         sc = out["result"]["structuredContent"]
         self.ws = sc["workspace"]
         if sc["stdout"] != "1\n":
@@ -91,7 +132,7 @@ class Session:
 
     def close(self) -> None:
         if self.mode == "session":
-            self.http.delete(self.url)
+            self.http.request("DELETE")
         self.http.close()
 
 
@@ -134,7 +175,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin", default=str(REPO / "target/release/sandlock"))
     ap.add_argument("--calls", type=int, default=320, help="calls per configuration")
-    ap.add_argument("--rounds", type=int, default=4, help="alternating rounds")
+    ap.add_argument("--rounds", type=int, default=16, help="alternating rounds at concurrency 8")
     ap.add_argument("--out", default=str(REPO / "docs/perf/mcp.md"))
     a = ap.parse_args()
     os.environ["SANDLOCK_BIN"] = a.bin
@@ -161,16 +202,26 @@ def main() -> None:
         for c in (1, 8):  # warm-up: page cache, interpreter, first sandbox of each session
             timed_parallel(c, 16, bare_one)
             timed_parallel(c, 16, mcp_one("session"))
-        per_round = max(8, a.calls // a.rounds)
+        kinds = (
+            ("bare", bare_one),
+            ("session", mcp_one("session")),
+            ("stateless", mcp_one("stateless")),
+        )
         cpu0 = server_cpu_ms(server.proc.pid)
+        # Concurrency 1: call by call, the three kinds in turn (rotating which goes first), so that
+        # the machine's drift (other work on a shared VM) lands on all three alike.
+        ones = [(name, fac()) for name, fac in kinds]
+        for i in range(a.calls):
+            for k in range(len(ones)):
+                name, fn = ones[(i + k) % len(ones)]
+                t0 = time.perf_counter()
+                fn()
+                results.setdefault((name, 1), []).append((time.perf_counter() - t0) * 1000)
+        # Concurrency 8: short alternating rounds.
+        per_round = max(8, a.calls // a.rounds)
         for _ in range(a.rounds):
-            for c in (1, 8):
-                for name, fac in (
-                    ("bare", bare_one),
-                    ("session", mcp_one("session")),
-                    ("stateless", mcp_one("stateless")),
-                ):
-                    results.setdefault((name, c), []).extend(timed_parallel(c, per_round, fac))
+            for name, fac in kinds:
+                results.setdefault((name, 8), []).extend(timed_parallel(8, per_round, fac))
         mcp_calls = sum(len(v) for (name, _), v in results.items() if name != "bare")
         cpu_per_call = (server_cpu_ms(server.proc.pid) - cpu0) / mcp_calls
     finally:
