@@ -36,6 +36,8 @@ class Policy:
     max_file_size: Optional[int]
     max_open_files: Optional[int]
     max_disk: Optional[int]
+    cgroup: str
+    cgroup_parent: Optional[str]
     def __init__(
         self,
         *,
@@ -58,6 +60,8 @@ class Policy:
         max_file_size: Union[int, str, None] = ...,
         max_open_files: Optional[int] = ...,
         max_disk: Union[int, str, None] = ...,
+        cgroup: Optional[str] = ...,
+        cgroup_parent: Optional[_Path] = ...,
     ) -> None: ...
     @staticmethod
     def from_toml(text: str) -> Policy: ...

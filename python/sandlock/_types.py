@@ -141,7 +141,9 @@ class Result:
     not_enforced: Tuple[str, ...] = ()
     """Protections the kernel could not apply (only with ``best_effort``)."""
     limit_mechanism: str = "none"
-    """How tree-wide limits were enforced (``supervisor``, or ``none``)."""
+    """How tree-wide limits were enforced (``supervisor``, ``cgroup_v2``, or ``none``)."""
+    kernel_limits: Tuple[str, ...] = ()
+    """The cgroup v2 files that enforced limits in the kernel (``memory.max``, ``pids.max``)."""
 
     @property
     def returncode(self) -> int:

@@ -133,3 +133,35 @@ def test_disk_limit(workspace: str) -> None:
     # Control: under the cap.
     ok = sandbox(workspace, max_disk="10M").run(["sh", "-c", f"echo hi > {workspace}/ok"])
     assert ok.success
+
+
+def test_cgroup_require_fails_closed_or_enforces_memory_in_the_kernel(workspace: str) -> None:
+    """``cgroup="require"`` either runs with the kernel enforcing ``memory.max`` (where a delegated
+    cgroup offers the memory controller) or refuses to run, naming the stage; ``auto`` runs."""
+    from sandlock import SandboxError
+
+    err: SandboxError | None = None
+    try:
+        sb = sandbox(workspace, max_memory="256M", cgroup="require")
+    except SandboxError as e:
+        err = e
+    if err is not None:
+        assert err.stage == "cgroup", err
+        assert 'cgroup = "auto"' in err.hint, err
+    else:
+        r = sb.run(["python3", "-c", MEMORY_BOMB], timeout=60)
+        assert r.reason == "memory", r
+        assert (r.limit_mechanism, r.kernel_limits) == ("cgroup_v2", ("memory.max",))
+    # Control: the same limit with cgroup="auto" always runs; the Result says what enforced it.
+    r = sandbox(workspace, max_memory="256M", cgroup="auto").run(["true"])
+    assert r.success, r
+    assert r.limit_mechanism in ("supervisor", "cgroup_v2")
+    assert (r.limit_mechanism == "cgroup_v2") == (r.kernel_limits == ("memory.max",))
+
+
+def test_cgroup_mode_is_validated_by_name() -> None:
+    from sandlock import Policy, PolicyError
+
+    with pytest.raises(PolicyError) as e:
+        Policy(cgroup="sometimes")
+    assert e.value.field == "cgroup"

@@ -76,6 +76,14 @@ pub struct RunArgs {
     /// Cap on the bytes stored under the writable directories.
     #[arg(long = "max-disk", value_name = "SIZE")]
     max_disk: Option<String>,
+    /// Give the run its own cgroup v2 so the kernel enforces --max-memory (memory.max) and
+    /// --max-threads (pids.max): `auto` where a delegated, writable cgroup offers the controller,
+    /// `require` (fail if it cannot), `off`. The supervisor enforces every limit either way.
+    #[arg(long, value_name = "MODE", value_parser = ["auto", "require", "off"])]
+    cgroup: Option<String>,
+    /// Delegated cgroup v2 directory to create the runs' cgroups in (default: our own cgroup).
+    #[arg(long = "cgroup-parent", value_name = "DIR")]
+    cgroup_parent: Option<PathBuf>,
     /// Run even if the kernel lacks a protection; what was not enforced is reported.
     #[arg(long = "best-effort")]
     best_effort: bool,
@@ -153,6 +161,12 @@ pub fn policy(a: &RunArgs) -> anyhow::Result<Policy> {
     if let Some(c) = &a.cwd {
         obj.insert("cwd".into(), json!(c));
     }
+    if let Some(m) = &a.cgroup {
+        obj.insert("cgroup".into(), json!(m));
+    }
+    if let Some(p) = &a.cgroup_parent {
+        obj.insert("cgroup_parent".into(), json!(p));
+    }
     if !a.env.is_empty() {
         let env = obj.entry("env").or_insert_with(|| json!({}));
         for kv in &a.env {
@@ -222,6 +236,8 @@ fn flag_of(field: &str) -> &'static str {
         "max_file_size" => "max-file-size",
         "max_open_files" => "max-open-files",
         "max_disk" => "max-disk",
+        "cgroup" => "cgroup",
+        "cgroup_parent" => "cgroup-parent",
         _ => "",
     }
 }

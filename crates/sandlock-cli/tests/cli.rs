@@ -227,3 +227,47 @@ fn max_output_caps_passed_through_output() {
         (Some(0), "fine\n".to_string())
     );
 }
+
+#[test]
+fn cgroup_require_fails_closed_naming_the_stage_or_enforces_in_the_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("status.json");
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--cgroup",
+        "require",
+        "-m",
+        "64M",
+        "--status-json",
+        path.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    match o.status.code() {
+        // No delegated cgroup with the memory controller here: nothing ran, and the message says
+        // which stage failed and what to do.
+        Some(125) => {
+            let e = stderr(&o);
+            assert!(e.starts_with("sandlock: cgroup"), "{e}");
+            assert!(e.contains("cgroup = \"auto\""), "{e}");
+        }
+        Some(0) => {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            assert_eq!(v["limit_mechanism"], "cgroup_v2");
+            assert_eq!(v["kernel_limits"][0], "memory.max");
+        }
+        other => panic!("unexpected status {other:?}: {}", stderr(&o)),
+    }
+    // Control: auto always runs.
+    let o = sandlock(&[
+        "run", "-p", "system", "--cgroup", "auto", "-m", "64M", "--", "true",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A mode that does not exist is refused with the choices.
+    let o = sandlock(&["run", "-p", "system", "--cgroup", "sometimes", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("require"), "{}", stderr(&o));
+}

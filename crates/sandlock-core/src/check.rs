@@ -91,8 +91,8 @@ pub struct Report {
     pub runtime_profile: RuntimeProfile,
     /// Who we are.
     pub credentials: Credentials,
-    /// How tree-wide memory and process limits will be enforced.
-    pub limit_mechanism: &'static str,
+    /// How tree-wide memory and process limits will be enforced (by default, `cgroup = "auto"`).
+    pub limit_mechanism: String,
     /// A default sandbox actually ran, if asked.
     pub live_test: Option<LiveTest>,
     /// One-line conclusion.
@@ -158,11 +158,36 @@ pub fn report(live: bool) -> Report {
         protections,
         runtime_profile: runtime_profile(),
         credentials: credentials(),
-        limit_mechanism: "supervisor (seccomp user notification and process-group sampling; no cgroups needed)",
+        limit_mechanism: limit_mechanism(&crate::cgroup::probe(None)),
         live_test,
         verdict,
         enforced,
         not_enforced,
+    }
+}
+
+fn limit_mechanism(p: &crate::cgroup::CgroupProbe) -> String {
+    const SUPERVISOR: &str =
+        "supervisor (seccomp user notification and process-group sampling; no cgroups needed)";
+    let dir = p
+        .parent
+        .as_ref()
+        .map_or(String::new(), |d| d.display().to_string());
+    let kernel: Vec<&str> = [("memory", "memory.max"), ("pids", "pids.max")]
+        .iter()
+        .filter(|(c, _)| p.controllers.iter().any(|x| x == c))
+        .map(|(_, f)| *f)
+        .collect();
+    match (&p.problem, kernel.is_empty()) {
+        (Some(problem), _) => format!("{SUPERVISOR}; cgroup v2 not used: {problem}"),
+        (None, true) => format!(
+            "{SUPERVISOR}; cgroup v2 at {dir} is writable but offers neither the memory nor the \
+             pids controller to child cgroups, so cgroup = \"auto\" does not use it"
+        ),
+        (None, false) => format!(
+            "cgroup v2 at {dir} ({}) where max_memory / max_threads are set, plus the supervisor",
+            kernel.join(", ")
+        ),
     }
 }
 

@@ -124,6 +124,8 @@ pub enum Stage {
     Unsupported,
     /// The policy or command was rejected before anything started.
     Policy,
+    /// Creating, configuring or joining the run's cgroup v2.
+    Cgroup,
 }
 
 impl Stage {
@@ -153,12 +155,13 @@ impl Stage {
             Stage::Wait => "wait",
             Stage::Unsupported => "unsupported",
             Stage::Policy => "policy",
+            Stage::Cgroup => "cgroup",
         }
     }
 
     /// Decodes a stage number sent by the child over the error pipe.
     pub(crate) fn from_u32(v: u32) -> Option<Stage> {
-        const ALL: [Stage; 23] = [
+        const ALL: [Stage; 24] = [
             Stage::Probe,
             Stage::LandlockRuleset,
             Stage::LandlockRule,
@@ -182,6 +185,7 @@ impl Stage {
             Stage::Wait,
             Stage::Unsupported,
             Stage::Policy,
+            Stage::Cgroup,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
     }

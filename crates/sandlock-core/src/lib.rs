@@ -41,6 +41,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod cgroup;
 pub mod check;
 pub mod error;
 pub mod kernel;
@@ -56,6 +57,6 @@ pub use error::{Error, PolicyError, Result, SandboxError, Stage};
 pub use kernel::{KernelSupport, Protection};
 pub use outcome::{LimitMechanism, Outcome, Reason};
 pub use plan::DEFAULT_PATH;
-pub use policy::{ByteSize, Policy, Preset, Seconds};
+pub use policy::{ByteSize, CgroupMode, Policy, Preset, Seconds};
 pub use sandbox::{Command, Sandbox, Stdio};
 pub use supervisor::{Residue, Running};

@@ -79,6 +79,10 @@ pub enum LimitMechanism {
     /// The supervisor: seccomp user notification on process creation, and sampling of the
     /// sandbox's process group (works without cgroups, inside restricted pods).
     Supervisor,
+    /// The run had its own cgroup v2, whose controllers enforced the limits listed in
+    /// [`Outcome::kernel_limits`]; the supervisor enforced the rest (and stayed on as a second
+    /// line for those).
+    CgroupV2,
 }
 
 /// Everything a run produced.
@@ -112,6 +116,9 @@ pub struct Outcome {
     pub not_enforced: Vec<Protection>,
     /// How tree-wide limits were enforced.
     pub limit_mechanism: LimitMechanism,
+    /// The cgroup v2 files that enforced limits in the kernel (`memory.max`, `pids.max`); empty
+    /// when the supervisor alone did.
+    pub kernel_limits: Vec<String>,
     /// A human-readable account of what ended the run, when a limit did.
     pub detail: Option<String>,
     /// The failure, when `reason` is `sandbox_error`.
@@ -143,6 +150,7 @@ impl Outcome {
             peak_memory: 0,
             not_enforced: Vec::new(),
             limit_mechanism: LimitMechanism::None,
+            kernel_limits: Vec::new(),
             detail: Some(err.to_string()),
             error: Some(error),
         }

@@ -284,6 +284,16 @@ impl Sandbox {
             .max()
             .unwrap_or(2);
 
+        // The run's own cgroup, where the plan has one. Automatically chosen cgroups fall back to
+        // the supervisor alone if this run cannot get one; required ones fail the run.
+        let cgroup = match &plan.cgroup {
+            Some(cp) => match crate::cgroup::RunCgroup::create(cp, &limits) {
+                Ok(c) => Some(c),
+                Err(e) if cp.required => return Err(e.into()),
+                Err(_) => None,
+            },
+            None => None,
+        };
         let fprog = plan.filter.as_ref().map(|f| libc::sock_fprog {
             len: f.len() as u16,
             filter: f.as_ptr().cast_mut(),
@@ -305,6 +315,7 @@ impl Sandbox {
                 0
             },
             listener_sock: listener_theirs.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+            cgroup_procs_fd: cgroup.as_ref().map_or(-1, |c| c.procs_fd()),
             path: run.path.as_ptr(),
             argv: run.argv(),
             envp: run.envp(),
@@ -331,6 +342,7 @@ impl Sandbox {
             limits,
             plan.sockets.clone(),
             plan.not_enforced.clone(),
+            cgroup,
             t0,
         )?)
     }

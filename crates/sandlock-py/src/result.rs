@@ -37,6 +37,7 @@ pub(crate) fn to_result<'py>(
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
     kw.set_item("limit_mechanism", mechanism)?;
+    kw.set_item("kernel_limits", PyTuple::new(py, &outcome.kernel_limits)?)?;
     let error = match &outcome.error {
         Some(e) => Some(errors::sandbox_error(py, e)?),
         None => None,

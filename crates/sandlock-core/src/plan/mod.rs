@@ -61,6 +61,8 @@ pub(crate) struct SandboxPlan {
     pub(crate) limits: TreeLimits,
     /// What the supervisor needs to mediate UNIX connects and TCP listen.
     pub(crate) sockets: SocketRules,
+    /// Where each run gets its own cgroup v2, if it does.
+    pub(crate) cgroup: Option<crate::cgroup::CgroupPlan>,
 }
 
 impl SandboxPlan {
@@ -87,6 +89,11 @@ impl SandboxPlan {
             .map(|r| r.path.clone())
             .collect();
         let rlimits = rlimits(&policy)?;
+        let cgroup_parent = match &policy.cgroup_parent {
+            Some(p) => Some(canonical("cgroup_parent", p, true)?),
+            None => None,
+        };
+        let cgroup = crate::cgroup::plan(policy.cgroup, cgroup_parent.as_deref(), &limits)?;
 
         let tcp = !connect.is_empty() || !bind.is_empty();
         let mut required = vec![
@@ -167,6 +174,7 @@ impl SandboxPlan {
                 connect,
                 tcp_listen: !bind.is_empty(),
             },
+            cgroup,
         })
     }
 }

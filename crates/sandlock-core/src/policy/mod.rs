@@ -73,6 +73,26 @@ pub struct Policy {
     pub max_open_files: Option<u32>,
     /// Cap on the bytes stored under the writable directories.
     pub max_disk: Option<ByteSize>,
+    /// Whether each run gets its own cgroup v2 (kernel-enforced `max_memory` and `max_threads`):
+    /// `auto` (where a delegated, writable cgroup offers the needed controllers), `require`, `off`.
+    pub cgroup: CgroupMode,
+    /// The delegated cgroup v2 directory runs' cgroups are created in (default: this process's own
+    /// cgroup).
+    pub cgroup_parent: Option<PathBuf>,
+}
+
+/// How a sandbox uses cgroup v2 (see `docs/limits.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupMode {
+    /// Use a cgroup when one can be created and has a controller for a requested limit; otherwise
+    /// the supervisor alone enforces the limits.
+    #[default]
+    Auto,
+    /// Every run must get its own cgroup with every controller the limits need, or fail.
+    Require,
+    /// Never use cgroups.
+    Off,
 }
 
 macro_rules! policy_fields {
@@ -80,7 +100,7 @@ macro_rules! policy_fields {
         $m! {
             fs_readable, fs_writable, presets, cwd, env, pass_env, net_allow, net_allow_bind,
             extra_deny_syscalls, best_effort, timeout, max_memory, max_processes, max_threads, max_cpu,
-            max_output, max_file_size, max_open_files, max_disk
+            max_output, max_file_size, max_open_files, max_disk, cgroup, cgroup_parent
         }
     };
 }

@@ -49,6 +49,8 @@ pub(crate) struct ChildArgs<'a> {
     pub(crate) filter_flags: u64,
     /// Socket to send the listener fd on, or -1.
     pub(crate) listener_sock: i32,
+    /// The run's `cgroup.procs` (opened for writing), or -1.
+    pub(crate) cgroup_procs_fd: i32,
     /// NUL-terminated program path, argv and envp (NULL-terminated pointer arrays).
     pub(crate) path: *const libc::c_char,
     pub(crate) argv: *const *const libc::c_char,
@@ -99,6 +101,15 @@ unsafe fn run(a: &ChildArgs<'_>) -> (Stage, isize) {
                 raw_syscall!(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), 0, 8);
             }
             sig = sig.wrapping_add(1);
+        }
+
+        // Join the run's cgroup (when there is one) before anything else, so that everything the
+        // sandbox does and starts is inside it: writing "0" to cgroup.procs moves the writer.
+        if a.cgroup_procs_fd >= 0 {
+            check!(
+                Stage::Cgroup,
+                raw_syscall!(libc::SYS_write, a.cgroup_procs_fd, b"0".as_ptr(), 1)
+            );
         }
 
         // A new session and process group: the supervisor kills the whole tree with kill(-pgid), and

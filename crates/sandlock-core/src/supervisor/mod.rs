@@ -98,6 +98,8 @@ pub struct Running {
     sockets: SocketRules,
     connects: HashMap<u64, connect::PendingConnect>,
     next_connect: u64,
+    /// The run's own cgroup v2, when it has one (see `cgroup.rs`).
+    cgroup: Option<crate::cgroup::RunCgroup>,
 }
 
 /// Pipes and options the supervisor takes over from a freshly started child.
@@ -114,6 +116,7 @@ impl Running {
         limits: TreeLimits,
         sockets: SocketRules,
         not_enforced: Vec<Protection>,
+        cgroup: Option<crate::cgroup::RunCgroup>,
         t0: Instant,
     ) -> Result<Running, SandboxError> {
         // SAFETY: epoll_create1 takes a flag.
@@ -161,6 +164,7 @@ impl Running {
             sockets,
             connects: HashMap::new(),
             next_connect: TOKEN_CONNECT_BASE,
+            cgroup,
         };
         // One sample right away, while the command has surely just started: one that ends before
         // the first periodic sample still gets a peak memory (ru_maxrss cannot be trusted for it,
@@ -336,14 +340,20 @@ impl Running {
     /// inotify instance behind `max_disk`). Closing an inotify instance waits for a kernel grace
     /// period (10-20 ms), so a server can drop the [`Residue`] off its request path.
     pub fn into_outcome_and_residue(mut self) -> (Outcome, Residue) {
+        let outcome = self.finish();
         let residue = Residue {
             _disk: self.disk.take(),
+            _cgroup: self.cgroup.take(),
         };
-        (self.into_outcome(), residue)
+        (outcome, residue)
     }
 
     /// The outcome. Call when [`Running::is_done`]; before that, the run is killed first.
     pub fn into_outcome(mut self) -> Outcome {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Outcome {
         if self.exit.is_none() {
             self.end(
                 Reason::Signaled,
@@ -357,8 +367,18 @@ impl Running {
             cpu: Duration::ZERO,
             max_rss: 0,
         });
+        let pids_refused = self.cgroup.as_ref().map_or(0, |c| c.pids_refused());
         let (reason, detail) = match self.ended_by.take() {
             Some((r, d)) => (r, Some(d)),
+            // The kernel's pids.max refused a task the supervisor had let through (its count lags
+            // the kernel's by the tasks exiting meanwhile): the cap was reached all the same.
+            None if pids_refused > 0 => (
+                Reason::Processes,
+                Some(format!(
+                    "the kernel's pids.max refused {pids_refused} new task(s) at max_threads={}",
+                    self.limits.max_threads.unwrap_or(0)
+                )),
+            ),
             None if exit.code.is_some() => (Reason::Exited, None),
             None if exit.signal.is_none() => (
                 Reason::Exited,
@@ -378,8 +398,30 @@ impl Running {
                 Reason::Cpu,
                 Some("the kernel's CPU limit sent SIGXCPU".into()),
             ),
+            None if exit.signal == Some(libc::SIGKILL)
+                && self.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0) =>
+            {
+                (
+                    Reason::Memory,
+                    Some(format!(
+                        "the tree reached max_memory ({}), enforced by the kernel (memory.max of \
+                         cgroup {}); its OOM killer ended the sandbox",
+                        self.limits.max_memory.unwrap_or(crate::policy::ByteSize(0)),
+                        self.cgroup
+                            .as_ref()
+                            .map_or(String::new(), |c| c.dir().display().to_string())
+                    )),
+                )
+            }
             None => (Reason::Signaled, None),
         };
+        let kernel_limits = self
+            .cgroup
+            .as_ref()
+            .map(|c| c.kernel_limits())
+            .unwrap_or_default();
+        let cgroup_cpu = self.cgroup.as_ref().and_then(|c| c.cpu_time());
+        let cgroup_peak = self.cgroup.as_ref().and_then(|c| c.peak_memory());
         let sampled_cpu = Duration::from_secs_f64(
             self.cpu_seen.values().sum::<u64>() as f64 / group::ticks_per_second() as f64,
         );
@@ -394,16 +436,22 @@ impl Running {
             stdout_truncated,
             stderr_truncated,
             wall_time: self.started.elapsed(),
-            cpu_time: exit.cpu.max(sampled_cpu),
+            cpu_time: exit
+                .cpu
+                .max(sampled_cpu)
+                .max(cgroup_cpu.unwrap_or_default()),
             // A child cloned with CLONE_VM inherits the host's memory high-water mark at exec, so
             // ru_maxrss only says something about the sandbox when it is above the host's own.
             peak_memory: if exit.max_rss > self.host_peak {
                 exit.max_rss.max(self.peak_memory)
             } else {
                 self.peak_memory
-            },
+            }
+            .max(cgroup_peak.unwrap_or(0)),
             not_enforced: std::mem::take(&mut self.not_enforced),
-            limit_mechanism: if self.limits.max_memory.is_some()
+            limit_mechanism: if !kernel_limits.is_empty() {
+                LimitMechanism::CgroupV2
+            } else if self.limits.max_memory.is_some()
                 || self.limits.max_processes.is_some()
                 || self.limits.max_threads.is_some()
                 || self.limits.max_cpu.is_some()
@@ -412,6 +460,7 @@ impl Running {
             } else {
                 LimitMechanism::None
             },
+            kernel_limits,
             detail,
             error: None,
         }
@@ -458,6 +507,9 @@ impl Running {
     fn kill_tree(&mut self) {
         if self.exit.is_none() {
             group::kill(self.pid);
+            if let Some(c) = &self.cgroup {
+                c.kill();
+            }
             self.killed = true;
         }
     }
@@ -469,6 +521,9 @@ impl Running {
         // Leftovers (background jobs, daemons) go down with the main process; the main process is
         // still a zombie here, so its group id cannot have been reused.
         group::kill(self.pid);
+        if let Some(c) = &self.cgroup {
+            c.kill();
+        }
         self.killed = true;
         self.reap()?;
         self.drain_until = Some(Instant::now() + DRAIN_GRACE);
@@ -787,6 +842,8 @@ impl Running {
 /// kernel grace period (see [`Running::into_outcome_and_residue`]).
 pub struct Residue {
     _disk: Option<disk::DiskMeter>,
+    /// Removing the run's cgroup waits until the kernel has let its last member go.
+    _cgroup: Option<crate::cgroup::RunCgroup>,
 }
 
 impl Drop for Running {

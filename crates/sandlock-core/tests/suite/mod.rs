@@ -1,3 +1,4 @@
+mod cgroup;
 mod env_fds;
 mod errors;
 mod fs;

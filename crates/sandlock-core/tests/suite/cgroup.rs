@@ -1,0 +1,286 @@
+//! The cgroup v2 backend, against the real kernel: a run gets its own cgroup (and every process it
+//! starts is in it), the cgroup is removed afterwards, `require` fails closed with the stage and a
+//! hint when a cgroup or a controller is missing, and `auto` falls back to the supervisor.
+//!
+//! Whether cgroups should work here is worked out independently of the code under test (our own
+//! cgroup v2 directory, writable by us), so that a backend that always failed could not pass as
+//! "unavailable". Parts that need a controller this machine does not offer to child cgroups are
+//! skipped with the reason printed.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sandlock_core::{ByteSize, CgroupMode, Command, Error, Reason, Sandbox, Seconds, Stage};
+
+use super::support::*;
+
+/// Our own cgroup v2 directory, if this process can see one.
+fn own_cgroup_dir() -> Option<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?.to_string();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        if !right.starts_with("cgroup2 ") {
+            return None;
+        }
+        let f: Vec<&str> = left.split_whitespace().collect();
+        let rel = path.strip_prefix(f.get(3)?.trim_end_matches('/'))?;
+        let d = PathBuf::from(f.get(4)?).join(rel.trim_start_matches('/'));
+        d.is_dir().then_some(d)
+    })
+}
+
+/// Whether we may create cgroups in `dir` and move processes there.
+fn writable(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let ok = |p: PathBuf| {
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: faccessat on a NUL-terminated path.
+        unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) == 0 }
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let ro = mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(2) == Some(&"cgroup2")
+            && dir.starts_with(f[1])
+            && f.get(3).is_some_and(|o| o.split(',').any(|x| x == "ro"))
+    });
+    !ro && ok(dir.to_path_buf()) && ok(dir.join("cgroup.procs"))
+}
+
+fn usable() -> Option<PathBuf> {
+    own_cgroup_dir().filter(|d| writable(d))
+}
+
+fn controllers(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("cgroup.subtree_control"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn cgroup_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn sandbox_error(e: Error) -> sandlock_core::SandboxError {
+    match e {
+        Error::Sandbox(s) => s,
+        other => panic!("expected a sandbox error, got {other}"),
+    }
+}
+
+#[test]
+fn each_run_gets_its_own_cgroup_which_holds_every_process_and_is_removed() {
+    let ws = Ws::new();
+    let mut p = policy(&ws);
+    p.cgroup = CgroupMode::Require;
+    let Some(dir) = usable() else {
+        // Fail closed: no cgroup, no run, and the error says where and what to do.
+        let e = sandbox_error(
+            Sandbox::new(p)
+                .err()
+                .expect("require without a cgroup must fail"),
+        );
+        assert_eq!(e.stage, Stage::Cgroup, "{e}");
+        assert!(e.hint.contains("cgroup = \"auto\""), "{e}");
+        skip(
+            "cgroup membership",
+            "no writable cgroup v2 directory here (read-only or not delegated)",
+        );
+        return;
+    };
+    let own = cgroup_of(std::process::id() as i32);
+    let r = Sandbox::new(p)
+        .unwrap()
+        .spawn(Command::new([
+            "/bin/sh",
+            "-c",
+            "sleep 5 & sleep 5 & echo started; wait",
+        ]))
+        .unwrap();
+    let pid = r.pid();
+    // The main process and both background jobs are in the run's cgroup, not ours.
+    let t0 = Instant::now();
+    let cg = loop {
+        let members: Vec<i32> = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        if members.len() == 2 {
+            let cg = cgroup_of(pid);
+            for m in members {
+                assert_eq!(
+                    cgroup_of(m),
+                    cg,
+                    "a child of the sandbox is outside its cgroup"
+                );
+            }
+            break cg;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the jobs did not start"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_ne!(cg, own, "the run is in the host's cgroup");
+    let name = cg.rsplit('/').next().unwrap().to_string();
+    assert!(name.starts_with("sandlock-"), "{cg}");
+    let on_disk = dir.join(&name);
+    assert!(on_disk.is_dir(), "{}", on_disk.display());
+    let mut r = r;
+    r.kill(Reason::Signaled, "the test is done");
+    let o = r.wait().unwrap();
+    assert_eq!(o.reason, Reason::Signaled, "{o:?}");
+    // Everything in it is gone, and so is the directory.
+    assert!(!on_disk.exists(), "{} was left behind", on_disk.display());
+
+    // Control: with cgroups off the run stays in the host's cgroup.
+    let mut p = policy(&ws);
+    p.cgroup = CgroupMode::Off;
+    let r = Sandbox::new(p)
+        .unwrap()
+        .spawn(Command::new(["/bin/sleep", "5"]))
+        .unwrap();
+    assert_eq!(cgroup_of(r.pid()), own);
+    let mut r = r;
+    r.kill(Reason::Signaled, "the test is done");
+    r.wait().unwrap();
+}
+
+#[test]
+fn cpu_time_comes_from_the_cgroup_and_counts_processes_that_already_exited() {
+    let ws = Ws::new();
+    let mut p = policy(&ws);
+    p.cgroup = CgroupMode::Require;
+    if usable().is_none() {
+        skip("cgroup cpu.stat", "no writable cgroup v2 directory here");
+        return;
+    }
+    // Three short-lived children burn CPU one after the other; each may end between samples.
+    let o = sh(
+        &p,
+        "for i in 1 2 3; do python3 -c 'import time\nt=time.process_time()\nwhile time.process_time()-t<0.1: pass'; done",
+    );
+    ok(&o);
+    assert!(
+        o.cpu_time >= Duration::from_millis(280),
+        "cpu_time {:?} misses the children",
+        o.cpu_time
+    );
+}
+
+#[test]
+fn require_fails_closed_when_a_limit_has_no_controller_and_auto_falls_back() {
+    let ws = Ws::new();
+    let mut p = policy(&ws);
+    p.cgroup = CgroupMode::Require;
+    p.max_memory = Some(ByteSize(64 << 20));
+    let offered = usable().map(|d| controllers(&d)).unwrap_or_default();
+    if offered.iter().any(|c| c == "memory") {
+        skip(
+            "require without a memory controller",
+            "this machine offers the memory controller; memory_max_is_enforced_by_the_kernel covers it",
+        );
+    } else {
+        let e = sandbox_error(Sandbox::new(p.clone()).err().expect("must fail closed"));
+        assert_eq!(e.stage, Stage::Cgroup, "{e}");
+        assert!(
+            e.to_string().contains("memory controller") || e.to_string().contains("no usable"),
+            "{e}"
+        );
+    }
+    // Control: the same limits with cgroup = "auto" run, enforced by the supervisor.
+    p.cgroup = CgroupMode::Auto;
+    let o = sh(&p, "echo ok");
+    ok(&o);
+    if !offered.iter().any(|c| c == "memory") {
+        assert_eq!(o.limit_mechanism, sandlock_core::LimitMechanism::Supervisor);
+        assert!(o.kernel_limits.is_empty());
+    }
+}
+
+#[test]
+fn a_cgroup_parent_that_is_not_cgroup2_is_refused_by_require_and_ignored_by_auto() {
+    let ws = Ws::new();
+    let mut p = policy(&ws);
+    p.cgroup = CgroupMode::Require;
+    p.cgroup_parent = Some(ws.path().to_path_buf());
+    let e = sandbox_error(Sandbox::new(p.clone()).err().expect("must fail closed"));
+    assert_eq!(e.stage, Stage::Cgroup);
+    assert!(e.to_string().contains("not a cgroup v2 directory"), "{e}");
+    p.cgroup = CgroupMode::Auto;
+    p.max_memory = Some(ByteSize(64 << 20));
+    ok(&sh(&p, "true"));
+    // A parent that does not exist is a policy error naming the field.
+    p.cgroup_parent = Some(ws.join("missing"));
+    let e = Sandbox::new(p).err().expect("missing parent");
+    assert!(e.to_string().contains("cgroup_parent"), "{e}");
+}
+
+#[test]
+fn memory_max_is_enforced_by_the_kernel() {
+    let ws = Ws::new();
+    let Some(dir) = usable().filter(|d| controllers(d).iter().any(|c| c == "memory")) else {
+        skip(
+            "memory.max",
+            "no writable cgroup v2 directory offers the memory controller here (on the \
+             development VM it is bound to the cgroup v1 hierarchy)",
+        );
+        return;
+    };
+    let mut p = policy(&ws);
+    p.cgroup = CgroupMode::Require;
+    p.max_memory = Some(ByteSize(128 << 20));
+    p.timeout = Some(Seconds(Duration::from_secs(60)));
+    let o = py(&p, "b = bytearray(2 << 30)\nprint(len(b))");
+    assert_eq!(o.reason, Reason::Memory, "{o:?} ({})", dir.display());
+    assert_eq!(o.kernel_limits, vec!["memory.max".to_string()]);
+    assert_eq!(o.limit_mechanism, sandlock_core::LimitMechanism::CgroupV2);
+    assert!(
+        o.peak_memory <= (128 << 20) + (8 << 20),
+        "peak {}",
+        o.peak_memory
+    );
+    // Control: under the cap.
+    let o = py(&p, "b = bytearray(32 << 20)\nprint(len(b) >> 20)");
+    ok(&o);
+    assert_eq!(out(&o), "32");
+}
+
+#[test]
+fn pids_max_is_enforced_by_the_kernel() {
+    let ws = Ws::new();
+    if !usable().is_some_and(|d| controllers(&d).iter().any(|c| c == "pids")) {
+        skip(
+            "pids.max",
+            "no writable cgroup v2 directory offers the pids controller here (on the \
+             development VM it is bound to the cgroup v1 hierarchy)",
+        );
+        return;
+    }
+    let mut p = policy(&ws);
+    p.cgroup = CgroupMode::Require;
+    p.max_threads = Some(16);
+    p.timeout = Some(Seconds(Duration::from_secs(60)));
+    let o = py(
+        &p,
+        "import threading, time\nfor i in range(200): threading.Thread(target=time.sleep, args=(5,)).start()",
+    );
+    assert_eq!(o.reason, Reason::Processes, "{o:?}");
+    assert_eq!(o.kernel_limits, vec!["pids.max".to_string()]);
+    // Control: under the cap.
+    ok(&py(
+        &p,
+        "import threading\nts=[threading.Thread(target=print) for i in range(4)]\n[t.start() for t in ts]\n[t.join() for t in ts]",
+    ));
+}
