@@ -92,8 +92,8 @@ CARGO_TARGET_DIR="$ROOT/target" .venv/bin/pip install --quiet --disable-pip-vers
 (cd tests/mcp && npm ci --silent --no-audit --no-fund)
 
 stage "Python lint (ruff)"
-.venv/bin/ruff check python tests/mcp
-.venv/bin/ruff format --check python tests/mcp
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 
 pytest_run() {  # name, then the command; fails the stage unless pytest reports a pass
   local name=$1; shift

@@ -9,19 +9,48 @@ import sys
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 NR = {  # x86_64
-    "unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161,
-    "io_uring_setup": 425, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "keyctl": 250,
-    "add_key": 248, "request_key": 249, "process_vm_readv": 310, "kcmp": 312, "pidfd_getfd": 438,
-    "process_madvise": 440, "personality": 135, "ioctl": 16, "clone": 56, "clone3": 435,
-    "init_module": 175, "fsopen": 430, "open_tree": 428, "getpid": 39, "exit_group": 231,
-    "kexec_load": 246, "swapon": 167, "reboot": 169, "open_by_handle_at": 304, "iopl": 172,
+    "unshare": 272,
+    "setns": 308,
+    "mount": 165,
+    "umount2": 166,
+    "pivot_root": 155,
+    "chroot": 161,
+    "io_uring_setup": 425,
+    "bpf": 321,
+    "perf_event_open": 298,
+    "userfaultfd": 323,
+    "keyctl": 250,
+    "add_key": 248,
+    "request_key": 249,
+    "process_vm_readv": 310,
+    "kcmp": 312,
+    "pidfd_getfd": 438,
+    "process_madvise": 440,
+    "personality": 135,
+    "ioctl": 16,
+    "clone": 56,
+    "clone3": 435,
+    "init_module": 175,
+    "fsopen": 430,
+    "open_tree": 428,
+    "getpid": 39,
+    "exit_group": 231,
+    "kexec_load": 246,
+    "swapon": 167,
+    "reboot": 169,
+    "open_by_handle_at": 304,
+    "iopl": 172,
 }
 CLONE_NEWUSER, CLONE_NEWNET, SIGCHLD = 0x10000000, 0x40000000, 17
 
 
 def call(name, *args):
     r = libc.syscall(NR[name], *[ctypes.c_long(a) for a in args])
-    return "ok" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+    return (
+        "ok"
+        if r >= 0
+        else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+    )
 
 
 def clone_ns(flags):
