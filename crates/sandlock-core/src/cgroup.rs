@@ -131,6 +131,14 @@ pub(crate) fn plan(
         return Ok(None);
     }
     let required = mode == CgroupMode::Require;
+    let want_memory = limits.max_memory.is_some();
+    let want_pids = limits.max_threads.is_some();
+    // Automatically, a cgroup is worth its cost (a mkdir, a migration, an rmdir per run) only when
+    // it enforces a limit the kernel would otherwise leave to sampling: without one, do not even
+    // look.
+    if !required && !want_memory && !want_pids {
+        return Ok(None);
+    }
     let p = probe(parent);
     let fail = |what: String| {
         SandboxError::new(
@@ -153,8 +161,17 @@ pub(crate) fn plan(
         };
     };
     let has = |c: &str| p.controllers.iter().any(|x| x == c);
-    let want_memory = limits.max_memory.is_some();
-    let want_pids = limits.max_threads.is_some();
+    // Moving the child into a cpuset cgroup rebinds the memory policy of its mm, and until execve
+    // that mm is the host's (CLONE_VM): never do that to the host.
+    if has("cpuset") {
+        let why = format!(
+            "the cpuset controller is enabled for child cgroups of {}: moving a process there \
+             would rebind the host's memory policy (the child shares the host's memory until it \
+             execs)",
+            dir.display()
+        );
+        return if required { Err(fail(why)) } else { Ok(None) };
+    }
     if required {
         for (want, c, field) in [
             (want_memory, "memory", "max_memory"),
@@ -172,8 +189,6 @@ pub(crate) fn plan(
     }
     let memory = want_memory && has("memory");
     let pids = want_pids && has("pids");
-    // Automatically, a cgroup is worth its cost (a mkdir, a migration, an rmdir per run) only when
-    // it enforces a limit the kernel would otherwise leave to sampling.
     if !required && !memory && !pids {
         return Ok(None);
     }
@@ -191,11 +206,35 @@ pub(crate) fn plan(
 pub(crate) struct RunCgroup {
     dir: PathBuf,
     procs: OwnedFd,
+    /// The directory itself, held with `flock(LOCK_EX)` for as long as the run's cgroup is ours:
+    /// another host cleaning up (`remove_stale`) knows a cgroup is abandoned only when it can take
+    /// the lock, whatever pid namespace either of us is in.
+    _lock: OwnedFd,
     memory: bool,
     pids: bool,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A random word per host process, so that names never collide across pid namespaces or with a
+/// previous host that had the same pid.
+fn nonce() -> u64 {
+    static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NONCE.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // SAFETY: getrandom fills the buffer we own.
+        let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+        if n == 8 {
+            u64::from_ne_bytes(b)
+        } else {
+            // getrandom cannot fail for 8 bytes once the pool is ready; the time still differs
+            // between hosts.
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        }
+    })
+}
 
 impl RunCgroup {
     /// Creates the cgroup and writes the limits into it.
@@ -203,26 +242,45 @@ impl RunCgroup {
         plan: &CgroupPlan,
         limits: &TreeLimits,
     ) -> Result<RunCgroup, SandboxError> {
-        let name = format!(
-            "sandlock-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let dir = plan.parent.join(name);
-        let err = |e: std::io::Error, what: &str| {
+        let err = |e: std::io::Error, what: &str, dir: &Path| {
             SandboxError::io(Stage::Cgroup, &e, what.to_string())
                 .with_detail(dir.display().to_string())
         };
-        std::fs::create_dir(&dir).map_err(|e| err(e, "cannot create the run's cgroup"))?;
-        let cg = RunCgroup {
-            procs: match open_write(&dir.join("cgroup.procs")) {
-                Ok(fd) => fd,
+        // Between our mkdir and our lock, another host's `remove_stale` may see the new cgroup
+        // unlocked and remove it: then the path no longer leads to what we locked, and we retry.
+        let mut attempts = 0;
+        let (dir, lock, procs) = loop {
+            attempts += 1;
+            let dir = plan.parent.join(format!(
+                "sandlock-{}-{:016x}-{}",
+                std::process::id(),
+                nonce(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            ));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(err(e, "cannot create the run's cgroup", &dir)),
+            }
+            let opened = open_dir_locked(&dir).and_then(|lock| {
+                if !same_file(&lock, &dir) {
+                    return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+                }
+                open_write(&dir.join("cgroup.procs")).map(|procs| (lock, procs))
+            });
+            match opened {
+                Ok((lock, procs)) => break (dir, lock, procs),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempts < 5 => continue,
                 Err(e) => {
                     let _ = std::fs::remove_dir(&dir);
-                    return Err(err(e, "cannot open the run's cgroup.procs"));
+                    return Err(err(e, "cannot open the run's cgroup", &dir));
                 }
-            },
+            }
+        };
+        let cg = RunCgroup {
             dir,
+            procs,
+            _lock: lock,
             memory: plan.memory,
             pids: plan.pids,
         };
@@ -231,7 +289,7 @@ impl RunCgroup {
             // Swap would let the tree hold more than the cap; a group OOM kill takes every
             // process, as the supervisor's memory limit does.
             cg.set_optional("memory.swap.max", "0")?;
-            cg.set_optional("memory.oom.group", "1")?;
+            cg.set("memory.oom.group", "1")?;
         }
         if let (true, Some(n)) = (plan.pids, limits.max_threads) {
             cg.set("pids.max", &n.to_string())?;
@@ -271,9 +329,19 @@ impl RunCgroup {
         v
     }
 
-    /// Kills every process in the cgroup (`cgroup.kill`, Linux 5.14+).
+    /// Kills every process in the cgroup: `cgroup.kill` (Linux 5.14+), else each listed pid.
     pub(crate) fn kill(&self) {
-        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+        if std::fs::write(self.dir.join("cgroup.kill"), "1").is_ok() {
+            return;
+        }
+        let pids = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: kill takes integers; a pid listed in our run's cgroup is one of ours.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 
     /// CPU time of every process that ran in the cgroup (`cpu.stat`, always present in v2).
@@ -294,12 +362,14 @@ impl RunCgroup {
             .ok()
     }
 
-    /// How many processes the kernel's OOM killer ended in this cgroup.
-    pub(crate) fn oom_kills(&self) -> u64 {
+    /// How often the cgroup ran out of memory (`oom`: the OOM path ran, whether it killed or an
+    /// allocation failed) plus how many processes its OOM killer ended (`oom_kill`).
+    pub(crate) fn oom_events(&self) -> u64 {
         if !self.memory {
             return 0;
         }
-        key_value(&self.dir.join("memory.events"), "oom_kill").unwrap_or(0)
+        let f = self.dir.join("memory.events");
+        key_value(&f, "oom").unwrap_or(0) + key_value(&f, "oom_kill").unwrap_or(0)
     }
 
     /// How many times `pids.max` refused a new task.
@@ -334,26 +404,64 @@ impl Drop for RunCgroup {
     }
 }
 
-/// Removes empty cgroups a previous host process of ours left behind (it crashed, or was killed).
+/// Removes run cgroups that no host holds any more (their host crashed or was killed). A live run's
+/// cgroup is locked by its host, so only cgroups whose lock is free are touched, and only with
+/// `rmdir`, which the kernel refuses while processes are in it: nothing is ever killed here.
 fn remove_stale(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("sandlock-")) else {
+        if !e.file_name().as_bytes().starts_with(b"sandlock-") {
             continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        // SAFETY: kill with signal 0 only checks whether the process exists.
-        let alive = pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0;
-        if !alive {
-            let _ = std::fs::write(e.path().join("cgroup.kill"), "1");
-            let _ = std::fs::remove_dir(e.path());
+        }
+        let p = e.path();
+        let Ok(fd) = open_dir(&p) else { continue };
+        // SAFETY: flock on a descriptor we own; non-blocking.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            let _ = std::fs::remove_dir(&p);
         }
     }
+}
+
+fn open_dir(p: &Path) -> std::io::Result<OwnedFd> {
+    let c = CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: open on a NUL-terminated path; the result is checked.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: open just returned this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether `path` still names the directory `fd` is open on.
+fn same_file(fd: &OwnedFd, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(by_path) = std::fs::metadata(path) else {
+        return false;
+    };
+    // SAFETY: fstat fills a struct we own, on a descriptor we hold.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }) == 0
+        && st.st_ino == by_path.ino()
+        && st.st_dev == by_path.dev()
+}
+
+/// Opens `p` and takes the ownership lock on it (see [`RunCgroup`]).
+fn open_dir_locked(p: &Path) -> std::io::Result<OwnedFd> {
+    let fd = open_dir(p)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
 }
 
 fn is_cgroup2(p: &Path) -> bool {
@@ -367,7 +475,7 @@ fn is_cgroup2(p: &Path) -> bool {
     }
 }
 
-/// The directory of this process's cgroup in the v2 hierarchy.
+/// The directory of this process's cgroup in the v2 hierarchy (on a writable cgroup2 mount).
 fn own_cgroup_dir() -> Result<PathBuf, String> {
     let own = std::fs::read_to_string("/proc/self/cgroup")
         .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
@@ -376,6 +484,11 @@ fn own_cgroup_dir() -> Result<PathBuf, String> {
         .find_map(|l| l.strip_prefix("0::"))
         .ok_or("this process is in no cgroup v2 hierarchy")?
         .to_string();
+    if path.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "this process's cgroup ({path}) is outside its cgroup namespace"
+        ));
+    }
     let info = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
     for line in info.lines() {
@@ -386,20 +499,31 @@ fn own_cgroup_dir() -> Result<PathBuf, String> {
             continue;
         }
         let f: Vec<&str> = left.split_whitespace().collect();
-        let (Some(root), Some(mnt)) = (f.get(3), f.get(4)) else {
+        let (Some(root), Some(mnt), Some(opts)) = (f.get(3), f.get(4), f.get(5)) else {
             continue;
         };
-        let Some(rel) = path.strip_prefix(root.trim_end_matches('/')) else {
+        if opts.split(',').any(|o| o == "ro") {
+            continue;
+        }
+        // Path components, not string prefixes: a mount of /a must not match a cgroup /ab.
+        let root = PathBuf::from(unescape(root));
+        let Ok(rel) = Path::new(&path).strip_prefix(&root) else {
             continue;
         };
-        let rel = rel.trim_start_matches('/');
         let mnt = PathBuf::from(unescape(mnt));
-        let dir = if rel.is_empty() { mnt } else { mnt.join(rel) };
-        if dir.is_dir() {
+        let dir = if rel.as_os_str().is_empty() {
+            mnt
+        } else {
+            mnt.join(rel)
+        };
+        if dir.is_dir() && is_cgroup2(&dir) {
             return Ok(dir);
         }
     }
-    Err("no cgroup v2 filesystem is mounted where this process can see its own cgroup".into())
+    Err(
+        "no writable cgroup v2 filesystem is mounted where this process can see its own cgroup"
+            .into(),
+    )
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
@@ -428,9 +552,27 @@ fn writable(dir: &Path) -> bool {
         // SAFETY: faccessat on a NUL-terminated path.
         unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) == 0 }
     };
-    // Creating a child needs the directory; moving a process from our cgroup into it needs
-    // cgroup.procs of the common ancestor, which is this directory or one above it.
-    ok(dir) && ok(&dir.join("cgroup.procs")) && !read_only_mount(dir)
+    // Creating a child needs the directory. Moving a process from our cgroup into it needs
+    // cgroup.procs of the nearest common ancestor of the two (cgroup v2 delegation rules).
+    let Some(ancestor) = common_ancestor(dir) else {
+        return false;
+    };
+    ok(dir)
+        && ok(&dir.join("cgroup.procs"))
+        && ok(&ancestor.join("cgroup.procs"))
+        && !read_only_mount(dir)
+}
+
+/// The nearest common ancestor of our own cgroup's directory and `dir`, when both are in the
+/// hierarchy this process sees.
+fn common_ancestor(dir: &Path) -> Option<PathBuf> {
+    let own = own_cgroup_dir().ok()?.canonicalize().ok()?;
+    let dir = dir.canonicalize().ok()?;
+    let mut a = own.as_path();
+    while !dir.starts_with(a) {
+        a = a.parent()?;
+    }
+    is_cgroup2(a).then(|| a.to_path_buf())
 }
 
 fn read_only_mount(dir: &Path) -> bool {

@@ -142,6 +142,13 @@ impl Sandbox {
         Ok(self.spawn(cmd)?.wait()?)
     }
 
+    /// Whether a finished run of this sandbox still holds kernel objects whose release may wait
+    /// (an inotify instance for `max_disk`, a cgroup to remove): callers on an event loop hand
+    /// [`Running::into_outcome_and_residue`]'s residue to another thread.
+    pub fn leaves_residue(&self) -> bool {
+        self.plan.limits.max_disk.is_some() || self.plan.cgroup.is_some()
+    }
+
     /// Starts `cmd` and returns its supervisor without waiting; drive it with [`Running::step`]
     /// (or [`Running::wait`]).
     pub fn spawn(&self, cmd: Command) -> Result<Running, Error> {
@@ -294,6 +301,7 @@ impl Sandbox {
             },
             None => None,
         };
+        let cgroup_failed = std::sync::atomic::AtomicI32::new(0);
         let fprog = plan.filter.as_ref().map(|f| libc::sock_fprog {
             len: f.len() as u16,
             filter: f.as_ptr().cast_mut(),
@@ -316,6 +324,8 @@ impl Sandbox {
             },
             listener_sock: listener_theirs.as_ref().map_or(-1, AsRawFd::as_raw_fd),
             cgroup_procs_fd: cgroup.as_ref().map_or(-1, |c| c.procs_fd()),
+            cgroup_required: plan.cgroup.as_ref().is_some_and(|c| c.required),
+            cgroup_failed: &cgroup_failed,
             path: run.path.as_ptr(),
             argv: run.argv(),
             envp: run.envp(),
@@ -329,6 +339,10 @@ impl Sandbox {
         })?;
         drop(keep_until_spawned);
         drop(listener_theirs);
+        // The child could not join the cgroup chosen automatically (the kernel's delegation rules
+        // said no): it runs under the supervisor alone, and the outcome reports no kernel limits.
+        let cgroup =
+            cgroup.filter(|_| cgroup_failed.load(std::sync::atomic::Ordering::Relaxed) == 0);
 
         let [stdout, stderr] = captures;
         let io = Io {

@@ -119,7 +119,7 @@ impl PySandbox {
 impl PySandbox {
     /// Whether a finished run of this sandbox holds something slow to close (see `residue`).
     fn holds_residue(&self) -> bool {
-        self.inner.policy().max_disk.is_some()
+        self.inner.leaves_residue()
     }
 }
 

@@ -90,8 +90,10 @@ impl SandboxPlan {
             .collect();
         let rlimits = rlimits(&policy)?;
         let cgroup_parent = match &policy.cgroup_parent {
-            Some(p) => Some(canonical("cgroup_parent", p, true)?),
-            None => None,
+            Some(p) if policy.cgroup != crate::policy::CgroupMode::Off => {
+                Some(canonical("cgroup_parent", p, true)?)
+            }
+            _ => None,
         };
         let cgroup = crate::cgroup::plan(policy.cgroup, cgroup_parent.as_deref(), &limits)?;
 

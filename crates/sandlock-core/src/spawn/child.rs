@@ -51,6 +51,11 @@ pub(crate) struct ChildArgs<'a> {
     pub(crate) listener_sock: i32,
     /// The run's `cgroup.procs` (opened for writing), or -1.
     pub(crate) cgroup_procs_fd: i32,
+    /// Failing to join the cgroup fails the spawn (`cgroup = "require"`); otherwise the child
+    /// records the errno in `cgroup_failed` and goes on without it.
+    pub(crate) cgroup_required: bool,
+    /// Where the child reports a join that failed when not required (shared memory: CLONE_VM).
+    pub(crate) cgroup_failed: &'a std::sync::atomic::AtomicI32,
     /// NUL-terminated program path, argv and envp (NULL-terminated pointer arrays).
     pub(crate) path: *const libc::c_char,
     pub(crate) argv: *const *const libc::c_char,
@@ -106,10 +111,15 @@ unsafe fn run(a: &ChildArgs<'_>) -> (Stage, isize) {
         // Join the run's cgroup (when there is one) before anything else, so that everything the
         // sandbox does and starts is inside it: writing "0" to cgroup.procs moves the writer.
         if a.cgroup_procs_fd >= 0 {
-            check!(
-                Stage::Cgroup,
-                raw_syscall!(libc::SYS_write, a.cgroup_procs_fd, b"0".as_ptr(), 1)
-            );
+            let r = raw_syscall!(libc::SYS_write, a.cgroup_procs_fd, b"0".as_ptr(), 1);
+            if r < 0 {
+                if a.cgroup_required {
+                    return (Stage::Cgroup, -r);
+                }
+                // A plain store to memory the parent reads after clone returns: signal-safe.
+                a.cgroup_failed
+                    .store(-r as i32, std::sync::atomic::Ordering::Relaxed);
+            }
         }
 
         // A new session and process group: the supervisor kills the whole tree with kill(-pgid), and

@@ -310,6 +310,19 @@ fn child_hint(stage: Stage, errno: i32) -> String {
                                 `sandlock check`"
             .into(),
         (Stage::SendListener, _) => "cannot hand the seccomp listener to the supervisor".into(),
+        (Stage::Cgroup, libc::EACCES | libc::EPERM) => {
+            "cannot move the process into its cgroup: cgroup.procs of the common ancestor of this \
+             process's cgroup and cgroup_parent must be writable (delegated) to this user"
+                .into()
+        }
+        (Stage::Cgroup, libc::ENOENT | libc::ENODEV) => {
+            "the run's cgroup disappeared before the process joined it".into()
+        }
+        (Stage::Cgroup, libc::EBUSY | libc::EOPNOTSUPP) => {
+            "the kernel refused the move: cgroup_parent has controllers that forbid processes in \
+             its children (threaded or domain-invalid); give a plain delegated directory"
+                .into()
+        }
         (s, e) => format!("{s} failed ({})", errno_name(e)),
     }
 }

@@ -367,18 +367,10 @@ impl Running {
             cpu: Duration::ZERO,
             max_rss: 0,
         });
-        let pids_refused = self.cgroup.as_ref().map_or(0, |c| c.pids_refused());
-        let (reason, detail) = match self.ended_by.take() {
+        // A kernel limit hit after the last sample (a sample ends the run at once otherwise).
+        let kernel = self.cgroup_verdict();
+        let (reason, detail) = match self.ended_by.take().or(kernel) {
             Some((r, d)) => (r, Some(d)),
-            // The kernel's pids.max refused a task the supervisor had let through (its count lags
-            // the kernel's by the tasks exiting meanwhile): the cap was reached all the same.
-            None if pids_refused > 0 => (
-                Reason::Processes,
-                Some(format!(
-                    "the kernel's pids.max refused {pids_refused} new task(s) at max_threads={}",
-                    self.limits.max_threads.unwrap_or(0)
-                )),
-            ),
             None if exit.code.is_some() => (Reason::Exited, None),
             None if exit.signal.is_none() => (
                 Reason::Exited,
@@ -398,21 +390,6 @@ impl Running {
                 Reason::Cpu,
                 Some("the kernel's CPU limit sent SIGXCPU".into()),
             ),
-            None if exit.signal == Some(libc::SIGKILL)
-                && self.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0) =>
-            {
-                (
-                    Reason::Memory,
-                    Some(format!(
-                        "the tree reached max_memory ({}), enforced by the kernel (memory.max of \
-                         cgroup {}); its OOM killer ended the sandbox",
-                        self.limits.max_memory.unwrap_or(crate::policy::ByteSize(0)),
-                        self.cgroup
-                            .as_ref()
-                            .map_or(String::new(), |c| c.dir().display().to_string())
-                    )),
-                )
-            }
             None => (Reason::Signaled, None),
         };
         let kernel_limits = self
@@ -652,6 +629,21 @@ impl Running {
         if self.disk_rearm.is_none() {
             self.disk_rearm = Some(Instant::now() + DISK_EVERY);
         }
+        self.check_disk();
+    }
+
+    /// Directories paused during write bursts get `IN_MODIFY` back and are measured.
+    fn resume_disk(&mut self) {
+        if let Some(d) = self.disk.as_mut().filter(|d| d.has_paused()) {
+            d.resume();
+            self.check_disk();
+        }
+    }
+
+    fn check_disk(&mut self) {
+        let Some(d) = self.disk.as_ref() else {
+            return;
+        };
         let (used, cap) = (d.total(), self.limits.max_disk);
         if let Some(cap) = cap {
             if used > cap.bytes().max(self.disk_floor) && self.exit.is_none() {
@@ -775,6 +767,7 @@ impl Running {
         }
         if self.disk_rearm.is_some_and(|t| now >= t) {
             self.disk_rearm = None;
+            self.resume_disk();
             if let Some(d) = &self.disk {
                 let mut ev = libc::epoll_event {
                     events: (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
@@ -798,8 +791,40 @@ impl Running {
         }
     }
 
+    /// The reason to end the run when its cgroup says the kernel enforced a limit: its OOM path ran
+    /// (`memory.events`), or `pids.max` refused a task (`pids.events`). A program that handles the
+    /// refusal (`EAGAIN` from `clone`, `ENOMEM`) still hit the cap, and every limit is hard.
+    fn cgroup_verdict(&self) -> Option<(Reason, String)> {
+        let c = self.cgroup.as_ref()?;
+        let dir = c.dir().display().to_string();
+        if c.oom_events() > 0 {
+            let max = self.limits.max_memory.unwrap_or(crate::policy::ByteSize(0));
+            Some((
+                Reason::Memory,
+                format!(
+                    "the tree reached max_memory ({max}), enforced by the kernel (memory.max of \
+                     cgroup {dir})"
+                ),
+            ))
+        } else if c.pids_refused() > 0 {
+            let max = self.limits.max_threads.unwrap_or(0);
+            Some((
+                Reason::Processes,
+                format!(
+                    "the kernel refused a new task at max_threads={max} (pids.max of cgroup {dir})"
+                ),
+            ))
+        } else {
+            None
+        }
+    }
+
     /// Measures the tree and enforces the memory and CPU limits.
     fn sample(&mut self) {
+        if let Some((reason, detail)) = self.cgroup_verdict() {
+            self.end(reason, detail);
+            return;
+        }
         let members = self.tree.sample(Instant::now());
         self.live_estimate = members.len() as u32;
         self.task_estimate = members.iter().map(|m| m.threads).sum();
