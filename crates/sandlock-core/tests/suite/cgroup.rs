@@ -336,3 +336,39 @@ fn pids_max_is_enforced_by_the_kernel() {
         "import threading\nts=[threading.Thread(target=print) for i in range(4)]\n[t.start() for t in ts]\n[t.join() for t in ts]",
     ));
 }
+
+#[test]
+fn many_runs_leave_no_cgroup_behind() {
+    let Some(dir) = usable() else {
+        skip(
+            "cgroup leaks",
+            "no cgroup v2 directory this process can create and join",
+        );
+        return;
+    };
+    let ours = || {
+        let prefix = format!("sandlock-{}-", std::process::id());
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .count()
+    };
+    let ws = Ws::new();
+    let mut p = policy(&ws);
+    p.cgroup = CgroupMode::Require;
+    let sb = Sandbox::new(p).unwrap();
+    ok(&sb.run(Command::new(["/bin/true"])).unwrap());
+    for _ in 0..100 {
+        let o = sb
+            .run(Command::new(["/bin/sh", "-c", "sleep 10 & echo"]))
+            .unwrap();
+        ok(&o);
+    }
+    // Other tests run sandboxes (and their cgroups) concurrently in this process: wait for ours.
+    let t0 = Instant::now();
+    while ours() > 0 && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ours(), 0, "run cgroups were left in {}", dir.display());
+}
