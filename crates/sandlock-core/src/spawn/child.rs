@@ -10,7 +10,8 @@
 //! - cannot panic: no indexing, no `unwrap`, no arithmetic that can overflow; a panic here would
 //!   unwind through the parent's stack frames in shared memory;
 //! - only reads [`ChildArgs`], which the parent built completely before `clone` (the plan), and
-//!   writes only to its own stack;
+//!   writes only to its own stack, plus one plain atomic store to `ChildArgs::cgroup_failed` (an
+//!   integer the parent reads once `clone` has returned);
 //! - never waits on the supervisor: the supervisor is the suspended parent, so a syscall that needed
 //!   it (one the seccomp filter routes to user notification) would deadlock. The filter is installed
 //!   last and no syscall made after it is one that it notifies;
@@ -114,11 +115,13 @@ unsafe fn run(a: &ChildArgs<'_>) -> (Stage, isize) {
             let r = raw_syscall!(libc::SYS_write, a.cgroup_procs_fd, b"0".as_ptr(), 1);
             if r < 0 {
                 if a.cgroup_required {
-                    return (Stage::Cgroup, -r);
+                    return (Stage::Cgroup, r.wrapping_neg());
                 }
                 // A plain store to memory the parent reads after clone returns: signal-safe.
-                a.cgroup_failed
-                    .store(-r as i32, std::sync::atomic::Ordering::Relaxed);
+                a.cgroup_failed.store(
+                    r.wrapping_neg() as i32,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             }
         }
 
