@@ -2,16 +2,19 @@
 # Benchmarks (not tests): each measures sandlock against a baseline taken in the same run and
 # writes its results to docs/perf/*.md; this script then assembles docs/PERFORMANCE.md.
 # Needs about 6 GiB of free memory (the "big host" measurements hold 4 GiB) and a quiet machine.
-# Usage: scripts/bench.sh [all|core|python|mcp]   (default all; after scripts/test.sh has set up .venv)
+# Usage: scripts/bench.sh [all|core|python|mcp|assemble]   (default all; after scripts/test.sh has
+# set up .venv). `assemble` only rebuilds docs/PERFORMANCE.md from docs/perf/ (after editing notes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 
 what=${1:-all}
-case "$what" in all|core|python|mcp) ;; *) echo "usage: scripts/bench.sh [all|core|python|mcp]" >&2; exit 2;; esac
+case "$what" in all|core|python|mcp|assemble) ;; *) echo "usage: scripts/bench.sh [all|core|python|mcp|assemble]" >&2; exit 2;; esac
 
-echo "==> building the release CLI"
-cargo build --release --quiet -p sandlock-cli
+if [ "$what" != assemble ]; then
+  echo "==> building the release CLI"
+  cargo build --release --quiet -p sandlock-cli
+fi
 
 if [ "$what" = all ] || [ "$what" = core ]; then
   echo "==> core and CLI (issues 2 and 3): cargo bench -p sandlock-core --bench spawn"
@@ -22,7 +25,9 @@ if [ "$what" = all ] || [ "$what" = core ]; then
   cat docs/perf/leaks.txt
 fi
 
-if [ ! -x .venv/bin/python ] && [ "$what" != core ]; then
+if [ "$what" = assemble ]; then
+  :
+elif [ ! -x .venv/bin/python ] && [ "$what" != core ]; then
   echo "SKIP Python and MCP benchmarks: run scripts/test.sh first (it creates .venv)"
 else
   if [ "$what" = all ] || [ "$what" = python ]; then
