@@ -22,7 +22,7 @@
 //! the spawn path does not use (see `spawn/child.rs`).
 
 use std::ffi::CString;
-use std::io::{Read, Seek};
+use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -607,7 +607,6 @@ fn read_words(p: &Path) -> Vec<String> {
 /// The value of `key` in a flat-keyed cgroup file (`key value` per line).
 fn key_value(p: &Path, key: &str) -> Option<u64> {
     let mut f = std::fs::File::open(p).ok()?;
-    f.rewind().ok()?;
     let mut s = String::new();
     f.read_to_string(&mut s).ok()?;
     s.lines().find_map(|l| {

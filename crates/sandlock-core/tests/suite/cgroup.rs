@@ -54,6 +54,21 @@ fn usable() -> Option<PathBuf> {
     own_cgroup_dir().filter(|d| can_join(d))
 }
 
+/// A usable cgroup directory that offers `controller` to child cgroups, or a printed skip.
+fn offering(controller: &str) -> Option<PathBuf> {
+    let found = usable().filter(|d| controllers(d).iter().any(|c| c == controller));
+    if found.is_none() {
+        skip(
+            &format!("{controller} controller"),
+            &format!(
+                "no cgroup v2 directory this process can join offers the {controller} controller \
+                 here (on the development VM it is bound to the cgroup v1 hierarchy)"
+            ),
+        );
+    }
+    found
+}
+
 fn controllers(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("cgroup.subtree_control"))
         .unwrap_or_default()
@@ -282,12 +297,7 @@ fn a_cgroup_parent_that_is_not_cgroup2_is_refused_by_require_and_ignored_by_auto
 #[test]
 fn memory_max_is_enforced_by_the_kernel() {
     let ws = Ws::new();
-    let Some(dir) = usable().filter(|d| controllers(d).iter().any(|c| c == "memory")) else {
-        skip(
-            "memory.max",
-            "no writable cgroup v2 directory offers the memory controller here (on the \
-             development VM it is bound to the cgroup v1 hierarchy)",
-        );
+    let Some(dir) = offering("memory") else {
         return;
     };
     let mut p = policy(&ws);
@@ -298,8 +308,9 @@ fn memory_max_is_enforced_by_the_kernel() {
     assert_eq!(o.reason, Reason::Memory, "{o:?} ({})", dir.display());
     assert_eq!(o.kernel_limits, vec!["memory.max".to_string()]);
     assert_eq!(o.limit_mechanism, sandlock_core::LimitMechanism::CgroupV2);
+    // memory.peak also counts page cache the interpreter read in: some slack over the cap.
     assert!(
-        o.peak_memory <= (128 << 20) + (8 << 20),
+        o.peak_memory <= (128 << 20) + (32 << 20),
         "peak {}",
         o.peak_memory
     );
@@ -312,12 +323,7 @@ fn memory_max_is_enforced_by_the_kernel() {
 #[test]
 fn pids_max_is_enforced_by_the_kernel() {
     let ws = Ws::new();
-    if !usable().is_some_and(|d| controllers(&d).iter().any(|c| c == "pids")) {
-        skip(
-            "pids.max",
-            "no writable cgroup v2 directory offers the pids controller here (on the \
-             development VM it is bound to the cgroup v1 hierarchy)",
-        );
+    if offering("pids").is_none() {
         return;
     }
     let mut p = policy(&ws);
