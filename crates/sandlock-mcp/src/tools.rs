@@ -548,22 +548,26 @@ impl SandlockTools {
         structured(text, &r, is_error)
     }
 
-    fn file_op<T: Serialize>(
+    async fn file_op<T: Serialize + Send + 'static>(
         &self,
         ctx: &RequestContext<RoleServer>,
         tool: &str,
         requested: Option<&str>,
-        op: impl FnOnce(&Workspace) -> Result<(String, T), String>,
+        op: impl FnOnce(&Workspace) -> Result<(String, T), String> + Send + 'static,
     ) -> CallToolResult {
         let t0 = Instant::now();
-        let res = self
-            .workspace(requested)
-            .map_err(|(_, w)| w)
-            .and_then(|ws| {
+        let res = match self.workspace(requested) {
+            Err((_, w)) => Err(w),
+            // File work can take a while (a large file, a deep listing, a slow disk): it runs on
+            // the blocking pool, not on the server's one event-loop thread.
+            Ok(ws) => tokio::task::spawn_blocking(move || {
                 let r = op(&ws);
                 ws.touch();
                 r
-            });
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("internal error in {tool}: {e}"))),
+        };
         match res {
             Ok((text, value)) => {
                 self.log_call(ctx, tool, "ok", t0.elapsed(), "");
@@ -644,8 +648,9 @@ impl SandlockTools {
         ctx: RequestContext<RoleServer>,
         Parameters(a): Parameters<PathArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(
-            self.file_op(&ctx, "read_file", a.workspace.as_deref(), |ws| {
+        let requested = a.workspace.clone();
+        Ok(self
+            .file_op(&ctx, "read_file", requested.as_deref(), move |ws| {
                 let content = ws
                     .files
                     .read(&a.path, MAX_READ)
@@ -657,8 +662,8 @@ impl SandlockTools {
                     workspace: ws.handle.clone(),
                 };
                 Ok((content, r))
-            }),
-        )
+            })
+            .await)
     }
 
     /// Writes a text file into the workspace.
@@ -675,8 +680,9 @@ impl SandlockTools {
         Parameters(a): Parameters<WriteArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         let cap = self.app.exec.config.max_disk.bytes();
-        Ok(
-            self.file_op(&ctx, "write_file", a.workspace.as_deref(), |ws| {
+        let requested = a.workspace.clone();
+        Ok(self
+            .file_op(&ctx, "write_file", requested.as_deref(), move |ws| {
                 ws.files
                     .write(&a.path, a.content.as_bytes(), cap)
                     .map_err(|e| e.to_string())?;
@@ -687,8 +693,8 @@ impl SandlockTools {
                     workspace: ws.handle.clone(),
                 };
                 Ok((format!("wrote {n} bytes to {}", a.path), r))
-            }),
-        )
+            })
+            .await)
     }
 
     /// Lists files in the workspace.
@@ -703,8 +709,9 @@ impl SandlockTools {
         ctx: RequestContext<RoleServer>,
         Parameters(a): Parameters<ListArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(
-            self.file_op(&ctx, "list_files", a.workspace.as_deref(), |ws| {
+        let requested = a.workspace.clone();
+        Ok(self
+            .file_op(&ctx, "list_files", requested.as_deref(), move |ws| {
                 let path = a.path.clone().unwrap_or_default();
                 let (entries, truncated) = ws
                     .files
@@ -727,8 +734,8 @@ impl SandlockTools {
                     workspace: ws.handle.clone(),
                 };
                 Ok((text, r))
-            }),
-        )
+            })
+            .await)
     }
 
     /// Deletes a file from the workspace.
@@ -743,8 +750,9 @@ impl SandlockTools {
         ctx: RequestContext<RoleServer>,
         Parameters(a): Parameters<PathArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(
-            self.file_op(&ctx, "delete_file", a.workspace.as_deref(), |ws| {
+        let requested = a.workspace.clone();
+        Ok(self
+            .file_op(&ctx, "delete_file", requested.as_deref(), move |ws| {
                 ws.files.delete(&a.path).map_err(|e| e.to_string())?;
                 let r = FileResult {
                     path: a.path.clone(),
@@ -752,8 +760,8 @@ impl SandlockTools {
                     workspace: ws.handle.clone(),
                 };
                 Ok((format!("deleted {}", a.path), r))
-            }),
-        )
+            })
+            .await)
     }
 }
 

@@ -67,18 +67,45 @@ impl Workspace {
 impl Drop for Workspace {
     fn drop(&mut self) {
         self.registry.live.fetch_sub(1, Ordering::Relaxed);
-        if let Err(e) = remove_tree(&self.dir) {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove a workspace");
-        } else {
-            tracing::debug!(workspace = %short(&self.handle), "workspace removed");
-        }
+        let job = (
+            std::mem::take(&mut self.dir),
+            std::mem::take(&mut self.handle),
+        );
+        let job = match self.registry.janitor.lock() {
+            Ok(j) => match j.as_ref() {
+                Some(j) => match j.tx.send(job) {
+                    Ok(()) => return,
+                    Err(std::sync::mpsc::SendError(job)) => job,
+                },
+                None => job,
+            },
+            Err(_) => job,
+        };
+        remove_workspace(&job.0, &job.1);
     }
+}
+
+fn remove_workspace(dir: &Path, handle: &str) {
+    if let Err(e) = remove_tree(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a workspace");
+    } else {
+        tracing::debug!(workspace = %short(handle), "workspace removed");
+    }
+}
+
+/// A thread that removes workspace directories, so that removing a large tree never holds up the
+/// server's event loop (which is a single thread; see `crate::run`).
+struct Janitor {
+    tx: std::sync::mpsc::Sender<(PathBuf, String)>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 struct Inner {
     root: PathBuf,
     max: usize,
     live: AtomicUsize,
+    /// When set, dropped workspaces are removed by this thread instead of in place.
+    janitor: Mutex<Option<Janitor>>,
 }
 
 /// All workspaces of this server.
@@ -136,9 +163,38 @@ impl Registry {
                 root,
                 max,
                 live: AtomicUsize::new(0),
+                janitor: Mutex::new(None),
             }),
             stateless: Arc::new(Mutex::new(HashMap::new())),
         })
+    }
+
+    /// From now on, removes dropped workspaces on a thread of its own instead of wherever the last
+    /// reference went (which, in the server, is its event loop). [`Registry::finish`] waits for
+    /// the removals still queued. Without this, removal is synchronous.
+    pub fn remove_in_background(&self) -> std::io::Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel::<(PathBuf, String)>();
+        let thread = std::thread::Builder::new()
+            .name("sandlock-janitor".into())
+            .spawn(move || {
+                for (dir, handle) in rx {
+                    remove_workspace(&dir, &handle);
+                }
+            })?;
+        if let Ok(mut j) = self.inner.janitor.lock() {
+            *j = Some(Janitor { tx, thread });
+        }
+        Ok(())
+    }
+
+    /// Waits until every workspace dropped so far is removed, and goes back to removing them in
+    /// place.
+    pub fn finish(&self) {
+        let j = self.inner.janitor.lock().ok().and_then(|mut j| j.take());
+        if let Some(Janitor { tx, thread }) = j {
+            drop(tx);
+            let _ = thread.join();
+        }
     }
 
     /// The (canonical) root.
@@ -341,6 +397,26 @@ mod tests {
         drop(ws);
         assert!(!dir.exists());
         assert_eq!(r.live(), 0);
+        let _ = std::fs::remove_dir_all(r.root());
+    }
+
+    #[test]
+    fn background_removal_is_complete_after_finish() {
+        let r = Registry::new(&root("bg"), 10).unwrap();
+        r.remove_in_background().unwrap();
+        let ws = r.create(true).unwrap();
+        std::fs::create_dir_all(ws.dir.join("a/b")).unwrap();
+        std::fs::write(ws.dir.join("a/b/f"), "x").unwrap();
+        let dir = ws.dir.clone();
+        drop(ws);
+        assert_eq!(r.live(), 0);
+        r.finish();
+        assert!(!dir.exists());
+        // After finish, removal is in place again.
+        let ws = r.create(true).unwrap();
+        let dir = ws.dir.clone();
+        drop(ws);
+        assert!(!dir.exists());
         let _ = std::fs::remove_dir_all(r.root());
     }
 
