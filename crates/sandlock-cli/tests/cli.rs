@@ -109,6 +109,11 @@ fn timeout_exits_124_and_says_so() {
     assert!(stderr(&o).contains("timed out after"), "{}", stderr(&o));
 }
 
+/// The `--status-json` file a run wrote.
+fn status_of(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 #[test]
 fn status_json_describes_the_outcome() {
     let dir = tempfile::tempdir().unwrap();
@@ -127,8 +132,7 @@ fn status_json_describes_the_outcome() {
         "import os\nwhile True: os.fork()",
     ]);
     assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let v = status_of(&path);
     assert_eq!(v["reason"], "processes");
     assert_eq!(v["limit_mechanism"], "supervisor");
     assert!(v["wall_time"].as_f64().unwrap() > 0.0);
@@ -254,8 +258,7 @@ fn cgroup_require_fails_closed_naming_the_stage_or_enforces_in_the_kernel() {
             assert!(e.contains("cgroup = \"auto\""), "{e}");
         }
         Some(0) => {
-            let v: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let v = status_of(&path);
             assert_eq!(v["limit_mechanism"], "cgroup_v2");
             assert_eq!(v["kernel_limits"][0], "memory.max");
         }

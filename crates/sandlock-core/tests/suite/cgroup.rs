@@ -54,6 +54,18 @@ fn usable() -> Option<PathBuf> {
     own_cgroup_dir().filter(|d| can_join(d))
 }
 
+/// A usable cgroup directory, or a printed skip naming `what` needed one.
+fn usable_or_skip(what: &str) -> Option<PathBuf> {
+    let found = usable();
+    if found.is_none() {
+        skip(
+            what,
+            "no cgroup v2 directory this process can create and join",
+        );
+    }
+    found
+}
+
 /// A usable cgroup directory that offers `controller` to child cgroups, or a printed skip.
 fn offering(controller: &str) -> Option<PathBuf> {
     let found = usable().filter(|d| controllers(d).iter().any(|c| c == controller));
@@ -210,11 +222,7 @@ fn cpu_time_comes_from_the_cgroup_and_counts_orphans_that_already_exited() {
 
 #[test]
 fn abandoned_run_cgroups_are_removed_and_held_ones_are_not() {
-    let Some(dir) = usable() else {
-        skip(
-            "stale cgroups",
-            "no cgroup v2 directory this process can create and join",
-        );
+    let Some(dir) = usable_or_skip("stale cgroups") else {
         return;
     };
     use std::os::fd::AsRawFd;
@@ -345,11 +353,7 @@ fn pids_max_is_enforced_by_the_kernel() {
 
 #[test]
 fn many_runs_leave_no_cgroup_behind() {
-    let Some(dir) = usable() else {
-        skip(
-            "cgroup leaks",
-            "no cgroup v2 directory this process can create and join",
-        );
+    let Some(dir) = usable_or_skip("cgroup leaks") else {
         return;
     };
     let ours = || {
