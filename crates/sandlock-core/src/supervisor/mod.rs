@@ -129,11 +129,7 @@ impl Running {
         }
         // SAFETY: epoll_create1 just returned this descriptor.
         let epoll = unsafe { sys::owned(ep) };
-        let every = if limits.max_memory.is_some() || limits.max_cpu.is_some() {
-            SAMPLE_EVERY
-        } else {
-            SAMPLE_IDLE
-        };
+        let every = default_sample_every(&limits);
         let mut r = Running {
             pid: started.pid,
             pidfd: Some(started.pidfd),
@@ -239,6 +235,26 @@ impl Running {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Changes how often the tree is sampled for the memory and CPU limits, from now on. The
+    /// process and thread caps do not depend on it (they are checked at each `fork`/`clone`). A
+    /// caller that knows the tree is idle (a fork server between calls) samples it rarely, and
+    /// goes back to the default ([`Running::default_sample_every`]) when work arrives.
+    pub fn set_sample_every(&mut self, every: Duration) {
+        if every == self.sample_every {
+            return;
+        }
+        self.sample_every = every;
+        if self.exit.is_none() {
+            let next = Instant::now() + every;
+            self.next_sample = Some(self.next_sample.map_or(next, |n| n.min(next)));
+        }
+    }
+
+    /// How often a tree with a memory or CPU limit is sampled by default.
+    pub fn default_sample_every(&self) -> Duration {
+        default_sample_every(&self.limits)
     }
 
     /// Whether the run has finished: the main process is reaped and the output is read.
@@ -869,6 +885,14 @@ pub struct Residue {
     _disk: Option<disk::DiskMeter>,
     /// Removing the run's cgroup waits until the kernel has let its last member go.
     _cgroup: Option<crate::cgroup::RunCgroup>,
+}
+
+fn default_sample_every(limits: &TreeLimits) -> Duration {
+    if limits.max_memory.is_some() || limits.max_cpu.is_some() {
+        SAMPLE_EVERY
+    } else {
+        SAMPLE_IDLE
+    }
 }
 
 impl Drop for Running {
