@@ -157,3 +157,24 @@ async def connect(
 
 def run(coro):  # a tiny sync bridge: pytest here has no asyncio plugin
     return asyncio.run(coro)
+
+
+def call(server: Server, mode: str, *calls: tuple[str, dict]) -> list:
+    """Runs tool calls in one session (or, stateless, threading the workspace handle through);
+    returns their results, then the protocol revision."""
+
+    async def go():
+        out = []
+        ws = None
+        async with connect(server, mode) as c:
+            for name, args in calls:
+                if mode == "2026-07-28" and ws and "workspace" not in args:
+                    args = {**args, "workspace": ws}
+                r = await c.call_tool(name, args)
+                if r.structured_content and r.structured_content.get("workspace"):
+                    ws = r.structured_content["workspace"]
+                out.append(r)
+            out.append(c.session.protocol_version)
+        return out
+
+    return run(go())

@@ -49,6 +49,17 @@ pub enum Transport {
     Stdio,
 }
 
+/// How `execute_python` starts its interpreter (see `crate::warm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PythonStart {
+    /// Fork a sandboxed interpreter the workspace started once (the tree limits then cover the
+    /// workspace's Python processes together; the timeout and output cap stay per call).
+    Fork,
+    /// Start a new interpreter for every call (every limit per call).
+    Fresh,
+}
+
 /// How log lines are written (always to stderr).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -127,6 +138,10 @@ pub struct LimitsFile {
 pub struct PythonFile {
     /// Interpreter for `execute_python` (a path, or a name looked up in `PATH`).
     pub interpreter: Option<PathBuf>,
+    /// `fork` or `fresh`.
+    pub start: Option<PythonStart>,
+    /// Seconds a workspace's idle fork server is kept (default 300).
+    pub fork_idle: Option<Seconds>,
 }
 
 /// The `[tools]` table: a policy per execution tool.
@@ -237,6 +252,10 @@ pub struct Config {
     pub python: PathBuf,
     /// Base policy of `execute_python` (before the workspace and interpreter are added).
     pub python_policy: Policy,
+    /// How `execute_python` starts its interpreter.
+    pub python_start: PythonStart,
+    /// How long an idle workspace keeps its fork server.
+    pub fork_idle: Duration,
     /// Base policy of `execute_shell`.
     pub shell_policy: Policy,
 }
@@ -253,6 +272,7 @@ const DEFAULT_MAX_THREADS: u32 = 1024;
 const DEFAULT_MAX_OUTPUT: ByteSize = ByteSize::mib(1);
 const DEFAULT_MAX_DISK: ByteSize = ByteSize::mib(256);
 const DEFAULT_TTL: Duration = Duration::from_secs(900);
+const DEFAULT_FORK_IDLE: Duration = Duration::from_secs(300);
 const DEFAULT_GRACE: Duration = Duration::from_secs(20);
 
 impl Config {
@@ -411,6 +431,22 @@ impl Config {
             check_isolation(tool, p, &workspace_root)?;
         }
 
+        // max_cpu counts the CPU of every process of the tree, dead ones included: with a fork
+        // server that would be the sum over every call of the workspace.
+        let python_start = match (
+            args.python_start.or(file.python.start),
+            python_policy.max_cpu,
+        ) {
+            (Some(PythonStart::Fork), Some(cpu)) => bail!(
+                "python.start = \"fork\" cannot hold max_cpu ({cpu}) per call: a fork server's \
+                 CPU time adds up over every call of its workspace; use start = \"fresh\" or \
+                 drop max_cpu (the timeout still bounds each call)"
+            ),
+            (Some(s), _) => s,
+            (None, Some(_)) => PythonStart::Fresh,
+            (None, None) => PythonStart::Fork,
+        };
+
         let log_level = match (args.log_level, s.log_level) {
             (Some(l), _) => l,
             (None, Some(text)) => text.parse().map_err(|_| {
@@ -448,6 +484,11 @@ impl Config {
                 .or(file.python.interpreter)
                 .unwrap_or_else(|| "python3".into()),
             python_policy,
+            python_start,
+            fork_idle: file
+                .python
+                .fork_idle
+                .map_or(DEFAULT_FORK_IDLE, Seconds::duration),
             shell_policy,
         })
     }

@@ -30,7 +30,7 @@ use crate::workspace::Workspace;
 /// them costs more than the rest of the bootstrap), and the code is given to `exec` as a string,
 /// not through the `compile()` builtin, whose first call builds CPython's AST types (measured at
 /// 1.2 ms, more than everything else the bootstrap does).
-const PYTHON_BOOTSTRAP: &str = "import sys\n\
+pub(crate) const PYTHON_BOOTSTRAP: &str = "import sys\n\
 with open(3,encoding='utf-8',closefd=True) as _f: _c=_f.read()\n\
 sys.argv=['-c']\n\
 del _f\n\
@@ -204,7 +204,7 @@ pub fn command(
     Ok(cmd.timeout(timeout))
 }
 
-fn memfd_with(data: &[u8]) -> std::io::Result<OwnedFd> {
+pub(crate) fn memfd_with(data: &[u8]) -> std::io::Result<OwnedFd> {
     use std::io::{Seek, Write};
     use std::os::fd::FromRawFd;
     // SAFETY: memfd_create takes a C string literal and flags.
@@ -339,14 +339,15 @@ impl Gate {
     }
 }
 
-struct EpollFd(RawFd);
+/// A raw epoll descriptor, for registering a `Running` with tokio.
+pub(crate) struct EpollFd(pub(crate) RawFd);
 impl AsRawFd for EpollFd {
     fn as_raw_fd(&self) -> RawFd {
         self.0
     }
 }
 
-fn still_readable(fd: RawFd) -> bool {
+pub(crate) fn still_readable(fd: RawFd) -> bool {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -422,6 +423,54 @@ impl Executor {
             let p = workspace_policy(self.config.policy(tool), tool, &ws.dir, Some(&self.python));
             Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
         })
+    }
+
+    /// Runs Python `code` in `ws` by forking the workspace's fork server (started on first use,
+    /// and again if the last one ended; see `crate::warm`).
+    pub async fn run_forked(
+        &self,
+        ws: &Workspace,
+        code: &str,
+        stdin: Option<String>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        cancel_why: impl Fn() -> String,
+    ) -> Result<Outcome, String> {
+        let cap = self.config.python_policy.output_cap().0;
+        let stdin = stdin.map(String::into_bytes);
+        // A fork server that ended (idle, a limit, killed) is replaced once; a call that reached
+        // one never runs twice.
+        for _ in 0..2 {
+            let z = ws.zygote(|ws| {
+                let sandbox = ws.fork_sandbox(|| {
+                    let mut p = workspace_policy(
+                        &self.config.python_policy,
+                        ExecTool::Python,
+                        &ws.dir,
+                        Some(&self.python),
+                    );
+                    p.timeout = None;
+                    Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
+                })?;
+                crate::warm::Zygote::start(&sandbox, &self.python, self.config.fork_idle)
+                    .map_err(|e| format!("cannot start the workspace's Python: {e}"))
+            })?;
+            match z
+                .run(
+                    code.as_bytes(),
+                    stdin.clone(),
+                    timeout,
+                    cap,
+                    cancel,
+                    &cancel_why,
+                )
+                .await
+            {
+                Ok(o) => return Ok(o),
+                Err(crate::warm::Gone) => continue,
+            }
+        }
+        Err("the workspace's Python ended twice before it could take the call".into())
     }
 }
 

@@ -19,7 +19,7 @@ use sandlock_core::{Outcome, Reason};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ExecTool;
+use crate::config::{ExecTool, PythonStart};
 use crate::exec::{self, Executor};
 use crate::files::Entry;
 use crate::metrics::{Gauges, Metrics};
@@ -453,11 +453,17 @@ impl SandlockTools {
                 return never_ran("invalid", msg, String::new());
             }
         };
-        let cmd = match exec::command(tool, &self.app.exec.python, &code, stdin, timeout) {
-            Ok(c) => c,
-            Err(msg) => {
-                self.log_call(&ctx, tool.name(), "invalid", t0.elapsed(), "");
-                return never_ran("invalid", msg, requested.unwrap_or_default());
+        // Python in fork mode forks the workspace's fork server; everything else is a fresh run.
+        let forked = tool == ExecTool::Python && cfg.python_start == PythonStart::Fork;
+        let (cmd, stdin) = if forked {
+            (None, stdin)
+        } else {
+            match exec::command(tool, &self.app.exec.python, &code, stdin, timeout) {
+                Ok(c) => (Some(c), None),
+                Err(msg) => {
+                    self.log_call(&ctx, tool.name(), "invalid", t0.elapsed(), "");
+                    return never_ran("invalid", msg, requested.unwrap_or_default());
+                }
             }
         };
         let gate = &self.app.exec.gate;
@@ -487,12 +493,15 @@ impl SandlockTools {
                 return never_ran(reason, msg, String::new());
             }
         };
-        let sandbox = match self.app.exec.sandbox(tool, &ws) {
-            Ok(s) => s,
-            Err(msg) => {
-                self.log_call(&ctx, tool.name(), "sandbox_error", t0.elapsed(), "");
-                return never_ran("sandbox_error", msg, ws.handle.clone());
-            }
+        let sandbox = match cmd {
+            None => None,
+            Some(cmd) => match self.app.exec.sandbox(tool, &ws) {
+                Ok(s) => Some((s, cmd)),
+                Err(msg) => {
+                    self.log_call(&ctx, tool.name(), "sandbox_error", t0.elapsed(), "");
+                    return never_ran("sandbox_error", msg, ws.handle.clone());
+                }
+            },
         };
         // Either the client cancels the request, or the shutdown grace period ends.
         let cancel = tokio_util::sync::CancellationToken::new();
@@ -515,14 +524,20 @@ impl SandlockTools {
                 "killed: the client cancelled the call".to_string()
             }
         };
-        let result = exec::run(&sandbox, cmd, &cancel, why).await;
+        let outcome = match sandbox {
+            Some((sandbox, cmd)) => exec::run(&sandbox, cmd, &cancel, why)
+                .await
+                .unwrap_or_else(|e| Outcome::from_error(&e)),
+            None => self
+                .app
+                .exec
+                .run_forked(&ws, &code, stdin, timeout, &cancel, why)
+                .await
+                .unwrap_or_else(crate::warm::failed_outcome),
+        };
         cancel.cancel();
         let _ = relay.await;
         ws.touch();
-        let outcome = match result {
-            Ok(o) => o,
-            Err(e) => Outcome::from_error(&e),
-        };
         let stdout = String::from_utf8_lossy(&outcome.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&outcome.stderr).into_owned();
         let truncated = outcome.stdout_truncated || outcome.stderr_truncated;

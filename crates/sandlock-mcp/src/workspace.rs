@@ -36,6 +36,10 @@ pub struct Workspace {
     pub session: bool,
     last_used: Mutex<Instant>,
     sandboxes: [OnceLock<Result<Arc<Sandbox>, String>>; 2],
+    /// The sandbox of the Python fork server (the Python policy without a timeout).
+    fork_sandbox: OnceLock<Result<Arc<Sandbox>, String>>,
+    /// The Python fork server, while one runs (see `crate::warm`).
+    zygote: Mutex<Option<Arc<crate::warm::Zygote>>>,
     registry: Arc<Inner>,
 }
 
@@ -62,10 +66,37 @@ impl Workspace {
         let slot = &self.sandboxes[tool as usize];
         slot.get_or_init(|| make().map(Arc::new)).clone()
     }
+
+    /// The Python fork server, started by `start` if none is running (or the last one ended).
+    pub fn zygote(
+        &self,
+        start: impl FnOnce(&Self) -> Result<Arc<crate::warm::Zygote>, String>,
+    ) -> Result<Arc<crate::warm::Zygote>, String> {
+        let mut z = self.zygote.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(live) = z.as_ref().filter(|z| !z.ended()) {
+            return Ok(live.clone());
+        }
+        let new = start(self)?;
+        *z = Some(new.clone());
+        Ok(new)
+    }
+
+    /// The fork server's sandbox, built on first use by `make`.
+    pub fn fork_sandbox(
+        &self,
+        make: impl FnOnce() -> Result<Sandbox, String>,
+    ) -> Result<Arc<Sandbox>, String> {
+        self.fork_sandbox
+            .get_or_init(|| make().map(Arc::new))
+            .clone()
+    }
 }
 
 impl Drop for Workspace {
     fn drop(&mut self) {
+        if let Some(z) = self.zygote.get_mut().ok().and_then(|z| z.take()) {
+            z.stop();
+        }
         self.registry.live.fetch_sub(1, Ordering::Relaxed);
         let job = (
             std::mem::take(&mut self.dir),
@@ -250,6 +281,8 @@ impl Registry {
             session,
             last_used: Mutex::new(Instant::now()),
             sandboxes: [OnceLock::new(), OnceLock::new()],
+            fork_sandbox: OnceLock::new(),
+            zygote: Mutex::new(None),
             registry: self.inner.clone(),
         });
         if !session {
