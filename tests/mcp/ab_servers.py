@@ -54,17 +54,17 @@ def main() -> None:
         lat: dict[str, list[float]] = {k: [] for k, _ in kinds}
         cpu = {k: [0.0, 0.0] for k, _ in kinds}
         for _, make in kinds:  # warm-up
-            timed_parallel(c, 2 * c, make)
+            timed_parallel([make() for _ in range(c)], 2 * c)
         for r in range(a.rounds):
             print(f"round {r + 1}/{a.rounds}", file=sys.stderr, end="\r")
             for name, make in kinds if r % 2 == 0 else kinds[::-1]:
                 if name == "bare":
                     k0 = children_cpu_ms()
-                    lat[name] += timed_parallel(c, 4 * c, make)
+                    lat[name] += timed_parallel([make() for _ in range(c)], 4 * c)
                     cpu[name][1] += children_cpu_ms() - k0
                 else:
                     s0, k0 = server_cpu_ms(servers[name].proc.pid)
-                    lat[name] += timed_parallel(c, 4 * c, make)
+                    lat[name] += timed_parallel([make() for _ in range(c)], 4 * c)
                     s1, k1 = server_cpu_ms(servers[name].proc.pid)
                     cpu[name][0] += s1 - s0
                     cpu[name][1] += k1 - k0

@@ -137,11 +137,12 @@ class Session:
         self.http.close()
 
 
-def timed_parallel(n_workers: int, calls: int, one) -> list[float]:
-    """Runs `calls` calls spread over `n_workers` threads; returns each call's latency (ms)."""
+def timed_parallel(fns: list, calls: int) -> list[float]:
+    """Runs `calls` calls spread over one thread per function in `fns` (each thread calls its
+    own); returns each call's latency (ms)."""
     lat: list[float] = []
     lock = threading.Lock()
-    per = calls // n_workers
+    per = max(1, calls // len(fns))
 
     def worker(fn) -> None:
         mine = []
@@ -152,7 +153,6 @@ def timed_parallel(n_workers: int, calls: int, one) -> list[float]:
         with lock:
             lat.extend(mine)
 
-    fns = [one() for _ in range(n_workers)]
     threads = [threading.Thread(target=worker, args=(f,)) for f in fns]
     for t in threads:
         t.start()
@@ -180,6 +180,21 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
+def forked_cpu_ms(server_pid: int) -> float:
+    """CPU of the calls the fork servers have reaped (their children), in ms: the forked
+    interpreters are not the server's children, so `server_cpu_ms` does not see them."""
+    total = 0.0
+    tick = 1000 / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{server_pid}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[13]) + int(fields[14])) * tick
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin", default=str(REPO / "target/release/sandlock"))
@@ -192,77 +207,115 @@ def main() -> None:
 
     conftest.BIN = Path(a.bin)
     py = default_python()
-    server = Server("--max-concurrent", "8", "--queue-depth", "64", "--log-level", "warn")
+    common = ("--max-concurrent", "8", "--queue-depth", "64", "--log-level", "warn")
+    servers = {start: Server(*common, "--python-start", start) for start in ("fork", "fresh")}
     sessions: list[Session] = []
 
-    def bare_one():
-        return lambda: subprocess.run([py, "-c", "print(1)"], capture_output=True, check=True)
+    def bare(_c: int) -> list:
+        return [lambda: subprocess.run([py, "-c", "print(1)"], capture_output=True, check=True)]
 
-    def mcp_one(mode: str):
-        def make():
-            s = Session(server, mode)
-            sessions.append(s)
-            return lambda: s.call("print(1)")
+    pools: dict[tuple[str, str], list[Session]] = {}
 
-        return make
+    def reused(start: str, mode: str):
+        """Sessions that make many calls: created once, used by every round."""
 
-    results: dict[tuple[str, int], list[float]] = {}
+        def fns(c: int) -> list:
+            pool = pools.setdefault((start, mode), [])
+            while len(pool) < c:
+                pool.append(Session(servers[start], mode))
+                sessions.append(pool[-1])
+            return [lambda s=s: s.call("print(1)") for s in pool[:c]]
+
+        return fns
+
+    def first(start: str):
+        """The first call of a new session (its workspace, and in fork mode its fork server,
+        start with it); the session is ended afterwards."""
+
+        def fns(_c: int) -> list:
+            def one() -> None:
+                s = Session(servers[start], "session")
+                try:
+                    s.call("print(1)")
+                finally:
+                    s.close()
+
+            return [one]
+
+        return fns
+
+    kinds = [("bare", "", bare)]
+    for start in ("fork", "fresh"):
+        kinds += [
+            (start, "session", reused(start, "session")),
+            (start, "stateless", reused(start, "stateless")),
+            (start, "first call", first(start)),
+        ]
+    results: dict[tuple[str, str, int], list[float]] = {}
     try:
-        for c in (1, 8):  # warm-up: page cache, interpreter, first sandbox of each session
-            timed_parallel(c, 16, bare_one)
-            timed_parallel(c, 16, mcp_one("session"))
-        kinds = (
-            ("bare", bare_one),
-            ("session", mcp_one("session")),
-            ("stateless", mcp_one("stateless")),
-        )
-        cpu0, kids0, bare0 = *server_cpu_ms(server.proc.pid), children_cpu_ms()
-        # Concurrency 1: call by call, the three kinds in turn (rotating which goes first), so that
-        # the machine's drift (other work on a shared VM) lands on all three alike.
-        ones = [(name, fac()) for name, fac in kinds]
+        for _, _, fac in kinds:  # warm-up: page cache, interpreter, each session's first call
+            for c in (1, 8):
+                fns = fac(c)
+                timed_parallel(fns * c if len(fns) == 1 else fns, 2 * c)
+        cpu0 = {k: server_cpu_ms(v.proc.pid) for k, v in servers.items()}
+        forked0 = forked_cpu_ms(servers["fork"].proc.pid)
+        bare0 = children_cpu_ms()
+        # Concurrency 1: call by call, every kind in turn (rotating which goes first), so that the
+        # machine's drift (other work on a shared VM) lands on all of them alike.
+        ones = [(start, mode, fac(1)[0]) for start, mode, fac in kinds]
         for i in range(a.calls):
             for k in range(len(ones)):
-                name, fn = ones[(i + k) % len(ones)]
+                start, mode, fn = ones[(i + k) % len(ones)]
                 t0 = time.perf_counter()
                 fn()
-                results.setdefault((name, 1), []).append((time.perf_counter() - t0) * 1000)
+                results.setdefault((start, mode, 1), []).append((time.perf_counter() - t0) * 1000)
         # Concurrency 8: short alternating rounds.
         per_round = max(8, a.calls // a.rounds)
         for _ in range(a.rounds):
-            for name, fac in kinds:
-                results.setdefault((name, 8), []).extend(timed_parallel(8, per_round, fac))
-        mcp_calls = sum(len(v) for (name, _), v in results.items() if name != "bare")
-        cpu1, kids1 = server_cpu_ms(server.proc.pid)
-        cpu_per_call = (cpu1 - cpu0) / mcp_calls
-        sandboxed_cpu = (kids1 - kids0) / mcp_calls
-        bare_calls = sum(len(v) for (name, _), v in results.items() if name == "bare")
-        bare_cpu = (children_cpu_ms() - bare0) / bare_calls
+            for start, mode, fac in kinds:
+                fns = fac(8)
+                fns = fns * 8 if len(fns) == 1 else fns
+                results.setdefault((start, mode, 8), []).extend(timed_parallel(fns, per_round))
+        calls = {
+            k: sum(len(v) for (s, _, _), v in results.items() if s == k)
+            for k in ("bare", "fork", "fresh")
+        }
+        cpu = {k: server_cpu_ms(v.proc.pid) for k, v in servers.items()}
+        server_per_call = {k: (cpu[k][0] - cpu0[k][0]) / calls[k] for k in servers}
+        interp_per_call = {
+            "fresh": (cpu["fresh"][1] - cpu0["fresh"][1]) / calls["fresh"],
+            "fork": (forked_cpu_ms(servers["fork"].proc.pid) - forked0) / calls["fork"],
+        }
+        bare_cpu = (children_cpu_ms() - bare0) / calls["bare"]
     finally:
         for s in sessions:
             s.close()
-        server.stop()
+        for v in servers.values():
+            v.stop()
 
     rows = []
     for c in (1, 8):
-        b50, b99 = pct(results[("bare", c)], 50), pct(results[("bare", c)], 99)
-        for name in ("session", "stateless"):
-            xs = results[(name, c)]
-            p50, p99 = pct(xs, 50), pct(xs, 99)
-            rows.append((c, name, len(xs), b50, b99, p50, p99, p50 - b50, p99 - b99))
-    mean_bare = statistics.mean(results[("bare", 1)])
+        b50, b99 = pct(results[("bare", "", c)], 50), pct(results[("bare", "", c)], 99)
+        for start in ("fork", "fresh"):
+            for mode in ("session", "stateless", "first call"):
+                xs = results[(start, mode, c)]
+                p50, p99 = pct(xs, 50), pct(xs, 99)
+                rows.append((c, start, mode, len(xs), b50, b99, p50, p99, p50 - b50, p99 - b99))
+    mean_bare = statistics.mean(results[("bare", "", 1)])
 
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     kernel = platform.release()
-    cpu = os.cpu_count()
+    ncpu = os.cpu_count()
     today = datetime.date.today().isoformat()
     cmd = "python " + " ".join([os.path.relpath(__file__, REPO), *sys.argv[1:]])
     lines = [
         '# MCP server latency: `execute_python("print(1)")` over HTTP',
         "",
-        f"Measured {today} on {cpu} cores, Linux {kernel}, interpreter `{py}`, server "
-        f"`{os.path.relpath(a.bin, REPO)}` (`--max-concurrent 8`); load average at the end "
-        f"{load} (the machine is shared with other work, which both sides of each comparison "
-        "see alike).",
+        f"Measured {today} on {ncpu} cores, Linux {kernel}, interpreter `{py}`, server "
+        f"`{os.path.relpath(a.bin, REPO)}` (`--max-concurrent 8`), once with `--python-start "
+        "fork` (the default) and once with `--python-start fresh`, both running through the "
+        f"whole benchmark; load average at the end {load} (the machine is shared with other "
+        "work, which every side of each comparison sees alike).",
         "",
         "Command (from the repository root, after `cargo build --release -p sandlock-cli`):",
         "",
@@ -272,19 +325,25 @@ def main() -> None:
         "",
         "Each call is one HTTP POST of `tools/call` on a keep-alive connection, answered after the "
         "sandboxed interpreter exits. *bare* is `subprocess.run([python, '-c', 'print(1)'])` from "
-        "the same number of threads, measured in the same run, alternating with the server in "
+        "the same number of threads, measured in the same run, alternating with the servers in "
         f"{a.rounds} rounds. Overhead = server latency minus bare latency at the same percentile. "
         "*session* is the 2025-11-25 revision (`Mcp-Session-Id`, SSE responses); *stateless* is a "
         "2026-07-28 request (no handshake, a new handler per request, the workspace passed back "
-        "by its handle).",
+        "by its handle); both are sessions that make many calls (created once, used by every "
+        "round). *first call* is a new session's first call (the session is ended after it): it "
+        "creates the workspace, and in fork mode starts the workspace's interpreter.",
         "",
-        "| concurrency | mode | calls | bare p50 ms | bare p99 ms | MCP p50 ms | MCP p99 ms "
-        "| overhead p50 ms | overhead p99 ms |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "*fork* (the default): each workspace starts one sandboxed interpreter, and every call "
+        "forks it (see `crates/sandlock-mcp/src/warm.rs`). *fresh*: every call starts a new "
+        "sandboxed interpreter.",
+        "",
+        "| concurrency | python start | calls of | calls | bare p50 ms | bare p99 ms | MCP p50 ms "
+        "| MCP p99 ms | overhead p50 ms | overhead p99 ms |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for c, name, n, b50, b99, p50, p99, o50, o99 in rows:
+    for c, start, mode, n, b50, b99, p50, p99, o50, o99 in rows:
         lines.append(
-            f"| {c} | {name} | {n} | {b50:.1f} | {b99:.1f} | {p50:.1f} | {p99:.1f} "
+            f"| {c} | {start} | {mode} | {n} | {b50:.1f} | {b99:.1f} | {p50:.1f} | {p99:.1f} "
             f"| **{o50:+.1f}** | {o99:+.1f} |"
         )
     lines += [
@@ -293,15 +352,13 @@ def main() -> None:
         f"{mean_bare:.1f} ms. For comparison (DESIGN.md), the other implementation's stdio server "
         "adds about 290 ms per call and a subprocess-based wrapper about 50 ms.",
         "",
-        "CPU per call, over the whole run: the server process "
-        f"{cpu_per_call:.2f} ms (HTTP, MCP, spawning and supervising the sandbox); the sandboxed "
-        f"interpreter {sandboxed_cpu:.2f} ms against {bare_cpu:.2f} ms for the bare one (the "
-        "bootstrap that reads the code from descriptor 3, about 0.3 ms; confinement, about "
-        "0.1 ms; at concurrency 8 also the CPU lost to more preemptions, see the notes). At "
-        "concurrency 8 on 2 cores the eight interpreters queue for the CPU, so latency is about "
-        "four times the CPU each call needs: every extra millisecond of CPU per call (server, "
-        "confinement, and this benchmark's client) shows up as about 4 ms of overhead there. "
-        "That is the gap at concurrency 8, not waiting.",
+        "CPU per call, over the whole run (every kind of call together): the server process "
+        f"{server_per_call['fork']:.2f} ms in fork mode and {server_per_call['fresh']:.2f} ms in "
+        "fresh mode (HTTP, MCP, spawning or forking, supervising); the sandboxed interpreter "
+        f"{interp_per_call['fork']:.2f} ms forked (counted from the fork servers' reaped "
+        f"children) and {interp_per_call['fresh']:.2f} ms fresh, against {bare_cpu:.2f} ms for "
+        "the bare one. At concurrency 8 on 2 cores the calls queue for the CPU, so latency is "
+        "about four times the CPU each call needs.",
         "",
     ]
     text = "\n".join(lines)
