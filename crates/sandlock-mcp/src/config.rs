@@ -24,6 +24,8 @@
 //!
 //! [python]
 //! interpreter = "/opt/venv/bin/python"
+//! start = "fork"              # or "fresh" (see crate::warm)
+//! fork_idle = 300
 //!
 //! [tools.execute_python]      # a sandlock Policy
 //! net_allow = [":443"]
@@ -605,6 +607,8 @@ mod tests {
             queue_depth = 7
             [python]
             interpreter = "/usr/bin/python3"
+            start = "fresh"
+            fork_idle = 45
             [tools.execute_shell]
             presets = ["system"]
             max_memory = "64M"
@@ -627,6 +631,19 @@ mod tests {
         assert_eq!(c.python_policy.max_memory, Some(ByteSize::mib(128)));
         assert_eq!(c.shell_policy.net_allow, vec![":443".to_string()]);
         assert_eq!(c.python_policy.max_disk, Some(ByteSize::mib(10)));
+        assert_eq!(c.python_start, PythonStart::Fresh);
+        assert_eq!(c.fork_idle, Duration::from_secs(45));
+    }
+
+    #[test]
+    fn python_start_defaults_to_fork_and_max_cpu_selects_fresh_or_is_refused() {
+        let c = Config::merge(&args(&[]), ConfigFile::default(), None).unwrap();
+        assert_eq!(c.python_start, PythonStart::Fork);
+        let cpu = || ConfigFile::parse("[tools.execute_python]\nmax_cpu = 5\n").unwrap();
+        let c = Config::merge(&args(&[]), cpu(), None).unwrap();
+        assert_eq!(c.python_start, PythonStart::Fresh);
+        let e = Config::merge(&args(&["--python-start", "fork"]), cpu(), None).unwrap_err();
+        assert!(e.to_string().contains("max_cpu"), "{e}");
     }
 
     #[test]

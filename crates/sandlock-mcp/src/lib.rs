@@ -121,7 +121,7 @@ pub struct McpArgs {
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
     /// How execute_python starts its interpreter: `fork` (each call forks a sandboxed interpreter
-    /// the workspace started once; about 1 ms instead of about 13) or `fresh` (a new interpreter
+    /// the workspace started once; about 1 ms of interpreter CPU per call instead of about 13) or `fresh` (a new interpreter
     /// per call, with every limit per call) [default: fork, or fresh when the policy sets max_cpu].
     #[arg(long, value_enum, value_name = "MODE")]
     pub python_start: Option<PythonStart>,
