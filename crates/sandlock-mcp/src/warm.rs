@@ -29,8 +29,9 @@
 //!   whole tree is killed and the calls in progress end with that reason. The timeout and the
 //!   output cap stay per call. `max_cpu` would accumulate over every call, so a policy that sets
 //!   it runs fresh interpreters.
-//! - Calls of one workspace share the hash seed and the address-space layout of their fork server
-//!   (they are one trust domain; workspaces never share a fork server).
+//! - Calls of one workspace share the hash seed, the address-space layout and the Landlock domain
+//!   of their fork server, so they may signal each other (they are one trust domain; workspaces
+//!   never share a fork server).
 //!
 //! # Protocol (a `SOCK_SEQPACKET` pair; the server's end is descriptor 3)
 //! - `R <id>` with four descriptors (code, stdin, stdout, stderr): fork a call.
