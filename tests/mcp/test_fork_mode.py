@@ -27,6 +27,31 @@ def servers():
     fresh.stop()
 
 
+PROBE = "import sys\nprint('ctypes' in sys.modules and '_socket' in sys.modules)"
+
+
+async def until_forked(c) -> int:
+    """Calls until this session's calls are forked (its first two run fresh interpreters, and the
+    second starts its fork server); returns how many calls that took."""
+    for i in range(100):
+        r = await c.call_tool("execute_python", {"code": PROBE})
+        if r.structured_content["stdout"] == "True\n":
+            return i + 1
+        await asyncio.sleep(0.05)
+    raise AssertionError("the workspace never got a fork server")
+
+
+def forked(server: Server, *calls: tuple[str, dict]) -> list:
+    """Runs tool calls in one session, once its calls are forked."""
+
+    async def go():
+        async with connect(server, "legacy") as c:
+            await until_forked(c)
+            return [await c.call_tool(name, args) for name, args in calls]
+
+    return run(go())
+
+
 def out(r) -> tuple:
     sc = r.structured_content
     return sc["stdout"], sc["stderr"], sc["exit_code"], sc["reason"], r.is_error
@@ -81,16 +106,15 @@ def test_results_match_a_fresh_interpreter(servers, name: str) -> None:
     args = {"code": PARITY[name]}
     if name == "stdin":
         args["stdin"] = "hello"
-    a = call(fork, "legacy", ("execute_python", args))[0]
+    a = forked(fork, ("execute_python", args))[0]
     b = call(fresh, "legacy", ("execute_python", args))[0]
     assert out(a) == out(b), (a.content[0].text, b.content[0].text)
 
 
 def test_calls_do_not_share_interpreter_state(servers) -> None:
     fork, _ = servers
-    rs = call(
+    rs = forked(
         fork,
-        "legacy",
         ("execute_python", {"code": "import json\njson.marker = 1\nglobal_x = 5\nprint('set')"}),
         (
             "execute_python",
@@ -110,7 +134,7 @@ def test_background_processes_end_with_their_call(servers) -> None:
         "print('started')"
     )
     t0 = time.monotonic()
-    r = call(fork, "legacy", ("execute_python", {"code": code}))[0]
+    r = forked(fork, ("execute_python", {"code": code}))[0]
     took = time.monotonic() - t0
     assert r.structured_content["stdout"] == "started\n", r.content[0].text
     assert took < 5, f"the call took {took:.1f} s: its leftover held stdout open"
@@ -121,9 +145,8 @@ def test_timeout_kills_the_call_and_the_fork_server_carries_on(servers) -> None:
     fork, _ = servers
     tag = f"{random.randint(10**6, 10**7)}.25"
     ppid = "import os\nprint(os.getppid())"
-    rs = call(
+    rs = forked(
         fork,
-        "legacy",
         ("execute_python", {"code": ppid}),
         (
             "execute_python",
@@ -146,9 +169,8 @@ def test_timeout_kills_the_call_and_the_fork_server_carries_on(servers) -> None:
 
 def test_a_killed_fork_server_fails_its_call_in_words_and_is_replaced(servers) -> None:
     fork, _ = servers
-    rs = call(
+    rs = forked(
         fork,
-        "legacy",
         ("execute_python", {"code": "import os\nprint(os.getppid())"}),
         ("execute_python", {"code": "import os, time\nos.kill(os.getppid(), 9)\ntime.sleep(5)"}),
         ("execute_python", {"code": "import os\nprint(os.getppid())"}),
@@ -160,23 +182,43 @@ def test_a_killed_fork_server_fails_its_call_in_words_and_is_replaced(servers) -
     assert rs[2].structured_content["stdout"] != rs[0].structured_content["stdout"]
 
 
-def test_concurrent_calls_in_one_workspace_each_get_their_own_output(servers) -> None:
+def test_concurrent_calls_in_one_workspace_each_get_their_own_output() -> None:
+    s = Server("--python-start", "fork", "--max-concurrent", "4")
+
+    async def go():
+        async with connect(s, "legacy") as c:
+            await until_forked(c)
+            code = "import time, os\ntime.sleep(1)\nprint({i}, os.getpid())"
+            t0 = time.monotonic()
+            rs = await asyncio.gather(
+                *[c.call_tool("execute_python", {"code": code.format(i=i)}) for i in range(4)]
+            )
+            return rs, time.monotonic() - t0
+
+    try:
+        rs, took = run(go())
+    finally:
+        s.stop()
+    outs = [r.structured_content["stdout"].split() for r in rs]
+    assert [o[0] for o in outs] == ["0", "1", "2", "3"], [r.content[0].text for r in rs]
+    assert len({o[1] for o in outs}) == 4
+    # One after another they would take 4 s.
+    assert took < 2.5, f"4 calls of 1 s took {took:.1f} s: they did not overlap"
+
+
+def test_a_workspace_forks_from_its_third_call_and_one_call_costs_no_fork_server(servers) -> None:
     fork, _ = servers
 
     async def go():
         async with connect(fork, "legacy") as c:
-            code = "import time, os\ntime.sleep(0.5)\nprint({i}, os.getpid())"
-            return await asyncio.gather(
-                *[c.call_tool("execute_python", {"code": code.format(i=i)}) for i in range(4)]
-            )
+            first = await c.call_tool("execute_python", {"code": PROBE})
+            second = await c.call_tool("execute_python", {"code": PROBE})
+            return first, second, await until_forked(c)
 
-    t0 = time.monotonic()
-    rs = run(go())
-    took = time.monotonic() - t0
-    outs = [r.structured_content["stdout"].split() for r in rs]
-    assert [o[0] for o in outs] == ["0", "1", "2", "3"]
-    assert len({o[1] for o in outs}) == 4
-    assert took < 1.9, f"4 calls of 0.5 s took {took:.1f} s: they did not overlap"
+    first, second, more = run(go())
+    assert first.structured_content["stdout"] == "False\n"  # a fresh interpreter
+    assert second.structured_content["stdout"] == "False\n"  # fresh; starts the fork server
+    assert more <= 40, f"the fork server took {more} more calls to be ready"
 
 
 def test_fork_mode_refuses_max_cpu_and_fresh_is_chosen_for_it() -> None:

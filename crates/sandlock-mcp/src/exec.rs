@@ -425,8 +425,8 @@ impl Executor {
         })
     }
 
-    /// Runs Python `code` in `ws` by forking the workspace's fork server (started on first use,
-    /// and again if the last one ended; see `crate::warm`).
+    /// Runs Python `code` in `ws` by forking the workspace's fork server (see `crate::warm`), if
+    /// it has one ready. `None`: it has none (yet, or any more), and the call is to run fresh.
     pub async fn run_forked(
         &self,
         ws: &Workspace,
@@ -435,44 +435,57 @@ impl Executor {
         timeout: Duration,
         cancel: &CancellationToken,
         cancel_why: impl Fn() -> String,
-    ) -> Result<Outcome, String> {
+    ) -> Option<Outcome> {
+        let z = ws.live_zygote()?;
         let cap = self.config.python_policy.output_cap().0;
         let stdin = stdin.map(String::into_bytes);
-        // A fork server that ended (idle, a limit, killed) is replaced once; a call that reached
-        // one never runs twice.
-        for _ in 0..2 {
-            let z = ws.zygote(|ws| {
-                let sandbox = ws.fork_sandbox(|| {
-                    let mut p = workspace_policy(
-                        &self.config.python_policy,
-                        ExecTool::Python,
-                        &ws.dir,
-                        Some(&self.python),
-                    );
+        z.run(code.as_bytes(), stdin, timeout, cap, cancel, cancel_why)
+            .await
+            .ok()
+    }
+
+    /// Called for a Python call that runs fresh in fork mode: from a workspace's second such call
+    /// on, starts its fork server in the background (once at a time), so that the calls after it
+    /// fork. A workspace that makes a single call never pays for a fork server.
+    pub fn prepare_fork_server(&self, ws: &Arc<Workspace>) {
+        if ws.python_calls.fetch_add(1, Ordering::Relaxed) == 0
+            || ws.fork_starting.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let weak = Arc::downgrade(ws);
+        let policy = self.config.python_policy.clone();
+        let python = self.python.clone();
+        let idle = self.config.fork_idle;
+        tokio::spawn(async move {
+            // After this call's answer is on its way: starting an interpreter is 10-20 ms of CPU.
+            tokio::time::sleep(FORK_START_DELAY).await;
+            let Some(ws) = weak.upgrade() else { return };
+            let started = ws
+                .fork_sandbox(|| {
+                    let mut p = workspace_policy(&policy, ExecTool::Python, &ws.dir, Some(&python));
                     p.timeout = None;
                     Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
-                })?;
-                crate::warm::Zygote::start(&sandbox, &self.python, self.config.fork_idle)
-                    .map_err(|e| format!("cannot start the workspace's Python: {e}"))
-            })?;
-            match z
-                .run(
-                    code.as_bytes(),
-                    stdin.clone(),
-                    timeout,
-                    cap,
-                    cancel,
-                    &cancel_why,
-                )
-                .await
-            {
-                Ok(o) => return Ok(o),
-                Err(crate::warm::Gone) => continue,
+                })
+                .and_then(|sandbox| {
+                    crate::warm::Zygote::start(&sandbox, &python, idle)
+                        .map_err(|e| format!("cannot start the workspace's Python: {e}"))
+                });
+            match started {
+                Ok(z) => ws.set_zygote(z),
+                Err(e) => tracing::warn!(
+                    workspace = %crate::workspace::short(&ws.handle),
+                    error = %e,
+                    "no fork server for this workspace; its calls run fresh interpreters"
+                ),
             }
-        }
-        Err("the workspace's Python ended twice before it could take the call".into())
+            ws.fork_starting.store(false, Ordering::Release);
+        });
     }
 }
+
+/// How long after a call a workspace's fork server is started.
+const FORK_START_DELAY: Duration = Duration::from_millis(10);
 
 #[cfg(test)]
 mod tests {

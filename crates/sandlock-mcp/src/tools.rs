@@ -454,16 +454,15 @@ impl SandlockTools {
             }
         };
         // Python in fork mode forks the workspace's fork server; everything else is a fresh run.
+        // Python in fork mode forks the workspace's fork server when it has one ready; every
+        // other call is a fresh run.
         let forked = tool == ExecTool::Python && cfg.python_start == PythonStart::Fork;
-        let (cmd, stdin) = if forked {
-            (None, stdin)
-        } else {
-            match exec::command(tool, &self.app.exec.python, &code, stdin, timeout) {
-                Ok(c) => (Some(c), None),
-                Err(msg) => {
-                    self.log_call(&ctx, tool.name(), "invalid", t0.elapsed(), "");
-                    return never_ran("invalid", msg, requested.unwrap_or_default());
-                }
+        let fork_stdin = if forked { stdin.clone() } else { None };
+        let cmd = match exec::command(tool, &self.app.exec.python, &code, stdin, timeout) {
+            Ok(c) => c,
+            Err(msg) => {
+                self.log_call(&ctx, tool.name(), "invalid", t0.elapsed(), "");
+                return never_ran("invalid", msg, requested.unwrap_or_default());
             }
         };
         let gate = &self.app.exec.gate;
@@ -493,15 +492,12 @@ impl SandlockTools {
                 return never_ran(reason, msg, String::new());
             }
         };
-        let sandbox = match cmd {
-            None => None,
-            Some(cmd) => match self.app.exec.sandbox(tool, &ws) {
-                Ok(s) => Some((s, cmd)),
-                Err(msg) => {
-                    self.log_call(&ctx, tool.name(), "sandbox_error", t0.elapsed(), "");
-                    return never_ran("sandbox_error", msg, ws.handle.clone());
-                }
-            },
+        let sandbox = match self.app.exec.sandbox(tool, &ws) {
+            Ok(s) => s,
+            Err(msg) => {
+                self.log_call(&ctx, tool.name(), "sandbox_error", t0.elapsed(), "");
+                return never_ran("sandbox_error", msg, ws.handle.clone());
+            }
         };
         // Either the client cancels the request, or the shutdown grace period ends.
         let cancel = tokio_util::sync::CancellationToken::new();
@@ -524,16 +520,24 @@ impl SandlockTools {
                 "killed: the client cancelled the call".to_string()
             }
         };
-        let outcome = match sandbox {
-            Some((sandbox, cmd)) => exec::run(&sandbox, cmd, &cancel, why)
-                .await
-                .unwrap_or_else(|e| Outcome::from_error(&e)),
-            None => self
-                .app
-                .exec
-                .run_forked(&ws, &code, stdin, timeout, &cancel, why)
-                .await
-                .unwrap_or_else(crate::warm::failed_outcome),
+        let exec = &self.app.exec;
+        let outcome = match forked {
+            true => {
+                exec.run_forked(&ws, &code, fork_stdin, timeout, &cancel, &why)
+                    .await
+            }
+            false => None,
+        };
+        let outcome = match outcome {
+            Some(o) => o,
+            None => {
+                if forked {
+                    exec.prepare_fork_server(&ws);
+                }
+                exec::run(&sandbox, cmd, &cancel, &why)
+                    .await
+                    .unwrap_or_else(|e| Outcome::from_error(&e))
+            }
         };
         cancel.cancel();
         let _ = relay.await;

@@ -1,6 +1,10 @@
 //! `execute_python` by forking: one started, sandboxed interpreter per workspace (a *fork server*),
 //! forked once per call.
 //!
+//! A workspace's first two calls run fresh interpreters; the second starts the fork server in the
+//! background (`crate::exec::Executor::prepare_fork_server`), and later calls fork it while it
+//! lives. A call that finds no live fork server runs fresh, and starts a new one.
+//!
 //! Starting CPython costs about 13 ms of CPU on the reference machine; forking an initialized one,
 //! running `print(1)` and reaping it costs under 1 ms. At concurrency 8 on 2 cores every
 //! millisecond of CPU per call becomes about 4 ms of latency, so this is what takes
@@ -167,7 +171,7 @@ for _f in (sys.stdout, sys.stderr):
 os._exit(_code)
 "#;
 
-/// Why a call could not be handed to the fork server (it had ended): start a new one and retry.
+/// Why a call could not be handed to the fork server (it had ended; nothing ran): run it fresh.
 #[derive(Debug)]
 pub struct Gone;
 
@@ -379,7 +383,7 @@ impl Zygote {
     }
 
     /// Runs `code` in a forked interpreter. `Err(Gone)` means the fork server had ended before the
-    /// call reached it (nothing ran): start a new one and retry.
+    /// call reached it (nothing ran): run the call fresh.
     pub async fn run(
         &self,
         code: &[u8],

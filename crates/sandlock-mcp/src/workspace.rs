@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,10 @@ pub struct Workspace {
     fork_sandbox: OnceLock<Result<Arc<Sandbox>, String>>,
     /// The Python fork server, while one runs (see `crate::warm`).
     zygote: Mutex<Option<Arc<crate::warm::Zygote>>>,
+    /// Python calls that ran fresh in fork mode (the second one starts the fork server).
+    pub python_calls: AtomicU32,
+    /// A fork server is being started.
+    pub fork_starting: AtomicBool,
     registry: Arc<Inner>,
 }
 
@@ -67,18 +71,18 @@ impl Workspace {
         slot.get_or_init(|| make().map(Arc::new)).clone()
     }
 
-    /// The Python fork server, started by `start` if none is running (or the last one ended).
-    pub fn zygote(
-        &self,
-        start: impl FnOnce(&Self) -> Result<Arc<crate::warm::Zygote>, String>,
-    ) -> Result<Arc<crate::warm::Zygote>, String> {
+    /// The Python fork server, if one is running.
+    pub fn live_zygote(&self) -> Option<Arc<crate::warm::Zygote>> {
+        let z = self.zygote.lock().unwrap_or_else(|e| e.into_inner());
+        z.as_ref().filter(|z| !z.ended()).cloned()
+    }
+
+    /// Installs a newly started fork server (stopping one it replaces).
+    pub fn set_zygote(&self, new: Arc<crate::warm::Zygote>) {
         let mut z = self.zygote.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(live) = z.as_ref().filter(|z| !z.ended()) {
-            return Ok(live.clone());
+        if let Some(old) = z.replace(new) {
+            old.stop();
         }
-        let new = start(self)?;
-        *z = Some(new.clone());
-        Ok(new)
     }
 
     /// The fork server's sandbox, built on first use by `make`.
@@ -283,6 +287,8 @@ impl Registry {
             sandboxes: [OnceLock::new(), OnceLock::new()],
             fork_sandbox: OnceLock::new(),
             zygote: Mutex::new(None),
+            python_calls: AtomicU32::new(0),
+            fork_starting: AtomicBool::new(false),
             registry: self.inner.clone(),
         });
         if !session {
