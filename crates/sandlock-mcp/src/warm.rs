@@ -49,7 +49,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -292,14 +292,16 @@ impl Zygote {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn dispatch(&self, msg: &[u8], mut fds: Vec<OwnedFd>) {
+    /// Hands a message of the fork server to its call. True when an abandoned call's process
+    /// ended: what it left behind is to be swept now, since no call will.
+    fn dispatch(&self, msg: &[u8], mut fds: Vec<OwnedFd>) -> bool {
         let text = String::from_utf8_lossy(msg);
         let f: Vec<&str> = text.split_ascii_whitespace().collect();
         let num = |i: usize| f.get(i).and_then(|v| v.parse::<i64>().ok());
         let mut st = self.state();
         let (Some(id), Some(pid)) = (num(1), num(2)) else {
             tracing::warn!(message = %text, "the fork server sent a malformed message");
-            return;
+            return false;
         };
         let (id, pid) = (id as u64, pid as libc::pid_t);
         let ev = match (f.first().copied(), fds.pop()) {
@@ -317,11 +319,15 @@ impl Zygote {
             }
             _ => {
                 tracing::warn!(message = %text, "the fork server sent an unexpected message");
-                return;
+                return false;
             }
         };
-        if let Some(tx) = st.calls.get(&id) {
-            let _ = tx.send(ev);
+        match st.calls.get(&id) {
+            Some(tx) => {
+                let _ = tx.send(ev);
+                false
+            }
+            None => matches!(ev, Event::Exited { .. }),
         }
     }
 
@@ -422,7 +428,7 @@ impl Zygote {
         let deadline = tokio::time::Instant::from_std(t0 + timeout);
 
         // Start: the fork server forks, and answers with the process's pidfd.
-        let pidfd = {
+        let leader = {
             let _l = self.fork_lock.lock().await;
             let fds = [
                 code.as_raw_fd(),
@@ -436,7 +442,7 @@ impl Zygote {
             drop((code, stdin_r, stdout_w, stderr_w));
             tokio::select! {
                 ev = rx.recv() => match ev {
-                    Some(Event::Started { pidfd }) => pidfd,
+                    Some(Event::Started { pidfd }) => Leader { pidfd, ended: AtomicBool::new(false) },
                     // The request was delivered, so the code may have started: report, never
                     // retry (a retry could run it twice).
                     Some(Event::Ended { reason, detail }) => return Ok(ended(t0, reason, detail)),
@@ -472,7 +478,7 @@ impl Zygote {
         let mut drain_until: Option<tokio::time::Instant> = None;
         let (mut obuf, mut ebuf) = (vec![0u8; 16384], vec![0u8; 16384]);
         let kill = |why: &mut Option<tokio::time::Instant>| {
-            pidfd_kill(&pidfd);
+            pidfd_kill(&leader.pidfd);
             why.get_or_insert_with(tokio::time::Instant::now);
         };
         loop {
@@ -498,11 +504,13 @@ impl Zygote {
                 },
                 ev = rx.recv(), if exit.is_none() && !server_gone => match ev {
                     Some(Event::Exited { status, cpu, max_rss }) => {
+                        leader.ended.store(true, Ordering::Relaxed);
                         exit = Some((status, cpu, max_rss));
                         self.sweep().await;
                         drain_until = Some(tokio::time::Instant::now() + Duration::from_millis(500));
                     }
                     Some(Event::Ended { reason, detail }) => {
+                        leader.ended.store(true, Ordering::Relaxed);
                         server_gone = true;
                         ended_by.get_or_insert((reason, detail));
                         drain_until = Some(tokio::time::Instant::now() + Duration::from_millis(500));
@@ -559,6 +567,22 @@ impl Zygote {
             detail,
             error: None,
         })
+    }
+}
+
+/// A call's process. If the call is abandoned before the process ended (its future dropped, say
+/// because the connection went away), the process is killed: no call outlives its supervision.
+/// What it leaves behind is swept when its exit is reported (`Zygote::dispatch`).
+struct Leader {
+    pidfd: OwnedFd,
+    ended: AtomicBool,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if !self.ended.load(Ordering::Relaxed) {
+            pidfd_kill(&self.pidfd);
+        }
     }
 }
 
@@ -718,7 +742,12 @@ async fn drive(
                             ctl_closed = true;
                             break;
                         }
-                        Ok(Ok((n, fds))) => zz.dispatch(&buf[..n], fds),
+                        Ok(Ok((n, fds))) => {
+                            if zz.dispatch(&buf[..n], fds) {
+                                let z = zz.clone();
+                                tokio::spawn(async move { z.sweep().await });
+                            }
+                        }
                         Err(_would_block) => break,
                     }
                 }
