@@ -206,6 +206,35 @@ def test_concurrent_calls_in_one_workspace_each_get_their_own_output() -> None:
     assert took < 2.5, f"4 calls of 1 s took {took:.1f} s: they did not overlap"
 
 
+def test_tree_limits_hold_for_forked_calls_and_a_new_fork_server_follows() -> None:
+    s = Server("--python-start", "fork", "--max-memory", "256M", "--max-processes", "16")
+    memory_bomb = "x = bytearray(1 << 30)\nprint(len(x))"
+    fork_bomb = (
+        "import os, time\nfor i in range(100):\n"
+        "    if os.fork() == 0:\n        time.sleep(5)\n        os._exit(0)\nprint('forked')"
+    )
+    control = "x = bytearray(64 << 20)\nprint(len(x))"
+
+    async def go():
+        async with connect(s, "legacy") as c:
+            py = lambda code: c.call_tool("execute_python", {"code": code})  # noqa: E731
+            await until_forked(c)
+            memory = await py(memory_bomb)
+            await until_forked(c)  # the limit killed the fork server; a new one starts
+            small = await py(control)
+            processes = await py(fork_bomb)
+            return memory, small, processes
+
+    try:
+        memory, small, processes = run(go())
+    finally:
+        s.stop()
+    for r, reason in ((memory, "memory"), (processes, "processes")):
+        assert r.is_error and r.structured_content["reason"] == reason, r.content[0].text
+        assert "workspace's Python processes together" in r.content[0].text, r.content[0].text
+    assert small.structured_content["stdout"] == f"{64 << 20}\n", small.content[0].text
+
+
 def test_a_workspace_forks_from_its_third_call_and_one_call_costs_no_fork_server(servers) -> None:
     fork, _ = servers
 
