@@ -138,7 +138,16 @@ impl Outcome {
             Error::Policy(p) => SandboxError::new(crate::error::Stage::Policy, None, p.to_string()),
         };
         Outcome {
-            reason: Reason::SandboxError,
+            error: Some(error),
+            ..Outcome::ended(Reason::SandboxError, err.to_string())
+        }
+    }
+
+    /// An outcome that is only a reason and its account: no exit, no output, no measurements.
+    /// Faces that supervise runs by other means fill in the rest with struct update syntax.
+    pub fn ended(reason: Reason, detail: impl Into<String>) -> Outcome {
+        Outcome {
+            reason,
             exit_code: None,
             signal: None,
             stdout: Vec::new(),
@@ -151,8 +160,8 @@ impl Outcome {
             not_enforced: Vec::new(),
             limit_mechanism: LimitMechanism::None,
             kernel_limits: Vec::new(),
-            detail: Some(err.to_string()),
-            error: Some(error),
+            detail: Some(detail.into()),
+            error: None,
         }
     }
 

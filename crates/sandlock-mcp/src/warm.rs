@@ -607,31 +607,14 @@ fn keep(buf: &mut Vec<u8>, data: &[u8], cap: usize) -> bool {
 
 fn ended(t0: Instant, reason: Reason, detail: String) -> Outcome {
     Outcome {
-        reason,
-        exit_code: None,
-        signal: None,
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-        stdout_truncated: false,
-        stderr_truncated: false,
         wall_time: t0.elapsed(),
-        cpu_time: Duration::ZERO,
-        peak_memory: 0,
-        not_enforced: Vec::new(),
         limit_mechanism: LimitMechanism::Supervisor,
-        kernel_limits: Vec::new(),
-        detail: Some(detail),
-        error: None,
+        ..Outcome::ended(reason, detail)
     }
 }
 
 fn failed(t0: Instant, detail: String) -> Outcome {
     ended(t0, Reason::SandboxError, detail)
-}
-
-/// The outcome of a call that could not be run in fork mode.
-pub fn failed_outcome(detail: String) -> Outcome {
-    failed(Instant::now(), detail)
 }
 
 /// The descriptors of one call: ours (async) and the ones handed to the fork server.
