@@ -41,6 +41,8 @@
 //! - `R <id>` with four descriptors (code, stdin, stdout, stderr): fork a call.
 //! - `P <id> <pid>` with a pidfd: the call's process started.
 //! - `X <id> <pid> <wait status> <cpu µs> <max rss KiB>`: it ended and was reaped.
+//! - `E <id> 0 <errno>`: the call could not be started (its descriptors did not all arrive, or
+//!   `fork` failed); the fork server carries on.
 //!
 //! A call's process is a child subreaper, so while it runs its orphans stay beneath it; when it
 //! ends they are handed to the fork server (also a subreaper), and [`Zygote::sweep`] kills every
@@ -109,11 +111,15 @@ const ZYGOTE: &str = r#"def _serve():
                     n = len(data) - len(data) % 4
                     fds += [int.from_bytes(data[i:i + 4], sys.byteorder) for i in range(0, n, 4)]
             cid = int(msg.split()[1])
-            if len(fds) != 4:
+            try:
+                if len(fds) != 4:
+                    raise OSError(24, "the call's descriptors did not all arrive")
+                pid = os.fork()
+            except OSError as e:
                 for f in fds:
                     os.close(f)
+                ctl.send(b"E %d 0 %d" % (cid, e.errno or 0))
                 continue
-            pid = os.fork()
             if pid == 0:
                 _signal.set_wakeup_fd(-1)
                 _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
@@ -308,6 +314,18 @@ impl Zygote {
             (Some("P"), Some(pidfd)) => {
                 st.leaders.insert(pid);
                 Event::Started { pidfd }
+            }
+            (Some("E"), _) => {
+                let errno = num(3).unwrap_or(0) as i32;
+                Event::Ended {
+                    reason: Reason::SandboxError,
+                    detail: format!(
+                        "the workspace's Python could not start the call: {} (errno {errno}); \
+                         hint: the process limit or the open-file limit of the workspace may be \
+                         reached",
+                        std::io::Error::from_raw_os_error(errno)
+                    ),
+                }
             }
             (Some("X"), _) => {
                 st.leaders.remove(&pid);
