@@ -250,6 +250,32 @@ def test_a_workspace_forks_from_its_third_call_and_one_call_costs_no_fork_server
     assert more <= 40, f"the fork server took {more} more calls to be ready"
 
 
+def test_fork_servers_gauge_counts_them_and_an_ended_session_stops_its_own() -> None:
+    s = Server("--python-start", "fork")
+
+    def gauge() -> int:
+        for line in s.metrics().splitlines():
+            if line.startswith("sandlock_mcp_fork_servers "):
+                return int(line.split()[1])
+        raise AssertionError("no sandlock_mcp_fork_servers gauge")
+
+    async def go():
+        async with connect(s, "legacy") as c:
+            await until_forked(c)
+            return gauge()
+
+    try:
+        assert gauge() == 0
+        during = run(go())  # the session is deleted when the client closes
+        deadline = time.monotonic() + 5
+        while gauge() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        after = gauge()
+    finally:
+        s.stop()
+    assert (during, after) == (1, 0)
+
+
 def test_fork_mode_refuses_max_cpu_and_fresh_is_chosen_for_it() -> None:
     d = Path(tempfile.mkdtemp(prefix="sandlock-fork-cfg-"))
     d.chmod(0o755)  # under podsim the server runs as uid 1000 and reads the file

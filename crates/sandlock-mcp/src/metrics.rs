@@ -33,6 +33,8 @@ pub struct Gauges {
     pub queue_depth: usize,
     /// Workspaces alive.
     pub workspaces: usize,
+    /// Python fork servers alive (at most one per workspace).
+    pub fork_servers: usize,
     /// Whether the server is draining for shutdown.
     pub draining: bool,
 }
@@ -116,6 +118,11 @@ impl Metrics {
                 g.workspaces,
             ),
             (
+                "sandlock_mcp_fork_servers",
+                "Python fork servers alive (at most one per workspace; see --python-start).",
+                g.fork_servers,
+            ),
+            (
                 "sandlock_mcp_draining",
                 "1 while the server shuts down.",
                 usize::from(g.draining),
@@ -141,6 +148,7 @@ mod tests {
             active_sandboxes: 2,
             queue_depth: 1,
             workspaces: 3,
+            fork_servers: 4,
             draining: false,
         });
         assert!(
@@ -155,5 +163,6 @@ mod tests {
         assert!(t.contains("sandlock_mcp_call_duration_seconds_count{tool=\"execute_python\"} 2"));
         assert!(t.contains("sandlock_mcp_active_sandboxes 2"));
         assert!(t.contains("sandlock_mcp_queue_depth 1"));
+        assert!(t.contains("sandlock_mcp_fork_servers 4"));
     }
 }

@@ -47,6 +47,7 @@ impl App {
             active_sandboxes: self.exec.gate.running(),
             queue_depth: self.exec.gate.queued(),
             workspaces: self.workspaces.live(),
+            fork_servers: crate::warm::live_fork_servers(),
             draining: self.exec.gate.closing.is_cancelled(),
         }
     }

@@ -177,6 +177,30 @@ for _f in (sys.stdout, sys.stderr):
 os._exit(_code)
 "#;
 
+/// Fork servers alive in this process (the `sandlock_mcp_fork_servers` gauge).
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many fork servers are alive (started and not yet reaped).
+pub fn live_fork_servers() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// One fork server in [`live_fork_servers`] while this lives.
+struct Counted;
+
+impl Counted {
+    fn new() -> Counted {
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Why a call could not be handed to the fork server (it had ended; nothing ran): run it fresh.
 #[derive(Debug)]
 pub struct Gone;
@@ -252,6 +276,9 @@ impl Zygote {
             .stdin(Stdio::Null)
             .pass_fd(theirs, 3);
         let running = sandbox.spawn(cmd)?;
+        // Counted until `drive` has reaped it, or until this function fails (dropping `running`
+        // kills and reaps it).
+        let counted = Counted::new();
         // SAFETY: `ours` is owned by the AsyncFd from here on and is never closed or replaced
         // while registered.
         let ctl = unsafe {
@@ -280,7 +307,13 @@ impl Zygote {
             busy: tokio::sync::Notify::new(),
             not_enforced: sandbox.not_enforced().to_vec(),
         });
-        tokio::spawn(drive(Arc::downgrade(&z), z.stop.clone(), running, idle));
+        tokio::spawn(drive(
+            Arc::downgrade(&z),
+            z.stop.clone(),
+            running,
+            idle,
+            counted,
+        ));
         Ok(z)
     }
 
@@ -671,6 +704,7 @@ async fn drive(
     stop: CancellationToken,
     mut running: Running,
     idle: Duration,
+    _counted: Counted,
 ) {
     // SAFETY: the epoll descriptor belongs to `running`, which outlives `afd` (dropped below).
     let afd =
