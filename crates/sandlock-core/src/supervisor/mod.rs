@@ -383,9 +383,13 @@ impl Running {
             cpu: Duration::ZERO,
             max_rss: 0,
         });
-        // A kernel limit hit after the last sample (a sample ends the run at once otherwise).
-        let kernel = self.cgroup_verdict();
-        let (reason, detail) = match self.ended_by.take().or(kernel) {
+        // A kernel limit hit after the last sample (a sample ends the run at once otherwise), or
+        // the disk cap passed after the last batch of inotify events was read.
+        let late = match self.ended_by.take() {
+            Some(e) => Some(e),
+            None => self.cgroup_verdict().or_else(|| self.disk_verdict()),
+        };
+        let (reason, detail) = match late {
             Some((r, d)) => (r, Some(d)),
             None if exit.code.is_some() => (Reason::Exited, None),
             None if exit.signal.is_none() => (
@@ -656,22 +660,40 @@ impl Running {
         }
     }
 
+    /// Whether the writable directories ended the run over `max_disk`. Events are read in
+    /// batches (`DISK_EVERY`), so a command that passes the cap and exits at once can be reaped
+    /// before they are: say a shell whose `head -c 2M > f` is killed by `RLIMIT_FSIZE` (which
+    /// sits just above the cap) and that then exits with 153.
+    fn disk_verdict(&mut self) -> Option<(Reason, String)> {
+        let d = self.disk.as_mut()?;
+        d.update();
+        if d.has_paused() {
+            d.resume();
+        }
+        self.over_disk()
+    }
+
     fn check_disk(&mut self) {
-        let Some(d) = self.disk.as_ref() else {
-            return;
-        };
-        let (used, cap) = (d.total(), self.limits.max_disk);
-        if let Some(cap) = cap {
-            if used > cap.bytes().max(self.disk_floor) && self.exit.is_none() {
-                self.end(
-                    Reason::Disk,
-                    format!(
-                        "the writable directories hold {}, over max_disk ({cap})",
-                        crate::policy::ByteSize(used)
-                    ),
-                );
+        if self.exit.is_none() {
+            if let Some((reason, detail)) = self.over_disk() {
+                self.end(reason, detail);
             }
         }
+    }
+
+    /// `max_disk` is exceeded (beyond what the directories held at the start).
+    fn over_disk(&self) -> Option<(Reason, String)> {
+        let (d, cap) = (self.disk.as_ref()?, self.limits.max_disk?);
+        let used = d.total();
+        (used > cap.bytes().max(self.disk_floor)).then(|| {
+            (
+                Reason::Disk,
+                format!(
+                    "the writable directories hold {}, over max_disk ({cap})",
+                    crate::policy::ByteSize(used)
+                ),
+            )
+        })
     }
 
     fn on_notification(&mut self, flags: u32) -> Result<(), SandboxError> {
