@@ -519,9 +519,7 @@ impl Zygote {
         };
 
         let cap = usize::try_from(cap).unwrap_or(usize::MAX);
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let (mut out_open, mut err_open) = (true, true);
-        let (mut out_cut, mut err_cut) = (false, false);
+        let (mut out, mut err) = (Captured::new("stdout"), Captured::new("stderr"));
         let mut exit: Option<(i32, Duration, u64)> = None;
         let mut ended_by: Option<(Reason, String)> = None;
         let mut server_gone = false;
@@ -533,25 +531,17 @@ impl Zygote {
             why.get_or_insert_with(tokio::time::Instant::now);
         };
         loop {
-            if (exit.is_some() || server_gone) && !out_open && !err_open {
+            if (exit.is_some() || server_gone) && !out.open && !err.open {
                 break;
             }
             tokio::select! {
-                r = stdout.read(&mut obuf), if out_open => match r {
-                    Ok(0) | Err(_) => out_open = false,
-                    Ok(n) => if keep(&mut out, &obuf[..n], cap) {
-                        out_cut = true;
-                        ended_by.get_or_insert((Reason::Output, format!("stdout exceeded max_output ({cap} bytes); output truncated")));
-                        kill(&mut killed_at);
-                    },
+                r = stdout.read(&mut obuf), if out.open => if let Some(over) = out.took(r, &obuf, cap) {
+                    ended_by.get_or_insert(over);
+                    kill(&mut killed_at);
                 },
-                r = stderr.read(&mut ebuf), if err_open => match r {
-                    Ok(0) | Err(_) => err_open = false,
-                    Ok(n) => if keep(&mut err, &ebuf[..n], cap) {
-                        err_cut = true;
-                        ended_by.get_or_insert((Reason::Output, format!("stderr exceeded max_output ({cap} bytes); output truncated")));
-                        kill(&mut killed_at);
-                    },
+                r = stderr.read(&mut ebuf), if err.open => if let Some(over) = err.took(r, &ebuf, cap) {
+                    ended_by.get_or_insert(over);
+                    kill(&mut killed_at);
                 },
                 ev = rx.recv(), if exit.is_none() && !server_gone => match ev {
                     Some(Event::Exited { status, cpu, max_rss }) => {
@@ -605,10 +595,10 @@ impl Zygote {
             reason,
             exit_code,
             signal,
-            stdout: out,
-            stderr: err,
-            stdout_truncated: out_cut,
-            stderr_truncated: err_cut,
+            stdout_truncated: out.cut,
+            stderr_truncated: err.cut,
+            stdout: out.data,
+            stderr: err.data,
             wall_time: t0.elapsed(),
             cpu_time: exit.map_or(Duration::ZERO, |e| e.1),
             peak_memory: exit.map_or(0, |e| e.2),
@@ -645,6 +635,49 @@ impl Drop for Registered<'_> {
         st.calls.remove(&self.1);
         if st.calls.is_empty() {
             st.last_used = Some(Instant::now());
+        }
+    }
+}
+
+/// One captured stream of a call.
+struct Captured {
+    name: &'static str,
+    data: Vec<u8>,
+    open: bool,
+    cut: bool,
+}
+
+impl Captured {
+    fn new(name: &'static str) -> Captured {
+        Captured {
+            name,
+            data: Vec::new(),
+            open: true,
+            cut: false,
+        }
+    }
+
+    /// Takes the result of one read into `buf`: keeps up to `cap` bytes in all, notes the end of
+    /// the stream, and returns why the call must end when output was dropped.
+    fn took(
+        &mut self,
+        r: std::io::Result<usize>,
+        buf: &[u8],
+        cap: usize,
+    ) -> Option<(Reason, String)> {
+        match r {
+            Ok(0) | Err(_) => {
+                self.open = false;
+                None
+            }
+            Ok(n) => keep(&mut self.data, &buf[..n], cap).then(|| {
+                self.cut = true;
+                let name = self.name;
+                (
+                    Reason::Output,
+                    format!("{name} exceeded max_output ({cap} bytes); output truncated"),
+                )
+            }),
         }
     }
 }
