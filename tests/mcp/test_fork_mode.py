@@ -235,6 +235,29 @@ def test_tree_limits_hold_for_forked_calls_and_a_new_fork_server_follows() -> No
     assert small.structured_content["stdout"] == f"{64 << 20}\n", small.content[0].text
 
 
+def test_output_cap_holds_for_forked_calls_on_each_stream() -> None:
+    s = Server("--python-start", "fork", "--max-output", "64K")
+    flood = "import sys\nsys.{0}.write('x' * 1000000)\nsys.{0}.flush()\nprint('unreached')"
+    try:
+        rs = forked(
+            s,
+            ("execute_python", {"code": flood.format("stdout")}),
+            ("execute_python", {"code": flood.format("stderr")}),
+            ("execute_python", {"code": "print('y' * 1000)"}),
+        )
+    finally:
+        s.stop()
+    for r, stream in zip(rs[:2], ("stdout", "stderr"), strict=True):
+        sc = r.structured_content
+        assert r.is_error and sc["reason"] == "output", r.content[0].text
+        assert sc["truncated"] is True
+        assert len(sc[stream]) == 64 * 1024, len(sc[stream])
+        assert f"{stream} exceeded max_output" in r.content[0].text
+    # Control: output under the cap is complete.
+    sc = rs[2].structured_content
+    assert (sc["reason"], sc["truncated"], sc["stdout"]) == ("exited", False, "y" * 1000 + "\n")
+
+
 def test_a_workspace_forks_from_its_third_call_and_one_call_costs_no_fork_server(servers) -> None:
     fork, _ = servers
 
