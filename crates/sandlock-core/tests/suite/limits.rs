@@ -353,8 +353,10 @@ fn disk_cap_passed_just_before_exit_still_ends_the_run_with_disk() {
             &p,
             &format!("head -c 2M /dev/zero > {f} 2>/dev/null; exit 0"),
         );
+        // Seen during the run, the shell is killed; seen only at the end, it exited 0. Either
+        // way the run passed the cap.
         assert_eq!(o.reason, Reason::Disk, "{o:?}");
-        assert_eq!(o.exit_code, Some(0));
+        assert!(matches!(o.exit_code, None | Some(0)), "{o:?}");
         std::fs::remove_file(ws.join(&format!("f{i}"))).unwrap();
     }
     // Control: under the cap, the same shape of command is an ordinary exit.
