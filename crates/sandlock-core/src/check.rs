@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::coverage::{Mechanism, Needs};
 use crate::kernel::{KernelSupport, Protection, landlock_abi_linux};
 use crate::policy::{Policy, Preset};
 use crate::sandbox::{Command, Sandbox};
@@ -19,9 +20,14 @@ use crate::sandbox::{Command, Sandbox};
 pub struct ProtectionStatus {
     /// The protection.
     pub protection: Protection,
-    /// Whether this kernel can enforce it.
+    /// Whether sandlock enforces it on this kernel (by any mechanism).
     pub available: bool,
-    /// What it needs.
+    /// What enforces it here: Landlock, seccomp, the supervisor standing in for a Landlock
+    /// feature the kernel lacks, or nothing (see [`crate::coverage`]).
+    pub mechanism: Mechanism,
+    /// How, or why not.
+    pub detail: String,
+    /// What the kernel needs for Landlock to enforce it natively.
     pub requires: String,
     /// What it does.
     pub description: &'static str,
@@ -106,13 +112,21 @@ pub struct Report {
 /// Builds the report; with `live`, also runs `/bin/true` in a sandbox with the `system` preset.
 pub fn report(live: bool) -> Report {
     let k = KernelSupport::detect();
-    let protections: Vec<ProtectionStatus> = Protection::ALL
-        .iter()
-        .map(|p| ProtectionStatus {
-            protection: *p,
-            available: k.supports(*p),
-            requires: p.requirement(),
-            description: p.describe(),
+    // The default policy (the system preset) as it would be enforced, with TCP rules, so that the
+    // table also says who holds port rules.
+    let needs = Needs {
+        tcp: true,
+        risky_devices: Vec::new(),
+    };
+    let protections: Vec<ProtectionStatus> = crate::coverage::enforcement(&k, &needs)
+        .into_iter()
+        .map(|e| ProtectionStatus {
+            protection: e.protection,
+            available: e.mechanism.enforced(),
+            mechanism: e.mechanism,
+            detail: e.detail,
+            requires: e.protection.requirement(),
+            description: e.protection.describe(),
         })
         .collect();
     let (enforced, not_enforced): (Vec<_>, Vec<_>) = protections
@@ -128,7 +142,14 @@ pub fn report(live: bool) -> Report {
             "built but disabled at boot (add landlock to the lsm= kernel parameter)".into()
         }
         (0, Some(e)) => format!("unavailable ({})", crate::error::errno_name(e)),
-        (abi, _) => format!("ABI {abi} (as in {})", landlock_abi_linux(abi)),
+        (abi, _) => match crate::kernel::landlock_abi_cap() {
+            Some(cap) => format!(
+                "ABI {abi} (as in {}), capped at {cap} by {}",
+                landlock_abi_linux(abi),
+                crate::kernel::LANDLOCK_ABI_ENV
+            ),
+            None => format!("ABI {abi} (as in {})", landlock_abi_linux(abi)),
+        },
     };
 
     let live_test = live.then(run_live_test);
@@ -137,9 +158,27 @@ pub fn report(live: bool) -> Report {
             "sandlock cannot run here: {}",
             t.error.as_deref().unwrap_or("the test run failed")
         ),
-        (_, true) => "every protection is enforced".to_string(),
+        (_, true) => {
+            let standins: Vec<&str> = protections
+                .iter()
+                .filter(|p| {
+                    p.mechanism == Mechanism::Supervisor && p.protection.landlock_abi().is_some()
+                })
+                .map(|p| p.protection.as_str())
+                .collect();
+            if standins.is_empty() {
+                "every protection is enforced".to_string()
+            } else {
+                format!(
+                    "every protection is enforced ({} by the supervisor, standing in for Landlock \
+                     features this kernel lacks)",
+                    standins.join(", ")
+                )
+            }
+        }
         (_, false) => format!(
-            "partial: {} unavailable; a default policy fails closed unless best_effort is set",
+            "partial: {} unavailable; a policy that needs them fails closed unless best_effort \
+             is set",
             not_enforced
                 .iter()
                 .map(|p| p.as_str())
@@ -331,12 +370,17 @@ impl fmt::Display for Report {
         for p in &self.protections {
             writeln!(
                 f,
-                "  {} {:<20} {} [{}]",
+                "  {} {:<20} {:<11} {}",
                 if p.available { "[x]" } else { "[ ]" },
                 p.protection.as_str(),
+                p.mechanism.as_str(),
                 p.description,
-                p.requires
             )?;
+            let standin =
+                p.protection.landlock_abi().is_some() && p.mechanism != Mechanism::Landlock;
+            if standin || !p.available {
+                writeln!(f, "      {:<31} {}", "", p.detail)?;
+            }
         }
         if let Some(t) = &self.live_test {
             writeln!(f)?;

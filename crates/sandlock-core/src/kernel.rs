@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 
-/// A protection that sandlock can apply if the kernel supports it.
+/// A protection sandlock applies. Landlock enforces it where the kernel has the feature; see
+/// [`crate::coverage`] for what stands in where it does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -30,7 +31,8 @@ pub enum Protection {
     ScopeSignal,
     /// seccomp-bpf syscall filtering (Linux 3.5).
     Seccomp,
-    /// seccomp user notification, used for the process cap (Linux 5.0; `CONTINUE` needs 5.5).
+    /// seccomp user notification, through which the supervisor takes the decisions the kernel
+    /// cannot (Linux 5.0; `ADDFD`, which it needs, 5.9).
     SeccompNotify,
 }
 
@@ -89,7 +91,9 @@ impl Protection {
             }
             Protection::ScopeSignal => "processes outside the sandbox cannot be signalled",
             Protection::Seccomp => "dangerous syscalls and non-TCP sockets refused",
-            Protection::SeccompNotify => "process cap enforced by the supervisor",
+            Protection::SeccompNotify => {
+                "supervisor decisions: connects, the process cap, stand-ins for Landlock"
+            }
         }
     }
 
@@ -98,7 +102,7 @@ impl Protection {
         match self.landlock_abi() {
             Some(abi) => format!("Landlock ABI {abi} ({})", landlock_abi_linux(abi)),
             None if self == Protection::Seccomp => "seccomp filters (CONFIG_SECCOMP_FILTER)".into(),
-            None => "seccomp user notification with CONTINUE (Linux 5.5)".into(),
+            None => "seccomp user notification with ADDFD (Linux 5.9)".into(),
         }
     }
 }
@@ -139,8 +143,19 @@ pub struct KernelSupport {
 /// The newest Landlock ABI sandlock knows how to use.
 pub const LANDLOCK_ABI_MAX: u32 = 7;
 
+/// The environment variable that caps the Landlock ABI sandlock uses (for example `2`), so that a
+/// fleet of mixed kernels is enforced the same way everywhere (the supervisor stands in for what
+/// the cap removes), and so that the stand-ins can be tested on a kernel that has every feature.
+pub const LANDLOCK_ABI_ENV: &str = "SANDLOCK_MAX_LANDLOCK_ABI";
+
+/// The cap set by [`LANDLOCK_ABI_ENV`], if it is set to a number.
+pub fn landlock_abi_cap() -> Option<u32> {
+    std::env::var(LANDLOCK_ABI_ENV).ok()?.trim().parse().ok()
+}
+
 impl KernelSupport {
-    /// Probes the running kernel (cached after the first call).
+    /// Probes the running kernel (cached after the first call), capped by
+    /// [`LANDLOCK_ABI_ENV`] if it is set.
     pub fn detect() -> KernelSupport {
         static CACHE: OnceLock<KernelSupport> = OnceLock::new();
         *CACHE.get_or_init(probe)
@@ -154,7 +169,8 @@ impl KernelSupport {
         self
     }
 
-    /// Whether this kernel can apply `p`.
+    /// Whether this kernel offers `p` itself (Landlock, seccomp); see [`crate::coverage`] for
+    /// what the supervisor enforces where it does not.
     pub fn supports(&self, p: Protection) -> bool {
         match p.landlock_abi() {
             Some(abi) => self.landlock_abi >= abi,
@@ -178,7 +194,8 @@ fn probe() -> KernelSupport {
     let (landlock_abi, landlock_errno) = if abi < 0 {
         (0, Some(crate::sys::errno()))
     } else {
-        (abi.min(i64::from(LANDLOCK_ABI_MAX)) as u32, None)
+        let cap = landlock_abi_cap().unwrap_or(LANDLOCK_ABI_MAX);
+        (abi.min(i64::from(LANDLOCK_ABI_MAX.min(cap))) as u32, None)
     };
 
     // SAFETY: PR_GET_SECCOMP takes no pointer arguments.

@@ -20,10 +20,12 @@
 //!
 //! # Compatibility
 //!
-//! Every protection needs a kernel feature (see [`kernel::Protection`]). sandlock fails closed: if
-//! the kernel lacks a protection the policy needs, [`Sandbox::new`] returns an error naming it,
-//! unless the policy sets `best_effort`, in which case the outcome lists what was not enforced.
-//! Linux 6.12 (Landlock ABI 6) or newer enforces everything.
+//! Every protection is enforced by Landlock where the kernel offers it, and otherwise by the
+//! seccomp filter and the supervisor standing in for it (see [`coverage`]): from Linux 5.13
+//! (Landlock ABI 1) on, with seccomp user notification, a policy runs fully protected. sandlock
+//! fails closed: if nothing can enforce a protection the policy needs (no Landlock at all, or a
+//! device `ioctl` rule before Linux 6.10), [`Sandbox::new`] returns an error naming it, unless the
+//! policy sets `best_effort`, in which case the outcome lists what was not enforced.
 //!
 //! # Multithreaded processes
 //!
@@ -43,6 +45,7 @@
 
 mod cgroup;
 pub mod check;
+pub mod coverage;
 pub mod error;
 pub mod kernel;
 pub mod outcome;
@@ -53,6 +56,7 @@ mod spawn;
 mod supervisor;
 mod sys;
 
+pub use coverage::{Enforcement, Mechanism};
 pub use error::{Error, PolicyError, Result, SandboxError, Stage};
 pub use kernel::{KernelSupport, Protection};
 pub use outcome::{LimitMechanism, Outcome, Reason};

@@ -134,6 +134,12 @@ impl Sandbox {
         &self.plan.not_enforced
     }
 
+    /// How each protection is enforced for this policy on this kernel: by Landlock, by seccomp,
+    /// by the supervisor standing in for a Landlock feature the kernel lacks, or not needed.
+    pub fn enforcement(&self) -> &[crate::coverage::Enforcement] {
+        &self.plan.enforcement
+    }
+
     /// Runs `cmd` to completion on the calling thread and returns its outcome.
     ///
     /// A limit that ends the run is an [`Outcome`] (with its reason), not an error; an error means

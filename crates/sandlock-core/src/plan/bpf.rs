@@ -33,11 +33,12 @@ const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
 
-/// A test on the low 32 bits of one syscall argument.
+/// A test on one syscall argument.
 ///
-/// Only the low half is examined because every argument sandlock filters on is a 32-bit `int` or
-/// `unsigned int` in the kernel (socket family and type, ioctl command, personality, clone flags,
-/// send flags): the kernel ignores the upper half, so the filter must too.
+/// The first three look at the low 32 bits only, because the arguments they are used on are 32-bit
+/// `int` or `unsigned int` in the kernel (socket family and type, ioctl command, personality,
+/// clone flags, send flags, pids): the kernel ignores the upper half, so the filter must too.
+/// [`Cond::High`] looks at the upper half, for pointers (a NULL pointer is zero in both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cond {
     /// `(arg & mask) == value`.
@@ -46,6 +47,8 @@ pub(crate) enum Cond {
     AnySet { arg: u8, mask: u32 },
     /// `(arg & mask) == 0`.
     NoneSet { arg: u8, mask: u32 },
+    /// `(arg >> 32) == value`.
+    High { arg: u8, value: u32 },
 }
 
 impl Cond {
@@ -56,6 +59,11 @@ impl Cond {
             mask: u32::MAX,
             value,
         }
+    }
+
+    /// Both conditions that make a pointer argument NULL.
+    pub(crate) fn null(arg: u8) -> [Cond; 2] {
+        [Cond::eq(arg, 0), Cond::High { arg, value: 0 }]
     }
 }
 
@@ -280,6 +288,11 @@ pub(crate) fn compile(spec: &FilterSpec) -> Result<Vec<libc::sock_filter>, Strin
                         a.load(OFF_ARGS + 8 * u32::from(arg));
                         a.jump(BPF_JMP_JSET_K, mask, Some(next), None);
                     }
+                    Cond::High { arg, value } => {
+                        // seccomp_data.args are u64 in native (little-endian) order.
+                        a.load(OFF_ARGS + 8 * u32::from(arg) + 4);
+                        a.jump(BPF_JMP_JEQ_K, value, None, Some(next));
+                    }
                 }
             }
             a.ret(check.action);
@@ -443,5 +456,25 @@ mod tests {
         assert_eq!(run(56, 0x0120_0011, 0), SECCOMP_RET_ALLOW);
         assert_eq!(run(56, 0x1000_0000, 0), SECCOMP_RET_ERRNO | 1);
         assert_eq!(run(56, 0x20000, 0), SECCOMP_RET_ERRNO | 1);
+    }
+
+    #[test]
+    fn a_null_pointer_check_looks_at_both_halves() {
+        let mut rules = BTreeMap::new();
+        rules.insert(
+            302,
+            SyscallRule {
+                checks: vec![Check {
+                    all: Cond::null(2).to_vec(),
+                    action: Action::Allow,
+                }],
+                default: Action::Notify,
+            },
+        );
+        let prog = compile(&spec(rules)).unwrap();
+        let run = |a2: u64| interpret(&prog, ARCH, 302, [0, 0, a2, 0, 0, 0]);
+        assert_eq!(run(0), SECCOMP_RET_ALLOW);
+        assert_eq!(run(0x7fff_0000_0000), SECCOMP_RET_USER_NOTIF);
+        assert_eq!(run(0x1000), SECCOMP_RET_USER_NOTIF);
     }
 }

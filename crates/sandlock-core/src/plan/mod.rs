@@ -22,6 +22,7 @@ pub(crate) use command::RunPlan;
 pub(crate) use landlock::{Access, PathRule};
 pub(crate) use seccomp::syscall_number;
 
+use crate::coverage;
 use crate::error::{Error, PolicyError, SandboxError, Stage};
 use crate::kernel::{KernelSupport, Protection};
 use crate::policy::{self, ByteSize, Policy, PortRange, Preset};
@@ -52,6 +53,8 @@ pub(crate) struct SandboxPlan {
     /// The filter routes process creation to the supervisor.
     pub(crate) notify: bool,
     pub(crate) not_enforced: Vec<Protection>,
+    /// How each protection is enforced (see [`crate::coverage`]).
+    pub(crate) enforcement: Vec<coverage::Enforcement>,
     pub(crate) drop_bounding: Option<u32>,
     pub(crate) cwd: Option<PathBuf>,
     /// Environment before per-run additions.
@@ -98,25 +101,24 @@ impl SandboxPlan {
         let cgroup = crate::cgroup::plan(policy.cgroup, cgroup_parent.as_deref(), &limits)?;
 
         let tcp = !connect.is_empty() || !bind.is_empty();
-        let mut required = vec![
-            Protection::Filesystem,
-            Protection::FilesystemTruncate,
-            Protection::FilesystemIoctl,
-            Protection::ScopeAbstractUnix,
-            Protection::ScopeSignal,
-            Protection::Seccomp,
-            Protection::SeccompNotify,
-        ];
-        if tcp {
-            required.push(Protection::NetworkTcp);
-        }
-        let missing: Vec<Protection> = required
-            .into_iter()
-            .filter(|p| !kernel.supports(*p))
+        let needs = coverage::Needs {
+            tcp,
+            // Only a kernel without Landlock's ioctl right needs to know (and pays for the look).
+            risky_devices: if kernel.supports(Protection::FilesystemIoctl) {
+                Vec::new()
+            } else {
+                read_only_devices(&paths)
+            },
+        };
+        let enforcement = coverage::enforcement(&kernel, &needs);
+        let missing: Vec<&coverage::Enforcement> = enforcement
+            .iter()
+            .filter(|e| !e.mechanism.enforced())
             .collect();
         if !missing.is_empty() && !policy.best_effort {
             return Err(unsupported(&missing, &kernel).into());
         }
+        let missing: Vec<Protection> = missing.iter().map(|e| e.protection).collect();
 
         let ruleset = if kernel.supports(Protection::Filesystem) {
             Some(landlock::build(&landlock::RulesetSpec {
@@ -144,6 +146,9 @@ impl SandboxPlan {
                         || limits.max_memory.is_some()
                         || limits.max_cpu.is_some()),
                 notify_threads: notify && limits.max_threads.is_some(),
+                scope_signals: !kernel.supports(Protection::ScopeSignal),
+                emulate_bind: tcp && !kernel.supports(Protection::NetworkTcp),
+                guard_truncate: !kernel.supports(Protection::FilesystemTruncate),
                 extra_deny,
             };
             Some(
@@ -160,6 +165,7 @@ impl SandboxPlan {
             filter,
             notify,
             not_enforced: missing,
+            enforcement,
             drop_bounding: bounding_to_drop(),
             cwd,
             env,
@@ -175,16 +181,17 @@ impl SandboxPlan {
                     .collect(),
                 connect,
                 tcp_listen: !bind.is_empty(),
+                bind,
             },
             cgroup,
         })
     }
 }
 
-fn unsupported(missing: &[Protection], kernel: &KernelSupport) -> SandboxError {
+fn unsupported(missing: &[&coverage::Enforcement], kernel: &KernelSupport) -> SandboxError {
     let list: Vec<String> = missing
         .iter()
-        .map(|p| format!("{p} (needs {})", p.requirement()))
+        .map(|e| format!("{} ({})", e.protection, e.detail))
         .collect();
     let have = if kernel.landlock_abi == 0 {
         "this kernel has no Landlock".to_string()
@@ -197,9 +204,22 @@ fn unsupported(missing: &[Protection], kernel: &KernelSupport) -> SandboxError {
         format!(
             "cannot enforce {}; {have}. Set best_effort to run without them (the outcome will list \
              them), or run `sandlock check`",
-            list.join(", ")
+            list.join("; ")
         ),
     )
+}
+
+/// Device files the policy's read-only paths reach, as the sandbox (our own uid) could open them.
+fn read_only_devices(paths: &[PathRule]) -> Vec<PathBuf> {
+    let read: Vec<PathBuf> = paths
+        .iter()
+        .filter(|r| r.access == Access::Read)
+        .map(|r| r.path.clone())
+        .collect();
+    // SAFETY: getuid/getgid take no arguments.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let groups = crate::sys::groups();
+    coverage::risky_devices(&read, (uid, gid, &groups))
 }
 
 fn parse_list(

@@ -5,6 +5,12 @@
 //! cross-process memory access, module and clock control, terminal injection, personality changes,
 //! every socket family but UNIX (and TCP when the policy allows some), and foreign syscall ABIs.
 //!
+//! It also routes to the supervisor what Landlock cannot decide on this kernel (see
+//! `crate::standin`): signals and process handles without Landlock's signal scoping (ABI 6), TCP
+//! `bind` without its network rights (ABI 4), `truncate` without its truncate right (ABI 3); and,
+//! on every kernel, the syscalls that change another process by pid (`prlimit64`, `setpriority`,
+//! `sched_set*`, `ioprio_set`), which Landlock never covers.
+//!
 //! Two deliberate oddities:
 //! - `clone3` answers ENOSYS, so that the C library falls back to `clone`, whose flags a classic BPF
 //!   filter can inspect (`clone3` passes them in memory, out of the filter's reach).
@@ -112,6 +118,14 @@ const TIOCLINUX: u32 = 0x541c;
 const TIOCSETD: u32 = 0x5423;
 const MSG_FASTOPEN: u32 = 0x2000_0000;
 const SOCK_TYPE_MASK: u32 = 0xf;
+const F_SETOWN: u32 = 8;
+const F_SETOWN_EX: u32 = 15;
+const FIOSETOWN: u32 = 0x8901;
+const SIOCSPGRP: u32 = 0x8902;
+const PRIO_PROCESS: u32 = 0;
+const PRIO_PGRP: u32 = 1;
+const IOPRIO_WHO_PROCESS: u32 = 1;
+const IOPRIO_WHO_PGRP: u32 = 2;
 
 /// What the filter must do for one sandbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,6 +139,15 @@ pub(crate) struct SeccompPolicy {
     pub(crate) notify_fork: bool,
     /// Ask the supervisor before a new thread is created too (thread cap).
     pub(crate) notify_threads: bool,
+    /// Stand in for Landlock's signal scoping (ABI 6): every way to signal a process by pid or
+    /// pidfd, to obtain a pidfd, or to make the kernel send `SIGIO`/`SIGURG` to an owner.
+    pub(crate) scope_signals: bool,
+    /// Stand in for Landlock's TCP bind rights (ABI 4): the supervisor carries out `bind`.
+    pub(crate) emulate_bind: bool,
+    /// Stand in for Landlock's truncate right (ABI 3): `truncate` goes to the supervisor,
+    /// `open(O_RDONLY|O_TRUNC)` is refused and `openat2` (whose flags the filter cannot see)
+    /// answers ENOSYS, so that the C library falls back to `openat`.
+    pub(crate) guard_truncate: bool,
     /// More syscall numbers to refuse with EPERM.
     pub(crate) extra_deny: Vec<u32>,
 }
@@ -313,10 +336,176 @@ impl SeccompPolicy {
             }
         }
 
+        self.process_rules(&mut rules);
+        if self.scope_signals {
+            self.signal_rules(&mut rules);
+        }
+        let notify = if self.mediate { Action::Notify } else { eperm };
+        if self.emulate_bind {
+            if let Some(n) = nr("bind") {
+                rules.insert(n, SyscallRule::always(notify));
+            }
+        }
+        if self.guard_truncate {
+            if let Some(n) = nr("truncate") {
+                rules.insert(n, SyscallRule::always(notify));
+            }
+            if let Some(n) = nr("openat2") {
+                rules.insert(n, SyscallRule::always(Action::Errno(libc::ENOSYS as u16)));
+            }
+            // O_RDONLY|O_TRUNC truncates without asking for write access, which is all Landlock
+            // before ABI 3 checks at open.
+            let read_trunc = |flags_arg: u8| Check {
+                all: vec![
+                    Cond::Eq {
+                        arg: flags_arg,
+                        mask: libc::O_ACCMODE as u32,
+                        value: libc::O_RDONLY as u32,
+                    },
+                    Cond::AnySet {
+                        arg: flags_arg,
+                        mask: libc::O_TRUNC as u32,
+                    },
+                ],
+                action: Action::Errno(libc::EACCES as u16),
+            };
+            for (name, flags_arg) in [("open", 1), ("openat", 2)] {
+                if let Some(n) = nr(name) {
+                    rules.insert(
+                        n,
+                        SyscallRule {
+                            checks: vec![read_trunc(flags_arg)],
+                            default: Action::Allow,
+                        },
+                    );
+                }
+            }
+        }
+
         for n in &self.extra_deny {
             rules.insert(*n, SyscallRule::always(eperm));
         }
         rules
+    }
+
+    /// Syscalls that change another process by pid, which Landlock does not scope at any ABI: a
+    /// sandbox must not lower a host process's limits (`RLIMIT_CPU` ends it with `SIGXCPU`), nor
+    /// renice it or pin it to a CPU. Calls on the caller itself (pid 0) stay in the kernel; the
+    /// supervisor answers the rest (allowed for the caller's own pid or group only).
+    fn process_rules(&self, rules: &mut BTreeMap<u32, SyscallRule>) {
+        let notify = if self.mediate {
+            Action::Notify
+        } else {
+            Action::Errno(libc::EPERM as u16)
+        };
+        let allow_when = |conds: Vec<Vec<Cond>>| SyscallRule {
+            checks: conds
+                .into_iter()
+                .map(|all| Check {
+                    all,
+                    action: Action::Allow,
+                })
+                .collect(),
+            default: notify,
+        };
+        if let Some(n) = nr("prlimit64") {
+            // pid 0, or no new limit (reading limits changes nothing).
+            rules.insert(
+                n,
+                allow_when(vec![vec![Cond::eq(0, 0)], Cond::null(2).to_vec()]),
+            );
+        }
+        if let Some(n) = nr("setpriority") {
+            rules.insert(
+                n,
+                allow_when(vec![
+                    vec![Cond::eq(0, PRIO_PROCESS), Cond::eq(1, 0)],
+                    vec![Cond::eq(0, PRIO_PGRP), Cond::eq(1, 0)],
+                ]),
+            );
+        }
+        if let Some(n) = nr("ioprio_set") {
+            rules.insert(
+                n,
+                allow_when(vec![
+                    vec![Cond::eq(0, IOPRIO_WHO_PROCESS), Cond::eq(1, 0)],
+                    vec![Cond::eq(0, IOPRIO_WHO_PGRP), Cond::eq(1, 0)],
+                ]),
+            );
+        }
+        for name in [
+            "sched_setaffinity",
+            "sched_setparam",
+            "sched_setscheduler",
+            "sched_setattr",
+        ] {
+            if let Some(n) = nr(name) {
+                rules.insert(n, allow_when(vec![vec![Cond::eq(0, 0)]]));
+            }
+        }
+    }
+
+    /// Signal scoping without Landlock ABI 6. `kill(0, sig)` (the caller's own process group,
+    /// which is the sandbox's: `setpgid`/`setsid` do nothing) stays in the kernel.
+    fn signal_rules(&self, rules: &mut BTreeMap<u32, SyscallRule>) {
+        let eperm = Action::Errno(libc::EPERM as u16);
+        let notify = if self.mediate { Action::Notify } else { eperm };
+        if let Some(n) = nr("kill") {
+            rules.insert(
+                n,
+                SyscallRule {
+                    checks: vec![Check {
+                        all: vec![Cond::eq(0, 0)],
+                        action: Action::Allow,
+                    }],
+                    default: notify,
+                },
+            );
+        }
+        for name in [
+            "tkill",
+            "tgkill",
+            "rt_sigqueueinfo",
+            "rt_tgsigqueueinfo",
+            "pidfd_send_signal",
+            "pidfd_open",
+        ] {
+            if let Some(n) = nr(name) {
+                rules.insert(n, SyscallRule::always(notify));
+            }
+        }
+        // The owner of a descriptor receives SIGIO and SIGURG (or the F_SETSIG signal). F_SETOWN
+        // passes the owner in a register, which the supervisor can check; F_SETOWN_EX,
+        // FIOSETOWN and SIOCSPGRP pass it in memory that another thread could rewrite after the
+        // check, so they are refused.
+        if let Some(n) = nr("fcntl") {
+            rules.insert(
+                n,
+                SyscallRule {
+                    checks: vec![
+                        Check {
+                            all: vec![Cond::eq(1, F_SETOWN)],
+                            action: notify,
+                        },
+                        Check {
+                            all: vec![Cond::eq(1, F_SETOWN_EX)],
+                            action: eperm,
+                        },
+                    ],
+                    default: Action::Allow,
+                },
+            );
+        }
+        if let Some(n) = nr("ioctl") {
+            if let Some(rule) = rules.get_mut(&n) {
+                for cmd in [FIOSETOWN, SIOCSPGRP] {
+                    rule.checks.push(Check {
+                        all: vec![Cond::eq(1, cmd)],
+                        action: eperm,
+                    });
+                }
+            }
+        }
     }
 
     /// Compiles the filter to BPF.

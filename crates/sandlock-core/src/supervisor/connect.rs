@@ -25,7 +25,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 
-use super::notify::{Listener, Notification};
+use super::notify::{Listener, Notification, read_mem};
 use crate::policy::PortRange;
 use crate::sys;
 
@@ -38,6 +38,9 @@ pub(crate) struct SocketRules {
     pub(crate) connect: Vec<PortRange>,
     /// TCP sockets may listen (the policy allows binding some port).
     pub(crate) tcp_listen: bool,
+    /// TCP ports the sandbox may bind (decided here only where Landlock cannot, see
+    /// `crate::standin::bind`).
+    pub(crate) bind: Vec<PortRange>,
 }
 
 /// A TCP connect in progress for a blocking socket: the sandbox's thread waits in its
@@ -50,7 +53,7 @@ pub(crate) struct PendingConnect {
 }
 
 /// How the kernel names the protocol of a socket (`system.sockprotoname`).
-fn sock_proto(pid: u32, fd: u64) -> std::io::Result<String> {
+pub(crate) fn sock_proto(pid: u32, fd: u64) -> std::io::Result<String> {
     let path = CString::new(format!("/proc/{pid}/fd/{fd}")).map_err(std::io::Error::other)?;
     let name = c"system.sockprotoname";
     let mut buf = [0u8; 64];
@@ -72,7 +75,7 @@ fn sock_proto(pid: u32, fd: u64) -> std::io::Result<String> {
 }
 
 /// The fd's open flags from `/proc/<pid>/fdinfo/<fd>` (octal `flags:` line).
-fn fd_flags(pid: u32, fd: u64) -> i32 {
+pub(crate) fn fd_flags(pid: u32, fd: u64) -> i32 {
     std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
         .ok()
         .and_then(|t| {
@@ -81,26 +84,6 @@ fn fd_flags(pid: u32, fd: u64) -> i32 {
                 .and_then(|v| i32::from_str_radix(v.trim(), 8).ok())
         })
         .unwrap_or(0)
-}
-
-/// Reads `len` bytes at `addr` in process `pid`.
-fn read_mem(pid: u32, addr: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: len,
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: len,
-    };
-    // SAFETY: `local` covers our own buffer of `len` bytes; the kernel checks the remote range.
-    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
 }
 
 /// Decides a `connect` notification. Answers it, unless a blocking TCP connect is still in
@@ -134,7 +117,7 @@ pub(crate) fn on_connect(
 }
 
 /// The fd's blocking mode and close-on-exec flag, to give our socket the same.
-fn mode(pid: u32, fd: u64) -> (bool, u32) {
+pub(crate) fn mode(pid: u32, fd: u64) -> (bool, u32) {
     let flags = fd_flags(pid, fd);
     let cloexec = if flags & libc::O_CLOEXEC != 0 {
         libc::O_CLOEXEC as u32
@@ -145,7 +128,7 @@ fn mode(pid: u32, fd: u64) -> (bool, u32) {
 }
 
 /// Installs `sock` as the sandbox's descriptor and completes the syscall with `result`.
-fn install(
+pub(crate) fn install(
     l: &Listener,
     id: u64,
     sock: &OwnedFd,
@@ -415,7 +398,7 @@ fn connect_own(ty: libc::c_int, name: &[u8]) -> std::io::Result<OwnedFd> {
 
 /// The canonical path a pathname address names, resolved as the sandbox process would (relative
 /// paths from its working directory).
-fn canonical_target(path: &[u8], pid: u32) -> std::io::Result<PathBuf> {
+pub(crate) fn canonical_target(path: &[u8], pid: u32) -> std::io::Result<PathBuf> {
     let p = Path::new(std::ffi::OsStr::from_bytes(path));
     if p.is_absolute() {
         std::fs::canonicalize(p)
@@ -476,7 +459,7 @@ fn peer_bound_path(sock: &OwnedFd) -> Option<PathBuf> {
 }
 
 /// Whether `p` (absolute, no `..`) lies beneath one of `roots`.
-fn beneath(p: &Path, roots: &[PathBuf]) -> bool {
+pub(crate) fn beneath(p: &Path, roots: &[PathBuf]) -> bool {
     p.is_absolute()
         && !p.components().any(|c| c == Component::ParentDir)
         && roots.iter().any(|r| p.starts_with(r))

@@ -12,11 +12,12 @@
 //! killed before the main process is reaped, as in a container: nothing the sandbox started
 //! outlives it.
 
-mod connect;
+pub(crate) mod connect;
 mod disk;
-mod group;
-mod notify;
+pub(crate) mod group;
+pub(crate) mod notify;
 mod output;
+mod standin;
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -735,6 +736,14 @@ impl Running {
                 }
             }
             libc::SYS_listen => connect::on_listen(l, &n, &self.sockets),
+            nr if standin::handles(nr) => standin::handle(
+                l,
+                &n,
+                &standin::Scope {
+                    pgid: self.pid,
+                    sockets: &self.sockets,
+                },
+            ),
             _ => self.on_new_process(&n),
         }
         Ok(())

@@ -1,9 +1,10 @@
 //! seccomp user notification: the syscalls the filter hands to the supervisor.
 //!
 //! The filter hands over `connect` (UNIX sockets are emulated, see [`super::connect`]), `listen`
-//! on TCP when the policy allows TCP, and process creation when there is a process cap. No decision
-//! lets the kernel act on memory the sandbox can still change after we looked (the classic
-//! time-of-check/time-of-use race of user notification).
+//! on TCP when the policy allows TCP, process creation when there is a process cap, and the
+//! syscalls that the stand-ins for missing Landlock features decide (see `crate::standin`). No
+//! decision lets the kernel act on memory the sandbox can still change after we looked (the
+//! classic time-of-check/time-of-use race of user notification).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -55,6 +56,13 @@ impl Listener {
         }
     }
 
+    /// Whether the notification is still pending: its task has not died (and so its id, and
+    /// what `/proc/<pid>` showed about it since it was received, still belong to it).
+    pub(crate) fn id_valid(&self, id: u64) -> bool {
+        // SAFETY: NOTIF_ID_VALID reads one u64.
+        unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0 }
+    }
+
     /// Lets the syscall run as if it had not been intercepted.
     pub(crate) fn allow(&self, id: u64) {
         self.send(id, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32);
@@ -93,6 +101,24 @@ impl Listener {
         Ok(())
     }
 
+    /// Installs `fd` in the notifying process at its lowest free descriptor number, with
+    /// `flags` (`O_CLOEXEC`), and returns that number.
+    pub(crate) fn add_fd(&self, id: u64, fd: &OwnedFd, flags: u32) -> std::io::Result<i32> {
+        let add = libc::seccomp_notif_addfd {
+            id,
+            flags: 0,
+            srcfd: fd.as_raw_fd() as u32,
+            newfd: 0,
+            newfd_flags: flags,
+        };
+        // SAFETY: NOTIF_ADDFD reads one seccomp_notif_addfd.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ADDFD, &add) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(r)
+    }
+
     fn send(&self, id: u64, error: i32, flags: u32) {
         self.respond(id, 0, error, flags);
     }
@@ -110,4 +136,55 @@ impl Listener {
             libc::ioctl(self.fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &resp);
         }
     }
+}
+
+/// Reads `len` bytes at `addr` in process `pid` (fewer if the range ends in unmapped memory).
+pub(crate) fn read_mem(pid: u32, addr: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: `local` covers our own buffer of `len` bytes; the kernel checks the remote range.
+    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// Reads the NUL-terminated string at `addr` in process `pid`, at most `max` bytes before the
+/// NUL: `EFAULT` if it is unreadable, `ENAMETOOLONG` if it is longer. Read once: the caller acts
+/// on this copy, never on the sandbox's memory again.
+pub(crate) fn read_cstr(pid: u32, addr: u64, max: usize) -> std::io::Result<Vec<u8>> {
+    const PAGE: u64 = 4096;
+    let mut out = Vec::new();
+    let mut at = addr;
+    loop {
+        // Never read across a page boundary in one go: the next page may be unmapped although
+        // the string ends before it.
+        let chunk = (PAGE - at % PAGE) as usize;
+        let bytes = read_mem(pid, at, chunk)?;
+        if bytes.is_empty() {
+            return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        if let Some(end) = bytes.iter().position(|b| *b == 0) {
+            out.extend_from_slice(&bytes[..end]);
+            break;
+        }
+        out.extend_from_slice(&bytes);
+        at += bytes.len() as u64;
+        if out.len() > max {
+            return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+    }
+    if out.len() > max {
+        return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    Ok(out)
 }

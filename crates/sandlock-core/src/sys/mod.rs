@@ -169,3 +169,17 @@ pub(crate) fn in_bounding_set(cap: u32) -> bool {
     // SAFETY: PR_CAPBSET_READ takes an integer and returns 0/1 or -1.
     unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) == 1 }
 }
+
+/// This process's supplementary groups.
+pub(crate) fn groups() -> Vec<u32> {
+    // SAFETY: with a zero size, getgroups only returns the count.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    let mut v = vec![0 as libc::gid_t; n as usize];
+    // SAFETY: `v` has room for `n` entries.
+    let got = unsafe { libc::getgroups(n, v.as_mut_ptr()) };
+    v.truncate(got.max(0) as usize);
+    v
+}

@@ -114,30 +114,93 @@ fn invalid_utf8_output_is_kept_as_bytes() {
 }
 
 #[test]
-fn unsupported_protection_fails_closed_unless_best_effort() {
+fn a_kernel_without_landlock_fails_closed_unless_best_effort() {
     let ws = Ws::new();
-    let old = sandlock_core::KernelSupport::detect().limit_landlock_abi(3);
-    let e = match Sandbox::with_kernel_support(policy(&ws), old) {
+    let none = sandlock_core::KernelSupport::detect().limit_landlock_abi(0);
+    let e = match Sandbox::with_kernel_support(policy(&ws), none) {
         Err(e) => e,
-        Ok(_) => panic!("a kernel without signal scoping must fail closed"),
+        Ok(_) => panic!("a kernel without Landlock must fail closed"),
     };
     assert_eq!(e.stage(), Some(Stage::Unsupported));
     let msg = e.to_string();
     assert!(
-        msg.contains("scope_signal") && msg.contains("best_effort"),
+        msg.contains("filesystem") && msg.contains("best_effort"),
         "{msg}"
     );
     let mut p = policy(&ws);
     p.best_effort = true;
-    let sb = Sandbox::with_kernel_support(p, old).unwrap();
+    let sb = Sandbox::with_kernel_support(p, none).unwrap();
     let o = sb.run(Command::new(["/bin/true"])).unwrap();
     assert!(o.success());
     assert!(
         o.not_enforced
-            .contains(&sandlock_core::Protection::ScopeSignal)
+            .contains(&sandlock_core::Protection::Filesystem)
     );
+    // Control: Landlock ABI 1 is enough for the default policy, every protection enforced.
+    let old = sandlock_core::KernelSupport::detect().limit_landlock_abi(1);
+    let sb = Sandbox::with_kernel_support(policy(&ws), old).unwrap();
+    assert!(sb.not_enforced().is_empty());
+    ok(&sb.run(Command::new(["/bin/true"])).unwrap());
+}
+
+#[test]
+fn older_landlock_runs_fully_protected_with_the_supervisor_standing_in() {
+    use sandlock_core::{Mechanism, Protection};
+    let ws = Ws::new();
+    let k = sandlock_core::KernelSupport::detect();
+    let mut p = policy(&ws);
+    p.net_allow.push(":443".into());
+    let sb = Sandbox::with_kernel_support(p.clone(), k.limit_landlock_abi(2)).unwrap();
+    assert!(sb.not_enforced().is_empty());
+    let by = |sb: &Sandbox, prot: Protection| {
+        sb.enforcement()
+            .iter()
+            .find(|e| e.protection == prot)
+            .map(|e| e.mechanism)
+    };
+    for prot in [
+        Protection::FilesystemTruncate,
+        Protection::NetworkTcp,
+        Protection::ScopeAbstractUnix,
+        Protection::ScopeSignal,
+    ] {
+        assert_eq!(by(&sb, prot), Some(Mechanism::Supervisor), "{prot}");
+    }
+    assert_eq!(
+        by(&sb, Protection::FilesystemIoctl),
+        Some(Mechanism::NotNeeded)
+    );
+    ok(&sb.run(Command::new(["/bin/true"])).unwrap());
+    // Control: where the kernel has the feature, Landlock enforces it.
+    if k.landlock_abi >= 6 {
+        let sb = Sandbox::with_kernel_support(p, k).unwrap();
+        assert_eq!(by(&sb, Protection::ScopeSignal), Some(Mechanism::Landlock));
+        assert_eq!(by(&sb, Protection::NetworkTcp), Some(Mechanism::Landlock));
+    }
+}
+
+#[test]
+fn a_read_only_device_grant_needs_landlock_abi_5() {
+    // /dev/kmsg is readable by everyone on common systems, and its ioctls are not harmless.
+    let kmsg = std::path::Path::new("/dev/kmsg");
+    if std::fs::File::open(kmsg).is_err() {
+        skip("read-only device grant", "/dev/kmsg cannot be opened here");
+        return;
+    }
+    let ws = Ws::new();
+    let mut p = policy(&ws);
+    p.fs_readable.push(kmsg.into());
+    let old = sandlock_core::KernelSupport::detect().limit_landlock_abi(4);
+    let msg = match Sandbox::with_kernel_support(p.clone(), old) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a risky read-only device grant must fail closed before ABI 5"),
+    };
     assert!(
-        o.not_enforced
-            .contains(&sandlock_core::Protection::FilesystemIoctl)
+        msg.contains("filesystem_ioctl") && msg.contains("/dev/kmsg"),
+        "{msg}"
     );
+    // Control: granted writable (ioctls allowed, as Landlock would allow them), it runs.
+    let mut w = policy(&ws);
+    w.fs_writable.push(kmsg.into());
+    assert!(Sandbox::with_kernel_support(w, old).is_ok());
 }

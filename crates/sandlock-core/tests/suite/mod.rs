@@ -5,6 +5,7 @@ mod fs;
 mod limits;
 mod net;
 mod signals;
+mod standin;
 mod stress;
 pub(crate) mod support;
 mod syscalls;

@@ -310,31 +310,10 @@ fn unix_raw_sockets_which_the_kernel_makes_datagram_are_refused() {
     assert_eq!(host_py(&code), "sent");
 }
 
-/// Compiles `fdswap_race.c` into `dir`, or says why it cannot.
-fn build_race(dir: &std::path::Path) -> Option<std::path::PathBuf> {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/suite/fdswap_race.c");
-    let exe = dir.join("fdswap_race");
-    match std::process::Command::new("gcc")
-        .args(["-O2", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) if s.success() => Some(exe),
-        other => {
-            skip(
-                "descriptor-swap race",
-                &format!("cannot compile the race program with gcc ({other:?})"),
-            );
-            None
-        }
-    }
-}
-
 #[test]
 fn descriptor_swap_race_cannot_reach_a_host_unix_socket() {
     let (ws, host) = (Ws::new(), Ws::new());
-    let Some(exe) = build_race(ws.path()) else {
+    let Some(exe) = build_c(ws.path(), "fdswap_race") else {
         return;
     };
     let sock = host.join("service.sock");

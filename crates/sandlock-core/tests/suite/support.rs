@@ -109,3 +109,95 @@ pub fn skip(what: &str, reason: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIP {what}: {reason}");
 }
+
+/// Compiles `tests/suite/NAME.c` into `dir` with gcc, or says why it cannot (the caller then
+/// skips the test).
+pub fn build_c(dir: &Path, name: &str) -> Option<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/suite/{name}.c"));
+    let exe = dir.join(name);
+    match std::process::Command::new("gcc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+    {
+        Ok(s) if s.success() => Some(exe),
+        other => {
+            skip(name, &format!("cannot compile it with gcc ({other:?})"));
+            None
+        }
+    }
+}
+
+/// This kernel as it is and, where it has Landlock ABI `abi` or newer, the same kernel with
+/// Landlock capped below `abi`, so that a rule is proven both by Landlock and by the supervisor
+/// standing in for it. The name says which.
+pub fn kernels(abi: u32) -> Vec<(String, sandlock_core::KernelSupport)> {
+    let k = sandlock_core::KernelSupport::detect();
+    let mut v = vec![(format!("Landlock ABI {}", k.landlock_abi), k)];
+    if k.landlock_abi >= abi {
+        v.push((
+            format!("Landlock ABI {} (stand-in)", abi - 1),
+            k.limit_landlock_abi(abi - 1),
+        ));
+    }
+    v
+}
+
+/// Runs `code` with python3 in a sandbox made for kernel `k`.
+pub fn py_on(k: sandlock_core::KernelSupport, p: &Policy, code: &str) -> Outcome {
+    Sandbox::with_kernel_support(p.clone(), k)
+        .expect("policy")
+        .run(Command::new(["python3", "-c", code]))
+        .expect("run")
+}
+
+/// Runs `argv` in a sandbox made for kernel `k`.
+pub fn run_on(k: sandlock_core::KernelSupport, p: &Policy, argv: &[&str]) -> Outcome {
+    Sandbox::with_kernel_support(p.clone(), k)
+        .expect("policy")
+        .run(Command::new(argv.iter().copied()))
+        .expect("run")
+}
+
+/// A host process of the same user, outside every sandbox, in a process group of its own: what a
+/// sandbox must not be able to touch.
+pub struct Victim {
+    child: std::process::Child,
+}
+
+impl Victim {
+    pub fn new() -> Victim {
+        use std::os::unix::process::CommandExt;
+        Victim {
+            child: std::process::Command::new("sleep")
+                .arg("120")
+                .process_group(0)
+                .spawn()
+                .expect("spawn sleep"),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Whether it is still running (a signal that killed it has been delivered).
+    pub fn alive(&mut self) -> bool {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// A line of `/proc/<pid>/limits`, `/proc/<pid>/status` or a field of its stat, as the host
+    /// sees them.
+    pub fn proc_file(&self, name: &str) -> String {
+        std::fs::read_to_string(format!("/proc/{}/{name}", self.pid())).unwrap_or_default()
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

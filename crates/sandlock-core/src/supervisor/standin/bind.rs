@@ -1,0 +1,285 @@
+//! `bind` without Landlock ABI 4: TCP port rules held by the supervisor.
+//!
+//! Before Linux 6.7, Landlock has no network rights, so the policy's bind rules
+//! (`net_allow_bind`) are the supervisor's to hold. It cannot bind the sandbox's own socket (that
+//! would take `pidfd_getfd`, which a restricted pod forbids), and it must not let the kernel run the
+//! sandbox's `bind` after looking at it: another thread could rewrite the address (the port) or swap
+//! the descriptor (`dup2` a TCP socket over a UNIX one) in between. So, as for `connect`, it binds
+//! a socket of its own, to its own copy of the address, and installs it in place of the sandbox's
+//! with `SECCOMP_IOCTL_NOTIF_ADDFD`. That holds for every `bind`, UNIX ones included (a UNIX
+//! `bind` continued unchecked is exactly what the descriptor swap would exploit):
+//! - TCP: the port must be allowed (port 0, an ephemeral port, needs a rule for 0, as in Landlock).
+//!   The new socket has `SO_REUSEADDR` set, which servers almost always ask for; other options the
+//!   sandbox set before `bind` do not carry over.
+//! - UNIX, abstract or unnamed (autobind): bound as asked.
+//! - UNIX, pathname: the directory must lie beneath a writable policy path (where Landlock would
+//!   allow creating the socket file), and be writable by the sandbox's credentials; the socket file
+//!   gets the sandbox's umask.
+//!
+//! Only policies that allow TCP on kernels without Landlock ABI 4 pay for this: without TCP, no TCP
+//! socket can exist in the sandbox, and `bind` stays in the kernel.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::Scope;
+use super::path::{Creds, absolute, open_beneath};
+use crate::supervisor::connect::{install, mode, sock_proto};
+use crate::supervisor::notify::{Listener, Notification, read_mem};
+use crate::sys;
+
+/// `bind(fd, addr, len)`.
+pub(crate) fn on_bind(l: &Listener, n: &Notification, scope: &Scope) {
+    let fd = n.args[0];
+    let kind = match sock_proto(n.pid, fd).as_deref() {
+        Ok("TCP") => Kind::Tcp(libc::AF_INET),
+        Ok("TCPv6") => Kind::Tcp(libc::AF_INET6),
+        Ok("UNIX-STREAM") => Kind::Unix(libc::SOCK_STREAM),
+        // The filter only lets stream and seqpacket UNIX sockets be made.
+        Ok("UNIX") => Kind::Unix(libc::SOCK_SEQPACKET),
+        Ok(_) => return l.deny(n.id, libc::EACCES),
+        Err(e) => {
+            return l.deny(
+                n.id,
+                match e.raw_os_error() {
+                    Some(libc::ENOENT) => libc::EBADF,
+                    Some(libc::EOPNOTSUPP | libc::ENODATA) => libc::ENOTSOCK,
+                    _ => libc::EACCES,
+                },
+            );
+        }
+    };
+    let len = n.args[2] as usize;
+    if len > std::mem::size_of::<libc::sockaddr_storage>() {
+        return l.deny(n.id, libc::EINVAL);
+    }
+    let addr = match read_mem(n.pid, n.args[1], len) {
+        Ok(a) if a.len() == len => a,
+        _ => return l.deny(n.id, libc::EFAULT),
+    };
+    if already_bound(n.pid, fd, &kind) {
+        return l.deny(n.id, libc::EINVAL);
+    }
+    let ours = match kind {
+        Kind::Tcp(family) => bind_tcp(family, &addr, scope),
+        Kind::Unix(ty) => bind_unix(l, n, ty, &addr, scope),
+    };
+    match ours {
+        Ok(sock) => {
+            let (nonblocking, cloexec) = mode(n.pid, fd);
+            install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0);
+        }
+        Err(e) => l.deny(n.id, e),
+    }
+}
+
+enum Kind {
+    /// `AF_INET` or `AF_INET6`.
+    Tcp(libc::c_int),
+    /// `SOCK_STREAM` or `SOCK_SEQPACKET`.
+    Unix(libc::c_int),
+}
+
+/// A new non-blocking, close-on-exec socket.
+fn socket(family: libc::c_int, ty: libc::c_int) -> Result<OwnedFd, i32> {
+    // SAFETY: socket takes integers and returns a new descriptor.
+    let raw = unsafe { libc::socket(family, ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(sys::errno());
+    }
+    // SAFETY: socket just returned this descriptor.
+    Ok(unsafe { sys::owned(raw) })
+}
+
+fn bind_raw(sock: &OwnedFd, addr: &[u8]) -> Result<(), i32> {
+    // SAFETY: `addr` holds `addr.len()` bytes of a socket address.
+    let r = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            addr.as_ptr().cast(),
+            addr.len() as libc::socklen_t,
+        )
+    };
+    if r < 0 { Err(sys::errno()) } else { Ok(()) }
+}
+
+fn bind_tcp(family: libc::c_int, addr: &[u8], scope: &Scope) -> Result<OwnedFd, i32> {
+    let min = if family == libc::AF_INET {
+        std::mem::size_of::<libc::sockaddr_in>()
+    } else {
+        // The kernel accepts the RFC 2133 size, without the scope id.
+        24
+    };
+    if addr.len() < min {
+        return Err(libc::EINVAL);
+    }
+    let sa_family = i32::from(u16::from_ne_bytes([addr[0], addr[1]]));
+    // An IPv4 socket also takes AF_UNSPEC with the any address; whatever the family, the port is
+    // in the same place.
+    let family_ok = sa_family == family
+        || (family == libc::AF_INET && sa_family == libc::AF_UNSPEC && addr[4..8] == [0; 4]);
+    if !family_ok {
+        return Err(if family == libc::AF_INET {
+            libc::EAFNOSUPPORT
+        } else {
+            libc::EINVAL
+        });
+    }
+    let port = u16::from_be_bytes([addr[2], addr[3]]);
+    if !scope
+        .sockets
+        .bind
+        .iter()
+        .any(|r| (r.low..=r.high).contains(&port))
+    {
+        // What Landlock answers for a port the policy does not allow.
+        return Err(libc::EACCES);
+    }
+    let sock = socket(family, libc::SOCK_STREAM)?;
+    let one: libc::c_int = 1;
+    // SAFETY: SO_REUSEADDR reads one int.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    let mut copy = addr.to_vec();
+    if sa_family == libc::AF_UNSPEC {
+        copy[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    }
+    bind_raw(&sock, &copy)?;
+    Ok(sock)
+}
+
+fn bind_unix(
+    l: &Listener,
+    n: &Notification,
+    ty: libc::c_int,
+    addr: &[u8],
+    scope: &Scope,
+) -> Result<OwnedFd, i32> {
+    if addr.len() < 2 || u16::from_ne_bytes([addr[0], addr[1]]) != libc::AF_UNIX as u16 {
+        return Err(libc::EINVAL);
+    }
+    let sock = socket(libc::AF_UNIX, ty)?;
+    let name = &addr[2..];
+    if name.is_empty() || name[0] == 0 {
+        // Unnamed (autobind) or abstract: nothing on the filesystem.
+        bind_raw(&sock, addr)?;
+        return Ok(sock);
+    }
+    let path: Vec<u8> = name.iter().take_while(|b| **b != 0).copied().collect();
+    let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(libc::EIO);
+    let abs = absolute(n.pid, &path).map_err(errno)?;
+    let (Some(parent), Some(base)) = (abs.parent(), abs.file_name()) else {
+        return Err(libc::EADDRINUSE);
+    };
+    let creds = Creds::of(n.pid).ok_or(libc::ESRCH)?;
+    let umask = umask_of(n.pid);
+    if !l.id_valid(n.id) {
+        return Err(libc::ESRCH);
+    }
+    let dir = open_beneath(parent, &scope.sockets.roots).map_err(errno)?;
+    if dir.stat.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(libc::ENOTDIR);
+    }
+    if !creds.may(&dir.stat, (libc::W_OK | libc::X_OK) as u32) {
+        return Err(libc::EACCES);
+    }
+    // Bind through the directory descriptor, so that nothing swapped into the path since we
+    // resolved it can move the socket file elsewhere.
+    let via = format!("/proc/self/fd/{}/", dir.fd.as_raw_fd());
+    let mut sun: libc::sockaddr_un =
+        // SAFETY: sockaddr_un is plain data; all-zero is valid.
+        unsafe { std::mem::zeroed() };
+    let full: Vec<u8> = via
+        .as_bytes()
+        .iter()
+        .chain(base.as_bytes())
+        .copied()
+        .collect();
+    if full.len() >= sun.sun_path.len() {
+        return Err(libc::ENAMETOOLONG);
+    }
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in sun.sun_path.iter_mut().zip(&full) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: `sun` is a valid sockaddr_un; we pass its path's length plus the NUL.
+    let r = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            (&sun as *const libc::sockaddr_un).cast(),
+            (2 + full.len() + 1) as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(sys::errno());
+    }
+    if let (Some(mask), Ok(c)) = (umask, CString::new(base.as_bytes())) {
+        // SAFETY: fchmodat on a name in a directory we hold.
+        unsafe {
+            libc::fchmodat(dir.fd.as_raw_fd(), c.as_ptr(), 0o777 & !mask, 0);
+        }
+    }
+    Ok(sock)
+}
+
+/// The umask of task `tid` (`Umask:` in `/proc/<tid>/status`, octal).
+fn umask_of(tid: u32) -> Option<libc::mode_t> {
+    let text = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|v| libc::mode_t::from_str_radix(v.trim(), 8).ok())
+}
+
+/// Whether the sandbox's socket is bound or connected already (then `bind` fails with `EINVAL`),
+/// as `/proc/<pid>/net/*` shows it: UNIX sockets with their address or state, TCP sockets once
+/// listening or connected. (A TCP socket bound but not listening is not listed there, so binding it
+/// again replaces it, where the kernel would say `EINVAL`.)
+fn already_bound(pid: u32, fd: u64, kind: &Kind) -> bool {
+    let Ok(link) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
+        return false;
+    };
+    let Some(inode) = link
+        .to_str()
+        .and_then(|l| l.strip_prefix("socket:["))
+        .and_then(|l| l.strip_suffix(']'))
+        .map(str::to_string)
+    else {
+        return false;
+    };
+    match kind {
+        Kind::Tcp(_) => ["tcp", "tcp6"].iter().any(|t| {
+            table_rows(pid, t)
+                .iter()
+                .any(|f| f.get(9).is_some_and(|i| *i == inode))
+        }),
+        // /proc/net/unix: Num RefCount Protocol Flags Type St Inode Path; St 1 is unconnected.
+        Kind::Unix(_) => table_rows(pid, "unix").iter().any(|f| {
+            f.get(6).is_some_and(|i| *i == inode) && (f.len() > 7 || f.get(5) != Some(&"01".into()))
+        }),
+    }
+}
+
+fn table_rows(pid: u32, table: &str) -> Vec<Vec<String>> {
+    std::fs::read_to_string(
+        Path::new("/proc")
+            .join(pid.to_string())
+            .join("net")
+            .join(table),
+    )
+    .map(|t| {
+        t.lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect()
+    })
+    .unwrap_or_default()
+}

@@ -1,0 +1,208 @@
+/* Races against the supervisor's stand-ins for Landlock features. Each mode has a second thread
+ * change what the main thread's syscall refers to, as fast as it can, while the main thread keeps
+ * making the call. A supervisor that looked at the arguments and then let the kernel run the call
+ * would lose within milliseconds. Each mode prints "escaped ..." and exits 0 if the forbidden
+ * effect ever happened, "held ..." and exits 1 otherwise.
+ *
+ *   truncate RO RW N   the path buffer flips between RO (read-only) and RW (writable); the main
+ *                      thread calls truncate(buf, 0) N times; escaped if RO is ever emptied.
+ *   bind PORT_OK PORT_NO N
+ *                      the port in a sockaddr_in flips between an allowed and a forbidden one; the
+ *                      main thread binds a fresh TCP socket N times; escaped if one ends up bound
+ *                      to PORT_NO.
+ *   pidfd HOSTPID N    descriptor 40 flips between a pidfd of our own child (which ignores SIGTERM)
+ *                      and /proc/HOSTPID; the main thread sends SIGTERM through descriptor 40 N
+ *                      times. The caller checks whether HOSTPID survived; this mode always prints
+ *                      "sent".
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile int stop;
+/* Cycles the flipping thread has completed: the main thread starts once it is racing. */
+static volatile long cycles;
+
+/* Whether to go on: at least `n` tries, and at least 300 ms, so that the flipping thread gets CPU
+ * time beside the main one even on a loaded machine. */
+static int more(int i, int n) {
+    static struct timespec t0;
+    if (i == 0) clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (i < n) return 1;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 < 300;
+}
+
+static void start_flipping(pthread_t *t, void *(*flip)(void *)) {
+    pthread_create(t, NULL, flip, NULL);
+    while (cycles < 2) {
+    }
+}
+
+static void dwell(void) {
+    for (volatile int i = 0; i < 500; i++) {
+    }
+}
+
+/* truncate */
+static char path_buf[4096];
+static char ro_path[4096], rw_path[4096];
+
+static void *flip_path(void *unused) {
+    (void)unused;
+    while (!stop) {
+        strcpy(path_buf, rw_path);
+        dwell();
+        strcpy(path_buf, ro_path);
+        dwell();
+        cycles++;
+    }
+    return NULL;
+}
+
+static int race_truncate(const char *ro, const char *rw, int n) {
+    snprintf(ro_path, sizeof ro_path, "%s", ro);
+    snprintf(rw_path, sizeof rw_path, "%s", rw);
+    strcpy(path_buf, rw_path);
+    pthread_t t;
+    start_flipping(&t, flip_path);
+    int truncated = 0;
+    int i;
+    for (i = 0; more(i, n); i++) {
+        if (truncate(path_buf, 0) == 0) truncated++;
+        struct stat st;
+        if (stat(ro, &st) == 0 && st.st_size == 0) {
+            stop = 1;
+            printf("escaped after %d tries\n", i);
+            return 0;
+        }
+    }
+    stop = 1;
+    pthread_join(t, NULL);
+    printf("held for %d tries (%d truncations of the writable file)\n", i, truncated);
+    return 1;
+}
+
+/* bind */
+static struct sockaddr_in bind_addr;
+static unsigned short port_ok, port_no;
+
+static void *flip_port(void *unused) {
+    (void)unused;
+    /* Volatile, or the compiler drops the first store as dead. */
+    volatile unsigned short *port = &bind_addr.sin_port;
+    while (!stop) {
+        *port = htons(port_ok);
+        dwell();
+        *port = htons(port_no);
+        dwell();
+        cycles++;
+    }
+    return NULL;
+}
+
+static int race_bind(int ok, int no, int n) {
+    port_ok = (unsigned short)ok;
+    port_no = (unsigned short)no;
+    bind_addr.sin_family = AF_INET;
+    bind_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind_addr.sin_port = htons(port_ok);
+    pthread_t t;
+    start_flipping(&t, flip_port);
+    int bound = 0;
+    int i;
+    for (i = 0; more(i, n); i++) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        if (s < 0) {
+            perror("socket");
+            return 2;
+        }
+        int one = 1;
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(s, (struct sockaddr *)&bind_addr, sizeof bind_addr) == 0) {
+            struct sockaddr_in got;
+            socklen_t len = sizeof got;
+            getsockname(s, (struct sockaddr *)&got, &len);
+            if (ntohs(got.sin_port) == port_no) {
+                stop = 1;
+                printf("escaped after %d tries\n", i);
+                return 0;
+            }
+            bound++;
+        }
+        close(s);
+    }
+    stop = 1;
+    pthread_join(t, NULL);
+    printf("held for %d tries (%d binds to the allowed port)\n", i, bound);
+    return 1;
+}
+
+/* pidfd */
+#define SLOT 40
+static int own_fd, host_fd;
+
+static void *flip_fd(void *unused) {
+    (void)unused;
+    while (!stop) {
+        dup2(own_fd, SLOT);
+        dwell();
+        dup2(host_fd, SLOT);
+        dwell();
+        cycles++;
+    }
+    return NULL;
+}
+
+static int race_pidfd(const char *host_pid, int n) {
+    pid_t child = fork();
+    if (child == 0) {
+        signal(SIGTERM, SIG_IGN);
+        for (;;) pause();
+    }
+    own_fd = (int)syscall(SYS_pidfd_open, child, 0);
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/%s", host_pid);
+    host_fd = open(proc, O_DIRECTORY | O_RDONLY);
+    if (own_fd < 0 || host_fd < 0) {
+        printf("setup failed: pidfd %d, %s %d (%s)\n", own_fd, proc, host_fd, strerror(errno));
+        kill(child, SIGKILL);
+        return 2;
+    }
+    pthread_t t;
+    start_flipping(&t, flip_fd);
+    int delivered = 0;
+    int i;
+    for (i = 0; more(i, n); i++) {
+        if (syscall(SYS_pidfd_send_signal, SLOT, SIGTERM, NULL, 0) == 0) delivered++;
+    }
+    stop = 1;
+    pthread_join(t, NULL);
+    kill(child, SIGKILL);
+    printf("sent %d of %d\n", delivered, i);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 5 && strcmp(argv[1], "truncate") == 0)
+        return race_truncate(argv[2], argv[3], atoi(argv[4]));
+    if (argc == 5 && strcmp(argv[1], "bind") == 0)
+        return race_bind(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+    if (argc == 4 && strcmp(argv[1], "pidfd") == 0) return race_pidfd(argv[2], atoi(argv[3]));
+    fprintf(stderr, "usage: %s truncate RO RW N | bind OK NO N | pidfd HOSTPID N\n", argv[0]);
+    return 2;
+}
