@@ -209,6 +209,30 @@ fn probe() -> KernelSupport {
     }
 }
 
+/// Whether seccomp accepts `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 6.0): once the
+/// supervisor has received a notification, only a fatal signal interrupts the waiting syscall.
+/// Without it, any signal with a handler interrupts the wait, and a syscall that never fails with
+/// `EINTR` natively (`fork`, `kill`, `bind`) can then fail with it, as a blocking one would.
+pub fn seccomp_wait_killable() -> bool {
+    static CACHE: OnceLock<bool> = OnceLock::new();
+    *CACHE.get_or_init(|| {
+        // Flags are checked before the program is read: EINVAL means unknown flags, EFAULT (the
+        // NULL program) means they are known. Nothing is installed either way.
+        let flags =
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+        // SAFETY: with a NULL program the call fails before it changes anything.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                flags,
+                std::ptr::null::<libc::sock_fprog>(),
+            )
+        };
+        r < 0 && crate::sys::errno() == libc::EFAULT
+    })
+}
+
 const SECCOMP_GET_ACTION_AVAIL: libc::c_uint = 2;
 const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
 

@@ -323,10 +323,13 @@ impl Sandbox {
             drop_bounding: plan.drop_bounding,
             ruleset_fd: ruleset.as_ref().map_or(-1, AsRawFd::as_raw_fd),
             filter: fprog.as_ref(),
-            filter_flags: if plan.notify {
-                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
-            } else {
-                0
+            filter_flags: match (plan.notify, crate::kernel::seccomp_wait_killable()) {
+                (false, _) => 0,
+                (true, false) => libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                (true, true) => {
+                    libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+                        | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+                }
             },
             listener_sock: listener_theirs.as_ref().map_or(-1, AsRawFd::as_raw_fd),
             cgroup_procs_fd: cgroup.as_ref().map_or(-1, |c| c.procs_fd()),

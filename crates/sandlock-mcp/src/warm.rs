@@ -68,7 +68,16 @@ use crate::exec::{EpollFd, Interpreter, memfd_with, still_readable};
 /// call's descriptors on 0-3; what follows it reads the code from descriptor 3 and runs it as
 /// `__main__` (as `crate::exec::PYTHON_BOOTSTRAP` does for a fresh interpreter: same traceback,
 /// same exit status), then ends the call as described in the module documentation.
-const ZYGOTE: &str = r#"def _serve():
+const ZYGOTE: &str = r#"def _retry(f, *a):
+    # A syscall the supervisor decides (fork under a process cap; pidfd_open where it stands in for
+    # Landlock's signal scoping) fails with EINTR when SIGCHLD arrives while it waits for the
+    # decision, before Linux 6.0 at any time, since then before the supervisor picked it up.
+    while True:
+        try:
+            return f(*a)
+        except InterruptedError:
+            pass
+def _serve():
     import os, sys, _signal, _socket, select, ctypes, gc
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     prctl(36, 1, 0, 0, 0)
@@ -114,7 +123,7 @@ const ZYGOTE: &str = r#"def _serve():
             try:
                 if len(fds) != 4:
                     raise OSError(24, "the call's descriptors did not all arrive")
-                pid = os.fork()
+                pid = _retry(os.fork)
             except OSError as e:
                 for f in fds:
                     os.close(f)
@@ -132,7 +141,7 @@ const ZYGOTE: &str = r#"def _serve():
                     os.close(f)
                 prctl(36, 1, 0, 0, 0)
                 return
-            pidfd = os.pidfd_open(pid)
+            pidfd = _retry(os.pidfd_open, pid)
             leaders[pid] = cid
             anc = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pidfd.to_bytes(4, sys.byteorder))]
             ctl.sendmsg([b"P %d %d" % (cid, pid)], anc)
@@ -140,7 +149,7 @@ const ZYGOTE: &str = r#"def _serve():
             for f in fds:
                 os.close(f)
 _serve()
-del _serve
+del _serve, _retry
 import sys, os
 def _run():
     with open(3, encoding="utf-8", closefd=True) as f:
