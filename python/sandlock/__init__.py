@@ -39,7 +39,9 @@ __version__: str = _sandlock.__version__
 def check(live: bool = True) -> Dict[str, Any]:
     """What this machine lets sandlock enforce: the report of ``sandlock check --json``.
 
-    Keys include ``kernel``, ``landlock_abi``, ``protections`` (each with ``available``),
+    Keys include ``kernel``, ``landlock_abi``, ``protections`` (each with ``available`` and
+    ``mechanism``: ``landlock``, ``seccomp``, ``supervisor`` where the supervisor stands in for a
+    Landlock feature the kernel lacks, ``not_needed`` or ``unavailable``),
     ``runtime_profile`` (is a container runtime's seccomp profile in force), ``credentials``,
     ``enforced``, ``not_enforced`` and a one-line ``verdict``. With ``live`` (the default) it also
     runs ``/bin/true`` in a sandbox and reports it under ``live_test``.

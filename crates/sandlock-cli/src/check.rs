@@ -4,6 +4,25 @@ use clap::Args;
 
 /// Flags of `sandlock check`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Each protection line says what enforces it on this kernel:
+  landlock     the kernel itself (Landlock)
+  seccomp      the seccomp filter
+  supervisor   the supervisor, standing in for a Landlock feature this kernel lacks
+               (signal scoping before Linux 6.12, TCP ports before 6.7, truncate before 6.2)
+  not_needed   the policy does not need it (the line says why)
+  unavailable  nothing here: a policy that needs it fails closed unless best_effort
+
+Environment:
+  SANDLOCK_MAX_LANDLOCK_ABI=N   use Landlock ABI N at most (the supervisor stands in for the rest),
+                                to enforce a fleet of mixed kernels the same way
+
+Exit status: 0 every protection is enforced, 1 something is unavailable, 2 sandlock cannot run here.
+
+Examples:
+  sandlock check
+  sandlock check --json | jq '.protections[] | {protection, mechanism}'
+  SANDLOCK_MAX_LANDLOCK_ABI=2 sandlock check --no-live")]
 pub struct CheckArgs {
     /// Print the report as JSON.
     #[arg(long)]

@@ -192,6 +192,60 @@ fn check_json_reports_protections_and_a_verdict() {
 }
 
 #[test]
+fn check_names_what_enforces_each_protection() {
+    let mechanism = |v: &serde_json::Value, name: &str| {
+        v["protections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["protection"] == name)
+            .map(|p| p["mechanism"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    // As on Debian 12's Linux 6.1 (Landlock ABI 2): the supervisor stands in, nothing is missing.
+    let o = Command::new(env!("CARGO_BIN_EXE_sandlock"))
+        .args(["check", "--json"])
+        .env("SANDLOCK_MAX_LANDLOCK_ABI", "2")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    assert_eq!(mechanism(&v, "scope_signal"), "supervisor");
+    assert_eq!(mechanism(&v, "filesystem_truncate"), "supervisor");
+    assert_eq!(mechanism(&v, "network_tcp"), "supervisor");
+    assert_eq!(mechanism(&v, "filesystem_ioctl"), "not_needed");
+    assert_eq!(mechanism(&v, "filesystem"), "landlock");
+    assert!(
+        v["verdict"]
+            .as_str()
+            .unwrap()
+            .starts_with("every protection is enforced"),
+        "{v}"
+    );
+    assert!(
+        v["landlock_status"]
+            .as_str()
+            .unwrap()
+            .contains("capped at 2")
+    );
+    // Control: without the cap, a kernel with Landlock ABI 6 enforces the same with Landlock.
+    let v: serde_json::Value =
+        serde_json::from_slice(&sandlock(&["check", "--json", "--no-live"]).stdout).unwrap();
+    if v["landlock_abi"].as_u64().unwrap() >= 6 {
+        assert_eq!(mechanism(&v, "scope_signal"), "landlock");
+    }
+    // No Landlock at all: the filesystem cannot be confined, and check says so.
+    let o = Command::new(env!("CARGO_BIN_EXE_sandlock"))
+        .args(["check", "--json", "--no-live"])
+        .env("SANDLOCK_MAX_LANDLOCK_ABI", "0")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(1), "{v}");
+    assert_eq!(mechanism(&v, "filesystem"), "unavailable");
+}
+
+#[test]
 fn help_teaches_with_examples() {
     let o = sandlock(&["run", "--help"]);
     let h = stdout(&o);

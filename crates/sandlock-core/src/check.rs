@@ -142,14 +142,16 @@ pub fn report(live: bool) -> Report {
             "built but disabled at boot (add landlock to the lsm= kernel parameter)".into()
         }
         (0, Some(e)) => format!("unavailable ({})", crate::error::errno_name(e)),
-        (abi, _) => match crate::kernel::landlock_abi_cap() {
-            Some(cap) => format!(
-                "ABI {abi} (as in {}), capped at {cap} by {}",
-                landlock_abi_linux(abi),
-                crate::kernel::LANDLOCK_ABI_ENV
-            ),
-            None => format!("ABI {abi} (as in {})", landlock_abi_linux(abi)),
-        },
+        (abi, _) => {
+            let cap = crate::kernel::landlock_abi_cap()
+                .map(|c| format!(", capped at {c} by {}", crate::kernel::LANDLOCK_ABI_ENV))
+                .unwrap_or_default();
+            if abi == 0 {
+                format!("not used{cap}")
+            } else {
+                format!("ABI {abi} (as in {}){cap}", landlock_abi_linux(abi))
+            }
+        }
     };
 
     let live_test = live.then(run_live_test);

@@ -114,7 +114,7 @@ fn decide(p: Protection, k: &KernelSupport, needs: &Needs) -> (Mechanism, String
     match p {
         Protection::Filesystem | Protection::FilesystemRefer if abi == 0 => (
             Unavailable,
-            "this kernel has no Landlock (Linux 5.13 or newer with landlock in lsm=)".into(),
+            "Landlock is not available (it needs Linux 5.13 or newer with landlock in lsm=)".into(),
         ),
         Protection::FilesystemRefer if abi == 1 => (
             Landlock,
