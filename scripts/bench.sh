@@ -2,14 +2,16 @@
 # Benchmarks (not tests): each measures sandlock against a baseline taken in the same run and
 # writes its results to docs/perf/*.md; this script then assembles docs/PERFORMANCE.md.
 # Needs about 6 GiB of free memory (the "big host" measurements hold 4 GiB) and a quiet machine.
-# Usage: scripts/bench.sh [all|core|python|mcp|assemble]   (default all; after scripts/test.sh has
-# set up .venv). `assemble` only rebuilds docs/PERFORMANCE.md from docs/perf/ (after editing notes).
+# Usage: scripts/bench.sh [all|core|standins|before-after|python|mcp|assemble]   (default all; after
+# scripts/test.sh has set up .venv). `assemble` only rebuilds docs/PERFORMANCE.md from docs/perf/
+# (after editing notes). `before-after [REV]` compares the release CLI of REV (default 419a517, main
+# before the stand-ins for Landlock features) with this checkout's, on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 
 what=${1:-all}
-case "$what" in all|core|python|mcp|assemble) ;; *) echo "usage: scripts/bench.sh [all|core|python|mcp|assemble]" >&2; exit 2;; esac
+case "$what" in all|core|standins|before-after|python|mcp|assemble) ;; *) echo "usage: scripts/bench.sh [all|core|standins|before-after|python|mcp|assemble]" >&2; exit 2;; esac
 
 if [ "$what" != assemble ]; then
   echo "==> building the release CLI"
@@ -25,7 +27,24 @@ if [ "$what" = all ] || [ "$what" = core ]; then
   cat docs/perf/leaks.txt
 fi
 
-if [ "$what" = assemble ]; then
+if [ "$what" = all ] || [ "$what" = standins ]; then
+  echo "==> stand-ins for Landlock features: cargo bench -p sandlock-core --bench standins"
+  cargo bench --quiet -p sandlock-core --bench standins
+fi
+
+if [ "$what" = before-after ]; then
+  rev=${2:-419a517}
+  echo "==> before/after: the release CLI of $rev against this checkout's"
+  wt=$CARGO_TARGET_DIR/bench-before/src
+  rm -rf "$wt"; git worktree prune
+  git worktree add --quiet --detach "$wt" "$rev"
+  CARGO_TARGET_DIR=$CARGO_TARGET_DIR/bench-before/target cargo build --release --quiet -p sandlock-cli --manifest-path "$wt/Cargo.toml"
+  python3 scripts/ab_cli.py "$CARGO_TARGET_DIR/bench-before/target/release/sandlock" "$CARGO_TARGET_DIR/release/sandlock" \
+    --label-before "$rev" --label-after "$(git rev-parse --short HEAD)"
+  git worktree remove --force "$wt"
+fi
+
+if [ "$what" = assemble ] || [ "$what" = standins ] || [ "$what" = before-after ]; then
   :
 elif [ ! -x .venv/bin/python ] && [ "$what" != core ]; then
   echo "SKIP Python and MCP benchmarks: run scripts/test.sh first (it creates .venv)"
@@ -54,7 +73,7 @@ Leak check (\`tests/leaks.rs\`, release build): ${leak_line}.
 
 HEADER
   cat docs/perf/notes.md
-  for f in docs/perf/core.md docs/perf/python-sdk.md docs/perf/mcp.md; do
+  for f in docs/perf/core.md docs/perf/standins.md docs/perf/before-after.md docs/perf/python-sdk.md docs/perf/mcp.md; do
     [ -f "$f" ] || continue
     echo
     sed 's/^# /## /' "$f"
