@@ -14,7 +14,7 @@ $BB mount -t devtmpfs dev /dev
 $BB mkdir -p /dev/pts /dev/shm /run /tmp
 $BB mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 $BB mount -t tmpfs -o mode=1777,size=512m shm /dev/shm
-$BB mount -t tmpfs -o mode=1777 tmp /tmp
+# /tmp stays on the disk: the repository may live under it (a CI checkout in a temporary directory).
 $BB mount -t tmpfs -o mode=755 run /run
 $BB ln -sf /proc/self/fd /dev/fd 2>/dev/null
 # cgroup v2 with memory and pids delegated below the root, where the suites run: sandlock's
@@ -34,7 +34,7 @@ while read -r name dir cmd; do
   (cd "$dir" && eval "$cmd") > "/sandlock-vm/logs/$name.log" 2>&1
   rc=$?
   echo "@@ end $name $rc $(( $($BB date +%s) - t0 ))"
-  grep -E '^(test result|SKIP)|[0-9]+ passed' "/sandlock-vm/logs/$name.log" | $BB tail -n 40 | sed "s/^/@@ | $name: /"
+  grep -E '^(test result|SKIP|verdict)|[0-9]+ passed' "/sandlock-vm/logs/$name.log" | $BB tail -n 40 | sed "s/^/@@ | $name: /"
 done < /sandlock-vm/suites
 
 dmesg > /sandlock-vm/logs/dmesg.log 2>&1

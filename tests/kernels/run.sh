@@ -43,6 +43,8 @@ read -r _ package fallback <<< "$line"
 # Each suite: NAME, directory to run in (relative to the repository), command; in the guest.
 # Binaries are resolved below; @BIN:crate:target@ stands for a test executable.
 SUITES=$(cat <<'EOF'
+check           .                   @ROOT@/target/debug/sandlock check
+check-podsim    .                   @ROOT@/target/debug/podsim -- @ROOT@/target/debug/sandlock check
 core-unit       target/debug/deps   @BIN:sandlock-core:sandlock_core@ -q
 core            target/debug/deps   @BIN:sandlock-core:all@ -q
 core-leaks      target/debug/deps   @BIN:sandlock-core:leaks@ -q
@@ -145,10 +147,11 @@ cp -a /etc "$STAGE/"
 for l in bin sbin lib lib64; do ln -sfn "usr/$l" "$STAGE/$l"; done
 mkdir -p "$STAGE"/{proc,sys,dev,tmp,run,root,var/tmp,sandlock-vm} "$STAGE/sys/fs/cgroup"
 chmod 1777 "$STAGE/tmp" "$STAGE/var/tmp"
+# The suites write under /tmp, which stays on this disk in the guest (see guest.sh).
 # The repository at the same path (test binaries embed it), with ../shared beside it.
 mkdir -p "$STAGE$ROOT"
 git ls-files -z | (cd "$ROOT" && cpio -0 -pdm --quiet "$STAGE$ROOT")
-[ -d "$ROOT/../shared" ] && { mkdir -p "$STAGE$(dirname "$ROOT")"; cp -a "$ROOT/../shared" "$STAGE$(dirname "$ROOT")/"; }
+[ -d "$ROOT/../shared" ] && { mkdir -p "$STAGE$(dirname "$ROOT")"; cp -aL "$ROOT/../shared" "$STAGE$(dirname "$ROOT")/"; }
 mkdir -p "$STAGE$ROOT/target/debug/deps"
 cp -al "$ROOT/target/debug/sandlock" "$ROOT/target/debug/podsim" "$STAGE$ROOT/target/debug/" 2>/dev/null \
   || cp -a "$ROOT/target/debug/sandlock" "$ROOT/target/debug/podsim" "$STAGE$ROOT/target/debug/"
@@ -223,6 +226,8 @@ while read -r name _; do
   read -r _ _ _ rc secs <<< "$end"
   counts=$(grep -aoE '[0-9]+ passed|[0-9]+ failed|[0-9]+ skipped' "$WORK/logs/$name.log" 2>/dev/null \
     | awk '{s[$2]+=$1} END {printf "%d passed, %d failed, %d skipped", s["passed"], s["failed"], s["skipped"]}')
+  verdict=$(grep -a '^verdict' "$WORK/logs/$name.log" 2>/dev/null | sed 's/^verdict *//' || true)
+  [ -n "$verdict" ] && counts=$verdict
   skips=$(grep -ac '^SKIP' "$WORK/logs/$name.log" 2>/dev/null || true)
   [ "${skips:-0}" -gt 0 ] && counts="$counts; $skips SKIP lines"
   if [ "$rc" = 0 ]; then res=passed; else res=FAILED; failed=1; fi

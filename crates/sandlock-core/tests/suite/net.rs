@@ -158,6 +158,44 @@ fn host_abstract_unix_socket_is_unreachable() {
 }
 
 #[test]
+fn a_host_abstract_datagram_socket_gets_nothing_from_sendto() {
+    let ws = Ws::new();
+    let name = format!("sandlock-dgram-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let server = std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap();
+    server.set_nonblocking(true).unwrap();
+    // Every way a sandbox could address a datagram: a datagram socket (refused at creation), and
+    // sendto/sendmsg with an address on the stream and seqpacket sockets it may have (the kernel
+    // refuses or ignores the address).
+    let code = format!(
+        r#"
+import socket, errno
+def t(f):
+    try:
+        f(); return 'sent'
+    except OSError as e:
+        return errno.errorcode[e.errno]
+a = '\0{name}'
+print(t(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'x', a)))
+print(t(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).sendto(b'x', a)))
+print(t(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).sendmsg([b'x'], [], 0, a)))
+print(t(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET).sendto(b'x', a)))
+"#
+    );
+    for (name, k) in kernels(6) {
+        let o = py_on(k, &policy(&ws), &code);
+        ok(&o);
+        assert!(!out(&o).contains("sent"), "{name}: {}", out(&o));
+        let mut buf = [0u8; 8];
+        assert!(server.recv(&mut buf).is_err(), "{name}: the host socket got a datagram");
+    }
+    // Control: unconfined, the datagram arrives.
+    assert!(host_py(&code).starts_with("sent"));
+    let mut buf = [0u8; 8];
+    assert!(server.recv(&mut buf).is_ok());
+}
+
+#[test]
 fn abstract_unix_sockets_inside_the_sandbox_work() {
     let ws = Ws::new();
     let code = r#"
