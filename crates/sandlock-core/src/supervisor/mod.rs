@@ -99,6 +99,8 @@ pub struct Running {
     sockets: SocketRules,
     connects: HashMap<u64, connect::PendingConnect>,
     next_connect: u64,
+    /// What the stand-ins for Landlock features remember (see `standin/`).
+    standin: standin::State,
     /// The run's own cgroup v2, when it has one (see `cgroup.rs`).
     cgroup: Option<crate::cgroup::RunCgroup>,
 }
@@ -161,6 +163,7 @@ impl Running {
             sockets,
             connects: HashMap::new(),
             next_connect: TOKEN_CONNECT_BASE,
+            standin: standin::State::default(),
             cgroup,
         };
         // One sample right away, while the command has surely just started: one that ends before
@@ -743,6 +746,7 @@ impl Running {
                     pgid: self.pid,
                     sockets: &self.sockets,
                 },
+                &mut self.standin,
             ),
             _ => self.on_new_process(&n),
         }

@@ -187,7 +187,10 @@ print(t(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET).sendto(b'x'
         ok(&o);
         assert!(!out(&o).contains("sent"), "{name}: {}", out(&o));
         let mut buf = [0u8; 8];
-        assert!(server.recv(&mut buf).is_err(), "{name}: the host socket got a datagram");
+        assert!(
+            server.recv(&mut buf).is_err(),
+            "{name}: the host socket got a datagram"
+        );
     }
     // Control: unconfined, the datagram arrives.
     assert!(host_py(&code).starts_with("sent"));

@@ -22,7 +22,6 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 use super::Scope;
 use super::path::{Creds, absolute, open_beneath};
@@ -31,7 +30,7 @@ use crate::supervisor::notify::{Listener, Notification, read_mem};
 use crate::sys;
 
 /// `bind(fd, addr, len)`.
-pub(crate) fn on_bind(l: &Listener, n: &Notification, scope: &Scope) {
+pub(crate) fn on_bind(l: &Listener, n: &Notification, scope: &Scope, bound: &mut Bound) {
     let fd = n.args[0];
     let kind = match sock_proto(n.pid, fd).as_deref() {
         Ok("TCP") => Kind::Tcp(libc::AF_INET),
@@ -59,7 +58,11 @@ pub(crate) fn on_bind(l: &Listener, n: &Notification, scope: &Scope) {
         Ok(a) if a.len() == len => a,
         _ => return l.deny(n.id, libc::EFAULT),
     };
-    if already_bound(n.pid, fd, &kind) {
+    // Every bind in such a sandbox comes here, so the sockets bound before are the ones we bound.
+    // (Reading /proc/net/tcp instead would cost a millisecond per bind on a large machine: the
+    // kernel walks its whole connection table.) A socket the sandbox connected is not known here:
+    // binding it replaces it, where the kernel would say EINVAL.
+    if socket_inode(n.pid, fd).is_some_and(|i| bound.contains(i)) {
         return l.deny(n.id, libc::EINVAL);
     }
     let ours = match kind {
@@ -68,6 +71,9 @@ pub(crate) fn on_bind(l: &Listener, n: &Notification, scope: &Scope) {
     };
     match ours {
         Ok(sock) => {
+            if let Some(i) = own_inode(&sock) {
+                bound.add(i);
+            }
             let (nonblocking, cloexec) = mode(n.pid, fd);
             install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0);
         }
@@ -239,47 +245,46 @@ fn umask_of(tid: u32) -> Option<libc::mode_t> {
         .and_then(|v| libc::mode_t::from_str_radix(v.trim(), 8).ok())
 }
 
-/// Whether the sandbox's socket is bound or connected already (then `bind` fails with `EINVAL`),
-/// as `/proc/<pid>/net/*` shows it: UNIX sockets with their address or state, TCP sockets once
-/// listening or connected. (A TCP socket bound but not listening is not listed there, so binding it
-/// again replaces it, where the kernel would say `EINVAL`.)
-fn already_bound(pid: u32, fd: u64, kind: &Kind) -> bool {
-    let Ok(link) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
-        return false;
-    };
-    let Some(inode) = link
-        .to_str()
-        .and_then(|l| l.strip_prefix("socket:["))
-        .and_then(|l| l.strip_suffix(']'))
-        .map(str::to_string)
-    else {
-        return false;
-    };
-    match kind {
-        Kind::Tcp(_) => ["tcp", "tcp6"].iter().any(|t| {
-            table_rows(pid, t)
-                .iter()
-                .any(|f| f.get(9).is_some_and(|i| *i == inode))
-        }),
-        // /proc/net/unix: Num RefCount Protocol Flags Type St Inode Path; St 1 is unconnected.
-        Kind::Unix(_) => table_rows(pid, "unix").iter().any(|f| {
-            f.get(6).is_some_and(|i| *i == inode) && (f.len() > 7 || f.get(5) != Some(&"01".into()))
-        }),
-    }
+/// The inode of the socket at descriptor `fd` of process `pid` (`socket:[N]` in `/proc`).
+fn socket_inode(pid: u32, fd: u64) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    link.to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
-fn table_rows(pid: u32, table: &str) -> Vec<Vec<String>> {
-    std::fs::read_to_string(
-        Path::new("/proc")
-            .join(pid.to_string())
-            .join("net")
-            .join(table),
-    )
-    .map(|t| {
-        t.lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().map(str::to_string).collect())
-            .collect()
-    })
-    .unwrap_or_default()
+/// The inode of a socket we hold.
+fn own_inode(sock: &OwnedFd) -> Option<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` has room for one struct stat.
+    if unsafe { libc::fstat(sock.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded.
+    Some(unsafe { st.assume_init() }.st_ino)
+}
+
+/// The sockets this stand-in bound, so that binding one again fails with `EINVAL` as it would in
+/// the kernel. Bounded: a sandbox that binds and closes sockets in a loop cannot grow it without end
+/// (the oldest are forgotten; binding one of those again replaces it instead of failing).
+#[derive(Debug, Default)]
+pub(crate) struct Bound {
+    inodes: std::collections::VecDeque<u64>,
+}
+
+impl Bound {
+    const KEEP: usize = 1024;
+
+    fn contains(&self, inode: u64) -> bool {
+        self.inodes.contains(&inode)
+    }
+
+    fn add(&mut self, inode: u64) {
+        if self.inodes.len() == Self::KEEP {
+            self.inodes.pop_front();
+        }
+        self.inodes.push_back(inode);
+    }
 }

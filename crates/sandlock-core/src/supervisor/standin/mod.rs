@@ -32,6 +32,12 @@ mod truncate;
 use crate::supervisor::SocketRules;
 use crate::supervisor::notify::{Listener, Notification};
 
+/// What the stand-ins remember across notifications of one run.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    bound: bind::Bound,
+}
+
 /// What the stand-ins need to know about the sandbox.
 pub(crate) struct Scope<'a> {
     /// The sandbox's process group (the pid of its main process, which is not reaped before the
@@ -66,7 +72,7 @@ pub(crate) fn handles(nr: i64) -> bool {
 }
 
 /// Decides and answers notification `n` (one of [`handles`]).
-pub(crate) fn handle(l: &Listener, n: &Notification, scope: &Scope<'_>) {
+pub(crate) fn handle(l: &Listener, n: &Notification, scope: &Scope<'_>, state: &mut State) {
     match n.nr {
         libc::SYS_kill => signal::on_kill(l, n, scope),
         libc::SYS_tkill => signal::on_tkill(l, n, scope),
@@ -84,7 +90,7 @@ pub(crate) fn handle(l: &Listener, n: &Notification, scope: &Scope<'_>) {
         | libc::SYS_sched_setattr => signal::on_pid_first(l, n),
         libc::SYS_setpriority => signal::on_priority(l, n, scope, false),
         libc::SYS_ioprio_set => signal::on_priority(l, n, scope, true),
-        libc::SYS_bind => bind::on_bind(l, n, scope),
+        libc::SYS_bind => bind::on_bind(l, n, scope, &mut state.bound),
         libc::SYS_truncate => truncate::on_truncate(l, n, scope),
         _ => l.deny(n.id, libc::ENOSYS),
     }
