@@ -208,8 +208,7 @@ pub fn report(live: bool) -> Report {
 }
 
 fn limit_mechanism(p: &crate::cgroup::CgroupProbe) -> String {
-    const SUPERVISOR: &str =
-        "supervisor (seccomp user notification and process-group sampling; no cgroups needed)";
+    const SUPERVISOR: &str = "supervisor (process-group sampling; no cgroups needed)";
     let dir = p
         .parent
         .as_ref()

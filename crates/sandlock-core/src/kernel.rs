@@ -92,7 +92,7 @@ impl Protection {
             Protection::ScopeSignal => "processes outside the sandbox cannot be signalled",
             Protection::Seccomp => "dangerous syscalls and non-TCP sockets refused",
             Protection::SeccompNotify => {
-                "supervisor decisions: connects, the process cap, stand-ins for Landlock"
+                "supervisor decisions: connects, listen, stand-ins for Landlock"
             }
         }
     }

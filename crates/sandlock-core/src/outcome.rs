@@ -76,8 +76,8 @@ impl fmt::Display for Reason {
 pub enum LimitMechanism {
     /// No tree-wide limit was requested.
     None,
-    /// The supervisor: seccomp user notification on process creation, and sampling of the
-    /// sandbox's process group (works without cgroups, inside restricted pods).
+    /// The supervisor: sampling of the sandbox's process group (works without cgroups, inside
+    /// restricted pods).
     Supervisor,
     /// The run had its own cgroup v2, whose controllers enforced the limits listed in
     /// [`Outcome::kernel_limits`]; the supervisor enforced the rest (and stayed on as a second

@@ -69,9 +69,9 @@ use crate::exec::{EpollFd, Interpreter, memfd_with, still_readable};
 /// `__main__` (as `crate::exec::PYTHON_BOOTSTRAP` does for a fresh interpreter: same traceback,
 /// same exit status), then ends the call as described in the module documentation.
 const ZYGOTE: &str = r#"def _retry(f, *a):
-    # A syscall the supervisor decides (fork under a process cap; pidfd_open where it stands in for
-    # Landlock's signal scoping) fails with EINTR when SIGCHLD arrives while it waits for the
-    # decision, before Linux 6.0 at any time, since then before the supervisor picked it up.
+    # A syscall the supervisor decides (pidfd_open, where it stands in for Landlock's signal
+    # scoping) fails with EINTR when SIGCHLD arrives while it waits for the decision: before
+    # Linux 6.0 at any time, since then until the supervisor has picked it up.
     while True:
         try:
             return f(*a)

@@ -35,7 +35,7 @@ const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
 
 /// A test on one syscall argument.
 ///
-/// The first three look at the low 32 bits only, because the arguments they are used on are 32-bit
+/// The first two look at the low 32 bits only, because the arguments they are used on are 32-bit
 /// `int` or `unsigned int` in the kernel (socket family and type, ioctl command, personality,
 /// clone flags, send flags, pids): the kernel ignores the upper half, so the filter must too.
 /// [`Cond::High`] looks at the upper half, for pointers (a NULL pointer is zero in both).
@@ -45,8 +45,6 @@ pub(crate) enum Cond {
     Eq { arg: u8, mask: u32, value: u32 },
     /// `(arg & mask) != 0`.
     AnySet { arg: u8, mask: u32 },
-    /// `(arg & mask) == 0`.
-    NoneSet { arg: u8, mask: u32 },
     /// `(arg >> 32) == value`.
     High { arg: u8, value: u32 },
 }
@@ -283,10 +281,6 @@ pub(crate) fn compile(spec: &FilterSpec) -> Result<Vec<libc::sock_filter>, Strin
                     Cond::AnySet { arg, mask } => {
                         a.load(OFF_ARGS + 8 * u32::from(arg));
                         a.jump(BPF_JMP_JSET_K, mask, None, Some(next));
-                    }
-                    Cond::NoneSet { arg, mask } => {
-                        a.load(OFF_ARGS + 8 * u32::from(arg));
-                        a.jump(BPF_JMP_JSET_K, mask, Some(next), None);
                     }
                     Cond::High { arg, value } => {
                         // seccomp_data.args are u64 in native (little-endian) order.

@@ -50,7 +50,7 @@ pub(crate) struct SandboxPlan {
     pub(crate) policy: Policy,
     pub(crate) ruleset: Option<OwnedFd>,
     pub(crate) filter: Option<Vec<libc::sock_filter>>,
-    /// The filter routes process creation to the supervisor.
+    /// The filter hands syscalls to the supervisor (it has a listener).
     pub(crate) notify: bool,
     pub(crate) not_enforced: Vec<Protection>,
     /// How each protection is enforced (see [`crate::coverage`]).
@@ -138,14 +138,6 @@ impl SandboxPlan {
             let spec = seccomp::SeccompPolicy {
                 tcp,
                 mediate: notify,
-                // Memory and CPU sampling also want to hear about new processes, to find them
-                // without scanning all of /proc.
-                notify_fork: notify
-                    && (limits.max_processes.is_some()
-                        || limits.max_threads.is_some()
-                        || limits.max_memory.is_some()
-                        || limits.max_cpu.is_some()),
-                notify_threads: notify && limits.max_threads.is_some(),
                 scope_signals: !kernel.supports(Protection::ScopeSignal),
                 emulate_bind: tcp && !kernel.supports(Protection::NetworkTcp),
                 guard_truncate: !kernel.supports(Protection::FilesystemTruncate),

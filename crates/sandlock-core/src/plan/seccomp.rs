@@ -135,10 +135,6 @@ pub(crate) struct SeccompPolicy {
     /// Hand `connect` (and `listen` when TCP is allowed) to the supervisor, which mediates what
     /// Landlock cannot: pathname UNIX sockets and TCP listen without bind.
     pub(crate) mediate: bool,
-    /// Ask the supervisor before a new process is created (process cap, tree tracking).
-    pub(crate) notify_fork: bool,
-    /// Ask the supervisor before a new thread is created too (thread cap).
-    pub(crate) notify_threads: bool,
     /// Stand in for Landlock's signal scoping (ABI 6): every way to signal a process by pid or
     /// pidfd, to obtain a pidfd, or to make the kernel send `SIGIO`/`SIGURG` to an owner.
     pub(crate) scope_signals: bool,
@@ -179,39 +175,19 @@ impl SeccompPolicy {
         }
 
         // CLONE_PARENT would make the new process a child of the host (the sandbox's parent),
-        // which never reaps it: a zombie per call, forever.
-        let mut clone_checks = vec![Check {
-            all: vec![Cond::AnySet {
-                arg: 0,
-                mask: CLONE_NS_FLAGS | libc::CLONE_PARENT as u32,
-            }],
-            action: eperm,
-        }];
-        if self.notify_threads {
-            clone_checks.push(Check {
-                all: Vec::new(),
-                action: Action::Notify,
-            });
-        }
-        if self.notify_fork {
-            clone_checks.push(Check {
-                all: vec![Cond::NoneSet {
-                    arg: 0,
-                    mask: libc::CLONE_THREAD as u32,
-                }],
-                action: Action::Notify,
-            });
-            for name in ["fork", "vfork"] {
-                if let Some(n) = nr(name) {
-                    rules.insert(n, SyscallRule::always(Action::Notify));
-                }
-            }
-        }
+        // which never reaps it: a zombie per call, forever. Process creation itself stays in the
+        // kernel: the caps are sampled (see `Running::over_counts` for why).
         if let Some(n) = nr("clone") {
             rules.insert(
                 n,
                 SyscallRule {
-                    checks: clone_checks,
+                    checks: vec![Check {
+                        all: vec![Cond::AnySet {
+                            arg: 0,
+                            mask: CLONE_NS_FLAGS | libc::CLONE_PARENT as u32,
+                        }],
+                        action: eperm,
+                    }],
                     default: Action::Allow,
                 },
             );
@@ -546,23 +522,21 @@ mod tests {
     }
 
     #[test]
-    fn clone_with_namespace_flags_is_refused_and_threads_are_not_notified() {
-        let p = SeccompPolicy {
-            notify_fork: true,
-            ..Default::default()
-        };
+    fn clone_with_namespace_flags_or_clone_parent_is_refused_and_the_rest_stays_in_the_kernel() {
+        let p = SeccompPolicy::default();
         let thread = (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64;
         assert_eq!(run(&p, "clone", [thread, 0, 0, 0, 0, 0]), ALLOW);
         assert_eq!(
             run(&p, "clone", [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
-            NOTIFY
+            ALLOW
         );
+        assert_eq!(run(&p, "fork", [0; 6]), ALLOW);
         let ns = (libc::CLONE_NEWUSER | libc::SIGCHLD) as u64;
         assert_eq!(run(&p, "clone", [ns, 0, 0, 0, 0, 0]), errno(libc::EPERM));
-        let plain = SeccompPolicy::default();
+        let parent = (libc::CLONE_PARENT | libc::SIGCHLD) as u64;
         assert_eq!(
-            run(&plain, "clone", [libc::SIGCHLD as u64, 0, 0, 0, 0, 0]),
-            ALLOW
+            run(&p, "clone", [parent, 0, 0, 0, 0, 0]),
+            errno(libc::EPERM)
         );
     }
 
@@ -630,6 +604,92 @@ mod tests {
         );
         assert_eq!(run(&p, "ioctl", [0, 0x5401, 0, 0, 0, 0]), ALLOW);
         assert_eq!(run(&p, "setsid", [0; 6]), errno(0));
+    }
+
+    #[test]
+    fn stand_ins_route_what_landlock_would_decide_and_nothing_else() {
+        let old = SeccompPolicy {
+            mediate: true,
+            tcp: true,
+            scope_signals: true,
+            emulate_bind: true,
+            guard_truncate: true,
+            ..Default::default()
+        };
+        let me = 1234u64;
+        assert_eq!(run(&old, "kill", [0, 15, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(run(&old, "kill", [me, 15, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(
+            run(&old, "kill", [u64::from(u32::MAX), 9, 0, 0, 0, 0]),
+            NOTIFY
+        );
+        for name in [
+            "tkill",
+            "tgkill",
+            "rt_sigqueueinfo",
+            "pidfd_send_signal",
+            "pidfd_open",
+        ] {
+            assert_eq!(run(&old, name, [me, 0, 0, 0, 0, 0]), NOTIFY, "{name}");
+        }
+        assert_eq!(
+            run(&old, "fcntl", [3, u64::from(F_SETOWN), me, 0, 0, 0]),
+            NOTIFY
+        );
+        assert_eq!(
+            run(&old, "fcntl", [3, u64::from(F_SETOWN_EX), 0, 0, 0, 0]),
+            errno(libc::EPERM)
+        );
+        assert_eq!(
+            run(&old, "fcntl", [3, libc::F_GETFL as u64, 0, 0, 0, 0]),
+            ALLOW
+        );
+        assert_eq!(
+            run(&old, "ioctl", [3, u64::from(FIOSETOWN), 0, 0, 0, 0]),
+            errno(libc::EPERM)
+        );
+        assert_eq!(run(&old, "bind", [3, 0, 16, 0, 0, 0]), NOTIFY);
+        assert_eq!(run(&old, "truncate", [0, 0, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(run(&old, "openat2", [0; 6]), errno(libc::ENOSYS));
+        let trunc = (libc::O_RDONLY | libc::O_TRUNC) as u64;
+        let write_trunc = (libc::O_WRONLY | libc::O_TRUNC) as u64;
+        assert_eq!(
+            run(&old, "openat", [0, 0, trunc, 0, 0, 0]),
+            errno(libc::EACCES)
+        );
+        assert_eq!(run(&old, "openat", [0, 0, write_trunc, 0, 0, 0]), ALLOW);
+        // Control: where Landlock has these features, they stay in the kernel.
+        let new = SeccompPolicy {
+            mediate: true,
+            tcp: true,
+            ..Default::default()
+        };
+        assert_eq!(run(&new, "kill", [me, 15, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(run(&new, "bind", [3, 0, 16, 0, 0, 0]), ALLOW);
+        assert_eq!(run(&new, "openat", [0, 0, trunc, 0, 0, 0]), ALLOW);
+        assert_eq!(
+            run(&new, "fcntl", [3, u64::from(F_SETOWN), me, 0, 0, 0]),
+            ALLOW
+        );
+    }
+
+    #[test]
+    fn changing_another_process_goes_to_the_supervisor_on_every_kernel() {
+        let p = SeccompPolicy {
+            mediate: true,
+            ..Default::default()
+        };
+        let (me, lim) = (1234u64, 0x7fff_0000_1000u64);
+        assert_eq!(run(&p, "prlimit64", [0, 7, lim, 0, 0, 0]), ALLOW);
+        assert_eq!(run(&p, "prlimit64", [me, 7, 0, lim, 0, 0]), ALLOW);
+        assert_eq!(run(&p, "prlimit64", [me, 7, lim, 0, 0, 0]), NOTIFY);
+        assert_eq!(run(&p, "setpriority", [0, 0, 5, 0, 0, 0]), ALLOW);
+        assert_eq!(run(&p, "setpriority", [2, 0, 5, 0, 0, 0]), NOTIFY);
+        assert_eq!(run(&p, "setpriority", [0, me, 5, 0, 0, 0]), NOTIFY);
+        assert_eq!(run(&p, "sched_setaffinity", [0, 8, lim, 0, 0, 0]), ALLOW);
+        assert_eq!(run(&p, "sched_setaffinity", [me, 8, lim, 0, 0, 0]), NOTIFY);
+        assert_eq!(run(&p, "ioprio_set", [3, 0, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(run(&p, "ioprio_set", [1, 0, 0, 0, 0, 0]), ALLOW);
     }
 
     #[test]

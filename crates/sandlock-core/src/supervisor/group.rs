@@ -36,12 +36,12 @@ pub(crate) struct Member {
 const FULL_SCAN_EVERY: Duration = Duration::from_millis(500);
 
 /// The members of one sandbox, tracked incrementally so that a sample costs O(sandbox), not
-/// O(host): new processes are found through the `children` list of the task that forked them
-/// (the supervisor hears about every fork), and a full scan of `/proc` runs only now and then.
+/// O(host): each sample reads the members it knows and the `children` lists of their threads (which
+/// is how it finds new processes), and a full scan of `/proc` runs only now and then, to catch
+/// processes whose parent exited before they were seen (orphans are reparented outside the tree).
 pub(crate) struct Tree {
     pgid: libc::pid_t,
     known: BTreeSet<libc::pid_t>,
-    forked_by: Vec<u32>,
     last_full: Instant,
 }
 
@@ -52,15 +52,7 @@ impl Tree {
         Tree {
             pgid,
             known: BTreeSet::from([pgid]),
-            forked_by: Vec::new(),
             last_full: start,
-        }
-    }
-
-    /// Task `tid` is creating a process; its new child shows in its `children` list afterwards.
-    pub(crate) fn note_fork(&mut self, tid: u32) {
-        if !self.forked_by.contains(&tid) {
-            self.forked_by.push(tid);
         }
     }
 
@@ -69,22 +61,21 @@ impl Tree {
         if now.duration_since(self.last_full) >= FULL_SCAN_EVERY {
             return self.full_scan(now);
         }
-        for tid in std::mem::take(&mut self.forked_by) {
-            let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/task/{tid}/children"))
-            else {
+        let mut buf = Vec::with_capacity(512);
+        let mut live: Vec<Member> = Vec::with_capacity(self.known.len());
+        let mut queue: Vec<libc::pid_t> = self.known.iter().copied().collect();
+        let mut seen: BTreeSet<libc::pid_t> = self.known.clone();
+        while let Some(pid) = queue.pop() {
+            let Some(m) = stat(pid, self.pgid, &mut buf) else {
                 continue;
             };
-            self.known.extend(
-                text.split_ascii_whitespace()
-                    .filter_map(|p| p.parse::<libc::pid_t>().ok()),
-            );
+            for child in children(pid, m.threads) {
+                if seen.insert(child) {
+                    queue.push(child);
+                }
+            }
+            live.push(m);
         }
-        let mut buf = Vec::with_capacity(512);
-        let live: Vec<Member> = self
-            .known
-            .iter()
-            .filter_map(|p| stat(*p, self.pgid, &mut buf))
-            .collect();
         self.known = live.iter().map(|m| m.pid).collect();
         live
     }
@@ -93,10 +84,33 @@ impl Tree {
     pub(crate) fn full_scan(&mut self, now: Instant) -> Vec<Member> {
         let live = members(self.pgid);
         self.known = live.iter().map(|m| m.pid).collect();
-        self.forked_by.clear();
         self.last_full = now;
         live
     }
+}
+
+/// The children of process `pid`, from the `children` list of each of its threads (a child is
+/// listed under the thread that created it).
+fn children(pid: libc::pid_t, threads: u32) -> Vec<libc::pid_t> {
+    let read = |tid: &str, out: &mut Vec<libc::pid_t>| {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")) {
+            out.extend(
+                text.split_ascii_whitespace()
+                    .filter_map(|p| p.parse::<libc::pid_t>().ok()),
+            );
+        }
+    };
+    let mut out = Vec::new();
+    if threads <= 1 {
+        read(&pid.to_string(), &mut out);
+    } else if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in dir.flatten() {
+            if let Some(tid) = t.file_name().to_str() {
+                read(tid, &mut out);
+            }
+        }
+    }
+    out
 }
 
 /// The pids of the live members of process group `pgid` (a scan of all of `/proc`).
@@ -172,6 +186,32 @@ pub(crate) fn ticks_per_second() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sample_finds_new_children_without_a_full_scan() {
+        use std::os::unix::process::CommandExt;
+        let t0 = Instant::now();
+        let mut parent = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = parent.id() as libc::pid_t;
+        let mut tree = Tree::new(pgid, t0);
+        let mut n = 0;
+        for _ in 0..100 {
+            n = tree.sample(t0).len();
+            if n == 3 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = parent.kill();
+        // SAFETY: kill takes integers; the group is the one we just started.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = parent.wait();
+        assert_eq!(n, 3, "the shell and its two sleeps");
+    }
 
     #[test]
     fn stat_with_spaces_and_parens_in_the_name_parses() {

@@ -42,7 +42,7 @@ const TOKEN_DISK: u64 = 6;
 /// Tokens from here up are blocking TCP connects in progress.
 const TOKEN_CONNECT_BASE: u64 = 1 << 32;
 
-/// How often the supervisor measures the tree when a memory or CPU limit needs it.
+/// How often the supervisor measures the tree when a memory, CPU, process or thread limit needs it.
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// How often it measures the tree only to report peak memory and CPU time.
 const SAMPLE_IDLE: Duration = Duration::from_millis(25);
@@ -84,10 +84,6 @@ pub struct Running {
     exit: Option<Exit>,
     ended_by: Option<(Reason, String)>,
     killed: bool,
-    /// Upper bound on live processes since the last scan (process cap).
-    live_estimate: u32,
-    /// Upper bound on live threads (tasks) since the last scan (thread cap).
-    task_estimate: u32,
     /// Last CPU ticks seen per process, dead ones included.
     cpu_seen: HashMap<libc::pid_t, u64>,
     tree: group::Tree,
@@ -152,8 +148,6 @@ impl Running {
             exit: None,
             ended_by: None,
             killed: false,
-            live_estimate: 1,
-            task_estimate: 1,
             cpu_seen: HashMap::new(),
             tree: group::Tree::new(started.pid, t0),
             disk: None,
@@ -748,64 +742,10 @@ impl Running {
                 },
                 &mut self.standin,
             ),
-            _ => self.on_new_process(&n),
+            // The filter hands over nothing else.
+            _ => l.deny(n.id, libc::ENOSYS),
         }
         Ok(())
-    }
-
-    /// Holds the process cap: a new process is allowed while the sandbox has fewer than
-    /// `max_processes`; the attempt that would exceed it ends the run.
-    fn on_new_process(&mut self, n: &notify::Notification) {
-        let thread = n.nr == libc::SYS_clone && n.args[0] & libc::CLONE_THREAD as u64 != 0;
-        if !thread {
-            self.tree.note_fork(n.pid);
-        }
-        let Some(l) = self.listener.as_ref() else {
-            return;
-        };
-        if self.ended_by.is_some() {
-            return l.deny(n.id, libc::EAGAIN);
-        }
-        // Cheap path: our running upper bounds say there is room. Only near a cap do we pay for a
-        // scan of the group, which also forgets what has exited.
-        let procs_full = !thread
-            && self
-                .limits
-                .max_processes
-                .is_some_and(|m| self.live_estimate >= m);
-        let tasks_full = self
-            .limits
-            .max_threads
-            .is_some_and(|m| self.task_estimate >= m);
-        if procs_full || tasks_full {
-            let members = self.tree.full_scan(Instant::now());
-            self.live_estimate = members.len() as u32;
-            self.task_estimate = members.iter().map(|m| m.threads).sum();
-        }
-        let over = match (self.limits.max_processes, self.limits.max_threads) {
-            (Some(m), _) if !thread && self.live_estimate >= m => Some(format!(
-                "process {} tried to start process number {} with max_processes={m}",
-                n.pid,
-                m + 1
-            )),
-            (_, Some(m)) if self.task_estimate >= m => Some(format!(
-                "process {} tried to start thread number {} with max_threads={m}",
-                n.pid,
-                m + 1
-            )),
-            _ => None,
-        };
-        match over {
-            None => {
-                self.live_estimate += u32::from(!thread);
-                self.task_estimate += 1;
-                l.allow(n.id);
-            }
-            Some(detail) => {
-                l.deny(n.id, libc::EAGAIN);
-                self.end(Reason::Processes, detail);
-            }
-        }
     }
 
     fn on_timers(&mut self) {
@@ -870,15 +810,42 @@ impl Running {
         }
     }
 
-    /// Measures the tree and enforces the memory and CPU limits.
+    /// The process and thread caps, against the members of one sample.
+    ///
+    /// They are sampled, not decided at each `fork`/`clone`: a syscall the supervisor must answer
+    /// waits in an interruptible sleep until the supervisor has received it, and a signal caught
+    /// in that time by a handler without `SA_RESTART` makes it fail with EINTR without having run.
+    /// `fork` never fails that way natively, so programs do not retry it: dash's SIGCHLD handler
+    /// turned a child exiting during the next `fork` into "Cannot fork" (issue 13's flake). No
+    /// flag closes that window (`WAIT_KILLABLE_RECV` only covers the time after the pick-up), so
+    /// process creation stays in the kernel and a run over a cap is killed at the next sample.
+    fn over_counts(&self, members: &[group::Member]) -> Option<(Reason, String)> {
+        let procs = members.len() as u32;
+        let tasks: u32 = members.iter().map(|m| m.threads).sum();
+        match (self.limits.max_processes, self.limits.max_threads) {
+            (Some(m), _) if procs > m => Some((
+                Reason::Processes,
+                format!("{procs} processes were running, over max_processes={m}"),
+            )),
+            (_, Some(m)) if tasks > m => Some((
+                Reason::Processes,
+                format!("{tasks} threads were running, over max_threads={m}"),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Measures the tree and enforces the memory, CPU, process and thread limits.
     fn sample(&mut self) {
         if let Some((reason, detail)) = self.cgroup_verdict() {
             self.end(reason, detail);
             return;
         }
         let members = self.tree.sample(Instant::now());
-        self.live_estimate = members.len() as u32;
-        self.task_estimate = members.iter().map(|m| m.threads).sum();
+        if let Some((reason, detail)) = self.over_counts(&members) {
+            self.end(reason, detail);
+            return;
+        }
         let rss: u64 = members.iter().map(|m| m.rss).sum();
         self.peak_memory = self.peak_memory.max(rss);
         for m in &members {
@@ -923,7 +890,11 @@ pub struct Residue {
 }
 
 fn default_sample_every(limits: &TreeLimits) -> Duration {
-    if limits.max_memory.is_some() || limits.max_cpu.is_some() {
+    if limits.max_memory.is_some()
+        || limits.max_cpu.is_some()
+        || limits.max_processes.is_some()
+        || limits.max_threads.is_some()
+    {
         SAMPLE_EVERY
     } else {
         SAMPLE_IDLE

@@ -1,8 +1,8 @@
 //! seccomp user notification: the syscalls the filter hands to the supervisor.
 //!
 //! The filter hands over `connect` (UNIX sockets are emulated, see [`super::connect`]), `listen`
-//! on TCP when the policy allows TCP, process creation when there is a process cap, and the
-//! syscalls that the stand-ins for missing Landlock features decide (see `crate::standin`). No
+//! on TCP when the policy allows TCP, and the syscalls that the stand-ins for missing Landlock
+//! features decide (see `crate::standin`). No
 //! decision lets the kernel act on memory the sandbox can still change after we looked (the
 //! classic time-of-check/time-of-use race of user notification).
 
