@@ -21,16 +21,16 @@ from pathlib import Path
 
 WORKLOADS = [
     ("`/bin/true` (the spawn path)", ["/bin/true"], 60),
-    ("`python3 -c pass` (interpreter start)", ["python3", "-c", "pass"], 30),
+    ("`python3 -c pass` (interpreter start)", ["/usr/bin/python3", "-c", "pass"], 30),
     (
         "300,000 `getppid()` (the seccomp filter on every syscall)",
-        ["python3", "-c", "import os\nfor _ in range(300000): os.getppid()"],
+        ["/usr/bin/python3", "-c", "import os\nfor _ in range(300000): os.getppid()"],
         10,
     ),
     (
         "2,000 small files written and read back",
         [
-            "python3",
+            "/usr/bin/python3",
             "-c",
             (
                 "import os\nd = os.environ['HOME']\nfor i in range(2000):\n"
@@ -43,7 +43,7 @@ WORKLOADS = [
     (
         "20,000 `kill(getpid(), 0)` (signals: Landlock here, the supervisor before 6.12)",
         [
-            "python3",
+            "/usr/bin/python3",
             "-c",
             "import os\np = os.getpid()\nfor _ in range(20000): os.kill(p, 0)",
         ],

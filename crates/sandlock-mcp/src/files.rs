@@ -9,7 +9,7 @@
 //! written through or mistaken for its target.
 
 use std::ffi::{CStr, CString};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -102,6 +102,27 @@ pub struct Entry {
     pub kind: &'static str,
     /// Size in bytes (0 for directories).
     pub size: u64,
+}
+
+/// Largest file `read_lines` scans (it counts every line).
+pub const MAX_SCAN: u64 = 1 << 30;
+
+/// Lines of a file, as `read_lines` returns them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lines {
+    /// The text of lines `first..=last`.
+    pub content: String,
+    /// Lines in the whole file (a last line without a newline counts).
+    pub total_lines: u64,
+    /// The first line returned (1-based).
+    pub first: u64,
+    /// The last line returned (`first - 1` when none was).
+    pub last: u64,
+    /// Bytes in the file.
+    pub bytes: u64,
+    /// The range did not fit the budget: lines after `last` were left out (or line `last` itself
+    /// was cut, when it alone is longer than the budget).
+    pub cut: bool,
 }
 
 /// Splits a caller's path into checked components (`.` and empty ones dropped).
@@ -200,13 +221,21 @@ impl Beneath {
         }
     }
 
-    /// Reads a UTF-8 text file of at most `cap` bytes.
-    pub fn read(&self, path: &str, cap: u64) -> Result<String, FileError> {
+    /// Reads lines `start..=end` (1-based; `end` defaults to the last) of a text file, as many as
+    /// fit `budget` bytes of JSON, and counts all of its lines. Invalid UTF-8 is replaced; a file
+    /// with NUL bytes in its first 8 KiB is refused as binary.
+    pub fn read_lines(
+        &self,
+        path: &str,
+        start: u64,
+        end: Option<u64>,
+        budget: usize,
+    ) -> Result<Lines, FileError> {
+        use std::io::BufRead;
         let parts = components(path)?;
         if parts.is_empty() {
             return Err(FileError::Invalid(path.into()));
         }
-        // O_NONBLOCK: opening a FIFO the code planted must not hang the server.
         let fd = self.open_at(&parts.join("/"), libc::O_RDONLY | libc::O_NONBLOCK, 0, path)?;
         let st = fstat(&fd).map_err(|err| FileError::Io {
             op: "stat",
@@ -216,31 +245,73 @@ impl Beneath {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(FileError::NotRegular(path.into(), kind_of(st.st_mode)));
         }
-        let size = st.st_size as u64;
-        if size > cap {
+        if st.st_size as u64 > MAX_SCAN {
             return Err(FileError::TooLarge {
                 path: path.into(),
-                size,
-                cap,
+                size: st.st_size as u64,
+                cap: MAX_SCAN,
             });
         }
-        let mut buf = Vec::with_capacity(size as usize);
-        std::fs::File::from(fd)
-            .take(cap + 1)
-            .read_to_end(&mut buf)
-            .map_err(|err| FileError::Io {
-                op: "read",
-                path: path.into(),
-                err,
-            })?;
-        if buf.len() as u64 > cap {
-            return Err(FileError::TooLarge {
-                path: path.into(),
-                size: buf.len() as u64,
-                cap,
-            });
+        let io = |err| FileError::Io {
+            op: "read",
+            path: path.into(),
+            err,
+        };
+        let mut r = std::io::BufReader::with_capacity(64 << 10, std::fs::File::from(fd));
+        let start = start.max(1);
+        let mut out = Lines {
+            content: String::new(),
+            total_lines: 0,
+            first: start,
+            last: start - 1,
+            bytes: st.st_size as u64,
+            cut: false,
+        };
+        let mut used = 0usize;
+        let mut line = Vec::new();
+        let mut head_checked = false;
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line).map_err(io)? == 0 {
+                break;
+            }
+            out.total_lines += 1;
+            if !head_checked {
+                let probe = r.buffer();
+                if line.contains(&0) || probe.iter().take(8192).any(|b| *b == 0) {
+                    return Err(FileError::NotText(path.into()));
+                }
+                head_checked = true;
+            }
+            let n = out.total_lines;
+            if n < start || end.is_some_and(|e| n > e) || out.cut {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&line);
+            let cost = crate::output::json_len(&text);
+            if used + cost > budget {
+                if out.content.is_empty() {
+                    // One line longer than the whole budget: its beginning, said to be cut.
+                    let mut end = 0;
+                    let mut spent = 0;
+                    for (i, c) in text.char_indices() {
+                        spent += crate::output::json_len(c.encode_utf8(&mut [0; 4]));
+                        if spent > budget {
+                            break;
+                        }
+                        end = i + c.len_utf8();
+                    }
+                    out.content.push_str(&text[..end]);
+                    out.last = n;
+                }
+                out.cut = true;
+                continue;
+            }
+            used += cost;
+            out.content.push_str(&text);
+            out.last = n;
         }
-        String::from_utf8(buf).map_err(|_| FileError::NotText(path.into()))
+        Ok(out)
     }
 
     /// Writes `content` to `path`, creating missing parent directories, refusing to exceed
@@ -574,20 +645,60 @@ mod tests {
         Tmp(p)
     }
 
+    fn read_all(b: &Beneath, path: &str) -> Result<String, FileError> {
+        b.read_lines(path, 1, None, 1 << 20).map(|l| l.content)
+    }
+
+    #[test]
+    fn lines_are_read_in_pages_within_the_budget() {
+        let t = tmp("lines");
+        let b = Beneath::open(&t.0.join("ws")).unwrap();
+        let text: String = (1..=1000).map(|i| format!("line {i}\n")).collect();
+        b.write("f.txt", text.as_bytes(), 1 << 20).unwrap();
+        let l = b.read_lines("f.txt", 10, Some(12), 1 << 20).unwrap();
+        assert_eq!(l.content, "line 10\nline 11\nline 12\n");
+        assert_eq!(
+            (l.total_lines, l.first, l.last, l.cut),
+            (1000, 10, 12, false)
+        );
+        // A budget of 100 JSON bytes holds 10 of these lines ("line 990\n" escapes to 10).
+        let l = b.read_lines("f.txt", 990, None, 100).unwrap();
+        assert_eq!((l.first, l.last, l.cut), (990, 999, true));
+        let l = b.read_lines("f.txt", 100, None, 50).unwrap();
+        assert!(l.cut && l.last < 1000 && l.content.starts_with("line 100\n"));
+        // Past the end: nothing, and the count.
+        let l = b.read_lines("f.txt", 2000, None, 100).unwrap();
+        assert_eq!(
+            (l.content.as_str(), l.total_lines, l.last),
+            ("", 1000, 1999)
+        );
+        // A line longer than the budget comes cut.
+        b.write("long.txt", "x".repeat(1000).as_bytes(), 1 << 20)
+            .unwrap();
+        let l = b.read_lines("long.txt", 1, None, 100).unwrap();
+        assert_eq!((l.content.len(), l.cut, l.total_lines), (100, true, 1));
+        // Binary files are refused.
+        b.write("bin", b"\x7fELF\0\0\0", 1 << 20).unwrap();
+        assert!(matches!(
+            b.read_lines("bin", 1, None, 100),
+            Err(FileError::NotText(_))
+        ));
+    }
+
     #[test]
     fn write_then_read_inside_the_workspace_works() {
         let t = tmp("rw");
         let b = Beneath::open(&t.0.join("ws")).unwrap();
         b.write("a/b/c.txt", b"hello", 1 << 20).unwrap();
-        assert_eq!(b.read("a/b/c.txt", 1 << 20).unwrap(), "hello");
-        assert_eq!(b.read("./a//b/c.txt", 1 << 20).unwrap(), "hello");
+        assert_eq!(read_all(&b, "a/b/c.txt").unwrap(), "hello");
+        assert_eq!(read_all(&b, "./a//b/c.txt").unwrap(), "hello");
         let (entries, truncated) = b.list("", true, 100).unwrap();
         assert!(!truncated);
         let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["a", "a/b", "a/b/c.txt"]);
         b.delete("a/b/c.txt").unwrap();
         assert!(matches!(
-            b.read("a/b/c.txt", 10),
+            read_all(&b, "a/b/c.txt"),
             Err(FileError::NotFound(_))
         ));
     }
@@ -598,11 +709,11 @@ mod tests {
         let b = Beneath::open(&t.0.join("ws")).unwrap();
         let outside = t.0.join("secret.txt");
         assert!(matches!(
-            b.read(outside.to_str().unwrap(), 100),
+            read_all(&b, outside.to_str().unwrap()),
             Err(FileError::Absolute(_))
         ));
         assert!(matches!(
-            b.read("../secret.txt", 100),
+            read_all(&b, "../secret.txt"),
             Err(FileError::DotDot(_))
         ));
         assert!(matches!(
@@ -626,7 +737,7 @@ mod tests {
         symlink("/", ws.join("rootdir")).unwrap();
         symlink("/proc/self/root/etc/passwd", ws.join("magic")).unwrap();
         for p in ["abs", "rel", "rootdir/etc/passwd", "magic"] {
-            let e = b.read(p, 100).unwrap_err();
+            let e = read_all(&b, p).unwrap_err();
             assert!(matches!(e, FileError::Escapes(_)), "{p}: {e}");
         }
         assert!(matches!(
@@ -648,7 +759,7 @@ mod tests {
         // Control: a symlink that stays inside is followed for reading.
         b.write("real.txt", b"inside", 100).unwrap();
         symlink("real.txt", ws.join("inner")).unwrap();
-        assert_eq!(b.read("inner", 100).unwrap(), "inside");
+        assert_eq!(read_all(&b, "inner").unwrap(), "inside");
         // Deleting a symlink removes the link, never its target.
         b.delete("abs").unwrap();
         assert!(t.0.join("secret.txt").exists());
@@ -674,7 +785,7 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         let b = Beneath::open(&ws).unwrap();
         assert!(matches!(
-            b.read("pipe", 100),
+            read_all(&b, "pipe"),
             Err(FileError::NotRegular(_, "a FIFO"))
         ));
     }

@@ -33,6 +33,7 @@ pub mod exec;
 pub mod files;
 pub mod http;
 pub mod metrics;
+pub mod output;
 pub mod tools;
 pub mod warm;
 pub mod workspace;

@@ -23,10 +23,11 @@ use crate::config::{ExecTool, PythonStart};
 use crate::exec::{self, Executor};
 use crate::files::Entry;
 use crate::metrics::{Gauges, Metrics};
+use crate::output;
 use crate::workspace::{Registry, Workspace, WorkspaceError, short};
 
-/// Largest file `read_file` returns.
-const MAX_READ: u64 = 4 << 20;
+/// JSON bytes of file text `read_file` returns at once (the text is in the result twice).
+const READ_BUDGET: usize = 192 * 1024;
 /// Most entries `list_files` returns.
 const MAX_LIST: usize = 2000;
 
@@ -116,7 +117,23 @@ pub struct ExecuteShellArgs {
     pub workspace: Option<String>,
 }
 
-/// Arguments of `read_file` and `delete_file`.
+/// Arguments of `read_file`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ReadArgs {
+    /// A path relative to the workspace, e.g. `results/out.csv`.
+    pub path: String,
+    /// The first line to return (1-based; default 1).
+    #[serde(default)]
+    pub start_line: Option<u64>,
+    /// The last line to return (inclusive; default: as many as fit in one result, about 190 KB).
+    #[serde(default)]
+    pub end_line: Option<u64>,
+    /// Stateless requests only: see `execute_python`.
+    #[serde(default)]
+    pub workspace: Option<String>,
+}
+
+/// Arguments of `delete_file`.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct PathArgs {
     /// A path relative to the workspace, e.g. `results/out.csv`.
@@ -155,10 +172,22 @@ pub struct ListArgs {
 /// The structured result of `execute_python` and `execute_shell`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RunResult {
-    /// Captured standard output (UTF-8, invalid bytes replaced).
+    /// Captured standard output (UTF-8, invalid bytes replaced); when it is long, its head and
+    /// tail with a marker between them, and the whole of it is in `stdout_file`.
     pub stdout: String,
-    /// Captured standard error.
+    /// Captured standard error, shown the same way (see `stderr_file`).
     pub stderr: String,
+    /// Bytes of standard output the program wrote (up to the server's output cap).
+    pub stdout_bytes: u64,
+    /// Bytes of standard error.
+    pub stderr_bytes: u64,
+    /// Where the whole standard output was saved in the workspace, when it was too long to show
+    /// (read it with `read_file`, `start_line` and `end_line`).
+    pub stdout_file: Option<String>,
+    /// Where the whole standard error was saved, when it was too long to show.
+    pub stderr_file: Option<String>,
+    /// Whether `stdout` or `stderr` is an excerpt (head and tail) of a longer output.
+    pub excerpted: bool,
     /// The exit code, when the program exited by itself.
     pub exit_code: Option<i32>,
     /// Why the run ended: exited, signaled, timeout, memory, processes, cpu, output, disk,
@@ -177,10 +206,20 @@ pub struct RunResult {
 pub struct ReadResult {
     /// The path read.
     pub path: String,
-    /// The file's text.
+    /// The text of lines `start_line` to `end_line` (invalid UTF-8 replaced).
     pub content: String,
-    /// Its size in bytes.
+    /// The file's size in bytes.
     pub bytes: u64,
+    /// Lines in the whole file.
+    pub total_lines: u64,
+    /// The first line returned (1-based).
+    pub start_line: u64,
+    /// The last line returned (`start_line - 1` when none was).
+    pub end_line: u64,
+    /// Lines were left out to keep the result small: read on from `next_start_line`.
+    pub truncated: bool,
+    /// Where to continue, when there is more to read.
+    pub next_start_line: Option<u64>,
     /// The workspace handle.
     pub workspace: String,
 }
@@ -425,6 +464,11 @@ impl SandlockTools {
             let r = RunResult {
                 stdout: String::new(),
                 stderr: String::new(),
+                stdout_bytes: 0,
+                stderr_bytes: 0,
+                stdout_file: None,
+                stderr_file: None,
+                excerpted: false,
                 exit_code: None,
                 reason: reason.into(),
                 duration_ms: 0,
@@ -529,7 +573,7 @@ impl SandlockTools {
             }
             false => None,
         };
-        let outcome = match outcome {
+        let mut outcome = match outcome {
             Some(o) => o,
             None => {
                 if forked {
@@ -543,15 +587,44 @@ impl SandlockTools {
         cancel.cancel();
         let _ = relay.await;
         ws.touch();
-        let stdout = String::from_utf8_lossy(&outcome.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&outcome.stderr).into_owned();
         let truncated = outcome.stdout_truncated || outcome.stderr_truncated;
         let is_error = !outcome.success();
         let headline = describe(&outcome, timeout);
-        let text = run_text(&headline, &stdout, &stderr, truncated);
+        // Long output is saved in the workspace: file work, off the event loop.
+        let disk_cap = cfg.max_disk.bytes();
+        let (stdout, stderr) = (
+            std::mem::take(&mut outcome.stdout),
+            std::mem::take(&mut outcome.stderr),
+        );
+        let shown = {
+            let ws = ws.clone();
+            tokio::task::spawn_blocking(move || {
+                let call = output::call_name();
+                (
+                    output::show("stdout", &stdout, &ws, &call, disk_cap),
+                    output::show("stderr", &stderr, &ws, &call, disk_cap),
+                )
+            })
+            .await
+        };
+        let (out, err) = shown.unwrap_or_else(|e| {
+            let lost = output::Shown {
+                text: format!("[the output could not be shown: {e}]"),
+                bytes: 0,
+                file: None,
+                excerpted: true,
+            };
+            (lost.clone(), lost)
+        });
+        let text = run_text(&headline, &out.text, &err.text, truncated);
         let r = RunResult {
-            stdout,
-            stderr,
+            stdout: out.text,
+            stderr: err.text,
+            stdout_bytes: out.bytes,
+            stderr_bytes: err.bytes,
+            stdout_file: out.file,
+            stderr_file: err.file,
+            excerpted: out.excerpted || err.excerpted,
             exit_code: outcome.exit_code,
             reason: outcome.reason.as_str().into(),
             duration_ms: outcome.wall_time.as_millis() as u64,
@@ -658,30 +731,62 @@ impl SandlockTools {
 
     /// Reads a text file from the workspace.
     #[tool(
-        description = "Read a UTF-8 text file from the workspace. Paths are relative to the \
-                       workspace; absolute paths, '..' and symlinks leading outside are refused.",
+        description = "Read a text file from the workspace, in pages of lines: start_line and \
+                       end_line (1-based, inclusive) choose them; the result gives total_lines \
+                       and, when more is left, next_start_line. Long outputs of execute_python \
+                       and execute_shell are saved under .sandlock/outputs/ and read this way. \
+                       Paths are relative to the workspace; absolute paths, '..' and symlinks \
+                       leading outside are refused.",
         output_schema = output_schema::<ReadResult>(),
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn read_file(
         &self,
         ctx: RequestContext<RoleServer>,
-        Parameters(a): Parameters<PathArgs>,
+        Parameters(a): Parameters<ReadArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         let requested = a.workspace.clone();
         Ok(self
             .file_op(&ctx, "read_file", requested.as_deref(), move |ws| {
-                let content = ws
+                if a.end_line.is_some_and(|e| e < a.start_line.unwrap_or(1)) {
+                    return Err(format!(
+                        "end_line {} is before start_line {}",
+                        a.end_line.unwrap_or(0),
+                        a.start_line.unwrap_or(1)
+                    ));
+                }
+                let l = ws
                     .files
-                    .read(&a.path, MAX_READ)
+                    .read_lines(&a.path, a.start_line.unwrap_or(1), a.end_line, READ_BUDGET)
                     .map_err(|e| e.to_string())?;
+                let wanted_end = a.end_line.unwrap_or(l.total_lines).min(l.total_lines);
+                let more = l.cut || l.last < wanted_end;
+                let next = more.then_some(l.last + 1);
+                let mut text = l.content.clone();
+                if more {
+                    if !text.is_empty() && !text.ends_with('\n') {
+                        text.push('\n');
+                    }
+                    text.push_str(&format!(
+                        "[lines {}-{} of {}; read on with start_line={}]",
+                        l.first,
+                        l.last,
+                        l.total_lines,
+                        next.unwrap_or(l.last)
+                    ));
+                }
                 let r = ReadResult {
-                    bytes: content.len() as u64,
                     path: a.path.clone(),
-                    content: content.clone(),
+                    content: l.content,
+                    bytes: l.bytes,
+                    total_lines: l.total_lines,
+                    start_line: l.first,
+                    end_line: l.last,
+                    truncated: more,
+                    next_start_line: next,
                     workspace: ws.handle.clone(),
                 };
-                Ok((content, r))
+                Ok((text, r))
             })
             .await)
     }
