@@ -41,7 +41,7 @@ def check(live: bool = True) -> Dict[str, Any]:
 
     Keys include ``kernel``, ``landlock_abi``, ``protections`` (each with ``available`` and
     ``mechanism``: ``landlock``, ``seccomp``, ``supervisor`` where the supervisor stands in for a
-    Landlock feature the kernel lacks, ``not_needed`` or ``unavailable``),
+    Landlock feature the kernel lacks, or ``unavailable``),
     ``runtime_profile`` (is a container runtime's seccomp profile in force), ``credentials``,
     ``enforced``, ``not_enforced`` and a one-line ``verdict``. With ``live`` (the default) it also
     runs ``/bin/true`` in a sandbox and reports it under ``live_test``.

@@ -54,7 +54,7 @@ core-podsim     target/debug/deps   @ROOT@/target/debug/podsim -- @BIN:sandlock-
 cli-podsim      target/debug/deps   @ROOT@/target/debug/podsim -- @BIN:sandlock-cli:cli@ -q
 python          .                   @PY@ -m pytest -p no:cacheprovider -q -rs python/tests/test_api.py python/tests/test_limits.py
 python-podsim   .                   @ROOT@/target/debug/podsim -- @PY@ -m pytest -p no:cacheprovider -q -rs python/tests/test_api.py
-mcp             tests/mcp           @PY@ -m pytest -p no:cacheprovider -q -rs test_python_client.py test_fork_mode.py -k "returns_text or file_tools_share or cannot_reach_the_server or per_call_limits or stdio_transport or start_policy or killed_fork_server"
+mcp             tests/mcp           SANDLOCK_STRESS_ITERATIONS=30 @PY@ -m pytest -p no:cacheprovider -q -rs test_python_client.py test_fork_mode.py test_large_output.py test_stress.py -k "returns_text or file_tools_share or cannot_reach_the_server or per_call_limits or stdio_transport or start_policy or killed_fork_server or (python_client_gets_any_output_size and 10MiB) or pipelines_after_an_output_cap"
 EOF
 )
 if [ "$list" = 1 ]; then echo "$SUITES" | awk '{print $1}'; exit 0; fi

@@ -7,10 +7,10 @@ use clap::Args;
 #[command(after_help = "\
 Each protection line says what enforces it on this kernel:
   landlock     the kernel itself (Landlock)
-  seccomp      the seccomp filter
+  seccomp      the seccomp filter (before Linux 6.10 it also keeps device ioctls in check,
+               as the line explains)
   supervisor   the supervisor, standing in for a Landlock feature this kernel lacks
                (signal scoping before Linux 6.12, TCP ports before 6.7, truncate before 6.2)
-  not_needed   the policy does not need it (the line says why)
   unavailable  nothing here: a policy that needs it fails closed unless best_effort
 
 Environment:

@@ -213,7 +213,7 @@ fn check_names_what_enforces_each_protection() {
     assert_eq!(mechanism(&v, "scope_signal"), "supervisor");
     assert_eq!(mechanism(&v, "filesystem_truncate"), "supervisor");
     assert_eq!(mechanism(&v, "network_tcp"), "supervisor");
-    assert_eq!(mechanism(&v, "filesystem_ioctl"), "not_needed");
+    assert_eq!(mechanism(&v, "filesystem_ioctl"), "seccomp");
     assert_eq!(mechanism(&v, "filesystem"), "landlock");
     assert!(
         v["verdict"]

@@ -2,7 +2,7 @@
 //!
 //! Landlock is the boundary wherever the kernel offers the feature. Where it does not (Landlock
 //! grew over Linux 5.13 to 6.12), the seccomp filter and the supervisor stand in for it (see
-//! `supervisor/standin/`), or the policy is shown not to need it. A protection is missing only when
+//! `supervisor/standin/`), or the policy is shown not to need more. A protection is missing only when
 //! none of these holds, and only then does a policy fail closed (or, with `best_effort`, run and
 //! list it in the outcome's `not_enforced`).
 //!
@@ -12,7 +12,7 @@
 //! | filesystem_refer | ABI 2 (5.19) | ABI 1 refuses every rename or link into another directory (`EXDEV`): stricter, nothing to add |
 //! | filesystem_truncate | ABI 3 (6.2) | the supervisor carries out `truncate(2)` beneath writable paths; seccomp refuses `open(O_RDONLY\|O_TRUNC)` and answers `openat2` with ENOSYS |
 //! | network_tcp | ABI 4 (6.7) | the supervisor carries out `connect` and `bind` (and decides `listen`) |
-//! | filesystem_ioctl | ABI 5 (6.10) | not needed unless the policy grants read-only access to a device whose `ioctl`s matter; such a policy cannot run |
+//! | filesystem_ioctl | ABI 5 (6.10) | seccomp refuses ioctl-only opens (access mode 3), which Landlock lets through unchecked; nothing more is needed unless the policy grants read-only access to a device whose `ioctl`s matter, and such a policy cannot run |
 //! | scope_abstract_unix | ABI 6 (6.12) | the supervisor mediates every `connect`; seccomp refuses datagram UNIX sockets |
 //! | scope_signal | ABI 6 (6.12) | the supervisor decides every signal to another process, `pidfd_open` and `F_SETOWN` |
 
@@ -34,8 +34,6 @@ pub enum Mechanism {
     Seccomp,
     /// The supervisor, to which the seccomp filter hands the syscalls concerned.
     Supervisor,
-    /// The policy does not need it (the detail says why).
-    NotNeeded,
     /// Nothing on this kernel: a policy fails closed unless `best_effort`.
     Unavailable,
 }
@@ -47,7 +45,6 @@ impl Mechanism {
             Mechanism::Landlock => "landlock",
             Mechanism::Seccomp => "seccomp",
             Mechanism::Supervisor => "supervisor",
-            Mechanism::NotNeeded => "not_needed",
             Mechanism::Unavailable => "unavailable",
         }
     }
@@ -137,11 +134,12 @@ fn decide(p: Protection, k: &KernelSupport, needs: &Needs) -> (Mechanism, String
             "the policy allows no TCP: seccomp refuses TCP sockets".into(),
         ),
         p if k.supports(p) => (Landlock, native(p)),
-        Protection::FilesystemIoctl if needs.risky_devices.is_empty() => (
-            NotNeeded,
-            "not needed while no device file whose ioctls matter is granted read-only (the \
-             system preset grants only null, zero, full, random and urandom); a policy that \
-             grants one needs Landlock ABI 5 (Linux 6.10)"
+        Protection::FilesystemIoctl if needs.risky_devices.is_empty() && standin => (
+            Seccomp,
+            "seccomp refuses ioctl-only opens (access mode 3), which Landlock before ABI 5 lets \
+             through; beyond that not needed while no device file whose ioctls matter is granted \
+             read-only (the system preset grants only null, zero, full, random and urandom); a \
+             policy that grants one needs Landlock ABI 5 (Linux 6.10)"
                 .into(),
         ),
         Protection::FilesystemIoctl => {
@@ -206,10 +204,12 @@ const HARMLESS_DEVICES: [(u32, u32); 7] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9
 const DEVICE_SCAN_LIMIT: usize = 20_000;
 
 /// Device files beneath the read-only grants `paths` that credentials `(uid, gid, groups)` could
-/// open and whose `ioctl`s Landlock ABI 5 would control (everything but [`HARMLESS_DEVICES`]).
+/// open for reading and whose `ioctl`s Landlock ABI 5 would control (everything but
+/// [`HARMLESS_DEVICES`]).
 ///
 /// A directory grant is searched where devices live: `/dev`, and any devtmpfs or devpts mount,
-/// when they lie beneath it. Elsewhere, creating a device file takes `CAP_MKNOD`.
+/// when they lie beneath it. Elsewhere, creating a device file takes `CAP_MKNOD`. A directory too
+/// large to search is itself reported (failing closed).
 pub(crate) fn risky_devices(paths: &[PathBuf], creds: (u32, u32, &[u32])) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut dev_dirs: Vec<PathBuf> = device_mounts();
@@ -220,9 +220,13 @@ pub(crate) fn risky_devices(paths: &[PathBuf], creds: (u32, u32, &[u32])) -> Vec
         };
         if meta.is_dir() {
             for d in dev_dirs.iter().filter(|d| d.starts_with(p)) {
-                scan(d, creds, &mut found, &mut 0);
+                let mut seen = 0;
+                scan(d, creds, &mut found, &mut seen);
+                if seen > DEVICE_SCAN_LIMIT {
+                    found.push(d.clone());
+                }
             }
-        } else if is_risky(&meta, creds) {
+        } else if is_risky(p, &meta, creds) {
             found.push(p.clone());
         }
     }
@@ -231,15 +235,18 @@ pub(crate) fn risky_devices(paths: &[PathBuf], creds: (u32, u32, &[u32])) -> Vec
     found
 }
 
-fn is_risky(meta: &std::fs::Metadata, (uid, gid, groups): (u32, u32, &[u32])) -> bool {
-    let ft = meta.file_type();
-    if !(ft.is_char_device() || ft.is_block_device()) {
-        return false;
-    }
-    let rdev = meta.rdev();
-    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
-    if HARMLESS_DEVICES.contains(&(major, minor)) {
-        return false;
+/// Whether the sandbox could open `p` for reading. Without privileges the kernel answers for the
+/// sandbox's own credentials (ACLs included: logind grants the user's devices that way); with them
+/// (root), the mode bits are read for an unprivileged uid 0.
+fn readable(p: &Path, meta: &std::fs::Metadata, (uid, gid, groups): (u32, u32, &[u32])) -> bool {
+    if uid != 0 {
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+            return true;
+        };
+        // SAFETY: faccessat reads the C string.
+        return unsafe {
+            libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::R_OK, libc::AT_EACCESS)
+        } == 0;
     }
     let mode = meta.mode();
     let bits = if meta.uid() == uid {
@@ -249,8 +256,17 @@ fn is_risky(meta: &std::fs::Metadata, (uid, gid, groups): (u32, u32, &[u32])) ->
     } else {
         mode & 7
     };
-    // Open for reading, or with O_ACCMODE 3 (ioctl only), which needs read and write permission.
     bits & 4 != 0
+}
+
+fn is_risky(p: &Path, meta: &std::fs::Metadata, creds: (u32, u32, &[u32])) -> bool {
+    let ft = meta.file_type();
+    if !(ft.is_char_device() || ft.is_block_device()) {
+        return false;
+    }
+    let rdev = meta.rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    !HARMLESS_DEVICES.contains(&(major, minor)) && readable(p, meta, creds)
 }
 
 fn scan(dir: &Path, creds: (u32, u32, &[u32]), found: &mut Vec<PathBuf>, seen: &mut usize) {
@@ -268,7 +284,7 @@ fn scan(dir: &Path, creds: (u32, u32, &[u32]), found: &mut Vec<PathBuf>, seen: &
         };
         if meta.is_dir() {
             scan(&path, creds, found, seen);
-        } else if is_risky(&meta, creds) {
+        } else if is_risky(&path, &meta, creds) {
             found.push(path);
         }
     }
@@ -346,7 +362,7 @@ mod tests {
         );
         assert_eq!(
             mechanism(2, &needs, Protection::FilesystemIoctl),
-            Mechanism::NotNeeded
+            Mechanism::Seccomp
         );
         assert_eq!(
             mechanism(7, &needs, Protection::NetworkTcp),

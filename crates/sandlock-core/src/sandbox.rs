@@ -135,7 +135,7 @@ impl Sandbox {
     }
 
     /// How each protection is enforced for this policy on this kernel: by Landlock, by seccomp,
-    /// by the supervisor standing in for a Landlock feature the kernel lacks, or not needed.
+    /// or by the supervisor standing in for a Landlock feature the kernel lacks.
     pub fn enforcement(&self) -> &[crate::coverage::Enforcement] {
         &self.plan.enforcement
     }

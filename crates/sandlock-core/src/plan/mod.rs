@@ -100,6 +100,13 @@ impl SandboxPlan {
         };
         let cgroup = crate::cgroup::plan(policy.cgroup, cgroup_parent.as_deref(), &limits)?;
 
+        // Connecting to a UNIX socket takes write permission on it, and the stand-ins act only
+        // beneath writable paths, so these are the roots the supervisor resolves paths under.
+        let writable: Vec<PathBuf> = paths
+            .iter()
+            .filter(|r| r.access == Access::Write && !r.optional)
+            .map(|r| r.path.clone())
+            .collect();
         let tcp = !connect.is_empty() || !bind.is_empty();
         let needs = coverage::Needs {
             tcp,
@@ -141,6 +148,7 @@ impl SandboxPlan {
                 scope_signals: !kernel.supports(Protection::ScopeSignal),
                 emulate_bind: tcp && !kernel.supports(Protection::NetworkTcp),
                 guard_truncate: !kernel.supports(Protection::FilesystemTruncate),
+                guard_ioctl_open: !kernel.supports(Protection::FilesystemIoctl),
                 extra_deny,
             };
             Some(
@@ -164,13 +172,8 @@ impl SandboxPlan {
             rlimits,
             limits,
             sockets: SocketRules {
-                // Connecting to a UNIX socket takes write permission on it, so only the
-                // writable paths count.
-                roots: paths
-                    .into_iter()
-                    .filter(|r| r.access == Access::Write && !r.optional)
-                    .map(|r| r.path)
-                    .collect(),
+                held: std::sync::Arc::new(crate::supervisor::Roots::open(&writable)),
+                roots: writable,
                 connect,
                 tcp_listen: !bind.is_empty(),
                 bind,

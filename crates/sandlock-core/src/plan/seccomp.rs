@@ -144,6 +144,9 @@ pub(crate) struct SeccompPolicy {
     /// `open(O_RDONLY|O_TRUNC)` is refused and `openat2` (whose flags the filter cannot see)
     /// answers ENOSYS, so that the C library falls back to `openat`.
     pub(crate) guard_truncate: bool,
+    /// Refuse opens with access mode 3, which Landlock before ABI 5 lets through unchecked (see
+    /// `open_rules`).
+    pub(crate) guard_ioctl_open: bool,
     /// More syscall numbers to refuse with EPERM.
     pub(crate) extra_deny: Vec<u32>,
 }
@@ -326,42 +329,63 @@ impl SeccompPolicy {
             if let Some(n) = nr("truncate") {
                 rules.insert(n, SyscallRule::always(notify));
             }
-            if let Some(n) = nr("openat2") {
-                rules.insert(n, SyscallRule::always(Action::Errno(libc::ENOSYS as u16)));
-            }
-            // O_RDONLY|O_TRUNC truncates without asking for write access, which is all Landlock
-            // before ABI 3 checks at open.
-            let read_trunc = |flags_arg: u8| Check {
-                all: vec![
-                    Cond::Eq {
-                        arg: flags_arg,
-                        mask: libc::O_ACCMODE as u32,
-                        value: libc::O_RDONLY as u32,
-                    },
-                    Cond::AnySet {
-                        arg: flags_arg,
-                        mask: libc::O_TRUNC as u32,
-                    },
-                ],
-                action: Action::Errno(libc::EACCES as u16),
-            };
-            for (name, flags_arg) in [("open", 1), ("openat", 2)] {
-                if let Some(n) = nr(name) {
-                    rules.insert(
-                        n,
-                        SyscallRule {
-                            checks: vec![read_trunc(flags_arg)],
-                            default: Action::Allow,
-                        },
-                    );
-                }
-            }
         }
+        self.open_rules(&mut rules);
 
         for n in &self.extra_deny {
             rules.insert(*n, SyscallRule::always(eperm));
         }
         rules
+    }
+
+    /// What Landlock does not check at `open` on older kernels. It asks for read or write rights
+    /// according to the access mode, so an open that asks for neither needs no right at all: access
+    /// mode 3 (an "ioctl only" open, which needs read and write permission by file mode) before ABI
+    /// 5, whose device `ioctl` right is what covers it; and `O_TRUNC` with `O_RDONLY` or access mode
+    /// 3, which truncates, before ABI 3. Those opens are refused, and `openat2` (whose flags sit in
+    /// memory the filter cannot read) answers ENOSYS, so that the C library falls back to `openat`.
+    fn open_rules(&self, rules: &mut BTreeMap<u32, SyscallRule>) {
+        if !(self.guard_truncate || self.guard_ioctl_open) {
+            return;
+        }
+        let eacces = Action::Errno(libc::EACCES as u16);
+        let mode = |arg: u8, value: libc::c_int| Cond::Eq {
+            arg,
+            mask: libc::O_ACCMODE as u32,
+            value: value as u32,
+        };
+        let trunc = |arg: u8| Cond::AnySet {
+            arg,
+            mask: libc::O_TRUNC as u32,
+        };
+        for (name, arg) in [("open", 1), ("openat", 2)] {
+            let Some(n) = nr(name) else { continue };
+            let mut checks = Vec::new();
+            if self.guard_ioctl_open {
+                checks.push(Check {
+                    all: vec![mode(arg, libc::O_ACCMODE)],
+                    action: eacces,
+                });
+            }
+            if self.guard_truncate {
+                for m in [libc::O_RDONLY, libc::O_ACCMODE] {
+                    checks.push(Check {
+                        all: vec![mode(arg, m), trunc(arg)],
+                        action: eacces,
+                    });
+                }
+            }
+            rules.insert(
+                n,
+                SyscallRule {
+                    checks,
+                    default: Action::Allow,
+                },
+            );
+        }
+        if let Some(n) = nr("openat2") {
+            rules.insert(n, SyscallRule::always(Action::Errno(libc::ENOSYS as u16)));
+        }
     }
 
     /// Syscalls that change another process by pid, which Landlock does not scope at any ABI: a
@@ -614,6 +638,7 @@ mod tests {
             scope_signals: true,
             emulate_bind: true,
             guard_truncate: true,
+            guard_ioctl_open: true,
             ..Default::default()
         };
         let me = 1234u64;
@@ -658,6 +683,19 @@ mod tests {
             errno(libc::EACCES)
         );
         assert_eq!(run(&old, "openat", [0, 0, write_trunc, 0, 0, 0]), ALLOW);
+        let ioctl_only = libc::O_ACCMODE as u64;
+        assert_eq!(
+            run(&old, "openat", [0, 0, ioctl_only, 0, 0, 0]),
+            errno(libc::EACCES)
+        );
+        assert_eq!(
+            run(&old, "open", [0, ioctl_only | trunc, 0, 0, 0, 0]),
+            errno(libc::EACCES)
+        );
+        assert_eq!(
+            run(&old, "openat", [0, 0, libc::O_RDWR as u64, 0, 0, 0]),
+            ALLOW
+        );
         // Control: where Landlock has these features, they stay in the kernel.
         let new = SeccompPolicy {
             mediate: true,

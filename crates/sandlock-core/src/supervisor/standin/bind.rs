@@ -24,7 +24,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use super::Scope;
-use super::path::{Creds, absolute, open_beneath};
+use super::path::{Creds, absolute, fd_path, open_beneath};
 use crate::supervisor::connect::{install, mode, sock_proto};
 use crate::supervisor::notify::{Listener, Notification, read_mem};
 use crate::sys;
@@ -127,13 +127,13 @@ fn bind_tcp(family: libc::c_int, addr: &[u8], scope: &Scope) -> Result<OwnedFd, 
     let family_ok = sa_family == family
         || (family == libc::AF_INET && sa_family == libc::AF_UNSPEC && addr[4..8] == [0; 4]);
     if !family_ok {
-        return Err(if family == libc::AF_INET {
-            libc::EAFNOSUPPORT
-        } else {
-            libc::EINVAL
-        });
+        return Err(libc::EAFNOSUPPORT);
     }
     let port = u16::from_be_bytes([addr[2], addr[3]]);
+    // The supervisor may hold CAP_NET_BIND_SERVICE; the sandbox never does.
+    if port != 0 && u32::from(port) < unprivileged_port_start() {
+        return Err(libc::EACCES);
+    }
     if !scope
         .sockets
         .bind
@@ -191,25 +191,19 @@ fn bind_unix(
     if !l.id_valid(n.id) {
         return Err(libc::ESRCH);
     }
-    let dir = open_beneath(parent, &scope.sockets.roots).map_err(errno)?;
-    if dir.stat.st_mode & libc::S_IFMT != libc::S_IFDIR {
-        return Err(libc::ENOTDIR);
-    }
-    if !creds.may(&dir.stat, (libc::W_OK | libc::X_OK) as u32) {
+    let dir = open_beneath(parent, &scope.sockets.held, libc::O_DIRECTORY).map_err(errno)?;
+    if !creds.may(&dir.fd, &dir.stat, (libc::W_OK | libc::X_OK) as u32) {
         return Err(libc::EACCES);
     }
     // Bind through the directory descriptor, so that nothing swapped into the path since we
     // resolved it can move the socket file elsewhere.
-    let via = format!("/proc/self/fd/{}/", dir.fd.as_raw_fd());
-    let mut sun: libc::sockaddr_un =
-        // SAFETY: sockaddr_un is plain data; all-zero is valid.
-        unsafe { std::mem::zeroed() };
-    let full: Vec<u8> = via
-        .as_bytes()
-        .iter()
-        .chain(base.as_bytes())
-        .copied()
+    let full: Vec<u8> = format!("{}/", fd_path(&dir.fd))
+        .into_bytes()
+        .into_iter()
+        .chain(base.as_bytes().iter().copied())
         .collect();
+    // SAFETY: sockaddr_un is plain data; all-zero is valid.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     if full.len() >= sun.sun_path.len() {
         return Err(libc::ENAMETOOLONG);
     }
@@ -228,13 +222,56 @@ fn bind_unix(
     if r < 0 {
         return Err(sys::errno());
     }
-    if let (Some(mask), Ok(c)) = (umask, CString::new(base.as_bytes())) {
-        // SAFETY: fchmodat on a name in a directory we hold.
-        unsafe {
-            libc::fchmodat(dir.fd.as_raw_fd(), c.as_ptr(), 0o777 & !mask, 0);
-        }
+    if let Some(mask) = umask {
+        give_mode(&dir.fd, base, 0o777 & !mask);
     }
     Ok(sock)
+}
+
+/// Gives the socket file `name` in directory `dir` the mode the sandbox's umask would have given
+/// it. The name is opened without following a symlink and checked to be a socket first, and the
+/// mode is set through that descriptor: a symlink renamed over the name in between gets nothing.
+fn give_mode(dir: &OwnedFd, name: &std::ffi::OsStr, mode: libc::mode_t) {
+    let Ok(c) = CString::new(name.as_bytes()) else {
+        return;
+    };
+    // SAFETY: openat on a name in a directory we hold.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: openat just returned this descriptor.
+    let fd = unsafe { sys::owned(fd) };
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` has room for one struct stat.
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return;
+    }
+    // SAFETY: fstat succeeded.
+    if unsafe { st.assume_init() }.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return;
+    }
+    if let Ok(p) = CString::new(fd_path(&fd)) {
+        // SAFETY: chmod through the magic link of a descriptor we hold (the socket file itself).
+        unsafe {
+            libc::chmod(p.as_ptr(), mode);
+        }
+    }
+}
+
+/// The lowest port a process without `CAP_NET_BIND_SERVICE` may bind
+/// (`net.ipv4.ip_unprivileged_port_start`, 1024 unless changed; 0 in many pods).
+fn unprivileged_port_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024)
 }
 
 /// The umask of task `tid` (`Umask:` in `/proc/<tid>/status`, octal).

@@ -24,10 +24,12 @@
 //! beside it.
 
 mod bind;
-mod path;
+pub(crate) mod path;
 mod signal;
 mod target;
 mod truncate;
+
+pub(crate) use path::Roots;
 
 use crate::supervisor::SocketRules;
 use crate::supervisor::notify::{Listener, Notification};

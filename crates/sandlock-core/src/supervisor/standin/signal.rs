@@ -81,6 +81,9 @@ fn signal_member(
 /// `kill(pid, sig)`.
 pub(crate) fn on_kill(l: &Listener, n: &Notification, scope: &Scope) {
     let (pid, sig) = (pid_arg(n.args[0]), n.args[1] as i32);
+    if !(0..=64).contains(&sig) {
+        return l.deny(n.id, libc::EINVAL);
+    }
     match pid {
         0 => l.allow(n.id),
         i32::MIN => l.deny(n.id, libc::ESRCH),
@@ -89,7 +92,7 @@ pub(crate) fn on_kill(l: &Listener, n: &Notification, scope: &Scope) {
             if -p == scope.pgid {
                 l.allow(n.id)
             } else {
-                l.deny(n.id, libc::EPERM)
+                l.deny(n.id, group_errno(-p))
             }
         }
         p => {
@@ -100,6 +103,18 @@ pub(crate) fn on_kill(l: &Listener, n: &Notification, scope: &Scope) {
                 answer(l, n, signal_member(p, sig, None, scope))
             }
         }
+    }
+}
+
+/// What the kernel says to a sandbox that signals process group `g`, not its own: `ESRCH` when the
+/// group is empty, `EPERM` (Landlock's answer) when it has members. Signal 0 only probes.
+fn group_errno(g: libc::pid_t) -> i32 {
+    // SAFETY: kill with signal 0 sends nothing; it reports whether the group exists.
+    let r = unsafe { libc::kill(-g, 0) };
+    if r < 0 && sys::errno() == libc::ESRCH {
+        libc::ESRCH
+    } else {
+        libc::EPERM
     }
 }
 
@@ -153,6 +168,9 @@ fn thread_signal(
 /// `tkill(tid, sig)`: a thread of the caller's process or of another sandbox process.
 pub(crate) fn on_tkill(l: &Listener, n: &Notification, scope: &Scope) {
     let (tid, sig) = (pid_arg(n.args[0]), n.args[1] as i32);
+    if tid <= 0 {
+        return l.deny(n.id, libc::EINVAL);
+    }
     let Some(c) = Caller::of(l, n) else { return };
     if tid == c.tid {
         return l.allow(n.id);
@@ -166,6 +184,9 @@ pub(crate) fn on_tkill(l: &Listener, n: &Notification, scope: &Scope) {
 /// `tgkill(tgid, tid, sig)`.
 pub(crate) fn on_tgkill(l: &Listener, n: &Notification, scope: &Scope) {
     let (tgid, tid, sig) = (pid_arg(n.args[0]), pid_arg(n.args[1]), n.args[2] as i32);
+    if tgid <= 0 || tid <= 0 {
+        return l.deny(n.id, libc::EINVAL);
+    }
     let Some(c) = Caller::of(l, n) else { return };
     if tgid == c.tgid {
         // The kernel checks that `tid` is in the caller's own (pinned) thread group.
@@ -219,7 +240,7 @@ pub(crate) fn on_pidfd_send_signal(l: &Listener, n: &Notification, scope: &Scope
 /// installed in the caller.
 pub(crate) fn on_pidfd_open(l: &Listener, n: &Notification, scope: &Scope) {
     let (pid, flags) = (pid_arg(n.args[0]), n.args[1] as u32);
-    if flags & !PIDFD_OPEN_FLAGS != 0 {
+    if flags & !PIDFD_OPEN_FLAGS != 0 || pid <= 0 {
         return l.deny(n.id, libc::EINVAL);
     }
     let r = Member::pin(pid, flags, scope.pgid).and_then(|m| {
@@ -258,11 +279,19 @@ pub(crate) fn on_setown(l: &Listener, n: &Notification, scope: &Scope) {
 pub(crate) fn on_pid_first(l: &Listener, n: &Notification) {
     let pid = pid_arg(n.args[0]);
     let Some(c) = Caller::of(l, n) else { return };
-    if c.is_self(pid) {
+    if c.is_self(pid) || own_thread(&c, pid) {
         l.allow(n.id)
     } else {
         l.deny(n.id, libc::EPERM)
     }
+}
+
+/// Whether `tid` is another thread of the caller's process (`pthread_setaffinity_np`,
+/// `pthread_setschedparam`). The call is then continued: the number would have to be recycled
+/// between this look and the kernel's (the thread exiting and a new task taking its tid), the same
+/// residue as for thread-directed signals.
+fn own_thread(c: &Caller, tid: libc::pid_t) -> bool {
+    tid > 0 && super::target::status_field(tid, "Tgid") == Some(c.tgid)
 }
 
 /// `setpriority(which, who, prio)` and `ioprio_set(which, who, ioprio)`: a thread or process of
@@ -277,7 +306,7 @@ pub(crate) fn on_priority(l: &Listener, n: &Notification, scope: &Scope, io: boo
     let ok = match which {
         w if w == process => {
             let Some(c) = Caller::of(l, n) else { return };
-            who == 0 || c.is_self(who)
+            who == 0 || c.is_self(who) || own_thread(&c, who)
         }
         w if w == group => who == 0 || who == scope.pgid,
         w if w == user => false,

@@ -39,7 +39,7 @@ fn truncate(l: &Listener, n: &Notification, scope: &Scope) -> Result<(), i32> {
     if !l.id_valid(n.id) {
         return Err(libc::ESRCH);
     }
-    let file = open_beneath(&abs, &scope.sockets.roots).map_err(errno)?;
+    let file = open_beneath(&abs, &scope.sockets.held, 0).map_err(errno)?;
     let kind = file.stat.st_mode & libc::S_IFMT;
     if kind == libc::S_IFDIR {
         return Err(libc::EISDIR);
@@ -47,7 +47,7 @@ fn truncate(l: &Listener, n: &Notification, scope: &Scope) -> Result<(), i32> {
     if kind != libc::S_IFREG {
         return Err(libc::EINVAL);
     }
-    if !creds.may(&file.stat, libc::W_OK as u32) {
+    if !creds.may(&file.fd, &file.stat, libc::W_OK as u32) {
         return Err(libc::EACCES);
     }
     // The sandbox's own RLIMIT_FSIZE (max_file_size, max_disk) still applies to growing a file.
