@@ -307,6 +307,7 @@ impl Sandbox {
             },
             None => None,
         };
+        let disk = crate::supervisor::watch_disk(&limits)?;
         let cgroup_failed = std::sync::atomic::AtomicI32::new(0);
         let fprog = plan.filter.as_ref().map(|f| libc::sock_fprog {
             len: f.len() as u16,
@@ -366,6 +367,7 @@ impl Sandbox {
             plan.sockets.clone(),
             plan.not_enforced.clone(),
             cgroup,
+            disk,
             t0,
         )?)
     }

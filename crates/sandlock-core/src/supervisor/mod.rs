@@ -31,6 +31,7 @@ use crate::spawn::Started;
 use crate::sys;
 
 pub(crate) use connect::SocketRules;
+pub(crate) use disk::DiskMeter;
 pub(crate) use output::{Capture, Feeder};
 pub(crate) use standin::Roots;
 
@@ -117,6 +118,7 @@ impl Running {
         sockets: SocketRules,
         not_enforced: Vec<Protection>,
         cgroup: Option<crate::cgroup::RunCgroup>,
+        disk: Option<DiskMeter>,
         t0: Instant,
     ) -> Result<Running, SandboxError> {
         // SAFETY: epoll_create1 takes a flag.
@@ -165,23 +167,11 @@ impl Running {
         // the first periodic sample still gets a peak memory (ru_maxrss cannot be trusted for it,
         // see into_outcome).
         r.sample();
-        if r.limits.max_disk.is_some() {
-            match disk::DiskMeter::new(&r.limits.disk_roots) {
-                Ok(m) => {
-                    // A workspace already over the cap (left so by an earlier run) may still be
-                    // cleaned up: the cap then holds what is there, and only growth ends the run.
-                    r.disk_floor = m.total();
-                    r.disk = Some(m);
-                }
-                Err(e) => {
-                    r.kill_tree();
-                    return Err(SandboxError::io(
-                        Stage::Supervise,
-                        &e,
-                        "cannot watch the writable directories for max_disk (inotify)",
-                    ));
-                }
-            }
+        if let Some(m) = disk {
+            // A workspace already over the cap (left so by an earlier run) may still be cleaned
+            // up: the cap then holds what was there before the run, and only growth ends it.
+            r.disk_floor = m.total();
+            r.disk = Some(m);
         }
         let mut regs = vec![];
         if let Some(d) = &r.disk {
@@ -880,6 +870,21 @@ impl Running {
             }
         }
     }
+}
+
+/// The meter behind `max_disk`, started before the command so that what the workspace holds at the
+/// start (the floor the cap never ends a run below) is measured before the command can write.
+pub(crate) fn watch_disk(limits: &TreeLimits) -> Result<Option<DiskMeter>, SandboxError> {
+    if limits.max_disk.is_none() {
+        return Ok(None);
+    }
+    DiskMeter::new(&limits.disk_roots).map(Some).map_err(|e| {
+        SandboxError::io(
+            Stage::Prepare,
+            &e,
+            "cannot watch the writable directories for max_disk (inotify)",
+        )
+    })
 }
 
 /// Kernel objects a finished run still holds; dropping this releases them, which may block for a
