@@ -359,6 +359,7 @@ impl Sandbox {
             stdout,
             stderr,
             stdin: stdin_feed,
+            disk,
         };
         Ok(Running::new(
             started,
@@ -367,7 +368,6 @@ impl Sandbox {
             plan.sockets.clone(),
             plan.not_enforced.clone(),
             cgroup,
-            disk,
             t0,
         )?)
     }

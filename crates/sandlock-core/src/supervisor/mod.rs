@@ -103,11 +103,13 @@ pub struct Running {
     cgroup: Option<crate::cgroup::RunCgroup>,
 }
 
-/// Pipes and options the supervisor takes over from a freshly started child.
+/// Pipes and meters the supervisor takes over from a freshly started child.
 pub(crate) struct Io {
     pub(crate) stdout: Option<Capture>,
     pub(crate) stderr: Option<Capture>,
     pub(crate) stdin: Option<Feeder>,
+    /// The `max_disk` meter, started before the child (see [`watch_disk`]).
+    pub(crate) disk: Option<DiskMeter>,
 }
 
 impl Running {
@@ -118,7 +120,6 @@ impl Running {
         sockets: SocketRules,
         not_enforced: Vec<Protection>,
         cgroup: Option<crate::cgroup::RunCgroup>,
-        disk: Option<DiskMeter>,
         t0: Instant,
     ) -> Result<Running, SandboxError> {
         // SAFETY: epoll_create1 takes a flag.
@@ -167,7 +168,7 @@ impl Running {
         // the first periodic sample still gets a peak memory (ru_maxrss cannot be trusted for it,
         // see into_outcome).
         r.sample();
-        if let Some(m) = disk {
+        if let Some(m) = io.disk {
             // A workspace already over the cap (left so by an earlier run) may still be cleaned
             // up: the cap then holds what was there before the run, and only growth ends it.
             r.disk_floor = m.total();
