@@ -4,7 +4,10 @@
 //! - `memory.max` (with `memory.swap.max = 0` and `memory.oom.group = 1`) for `max_memory`: the
 //!   kernel refuses to let the tree grow past the cap, and its OOM killer ends the whole sandbox;
 //!   `memory.events` tells the supervisor that this is what happened (reason `memory`).
-//! - `pids.max` for `max_threads` (the pids controller counts tasks, that is threads).
+//! - `pids.max` for `max_threads` (the pids controller counts tasks, that is threads), or, when
+//!   only `max_processes` is set, as a backstop 64 tasks per allowed process: the supervisor
+//!   holds the process cap by sampling, and the kernel's cap keeps a fork bomb from outgrowing a
+//!   sampler it starves of CPU.
 //! - `cgroup.kill` ends every member at once, and `cpu.stat` gives the CPU time of every process
 //!   that ever ran in it, including ones that exited between samples.
 //!
@@ -42,7 +45,7 @@ pub(crate) struct CgroupPlan {
     pub(crate) parent: PathBuf,
     /// `memory.max` enforces `max_memory`.
     pub(crate) memory: bool,
-    /// `pids.max` enforces `max_threads`.
+    /// `pids.max` enforces `max_threads` (or backs `max_processes` up).
     pub(crate) pids: bool,
     /// `cgroup = "require"`: a run that cannot get its cgroup fails instead of falling back.
     pub(crate) required: bool,
@@ -132,7 +135,7 @@ pub(crate) fn plan(
     }
     let required = mode == CgroupMode::Require;
     let want_memory = limits.max_memory.is_some();
-    let want_pids = limits.max_threads.is_some();
+    let want_pids = limits.pids_max().is_some();
     // Automatically, a cgroup is worth its cost (a mkdir, a migration, an rmdir per run) only when
     // it enforces a limit the kernel would otherwise leave to sampling: without one, do not even
     // look.
@@ -175,7 +178,15 @@ pub(crate) fn plan(
     if required {
         for (want, c, field) in [
             (want_memory, "memory", "max_memory"),
-            (want_pids, "pids", "max_threads"),
+            (
+                want_pids,
+                "pids",
+                if limits.max_threads.is_some() {
+                    "max_threads"
+                } else {
+                    "max_processes"
+                },
+            ),
         ] {
             if want && !has(c) {
                 return Err(fail(format!(
@@ -291,7 +302,7 @@ impl RunCgroup {
             cg.set_optional("memory.swap.max", "0")?;
             cg.set("memory.oom.group", "1")?;
         }
-        if let (true, Some(n)) = (plan.pids, limits.max_threads) {
+        if let (true, Some(n)) = (plan.pids, limits.pids_max()) {
             cg.set("pids.max", &n.to_string())?;
         }
         Ok(cg)

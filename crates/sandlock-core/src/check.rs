@@ -225,7 +225,7 @@ fn limit_mechanism(p: &crate::cgroup::CgroupProbe) -> String {
              pids controller to child cgroups, so cgroup = \"auto\" does not use it"
         ),
         (None, false) => format!(
-            "cgroup v2 at {dir} ({}) where max_memory / max_threads are set, plus the supervisor",
+            "cgroup v2 at {dir} ({}) where max_memory / max_threads / max_processes are set, plus the supervisor",
             kernel.join(", ")
         ),
     }

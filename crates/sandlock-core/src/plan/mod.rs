@@ -45,6 +45,25 @@ pub(crate) struct TreeLimits {
     pub(crate) disk_roots: Vec<PathBuf>,
 }
 
+/// Tasks per process that `pids.max` allows when only `max_processes` is set (see
+/// [`TreeLimits::pids_max`]): more than thread pools use (numpy and OpenBLAS start one thread per
+/// CPU, Node about a dozen), so the backstop never ends a run the process cap would let live.
+pub(crate) const BACKSTOP_TASKS_PER_PROCESS: u32 = 64;
+
+impl TreeLimits {
+    /// What a run's cgroup sets `pids.max` to: `max_threads`, or else a backstop for
+    /// `max_processes`. The process cap is held by sampling, and a fork bomb that takes the CPU
+    /// from the supervisor can outgrow a sampler for seconds (measured under qemu TCG: 8,347
+    /// processes before the supervisor's first slice of CPU came round); the kernel's cap bounds
+    /// that growth where a cgroup is available.
+    pub(crate) fn pids_max(&self) -> Option<u32> {
+        self.max_threads.or_else(|| {
+            self.max_processes
+                .map(|p| p.saturating_mul(BACKSTOP_TASKS_PER_PROCESS))
+        })
+    }
+}
+
 /// The part of a plan shared by every run of one sandbox.
 pub(crate) struct SandboxPlan {
     pub(crate) policy: Policy,

@@ -56,19 +56,26 @@ impl Tree {
         }
     }
 
-    /// The live members now.
-    pub(crate) fn sample(&mut self, now: Instant) -> Vec<Member> {
+    /// The live members now, or, once more processes or threads than `cap` allows have been seen,
+    /// [`Sample::Over`] at once. The cap bounds the work of a sample by the cap instead of by the
+    /// tree: a fork bomb grows faster than a supervisor sharing the CPU with it can list it, so a
+    /// sample that had to see every member would fall further behind with each one.
+    pub(crate) fn sample(&mut self, now: Instant, cap: Cap) -> Sample {
         if now.duration_since(self.last_full) >= FULL_SCAN_EVERY {
-            return self.full_scan(now);
+            return self.full_scan(now, cap);
         }
         let mut buf = Vec::with_capacity(512);
         let mut live: Vec<Member> = Vec::with_capacity(self.known.len());
         let mut queue: Vec<libc::pid_t> = self.known.iter().copied().collect();
         let mut seen: BTreeSet<libc::pid_t> = self.known.clone();
+        let mut count = Count::default();
         while let Some(pid) = queue.pop() {
             let Some(m) = stat(pid, self.pgid, &mut buf) else {
                 continue;
             };
+            if let Some(over) = count.add(&m, cap) {
+                return over;
+            }
             for child in children(pid, m.threads) {
                 if seen.insert(child) {
                     queue.push(child);
@@ -77,15 +84,61 @@ impl Tree {
             live.push(m);
         }
         self.known = live.iter().map(|m| m.pid).collect();
-        live
+        Sample::Members(live)
     }
 
-    /// The live members, from a scan of all of `/proc` (exact, and O(host)).
-    pub(crate) fn full_scan(&mut self, now: Instant) -> Vec<Member> {
-        let live = members(self.pgid);
-        self.known = live.iter().map(|m| m.pid).collect();
+    /// The live members, from a scan of all of `/proc` (exact, and O(host)); bounded by `cap` as
+    /// [`Tree::sample`] is.
+    pub(crate) fn full_scan(&mut self, now: Instant, cap: Cap) -> Sample {
         self.last_full = now;
-        live
+        let sample = members(self.pgid, cap);
+        if let Sample::Members(live) = &sample {
+            self.known = live.iter().map(|m| m.pid).collect();
+        }
+        sample
+    }
+}
+
+/// The process and thread caps a sample stops at (`None`: uncapped).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Cap {
+    pub(crate) processes: Option<u32>,
+    pub(crate) threads: Option<u32>,
+}
+
+/// What a sample found.
+#[derive(Debug)]
+pub(crate) enum Sample {
+    /// Every live member.
+    Members(Vec<Member>),
+    /// More processes or threads than the cap, counted until the count passed it (so the number
+    /// is a lower bound): the sample stopped there.
+    Over {
+        /// Processes counted.
+        processes: u32,
+        /// Threads counted.
+        threads: u32,
+    },
+}
+
+/// Processes and threads counted so far in one sample.
+#[derive(Default)]
+struct Count {
+    processes: u32,
+    threads: u32,
+}
+
+impl Count {
+    /// Counts `m`; [`Sample::Over`] once the count is over `cap`.
+    fn add(&mut self, m: &Member, cap: Cap) -> Option<Sample> {
+        self.processes += 1;
+        self.threads = self.threads.saturating_add(m.threads);
+        let over = cap.processes.is_some_and(|c| self.processes > c)
+            || cap.threads.is_some_and(|c| self.threads > c);
+        over.then_some(Sample::Over {
+            processes: self.processes,
+            threads: self.threads,
+        })
     }
 }
 
@@ -115,26 +168,33 @@ fn children(pid: libc::pid_t, threads: u32) -> Vec<libc::pid_t> {
 
 /// The pids of the live members of process group `pgid` (a scan of all of `/proc`).
 pub(crate) fn member_pids(pgid: libc::pid_t) -> Vec<libc::pid_t> {
-    members(pgid).into_iter().map(|m| m.pid).collect()
+    match members(pgid, Cap::default()) {
+        Sample::Members(m) => m.into_iter().map(|m| m.pid).collect(),
+        Sample::Over { .. } => Vec::new(),
+    }
 }
 
-/// The live (non-zombie) members of process group `pgid`.
-fn members(pgid: libc::pid_t) -> Vec<Member> {
+/// The live (non-zombie) members of process group `pgid`, up to `cap`.
+fn members(pgid: libc::pid_t, cap: Cap) -> Sample {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
+        return Sample::Members(out);
     };
     let mut buf = Vec::with_capacity(512);
+    let mut count = Count::default();
     for entry in dir.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|s| s.parse::<libc::pid_t>().ok()) else {
             continue;
         };
         if let Some(m) = stat(pid, pgid, &mut buf) {
+            if let Some(over) = count.add(&m, cap) {
+                return over;
+            }
             out.push(m);
         }
     }
-    out
+    Sample::Members(out)
 }
 
 fn stat(pid: libc::pid_t, pgid: libc::pid_t, buf: &mut Vec<u8>) -> Option<Member> {
@@ -200,7 +260,9 @@ mod tests {
         let mut tree = Tree::new(pgid, t0);
         let mut n = 0;
         for _ in 0..100 {
-            n = tree.sample(t0).len();
+            if let Sample::Members(m) = tree.sample(t0, Cap::default()) {
+                n = m.len();
+            }
             if n == 3 {
                 break;
             }
@@ -229,6 +291,49 @@ mod tests {
     fn our_own_group_contains_us() {
         // SAFETY: getpgrp/getpid take no arguments.
         let (pgid, me) = unsafe { (libc::getpgrp(), libc::getpid()) };
-        assert!(members(pgid).iter().any(|m| m.pid == me));
+        let Sample::Members(all) = members(pgid, Cap::default()) else {
+            panic!("an uncapped scan is never over");
+        };
+        assert!(all.iter().any(|m| m.pid == me));
+    }
+
+    #[test]
+    fn a_sample_stops_once_the_tree_is_over_its_cap() {
+        use std::os::unix::process::CommandExt;
+        let t0 = Instant::now();
+        let mut parent = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30 & sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = parent.id() as libc::pid_t;
+        let mut tree = Tree::new(pgid, t0);
+        let cap = |processes| Cap {
+            processes: Some(processes),
+            threads: None,
+        };
+        let mut found = None;
+        for _ in 0..100 {
+            if let Sample::Members(m) = tree.sample(t0, Cap::default()) {
+                if m.len() == 4 {
+                    found = Some((tree.sample(t0, cap(2)), tree.sample(t0, cap(4))));
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = parent.kill();
+        // SAFETY: kill takes integers; the group is the one we just started.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = parent.wait();
+        let (over, under) = found.expect("the shell and its three sleeps");
+        assert!(
+            matches!(over, Sample::Over { processes: 3, .. }),
+            "stops at the third process of four: {over:?}"
+        );
+        assert!(
+            matches!(under, Sample::Members(ref m) if m.len() == 4),
+            "{under:?}"
+        );
     }
 }

@@ -790,19 +790,25 @@ impl Running {
                 ),
             ))
         } else if c.pids_refused() > 0 {
-            let max = self.limits.max_threads.unwrap_or(0);
+            let cap = match (self.limits.max_threads, self.limits.max_processes) {
+                (Some(t), _) => format!("max_threads={t}"),
+                (None, Some(p)) => format!(
+                    "pids.max={}, the backstop for max_processes={p} ({} tasks per process)",
+                    self.limits.pids_max().unwrap_or(0),
+                    crate::plan::BACKSTOP_TASKS_PER_PROCESS
+                ),
+                (None, None) => "pids.max".to_string(),
+            };
             Some((
                 Reason::Processes,
-                format!(
-                    "the kernel refused a new task at max_threads={max} (pids.max of cgroup {dir})"
-                ),
+                format!("the kernel refused a new task at {cap} (pids.max of cgroup {dir})"),
             ))
         } else {
             None
         }
     }
 
-    /// The process and thread caps, against the members of one sample.
+    /// Why the run ends when a sample found the tree over the process or thread cap.
     ///
     /// They are sampled, not decided at each `fork`/`clone`: a syscall the supervisor must answer
     /// waits in an interruptible sleep until the supervisor has received it, and a signal caught
@@ -811,20 +817,18 @@ impl Running {
     /// turned a child exiting during the next `fork` into "Cannot fork" (issue 13's flake). No
     /// flag closes that window (`WAIT_KILLABLE_RECV` only covers the time after the pick-up), so
     /// process creation stays in the kernel and a run over a cap is killed at the next sample.
-    fn over_counts(&self, members: &[group::Member]) -> Option<(Reason, String)> {
-        let procs = members.len() as u32;
-        let tasks: u32 = members.iter().map(|m| m.threads).sum();
-        match (self.limits.max_processes, self.limits.max_threads) {
-            (Some(m), _) if procs > m => Some((
-                Reason::Processes,
-                format!("{procs} processes were running, over max_processes={m}"),
-            )),
-            (_, Some(m)) if tasks > m => Some((
-                Reason::Processes,
-                format!("{tasks} threads were running, over max_threads={m}"),
-            )),
-            _ => None,
-        }
+    ///
+    /// A sample stops counting once the tree is over a cap (see [`group::Tree::sample`]), so the
+    /// numbers in the detail are what it had counted by then.
+    fn over_counts(&self, processes: u32, threads: u32) -> (Reason, String) {
+        let detail = match (self.limits.max_processes, self.limits.max_threads) {
+            (Some(m), _) if processes > m => {
+                format!("{processes} processes were running, over max_processes={m}")
+            }
+            (_, Some(m)) => format!("{threads} threads were running, over max_threads={m}"),
+            _ => format!("{processes} processes and {threads} threads were running"),
+        };
+        (Reason::Processes, detail)
     }
 
     /// Measures the tree and enforces the memory, CPU, process and thread limits.
@@ -833,11 +837,18 @@ impl Running {
             self.end(reason, detail);
             return;
         }
-        let members = self.tree.sample(Instant::now());
-        if let Some((reason, detail)) = self.over_counts(&members) {
-            self.end(reason, detail);
-            return;
-        }
+        let cap = group::Cap {
+            processes: self.limits.max_processes,
+            threads: self.limits.max_threads,
+        };
+        let members = match self.tree.sample(Instant::now(), cap) {
+            group::Sample::Members(m) => m,
+            group::Sample::Over { processes, threads } => {
+                let (reason, detail) = self.over_counts(processes, threads);
+                self.end(reason, detail);
+                return;
+            }
+        };
         let rss: u64 = members.iter().map(|m| m.rss).sum();
         self.peak_memory = self.peak_memory.max(rss);
         for m in &members {

@@ -67,7 +67,7 @@ fn usable_or_skip(what: &str) -> Option<PathBuf> {
 }
 
 /// A usable cgroup directory that offers `controller` to child cgroups, or a printed skip.
-fn offering(controller: &str) -> Option<PathBuf> {
+pub(super) fn offering(controller: &str) -> Option<PathBuf> {
     let found = usable().filter(|d| controllers(d).iter().any(|c| c == controller));
     if found.is_none() {
         skip(
@@ -381,4 +381,34 @@ fn many_runs_leave_no_cgroup_behind() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(ours(), 0, "run cgroups were left in {}", dir.display());
+}
+
+#[test]
+fn max_processes_alone_gets_a_kernel_backstop_of_64_tasks_per_process() {
+    let ws = Ws::new();
+    if offering("pids").is_none() {
+        return;
+    }
+    let mut p = policy(&ws);
+    p.cgroup = CgroupMode::Require;
+    p.max_processes = Some(4);
+    p.timeout = Some(Seconds(Duration::from_secs(60)));
+    // One process, so never over max_processes, but 300 threads: over the 4 x 64 = 256 tasks
+    // that pids.max allows.
+    let o = py(
+        &p,
+        "import threading, time\nfor i in range(300): threading.Thread(target=time.sleep, args=(5,)).start()",
+    );
+    assert_eq!(o.reason, Reason::Processes, "{o:?}");
+    assert_eq!(o.kernel_limits, vec!["pids.max".to_string()]);
+    let detail = o.detail.unwrap_or_default();
+    assert!(
+        detail.contains("pids.max=256, the backstop for max_processes=4"),
+        "{detail}"
+    );
+    // Control: 100 threads in one process stay under the backstop.
+    ok(&py(
+        &p,
+        "import threading, time\nts=[threading.Thread(target=time.sleep, args=(0.2,)) for i in range(100)]\n[t.start() for t in ts]\n[t.join() for t in ts]\nprint('ok')",
+    ));
 }
