@@ -5,6 +5,10 @@
 BB=/sandlock-vm/busybox
 export PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
 export HOME=/root LANG=C.UTF-8 CARGO_TERM_COLOR=never RUST_BACKTRACE=1
+# Tests whose wall-clock bounds are meant for real CPUs read this (see emulated_cpu in the suites).
+export SANDLOCK_TEST_EMULATED_CPU=qemu-tcg
+# A suite that hangs is stopped here, so that the others still run and report.
+SUITE_TIMEOUT=$(cat /sandlock-vm/suite-timeout 2>/dev/null || echo 900)
 cd /
 
 $BB mount -t proc proc /proc
@@ -31,10 +35,18 @@ while read -r name dir cmd; do
   case "$name" in \#*) continue ;; esac
   echo "@@ start $name"
   t0=$($BB date +%s)
-  (cd "$dir" && eval "$cmd") > "/sandlock-vm/logs/$name.log" 2>&1
-  rc=$?
+  if [ -e /sandlock-vm/verbose ]; then
+    # Each line on the console as it comes (slow, for finding what hangs).
+    (cd "$dir" && timeout -k 10 "$SUITE_TIMEOUT" sh -c "$cmd"; echo "@rc $?") 2>&1 \
+      | tee "/sandlock-vm/logs/$name.log" | sed "s/^/@@ > /"
+    rc=$(sed -n 's/^@rc //p' "/sandlock-vm/logs/$name.log" | tail -n 1)
+  else
+    (cd "$dir" && timeout -k 10 "$SUITE_TIMEOUT" sh -c "$cmd") > "/sandlock-vm/logs/$name.log" 2>&1
+    rc=$?
+  fi
+  [ "$rc" = 124 ] && echo "suite $name stopped after $SUITE_TIMEOUT s (timeout)" >> "/sandlock-vm/logs/$name.log"
   echo "@@ end $name $rc $(( $($BB date +%s) - t0 ))"
-  grep -E '^(test result|SKIP|verdict)|[0-9]+ passed' "/sandlock-vm/logs/$name.log" | $BB tail -n 40 | sed "s/^/@@ | $name: /"
+  grep -E '^(test result|SKIP|verdict|suite .* timeout)|[0-9]+ passed' "/sandlock-vm/logs/$name.log" | $BB tail -n 40 | sed "s/^/@@ | $name: /"
 done < /sandlock-vm/suites
 
 dmesg > /sandlock-vm/logs/dmesg.log 2>&1

@@ -2,11 +2,17 @@
 # The kernel matrix: boots another Linux kernel under qemu (TCG: no KVM needed) and runs sandlock's
 # suites inside it, as root and as uid 1000 in the restricted-pod harness, then reports per suite.
 #
-#   tests/kernels/run.sh [--kernel 6.1] [--suites LIST] [--list] [--keep]
+#   tests/kernels/run.sh [--kernel 6.1] [--suites LIST] [--list] [--keep] [--verbose] [--filter NAME]
+#                        [--run CMD] [--suite-timeout S]
 #
 # --kernel   a kernel from tests/kernels/kernels.txt (default: 6.1)
 # --suites   comma-separated suite names (default: all of them; --list shows them)
 # --keep     keep the work directory (target/kernels/<kernel>/) with the image and logs
+# --verbose  every line of every suite on the console as it comes (slow; for finding a hang)
+# --filter   only the Rust tests whose names contain this (core, core-podsim, cli, cli-podsim)
+# --run CMD  run CMD (a shell command, from the repository) in the guest as the only suite, "run"
+# --suite-timeout S  stop a suite that runs longer than S seconds (default 900, or
+#            $SANDLOCK_KERNELS_SUITE_TIMEOUT); the whole boot is bounded by $SANDLOCK_KERNELS_TIMEOUT (3000)
 #
 # It needs root (apt-get for qemu and the kernel, and the podsim suites), the workspace's test
 # binaries (it builds them), and for the Python and MCP smoke the repository's .venv with the SDK
@@ -21,14 +27,22 @@ HERE=$ROOT/tests/kernels
 kernel=6.1
 suites=
 keep=0
+verbose=0
+filter=
+adhoc=
+suite_timeout=${SANDLOCK_KERNELS_SUITE_TIMEOUT:-900}
 list=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --kernel) kernel=$2; shift 2 ;;
     --suites) suites=$2; shift 2 ;;
     --keep) keep=1; shift ;;
+    --verbose) verbose=1; shift ;;
+    --filter) filter=$2; shift 2 ;;
+    --run) adhoc=$2; shift 2 ;;
+    --suite-timeout) suite_timeout=$2; shift 2 ;;
     --list) list=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -46,17 +60,18 @@ SUITES=$(cat <<'EOF'
 check           .                   @ROOT@/target/debug/sandlock check
 check-podsim    .                   @ROOT@/target/debug/podsim -- @ROOT@/target/debug/sandlock check
 core-unit       target/debug/deps   @BIN:sandlock-core:sandlock_core@ -q
-core            target/debug/deps   @BIN:sandlock-core:all@ -q
+core            target/debug/deps   @BIN:sandlock-core:all@ -q @FILTER@
 core-leaks      target/debug/deps   @BIN:sandlock-core:leaks@ -q
-cli             target/debug/deps   @BIN:sandlock-cli:cli@ -q
+cli             target/debug/deps   @BIN:sandlock-cli:cli@ -q @FILTER@
 podsim-self     target/debug/deps   @BIN:podsim:podsim@ -q && @BIN:podsim:all@ -q
-core-podsim     target/debug/deps   @ROOT@/target/debug/podsim -- @BIN:sandlock-core:all@ -q
-cli-podsim      target/debug/deps   @ROOT@/target/debug/podsim -- @BIN:sandlock-cli:cli@ -q
+core-podsim     target/debug/deps   @ROOT@/target/debug/podsim -- @BIN:sandlock-core:all@ -q @FILTER@
+cli-podsim      target/debug/deps   @ROOT@/target/debug/podsim -- @BIN:sandlock-cli:cli@ -q @FILTER@
 python          .                   @PY@ -m pytest -p no:cacheprovider -q -rs python/tests/test_api.py python/tests/test_limits.py
 python-podsim   .                   @ROOT@/target/debug/podsim -- @PY@ -m pytest -p no:cacheprovider -q -rs python/tests/test_api.py
 mcp             tests/mcp           SANDLOCK_STRESS_ITERATIONS=30 @PY@ -m pytest -p no:cacheprovider -q -rs test_python_client.py test_fork_mode.py test_large_output.py test_stress.py -k "returns_text or file_tools_share or cannot_reach_the_server or per_call_limits or stdio_transport or start_policy or killed_fork_server or (python_client_gets_any_output_size and 10MiB) or pipelines_after_an_output_cap"
 EOF
 )
+[ -n "$adhoc" ] && SUITES="run . $adhoc"
 if [ "$list" = 1 ]; then echo "$SUITES" | awk '{print $1}'; exit 0; fi
 if [ -n "$suites" ]; then
   SUITES=$(echo "$SUITES" | awk -v want=",$suites," 'index(want, "," $1 ",") > 0')
@@ -123,6 +138,7 @@ while read -r name dir cmd; do
     [ -n "$exe" ] || die "no test binary for $key"
     cmd=${cmd//@BIN:$key@/$exe}
   done
+  cmd=${cmd//@FILTER@/${filter:+$(printf %q "$filter")}}
   cmd=${cmd//@ROOT@/$ROOT}
   cmd=${cmd//@PY@/$PY}
   resolved+="$name $ROOT/$dir $cmd"$'\n'
@@ -165,6 +181,8 @@ while [ "$d" != "$STAGE" ]; do chmod o+x "$d"; d=$(dirname "$d"); done
 cp "$WORK/busybox/root/bin/busybox" "$STAGE/sandlock-vm/busybox"
 install -m 755 "$HERE/guest.sh" "$STAGE/sandlock-vm/guest.sh"
 printf '%s' "$resolved" > "$STAGE/sandlock-vm/suites"
+[ "$verbose" = 1 ] && touch "$STAGE/sandlock-vm/verbose"
+echo "$suite_timeout" > "$STAGE/sandlock-vm/suite-timeout"
 size_mb=$(( $(du -sm "$STAGE" | cut -f1) + 1024 ))
 rm -f "$WORK/root.img" "$WORK/results.img"
 truncate -s "${size_mb}M" "$WORK/root.img"

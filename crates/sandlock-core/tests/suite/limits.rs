@@ -104,6 +104,27 @@ fn background_job_holding_stdout_does_not_hang_the_run() {
 
 #[test]
 fn fork_bomb_is_contained_by_max_processes() {
+    // On a real CPU the bomb is over within half a second even without autogroup scheduling (the
+    // Debian 6.1 kernel's configuration), whose absence lets the bomb's processes take the CPU
+    // from the supervisor one by one. Under qemu TCG the same run took 9 to 15 s as root, with
+    // pids.max as the kernel's backstop, and without a cgroup (uid 1000 in the pod harness) it
+    // did not end within five minutes: the emulated machine spends its time forking. There the
+    // bound is relaxed, and the run without a kernel backstop is left to real CPUs.
+    let mut bound = Duration::from_secs(10);
+    if let Some(cpu) = emulated_cpu() {
+        if super::cgroup::offering("pids").is_none() {
+            skip(
+                "fork bomb without a cgroup",
+                &format!(
+                    "the CPU is emulated ({cpu}); without pids.max the emulated machine forks \
+                     for minutes before the supervisor's next sample, while on a real CPU the \
+                     same run ends in 0.4 s (docs/limits.md)"
+                ),
+            );
+            return;
+        }
+        bound = Duration::from_secs(60);
+    }
     let ws = Ws::new();
     let p = with(&ws, |p| {
         p.max_processes = Some(32);
@@ -128,7 +149,7 @@ fn fork_bomb_is_contained_by_max_processes() {
         "{:?}",
         o.detail
     );
-    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(took < bound, "{took:?}");
     assert_group_gone(pgid);
 }
 

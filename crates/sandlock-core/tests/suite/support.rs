@@ -103,6 +103,15 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The emulator the CPU is, when the kernel matrix (`tests/kernels/guest.sh`) says so: under qemu
+/// TCG every instruction is translated, and a fork costs some thirty times what it costs on the
+/// host, so wall-clock bounds meant for real CPUs do not hold there.
+pub fn emulated_cpu() -> Option<String> {
+    std::env::var("SANDLOCK_TEST_EMULATED_CPU")
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
 /// Reports a skipped test (or part of one) so that it shows in the test output even when output
 /// is captured: `cargo test` hides `eprintln!` of passing tests, but not direct writes to stderr.
 pub fn skip(what: &str, reason: &str) {
