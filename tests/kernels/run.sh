@@ -61,7 +61,7 @@ check           .                   @ROOT@/target/debug/sandlock check
 check-podsim    .                   @ROOT@/target/debug/podsim -- @ROOT@/target/debug/sandlock check
 core-unit       target/debug/deps   @BIN:sandlock-core:sandlock_core@ -q
 core            target/debug/deps   @BIN:sandlock-core:all@ -q @FILTER@
-core-leaks      target/debug/deps   @BIN:sandlock-core:leaks@ -q
+core-leaks      target/debug/deps   SANDLOCK_LEAK_RUNS=200 @BIN:sandlock-core:leaks@ -q
 cli             target/debug/deps   @BIN:sandlock-cli:cli@ -q @FILTER@
 podsim-self     target/debug/deps   @BIN:podsim:podsim@ -q && @BIN:podsim:all@ -q
 core-podsim     target/debug/deps   @ROOT@/target/debug/podsim -- @BIN:sandlock-core:all@ -q @FILTER@
@@ -243,7 +243,7 @@ while read -r name _; do
   fi
   read -r _ _ _ rc secs <<< "$end"
   counts=$(grep -aoE '[0-9]+ passed|[0-9]+ failed|[0-9]+ skipped' "$WORK/logs/$name.log" 2>/dev/null \
-    | awk '{s[$2]+=$1} END {printf "%d passed, %d failed, %d skipped", s["passed"], s["failed"], s["skipped"]}')
+    | awk '{s[$2]+=$1} END {printf "%d passed, %d failed, %d skipped", s["passed"], s["failed"], s["skipped"]}' || true)
   verdict=$(grep -a '^verdict' "$WORK/logs/$name.log" 2>/dev/null | sed 's/^verdict *//' || true)
   [ -n "$verdict" ] && counts=$verdict
   skips=$(grep -ac '^SKIP' "$WORK/logs/$name.log" 2>/dev/null || true)
