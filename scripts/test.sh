@@ -46,6 +46,9 @@ else
 fi
 
 if [ "$(id -u)" = 0 ]; then
+  # The network-rule tests resolve two names to loopback addresses, the way a host resolves any
+  # name it knows (the kernel matrix copies /etc, so the VM knows them too).
+  grep -q ' allowed.test$' /etc/hosts || printf '127.0.0.2 allowed.test\n127.0.0.3 other.test\n' >> /etc/hosts
   # The podsim stages run as uid 1000, which must be able to reach the checkout and its build output.
   d="$ROOT"
   while [ "$d" != / ]; do

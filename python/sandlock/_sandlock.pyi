@@ -24,6 +24,7 @@ class Policy:
     env: dict[str, str]
     pass_env: list[str]
     net_allow: list[str]
+    net_deny: list[str]
     net_allow_bind: list[str]
     extra_deny_syscalls: list[str]
     best_effort: bool
@@ -48,6 +49,7 @@ class Policy:
         env: Optional[Mapping[str, str]] = ...,
         pass_env: Optional[Sequence[str]] = ...,
         net_allow: Optional[Sequence[str]] = ...,
+        net_deny: Optional[Sequence[str]] = ...,
         net_allow_bind: Optional[Sequence[Union[str, int]]] = ...,
         extra_deny_syscalls: Optional[Sequence[str]] = ...,
         best_effort: Optional[bool] = ...,

@@ -144,9 +144,9 @@ def test_bad_value_names_field_and_value(field: str, value: object, shown: str) 
 
 def test_values_checked_by_the_sandbox_name_field_and_value() -> None:
     with pytest.raises(PolicyError) as e:
-        Sandbox(presets=["system"], net_allow=[":443", "example.com:443"])
-    assert (e.value.field, e.value.value) == ("net_allow[1]", "example.com:443")
-    assert "not supported" in e.value.reason
+        Sandbox(presets=["system"], net_allow=[":443", "exa mple.com:443"])
+    assert (e.value.field, e.value.value) == ("net_allow[1]", "exa mple.com:443")
+    assert "not a host name" in e.value.reason
 
 
 def test_unconvertible_value_names_field() -> None:
@@ -262,3 +262,39 @@ def test_policy_results_and_errors_pickle(system: Sandbox) -> None:
         Policy(max_memory="lots")
     back = pickle.loads(pickle.dumps(e.value))
     assert (back.field, back.value, str(back)) == ("max_memory", "lots", str(e.value))
+
+
+def _names_known() -> bool:
+    hosts = pathlib.Path("/etc/hosts").read_text()
+    return "127.0.0.2 allowed.test" in hosts and "127.0.0.3 other.test" in hosts
+
+
+def test_net_rules_by_name_and_address(workspace: str) -> None:
+    if not _names_known():
+        pytest.skip("skipped: /etc/hosts lacks allowed.test and other.test (test.sh adds them)")
+    import socket
+
+    servers = [socket.create_server((ip, 0)) for ip in ("127.0.0.2", "127.0.0.3")]
+    port = servers[0].getsockname()[1]
+    servers[1].close()
+    servers[1] = socket.create_server(("127.0.0.3", port))
+    code = (
+        "import socket, errno, sys\n"
+        "for h in sys.argv[1:]:\n"
+        "    try:\n"
+        f"        socket.create_connection((h, {port}), timeout=3).close(); print('ok')\n"
+        "    except OSError as e:\n"
+        "        print(errno.errorcode.get(e.errno, e))\n"
+    )
+    try:
+        allow = [f"allowed.test:{port}"]
+        sb = Sandbox(presets=["system"], fs_writable=[workspace], net_allow=allow)
+        r = sb.run(["python3", "-c", code, "allowed.test", "other.test", "127.0.0.3"])
+        assert r.stdout.decode().split() == ["ok", "EACCES", "EACCES"], r.stderr
+        # Deny alone: everything but the denied address.
+        sb = Sandbox(presets=["system"], fs_writable=[workspace], net_deny=["127.0.0.3"])
+        r = sb.run(["python3", "-c", code, "127.0.0.2", "127.0.0.3"])
+        assert r.stdout.decode().split() == ["ok", "EACCES"], r.stderr
+    finally:
+        for s in servers:
+            s.close()

@@ -40,9 +40,15 @@ pub struct RunArgs {
     /// Pass a host environment variable through unchanged.
     #[arg(long = "pass-env", value_name = "NAME")]
     pass_env: Vec<String>,
-    /// Allow outgoing TCP to a port on any host, written `:PORT` or `:LOW-HIGH`.
-    #[arg(long = "net-allow", value_name = ":PORT")]
+    /// Allow outgoing TCP: HOST[:PORT], HOST a name, an IP, a CIDR or * (":443" = any host),
+    /// PORT a port, LOW-HIGH or * (none = every port). Allowed names resolve inside the sandbox;
+    /// other names do not.
+    #[arg(long = "net-allow", value_name = "HOST[:PORT]")]
     net_allow: Vec<String>,
+    /// Refuse outgoing TCP to HOST[:PORT] (same form); wins over --net-allow. Alone, every other
+    /// destination is allowed (e.g. --net-deny 169.254.169.254 --net-deny 10.0.0.0/8).
+    #[arg(long = "net-deny", value_name = "HOST[:PORT]")]
+    net_deny: Vec<String>,
     /// Allow binding TCP ports: `PORT` or `LOW-HIGH` (0 = an ephemeral port).
     #[arg(long = "net-allow-bind", value_name = "PORTS")]
     net_allow_bind: Vec<String>,
@@ -112,7 +118,8 @@ const RUN_EXAMPLES: &str = "\
 Examples:
   sandlock run -p system -- python3 -c 'print(42)'
   sandlock run -p system -w ./work --cwd ./work -m 512M -t 30 -- python3 job.py
-  sandlock run -p system --net-allow :443 -- curl -sI https://example.com   (needs DNS: see docs)
+  sandlock run -p system --net-allow example.com:443 -- curl -sI https://example.com
+  sandlock run -p system --net-deny 169.254.169.254 --net-deny 10.0.0.0/8 -- python3 job.py
   sandlock run --profile agent.toml --status-json - -- node script.js
 
 Exit status: the command's own, or 128+N if signal N killed it. sandlock's own: 124 timeout,
@@ -153,6 +160,7 @@ pub fn policy(a: &RunArgs) -> anyhow::Result<Policy> {
     extend("presets", strs(&a.preset));
     extend("pass_env", strs(&a.pass_env));
     extend("net_allow", strs(&a.net_allow));
+    extend("net_deny", strs(&a.net_deny));
     extend("net_allow_bind", strs(&a.net_allow_bind));
     extend("extra_deny_syscalls", strs(&a.deny_syscall));
     let obj = v
@@ -225,6 +233,7 @@ fn flag_of(field: &str) -> &'static str {
         "env" => "env",
         "pass_env" => "pass-env",
         "net_allow" => "net-allow",
+        "net_deny" => "net-deny",
         "net_allow_bind" => "net-allow-bind",
         "extra_deny_syscalls" => "deny-syscall",
         "timeout" => "timeout",

@@ -97,9 +97,59 @@ fn bad_flag_and_bad_value_exit_125() {
         "{}",
         stderr(&o)
     );
-    let o = sandlock(&["run", "--net-allow", "example.com:443", "--", "true"]);
+    let o = sandlock(&["run", "--net-allow", "exa mple.com:443", "--", "true"]);
     assert_eq!(o.status.code(), Some(125));
-    assert!(stderr(&o).contains("not supported"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--net-allow") && stderr(&o).contains("not a host name"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sandlock(&["run", "--net-deny", "10.0.0.0/40", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("prefix length"), "{}", stderr(&o));
+}
+
+#[test]
+fn net_rules_by_host_from_the_command_line() {
+    let servers: Vec<_> = ["127.0.0.2", "127.0.0.3"]
+        .iter()
+        .map(|ip| std::net::TcpListener::bind((*ip, 0)).unwrap())
+        .collect();
+    let code = |ports: [u16; 2]| {
+        format!(
+            "import socket\nfor h, p in (('127.0.0.2', {}), ('127.0.0.3', {})):\n    try:\n        socket.create_connection((h, p), timeout=3).close(); print('ok')\n    except OSError as e:\n        print(e.errno)",
+            ports[0], ports[1]
+        )
+    };
+    let ports = [
+        servers[0].local_addr().unwrap().port(),
+        servers[1].local_addr().unwrap().port(),
+    ];
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--net-deny",
+        "127.0.0.3",
+        "--",
+        "python3",
+        "-c",
+        &code(ports),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // 13 is EACCES, what a refused destination answers.
+    assert_eq!(stdout(&o), "ok\n13\n");
+    let o = sandlock(&[
+        "run",
+        "--net-allow",
+        "10.0.0.0/8:443",
+        "--net-deny",
+        "10.9.0.0/16",
+        "--print-policy",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["net_allow"][0], "10.0.0.0/8:443");
+    assert_eq!(v["net_deny"][0], "10.9.0.0/16");
 }
 
 #[test]

@@ -48,6 +48,7 @@ pub mod check;
 pub mod coverage;
 pub mod error;
 pub mod kernel;
+pub mod net;
 pub mod outcome;
 mod plan;
 pub mod policy;

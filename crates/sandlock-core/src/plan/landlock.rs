@@ -96,10 +96,12 @@ struct NetPortAttr {
 pub(crate) struct RulesetSpec<'a> {
     pub(crate) abi: u32,
     pub(crate) paths: &'a [PathRule],
-    /// Handle TCP at all (ABI 4). When false, TCP is left to the seccomp filter.
-    pub(crate) handle_tcp: bool,
-    pub(crate) connect: &'a [PortRange],
-    pub(crate) bind: &'a [PortRange],
+    /// Handle TCP `connect` (ABI 4) with these ports allowed; `None` leaves connects to the
+    /// supervisor alone (rules by host, which Landlock cannot express).
+    pub(crate) connect: Option<&'a [PortRange]>,
+    /// Handle TCP `bind` (ABI 4) with these ports allowed; `None` when the policy has no TCP (the
+    /// seccomp filter refuses TCP sockets).
+    pub(crate) bind: Option<&'a [PortRange]>,
     /// Scope abstract UNIX sockets and signals (ABI 6).
     pub(crate) scope: bool,
 }
@@ -109,8 +111,16 @@ pub(crate) fn build(spec: &RulesetSpec<'_>) -> Result<OwnedFd, SandboxError> {
     let handled_fs = fs_handled(spec.abi);
     let attr = RulesetAttr {
         handled_access_fs: handled_fs,
-        handled_access_net: if spec.handle_tcp && spec.abi >= 4 {
-            ACCESS_NET_BIND_TCP | ACCESS_NET_CONNECT_TCP
+        handled_access_net: if spec.abi >= 4 {
+            (if spec.connect.is_some() {
+                ACCESS_NET_CONNECT_TCP
+            } else {
+                0
+            }) | (if spec.bind.is_some() {
+                ACCESS_NET_BIND_TCP
+            } else {
+                0
+            })
         } else {
             0
         },
@@ -144,8 +154,8 @@ pub(crate) fn build(spec: &RulesetSpec<'_>) -> Result<OwnedFd, SandboxError> {
     }
     if attr.handled_access_net != 0 {
         for (ranges, right) in [
-            (spec.connect, ACCESS_NET_CONNECT_TCP),
-            (spec.bind, ACCESS_NET_BIND_TCP),
+            (spec.connect.unwrap_or(&[]), ACCESS_NET_CONNECT_TCP),
+            (spec.bind.unwrap_or(&[]), ACCESS_NET_BIND_TCP),
         ] {
             for port in ranges.iter().flat_map(|r| r.ports()) {
                 let rule = NetPortAttr {

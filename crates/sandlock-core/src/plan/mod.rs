@@ -92,14 +92,31 @@ impl SandboxPlan {
     /// command.
     pub(crate) fn new(policy: Policy, kernel: KernelSupport) -> Result<SandboxPlan, Error> {
         let paths = resolve_paths(&policy)?;
-        let connect = parse_list(&policy.net_allow, "net_allow", policy::parse_connect_rule)?;
+        let allow = parse_rules(&policy.net_allow, "net_allow")?;
+        let deny = parse_rules(&policy.net_deny, "net_deny")?;
+        // Landlock filters connects by port only: it holds them too when every rule is a port on
+        // any host (and not too many ports); rules by host are the supervisor's alone.
+        let landlock_connect: Option<Vec<PortRange>> = (deny.is_empty()
+            && allow
+                .iter()
+                .all(|r| r.host == crate::net::rules::HostPattern::Any)
+            && allow.iter().map(|r| r.ports.count()).sum::<usize>() <= 4096)
+            .then(|| allow.iter().map(|r| r.ports).collect());
+        let net = crate::net::NetPolicy::new(allow, deny);
         let bind = parse_list(
             &policy.net_allow_bind,
             "net_allow_bind",
             policy::parse_bind_rule,
         )?;
         let extra_deny = resolve_syscalls(&policy.extra_deny_syscalls)?;
-        let env = base_env(&policy)?;
+        let mut env = base_env(&policy)?;
+        if net.serves_dns() {
+            // The C library asks its nameserver over TCP, where the supervisor answers it for the
+            // allowed names (see net/dns.rs); UDP stays refused.
+            env.entry("RES_OPTIONS".to_string())
+                .or_insert_with(|| "use-vc".to_string());
+            net.names().resolve_all();
+        }
         let cwd = match &policy.cwd {
             Some(c) => Some(canonical("cwd", c, true)?),
             None => None,
@@ -126,7 +143,7 @@ impl SandboxPlan {
             .filter(|r| r.access == Access::Write && !r.optional)
             .map(|r| r.path.clone())
             .collect();
-        let tcp = !connect.is_empty() || !bind.is_empty();
+        let tcp = net.any() || !bind.is_empty();
         let needs = coverage::Needs {
             tcp,
             // Only a kernel without Landlock's ioctl right needs to know (and pays for the look).
@@ -150,9 +167,8 @@ impl SandboxPlan {
             Some(landlock::build(&landlock::RulesetSpec {
                 abi: kernel.landlock_abi,
                 paths: &paths,
-                handle_tcp: tcp,
-                connect: &connect,
-                bind: &bind,
+                connect: landlock_connect.as_deref().filter(|_| tcp),
+                bind: tcp.then_some(bind.as_slice()),
                 scope: true,
             })?)
         } else {
@@ -193,7 +209,7 @@ impl SandboxPlan {
             sockets: SocketRules {
                 held: std::sync::Arc::new(crate::supervisor::Roots::open(&writable)),
                 roots: writable,
-                connect,
+                net,
                 tcp_listen: !bind.is_empty(),
                 bind,
             },
@@ -234,6 +250,17 @@ fn read_only_devices(paths: &[PathRule]) -> Vec<PathBuf> {
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let groups = crate::sys::groups();
     coverage::risky_devices(&read, (uid, gid, &groups))
+}
+
+fn parse_rules(
+    items: &[String],
+    field: &str,
+) -> Result<Vec<crate::net::rules::NetRule>, PolicyError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, s)| crate::net::rules::parse_net_rule(&format!("{field}[{i}]"), s))
+        .collect()
 }
 
 fn parse_list(

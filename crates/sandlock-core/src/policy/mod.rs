@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use net::PortRange;
-pub(crate) use net::{parse_bind_rule, parse_connect_rule};
+pub(crate) use net::parse_bind_rule;
 pub use preset::Preset;
 pub(crate) use preset::system_paths;
 pub use units::{ByteSize, Seconds};
@@ -46,8 +46,14 @@ pub struct Policy {
     pub env: BTreeMap<String, String>,
     /// Names of host environment variables to pass through unchanged.
     pub pass_env: Vec<String>,
-    /// Outgoing TCP the sandbox may open: `:PORT` or `:LOW-HIGH` (any address).
+    /// Outgoing TCP the sandbox may open: `HOST[:PORT]`, where HOST is a name, an IP address, a
+    /// CIDR block or `*` (or nothing: `:443` is port 443 on any host), and PORT a port, `LOW-HIGH`
+    /// or `*` (or nothing: every port). Names resolve inside the sandbox to what the host resolves
+    /// them to; other names do not resolve.
     pub net_allow: Vec<String>,
+    /// Outgoing TCP the sandbox may not open, same form; it wins over `net_allow`. Alone it means
+    /// every destination but these (e.g. `169.254.169.254`, `10.0.0.0/8`).
+    pub net_deny: Vec<String>,
     /// TCP ports the sandbox may bind: `PORT` or `LOW-HIGH` (`0` lets it bind an ephemeral port).
     pub net_allow_bind: Vec<String>,
     /// More syscalls to refuse with EPERM, by name.
@@ -98,7 +104,7 @@ pub enum CgroupMode {
 macro_rules! policy_fields {
     ($m:ident) => {
         $m! {
-            fs_readable, fs_writable, presets, cwd, env, pass_env, net_allow, net_allow_bind,
+            fs_readable, fs_writable, presets, cwd, env, pass_env, net_allow, net_deny, net_allow_bind,
             extra_deny_syscalls, best_effort, timeout, max_memory, max_processes, max_threads, max_cpu,
             max_output, max_file_size, max_open_files, max_disk, cgroup, cgroup_parent
         }

@@ -1,8 +1,5 @@
-//! Network rules: which TCP ports the sandbox may connect to or bind.
-//!
-//! Landlock (ABI 4) filters TCP `connect` and `bind` by port only, so that is what these rules say.
-//! Host, IP and CIDR rules need a different mechanism; until sandlock has one, such rules are rejected
-//! with an error rather than silently widened to "any host".
+//! Port ranges, and the `net_allow_bind` rules (ports only: what Landlock, and the supervisor's
+//! stand-in for it, filter `bind` by). Connect rules name hosts too: see `crate::net::rules`.
 
 use std::fmt;
 
@@ -69,32 +66,6 @@ fn parse_range(s: &str) -> Result<PortRange, String> {
     Ok(r)
 }
 
-/// Parses a `net_allow` entry: `:PORT` or `:LOW-HIGH` (TCP connect to any address on those ports).
-pub(crate) fn parse_connect_rule(field: &str, s: &str) -> Result<PortRange, PolicyError> {
-    let err = |reason: String| PolicyError::new(field, s, reason);
-    let t = s.trim();
-    match t.rsplit_once(':') {
-        Some(("", ports)) | Some(("*", ports)) => {
-            let r = parse_range(ports).map_err(err)?;
-            if r.low == 0 {
-                return Err(err("port 0 cannot be connected to".into()));
-            }
-            Ok(r)
-        }
-        Some((host, _)) => Err(err(format!(
-            "host rules ({host:?}) are not supported yet: Landlock filters by port only. \
-             Use \":PORT\" to allow that port on any host"
-        ))),
-        None if t.contains('/') || t.contains('.') => Err(err(
-            "IP and CIDR rules are not supported yet; use \":PORT\" to allow a port on any host"
-                .into(),
-        )),
-        None => Err(err(format!(
-            "write \":{t}\" for TCP port {t} on any host (the colon says 'any host')"
-        ))),
-    }
-}
-
 /// Parses a `net_allow_bind` entry: `PORT`, `LOW-HIGH` or `:PORT`.
 pub(crate) fn parse_bind_rule(field: &str, s: &str) -> Result<PortRange, PolicyError> {
     let t = s.trim();
@@ -112,37 +83,6 @@ pub(crate) fn parse_bind_rule(field: &str, s: &str) -> Result<PortRange, PolicyE
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn connect_rules_are_ports_on_any_host() {
-        assert_eq!(
-            parse_connect_rule("net_allow[0]", ":443").unwrap(),
-            PortRange {
-                low: 443,
-                high: 443
-            }
-        );
-        assert_eq!(
-            parse_connect_rule("net_allow[0]", "*:8000-8010").unwrap(),
-            PortRange {
-                low: 8000,
-                high: 8010
-            }
-        );
-    }
-
-    #[test]
-    fn host_rules_are_rejected_not_ignored() {
-        for bad in ["example.com:443", "10.0.0.1:80", "[::1]:80", "10.0.0.0/8"] {
-            let e = parse_connect_rule("net_allow[0]", bad).unwrap_err();
-            assert_eq!(e.value, bad);
-            assert!(e.reason.contains("not supported"), "{bad}: {e}");
-        }
-        let e = parse_connect_rule("net_allow[0]", "443").unwrap_err();
-        assert!(e.reason.contains(":443"), "{e}");
-        assert!(parse_connect_rule("net_allow[0]", ":0").is_err());
-        assert!(parse_connect_rule("net_allow[0]", ":70000").is_err());
-    }
 
     #[test]
     fn bind_rules_take_ports_and_ranges() {

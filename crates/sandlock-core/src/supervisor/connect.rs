@@ -21,6 +21,7 @@
 //! binding; that decision is still continued, see docs/security.md for the residual race.
 
 use std::ffi::CString;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
@@ -37,8 +38,8 @@ pub(crate) struct SocketRules {
     /// The same paths, held open since the plan was made, for resolving the sandbox's paths
     /// beneath them without a race (see `standin/path.rs`).
     pub(crate) held: std::sync::Arc<super::standin::Roots>,
-    /// TCP ports the sandbox may connect to.
-    pub(crate) connect: Vec<PortRange>,
+    /// Which TCP destinations the sandbox may connect to.
+    pub(crate) net: crate::net::NetPolicy,
     /// TCP sockets may listen (the policy allows binding some port).
     pub(crate) tcp_listen: bool,
     /// TCP ports the sandbox may bind (decided here only where Landlock cannot, see
@@ -89,14 +90,22 @@ pub(crate) fn fd_flags(pid: u32, fd: u64) -> i32 {
         .unwrap_or(0)
 }
 
-/// Decides a `connect` notification. Answers it, unless a blocking TCP connect is still in
-/// progress: then the caller watches the returned socket and calls [`finish_connect`].
+/// What a `connect` left for the event loop to watch.
+pub(crate) enum Connecting {
+    /// A blocking TCP connect still in progress: watch the socket, then [`finish_connect`].
+    Tcp(PendingConnect),
+    /// The sandbox asking its nameserver: the supervisor answers on this session.
+    Dns(crate::net::dns::Session),
+}
+
+/// Decides a `connect` notification. Answers it, and returns what the event loop must watch, if
+/// anything.
 pub(crate) fn on_connect(
     l: &Listener,
     n: &Notification,
     rules: &SocketRules,
     pgid: libc::pid_t,
-) -> Option<PendingConnect> {
+) -> Option<Connecting> {
     let fd = n.args[0];
     match sock_proto(n.pid, fd).as_deref() {
         Ok("UNIX-STREAM") => on_unix_connect(l, n, rules, pgid, libc::SOCK_STREAM),
@@ -154,7 +163,7 @@ fn on_tcp_connect(
     n: &Notification,
     rules: &SocketRules,
     family: libc::c_int,
-) -> Option<PendingConnect> {
+) -> Option<Connecting> {
     let (fd, addr, len) = (n.args[0], n.args[1], n.args[2] as usize);
     if !(2..=std::mem::size_of::<libc::sockaddr_in6>()).contains(&len) {
         l.deny(n.id, libc::EINVAL);
@@ -179,12 +188,19 @@ fn on_tcp_connect(
         return None;
     }
     let port = u16::from_be_bytes([bytes[2], bytes[3]]);
-    if !rules
-        .connect
-        .iter()
-        .any(|r| (r.low..=r.high).contains(&port))
-    {
-        // What Landlock answers for a port the policy does not allow.
+    let ip = match sa_family {
+        libc::AF_INET => IpAddr::from([bytes[4], bytes[5], bytes[6], bytes[7]]),
+        _ => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&bytes[8..24]);
+            IpAddr::from(a)
+        }
+    };
+    if rules.net.is_dns(ip, port) {
+        return dns_session(l, n);
+    }
+    if !rules.net.permits(ip, port) {
+        // What Landlock answers for a destination the policy does not allow.
         l.deny(n.id, libc::EACCES);
         return None;
     }
@@ -226,16 +242,40 @@ fn on_tcp_connect(
             );
         }
         libc::EINPROGRESS => {
-            return Some(PendingConnect {
+            return Some(Connecting::Tcp(PendingConnect {
                 sock,
                 id: n.id,
                 target: fd as u32,
                 cloexec,
-            });
+            }));
         }
         e => l.deny(n.id, e),
     }
     None
+}
+
+/// Connects the sandbox's socket to the supervisor's resolver: one end of a socket pair goes in
+/// place of its descriptor, the other is the session the supervisor answers on.
+fn dns_session(l: &Listener, n: &Notification) -> Option<Connecting> {
+    let fd = n.args[0];
+    let (ours, theirs) = match sys::socketpair(libc::SOCK_STREAM) {
+        Ok(p) => p,
+        Err(e) => {
+            l.deny(n.id, e.raw_os_error().unwrap_or(libc::EIO));
+            return None;
+        }
+    };
+    if sys::set_nonblocking(ours.as_raw_fd(), true).is_err() {
+        l.deny(n.id, libc::EIO);
+        return None;
+    }
+    let (nonblocking, cloexec) = mode(n.pid, fd);
+    if nonblocking && sys::set_nonblocking(theirs.as_raw_fd(), true).is_err() {
+        l.deny(n.id, libc::EIO);
+        return None;
+    }
+    install(l, n.id, &theirs, fd as u32, cloexec, nonblocking, 0);
+    Some(Connecting::Dns(crate::net::dns::Session::new(ours)))
 }
 
 /// Completes a blocking TCP connect once our socket is writable (connected, or failed).

@@ -96,6 +96,8 @@ pub struct Running {
     not_enforced: Vec<Protection>,
     sockets: SocketRules,
     connects: HashMap<u64, connect::PendingConnect>,
+    /// The sandbox's conversations with its resolver (see `net/dns.rs`), by token.
+    dns: HashMap<u64, crate::net::dns::Session>,
     next_connect: u64,
     /// What the stand-ins for Landlock features remember (see `standin/`).
     standin: standin::State,
@@ -160,6 +162,7 @@ impl Running {
             not_enforced,
             sockets,
             connects: HashMap::new(),
+            dns: HashMap::new(),
             next_connect: TOKEN_CONNECT_BASE,
             standin: standin::State::default(),
             cgroup,
@@ -622,6 +625,9 @@ impl Running {
     }
 
     fn on_connected(&mut self, token: u64) {
+        if self.dns.contains_key(&token) {
+            return self.on_dns(token);
+        }
         let Some(p) = self.connects.remove(&token) else {
             return;
         };
@@ -629,6 +635,32 @@ impl Running {
         if let Some(l) = self.listener.as_ref() {
             connect::finish_connect(l, p);
         }
+    }
+
+    /// The sandbox asked its resolver something (or closed it): answer, and keep watching while
+    /// the conversation lasts.
+    fn on_dns(&mut self, token: u64) {
+        let names = self.sockets.net.names().clone();
+        let Some(s) = self.dns.get_mut(&token) else {
+            return;
+        };
+        let (fd, alive, pending) = (s.fd(), s.on_ready(&names), s.pending());
+        if !alive {
+            self.unwatch(fd);
+            self.dns.remove(&token);
+            return;
+        }
+        let events = if pending {
+            libc::EPOLLIN | libc::EPOLLOUT
+        } else {
+            libc::EPOLLIN
+        };
+        let mut ev = libc::epoll_event {
+            events: events as u32,
+            u64: token,
+        };
+        // SAFETY: changes our own registration of a descriptor we hold.
+        unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) };
     }
 
     fn on_disk(&mut self) {
@@ -708,8 +740,8 @@ impl Running {
             }
         };
         match n.nr {
-            libc::SYS_connect => {
-                if let Some(p) = connect::on_connect(l, &n, &self.sockets, self.pid) {
+            libc::SYS_connect => match connect::on_connect(l, &n, &self.sockets, self.pid) {
+                Some(connect::Connecting::Tcp(p)) => {
                     let token = self.next_connect;
                     self.next_connect += 1;
                     match self.watch(p.sock.as_raw_fd(), libc::EPOLLOUT, token) {
@@ -723,7 +755,15 @@ impl Running {
                         }
                     }
                 }
-            }
+                Some(connect::Connecting::Dns(s)) => {
+                    let token = self.next_connect;
+                    self.next_connect += 1;
+                    if self.watch(s.fd(), libc::EPOLLIN, token).is_ok() {
+                        self.dns.insert(token, s);
+                    }
+                }
+                None => {}
+            },
             libc::SYS_listen => connect::on_listen(l, &n, &self.sockets),
             nr if standin::handles(nr) => standin::handle(
                 l,

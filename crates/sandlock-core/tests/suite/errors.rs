@@ -48,16 +48,33 @@ fn missing_path_names_the_field_and_path() {
 }
 
 #[test]
-fn host_rules_in_net_allow_are_rejected() {
-    let p = Policy {
-        net_allow: vec!["example.com:443".into()],
-        ..Policy::default()
-    };
-    let Err(Error::Policy(e)) = Sandbox::new(p) else {
-        panic!("expected a policy error");
-    };
-    assert_eq!(e.field, "net_allow[0]");
-    assert!(e.reason.contains("not supported"), "{e}");
+fn net_rules_that_name_no_host_are_rejected_with_the_field() {
+    for (allow, deny, field, says) in [
+        (
+            vec!["exa mple.com:443"],
+            vec![],
+            "net_allow[0]",
+            "not a host name",
+        ),
+        (
+            vec![":443"],
+            vec!["10.0.0.0/33"],
+            "net_deny[0]",
+            "prefix length",
+        ),
+        (vec!["example.com:0"], vec![], "net_allow[0]", "port 0"),
+    ] {
+        let p = Policy {
+            net_allow: allow.iter().map(|s| s.to_string()).collect(),
+            net_deny: deny.iter().map(|s| s.to_string()).collect(),
+            ..Policy::default()
+        };
+        let Err(Error::Policy(e)) = Sandbox::new(p) else {
+            panic!("expected a policy error for {allow:?} {deny:?}");
+        };
+        assert_eq!(e.field, field);
+        assert!(e.reason.contains(says), "{e}");
+    }
 }
 
 #[test]

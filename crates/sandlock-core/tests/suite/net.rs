@@ -373,3 +373,270 @@ fn descriptor_swap_race_cannot_reach_a_host_unix_socket() {
         .unwrap();
     assert!(String::from_utf8_lossy(&c.stdout).starts_with("escaped"));
 }
+
+/// The test names of the network-rule tests, as `scripts/test.sh` puts them in `/etc/hosts`.
+const ALLOWED: (&str, &str) = ("allowed.test", "127.0.0.2");
+const OTHER: (&str, &str) = ("other.test", "127.0.0.3");
+
+/// Whether the host resolves the test names (else the caller skips, saying so).
+fn test_names_present(what: &str) -> bool {
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let has = |(name, ip): (&str, &str)| {
+        hosts.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            f.next() == Some(ip) && f.any(|n| n == name)
+        })
+    };
+    if has(ALLOWED) && has(OTHER) {
+        return true;
+    }
+    skip(
+        what,
+        "/etc/hosts lacks 127.0.0.2 allowed.test and 127.0.0.3 other.test (scripts/test.sh adds them)",
+    );
+    false
+}
+
+/// A listener on `ip` (a loopback address) on a free port, and the port.
+fn listener_on(ip: &str, port: u16) -> TcpListener {
+    let l = TcpListener::bind((ip, port)).unwrap();
+    l.set_nonblocking(true).unwrap();
+    l
+}
+
+/// Python that tries each `(host, port)` and prints `ok` or the errno name, one per line.
+fn try_connect(targets: &[(&str, u16)]) -> String {
+    let list: Vec<String> = targets
+        .iter()
+        .map(|(h, p)| format!("({h:?}, {p})"))
+        .collect();
+    format!(
+        "import socket, errno\nfor h, p in [{}]:\n    try:\n        s = socket.create_connection((h, p), timeout=3); s.close(); print('ok')\n    except OSError as e:\n        print(errno.errorcode.get(e.errno, str(e)))",
+        list.join(", ")
+    )
+}
+
+fn free_port_on_both() -> u16 {
+    loop {
+        let p = TcpListener::bind("127.0.0.2:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if TcpListener::bind(("127.0.0.3", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+#[test]
+fn an_allowed_name_is_reachable_and_another_name_or_its_address_is_not() {
+    if !test_names_present("rules by name") {
+        return;
+    }
+    for (kname, k) in kernels(4) {
+        let ws = Ws::new();
+        let port = free_port_on_both();
+        let (a, o) = (listener_on(ALLOWED.1, port), listener_on(OTHER.1, port));
+        let mut p = policy(&ws);
+        p.net_allow.push(format!("{}:{port}", ALLOWED.0));
+        let code = try_connect(&[
+            (ALLOWED.0, port),
+            (ALLOWED.1, port),
+            (OTHER.0, port),
+            (OTHER.1, port),
+            (ALLOWED.0, port + 1),
+        ]);
+        let r = py_on(k, &p, &code);
+        ok(&r);
+        assert_eq!(
+            out(&r),
+            "ok\nok\nEACCES\nEACCES\nEACCES",
+            "{kname}: {}",
+            err(&r)
+        );
+        assert!(
+            a.accept().is_ok(),
+            "{kname}: the allowed server saw nothing"
+        );
+        assert!(
+            o.accept().is_err(),
+            "{kname}: the other server saw a client"
+        );
+    }
+    // Control: unconfined, the other name is reachable.
+    let port = free_port_on_both();
+    let _o = listener_on(OTHER.1, port);
+    assert_eq!(host_py(&try_connect(&[(OTHER.0, port)])), "ok");
+}
+
+#[test]
+fn cidr_rules_allow_inside_the_block_and_deny_rules_win() {
+    let ws = Ws::new();
+    let port = free_port_on_both();
+    let inside = listener_on("127.0.0.2", port);
+    let outside = listener_on("127.0.0.3", port);
+    let mut p = policy(&ws);
+    p.net_allow.push(format!("127.0.0.0/31:{port}"));
+    p.net_allow.push(format!("127.0.0.2/32:{port}"));
+    let r = py(
+        &p,
+        &try_connect(&[("127.0.0.2", port), ("127.0.0.3", port)]),
+    );
+    ok(&r);
+    assert_eq!(out(&r), "ok\nEACCES", "{}", err(&r));
+    assert!(inside.accept().is_ok() && outside.accept().is_err());
+    // Deny alone: every destination but the denied ones.
+    let mut d = policy(&ws);
+    d.net_deny.push("127.0.0.3".into());
+    let r = py(
+        &d,
+        &try_connect(&[
+            ("127.0.0.2", port),
+            ("127.0.0.3", port),
+            ("::ffff:127.0.0.3", port),
+        ]),
+    );
+    ok(&r);
+    assert_eq!(
+        out(&r).lines().take(2).collect::<Vec<_>>(),
+        ["ok", "EACCES"],
+        "{}",
+        err(&r)
+    );
+    assert_ne!(
+        out(&r).lines().nth(2),
+        Some("ok"),
+        "the IPv4-mapped form of a denied address"
+    );
+    assert!(outside.accept().is_err());
+    // And deny wins over allow.
+    let mut both = policy(&ws);
+    both.net_allow.push(format!(":{port}"));
+    both.net_deny.push("127.0.0.2".into());
+    let r = py(
+        &both,
+        &try_connect(&[("127.0.0.2", port), ("127.0.0.3", port)]),
+    );
+    ok(&r);
+    assert_eq!(out(&r), "EACCES\nok", "{}", err(&r));
+}
+
+/// Python that asks the resolver at 127.0.0.53:53 (any address on port 53 reaches the supervisor)
+/// over TCP for each name, and prints the addresses or the response code.
+const DNS_OVER_TCP: &str = r#"
+import socket, struct, sys, os
+def ask(name, qtype=1):
+    q = struct.pack('>HHHHHH', 0x1234, 0x0100, 1, 0, 0, 0)
+    q += b''.join(bytes([len(p)]) + p.encode() for p in name.split('.')) + b'\0'
+    q += struct.pack('>HH', qtype, 1)
+    s = socket.create_connection(('127.0.0.53', 53), timeout=5)
+    s.sendall(struct.pack('>H', len(q)) + q)
+    n = struct.unpack('>H', s.recv(2))[0]
+    r = b''
+    while len(r) < n:
+        r += s.recv(n - len(r))
+    rcode = r[3] & 0xf
+    if rcode:
+        return {3: 'NXDOMAIN', 2: 'SERVFAIL'}.get(rcode, 'rcode %d' % rcode)
+    # Skip the header and the question, then read each answer: name (a pointer here), type,
+    # class, TTL, length, data.
+    i = len(q)
+    out = []
+    for _ in range(struct.unpack('>H', r[6:8])[0]):
+        i += 2 if r[i] & 0xc0 else r.index(b'\0', i) + 1 - i
+        t, _, _, length = struct.unpack('>HHIH', r[i:i + 10])
+        if t == 1:
+            out.append(socket.inet_ntoa(r[i + 10:i + 14]))
+        i += 10 + length
+    return ' '.join(out) or 'empty'
+for name in sys.argv[1:]:
+    print(ask(name))
+print(os.environ.get('RES_OPTIONS'))
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM); print('udp ok')
+except OSError as e:
+    print('udp refused')
+"#;
+
+#[test]
+fn dns_answers_allowed_names_and_no_query_leaves() {
+    if !test_names_present("DNS for allowed names") {
+        return;
+    }
+    for (kname, k) in kernels(4) {
+        let ws = Ws::new();
+        let mut p = policy(&ws);
+        p.net_allow.push(format!("{}:443", ALLOWED.0));
+        let code = DNS_OVER_TCP.to_string();
+        let r = sandlock_core::Sandbox::with_kernel_support(p, k)
+            .unwrap()
+            .run(sandlock_core::Command::new([
+                "python3",
+                "-c",
+                &code,
+                ALLOWED.0,
+                OTHER.0,
+                "aGVsbG8gd29ybGQ.exfil.example.com",
+            ]))
+            .unwrap();
+        ok(&r);
+        assert_eq!(
+            out(&r),
+            format!("{}\nNXDOMAIN\nNXDOMAIN\nuse-vc\nudp refused", ALLOWED.1),
+            "{kname}: {}",
+            err(&r)
+        );
+    }
+    // Control: without a name in the policy, port 53 is not answered by the supervisor (the
+    // connect is refused like any other destination).
+    let ws = Ws::new();
+    let mut p = policy(&ws);
+    p.net_allow.push(":443".into());
+    let r = sandlock_core::Sandbox::new(p)
+        .unwrap()
+        .run(sandlock_core::Command::new([
+            "python3",
+            "-c",
+            DNS_OVER_TCP,
+            ALLOWED.0,
+        ]))
+        .unwrap();
+    refused(&r);
+    assert!(err(&r).contains("PermissionError"), "{}", err(&r));
+}
+
+#[test]
+fn the_c_library_resolves_an_allowed_name_through_the_supervisor() {
+    if !test_names_present("getaddrinfo through the supervisor") {
+        return;
+    }
+    // Without /etc/hosts in the policy, the C library has only DNS to ask: over TCP (RES_OPTIONS
+    // is set), answered by the supervisor from the host's own resolution.
+    let ws = Ws::new();
+    let mut p = sandlock_core::Policy {
+        fs_readable: [
+            "/usr",
+            "/lib",
+            "/lib64",
+            "/bin",
+            "/etc/ld.so.cache",
+            "/etc/resolv.conf",
+            "/etc/nsswitch.conf",
+        ]
+        .iter()
+        .filter(|p| std::path::Path::new(p).exists())
+        .map(std::path::PathBuf::from)
+        .collect(),
+        fs_writable: vec![ws.path().into()],
+        ..sandlock_core::Policy::default()
+    };
+    p.net_allow.push(format!("{}:80", ALLOWED.0));
+    let code = format!(
+        "import socket\nfor n in ({:?}, {:?}):\n    try:\n        print(socket.gethostbyname(n))\n    except OSError as e:\n        print('unresolved')",
+        ALLOWED.0, OTHER.0
+    );
+    let r = py(&p, &code);
+    ok(&r);
+    assert_eq!(out(&r), format!("{}\nunresolved", ALLOWED.1), "{}", err(&r));
+}
