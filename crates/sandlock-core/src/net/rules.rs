@@ -123,21 +123,7 @@ fn parse_ports(s: &str) -> Result<PortRange, String> {
     if s.is_empty() || s == "*" {
         return Ok(ALL_PORTS);
     }
-    let port = |p: &str| -> Result<u16, String> {
-        p.trim()
-            .parse::<u16>()
-            .map_err(|_| format!("{p:?} is not a port number (1-65535)"))
-    };
-    let (low, high) = match s.split_once('-') {
-        Some((a, b)) => (port(a)?, port(b)?),
-        None => {
-            let p = port(s)?;
-            (p, p)
-        }
-    };
-    if low > high {
-        return Err(format!("range {low}-{high} is backwards"));
-    }
+    let PortRange { low, high } = crate::policy::parse_span(s)?;
     if low == 0 {
         return Err("port 0 cannot be connected to".into());
     }

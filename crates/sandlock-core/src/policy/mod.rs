@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use net::PortRange;
-pub(crate) use net::parse_bind_rule;
+pub(crate) use net::{parse_bind_rule, parse_span};
 pub use preset::Preset;
 pub(crate) use preset::system_paths;
 pub use units::{ByteSize, Seconds};

@@ -40,7 +40,8 @@ impl fmt::Display for PortRange {
 /// certainly a mistake, and "any port" is better said by not handling TCP at all.
 const MAX_RANGE: usize = 4096;
 
-fn parse_range(s: &str) -> Result<PortRange, String> {
+/// Parses `PORT` or `LOW-HIGH` (ports 0 to 65535, low not above high), with no cap on the span.
+pub(crate) fn parse_span(s: &str) -> Result<PortRange, String> {
     let port = |p: &str| -> Result<u16, String> {
         p.trim()
             .parse::<u16>()
@@ -56,7 +57,11 @@ fn parse_range(s: &str) -> Result<PortRange, String> {
     if low > high {
         return Err(format!("range {low}-{high} is backwards"));
     }
-    let r = PortRange { low, high };
+    Ok(PortRange { low, high })
+}
+
+fn parse_range(s: &str) -> Result<PortRange, String> {
+    let r = parse_span(s)?;
     if r.count() > MAX_RANGE {
         return Err(format!(
             "range covers {} ports; at most {MAX_RANGE} per rule",
