@@ -8,7 +8,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use sandlock_core::{Command, Outcome, Reason, Sandbox, SandboxError};
+use sandlock_core::{Command, Outcome, Reason, Running, Sandbox, SandboxError};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,7 @@ impl AsRawFd for EpollFd {
     }
 }
 
+/// Whether `fd` has something to read right now (without waiting).
 pub(crate) fn still_readable(fd: RawFd) -> bool {
     let mut p = libc::pollfd {
         fd,
@@ -39,7 +40,18 @@ pub async fn run(
     cancel: &CancellationToken,
     cancel_why: impl Fn() -> String,
 ) -> Result<Outcome, sandlock_core::Error> {
-    let mut running = sandbox.spawn(cmd)?;
+    let running = sandbox.spawn(cmd)?;
+    Ok(supervise(running, cancel, cancel_why, |_| {}).await?)
+}
+
+/// Drives a started run to completion on the tokio event loop, as [`run`] does; `each_step` sees
+/// the run after every step (a background command takes its output there, as it arrives).
+pub async fn supervise(
+    mut running: Running,
+    cancel: &CancellationToken,
+    cancel_why: impl Fn() -> String,
+    mut each_step: impl FnMut(&mut Running),
+) -> Result<Outcome, SandboxError> {
     let io_err = |e: std::io::Error| {
         SandboxError::io(
             sandlock_core::Stage::Supervise,
@@ -53,7 +65,9 @@ pub async fn run(
         .map_err(|e| io_err(e.into()))?;
     let mut killed = false;
     loop {
-        if running.step(Some(Duration::ZERO))? {
+        let done = running.step(Some(Duration::ZERO))?;
+        each_step(&mut running);
+        if done {
             break;
         }
         let wake = running.next_wakeup().map(tokio::time::Instant::from_std);

@@ -14,7 +14,10 @@
 //! workspace with `openat2(RESOLVE_BENEATH)`. [`http`] adds authentication, health, readiness,
 //! [`metrics`] and graceful shutdown. [`config`] merges the TOML file and flags.
 //!
-//! Modules depend downwards only: `tools -> exec -> workspace -> warm -> {drive, python}`.
+//! Background commands live in [`background`], per workspace.
+//!
+//! Modules depend downwards only: `tools -> exec -> workspace -> {warm, background} -> {drive,
+//! python, files}`.
 //!
 //! # Isolation
 //!
@@ -33,6 +36,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod background;
 pub mod config;
 pub mod drive;
 pub mod exec;

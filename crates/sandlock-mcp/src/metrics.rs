@@ -35,6 +35,8 @@ pub struct Gauges {
     pub workspaces: usize,
     /// Python fork servers alive (at most one per workspace).
     pub fork_servers: usize,
+    /// Background commands running.
+    pub background_commands: usize,
     /// Whether the server is draining for shutdown.
     pub draining: bool,
 }
@@ -123,6 +125,11 @@ impl Metrics {
                 g.fork_servers,
             ),
             (
+                "sandlock_mcp_background_commands",
+                "Background commands running (execute_shell with background=true).",
+                g.background_commands,
+            ),
+            (
                 "sandlock_mcp_draining",
                 "1 while the server shuts down.",
                 usize::from(g.draining),
@@ -149,6 +156,7 @@ mod tests {
             queue_depth: 1,
             workspaces: 3,
             fork_servers: 4,
+            background_commands: 5,
             draining: false,
         });
         assert!(
@@ -164,5 +172,6 @@ mod tests {
         assert!(t.contains("sandlock_mcp_active_sandboxes 2"));
         assert!(t.contains("sandlock_mcp_queue_depth 1"));
         assert!(t.contains("sandlock_mcp_fork_servers 4"));
+        assert!(t.contains("sandlock_mcp_background_commands 5"));
     }
 }

@@ -48,6 +48,7 @@ impl App {
             queue_depth: self.exec.gate.queued(),
             workspaces: self.workspaces.live(),
             fork_servers: crate::warm::live_fork_servers(),
+            background_commands: crate::background::running_commands(),
             draining: self.exec.gate.closing.is_cancelled(),
         }
     }
@@ -272,6 +273,10 @@ impl Drop for Session {
                 .and_then(|g| g.clone())
                 .unwrap_or_default();
             tracing::info!(session = %short(&id), "session ended");
+        }
+        // Its background commands end with it (and then let go of the workspace).
+        if let Some(ws) = self.workspace.get_mut().ok().and_then(|w| w.take()) {
+            ws.commands.stop_all("killed: its session ended");
         }
     }
 }
