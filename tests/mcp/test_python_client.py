@@ -33,11 +33,19 @@ def test_tools_are_listed_with_output_schemas(server: Server, mode: str) -> None
     assert set(tools) == {
         "execute_python",
         "execute_shell",
+        "execute_code",
+        "command_output",
+        "kill_command",
         "read_file",
         "write_file",
+        "edit_file",
         "list_files",
+        "glob_files",
+        "grep_files",
+        "move_file",
         "delete_file",
     }
+    assert all(t.output_schema for t in tools.values())
     props = tools["execute_python"].output_schema["properties"]
     assert {"stdout", "stderr", "exit_code", "reason", "duration_ms", "truncated"} <= set(props)
     assert set(tools["execute_python"].input_schema["required"]) == {"code"}

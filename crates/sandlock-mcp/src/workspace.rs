@@ -38,7 +38,7 @@ pub struct Workspace {
     /// Whether a session owns it (otherwise it is a stateless one, expired by the reaper).
     pub session: bool,
     last_used: Mutex<Instant>,
-    sandboxes: [OnceLock<Result<Arc<Sandbox>, String>>; 2],
+    sandboxes: [OnceLock<Result<Arc<Sandbox>, String>>; 3],
     /// The sandbox of the Python fork server (the Python policy without a timeout).
     fork_sandbox: OnceLock<Result<Arc<Sandbox>, String>>,
     /// The Python fork server, while one runs (see `crate::warm`).
@@ -289,7 +289,7 @@ impl Registry {
             files,
             session,
             last_used: Mutex::new(Instant::now()),
-            sandboxes: [OnceLock::new(), OnceLock::new()],
+            sandboxes: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
             fork_sandbox: OnceLock::new(),
             zygote: Mutex::new(None),
             python_calls: AtomicU32::new(0),
