@@ -40,6 +40,7 @@ use sandlock_core::{ByteSize, Policy, Seconds};
 use serde::Deserialize;
 
 use crate::McpArgs;
+use crate::replica::ReplicaId;
 
 /// Which transport the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -98,6 +99,9 @@ pub struct ServerFile {
     pub log_code: Option<bool>,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: Option<String>,
+    /// This server's identity among its replicas: the prefix of every session id and workspace
+    /// handle it mints (see `crate::replica`).
+    pub replica_id: Option<String>,
 }
 
 /// The `[workspaces]` table.
@@ -236,6 +240,8 @@ pub struct Config {
     pub log_code: bool,
     /// Log level.
     pub log_level: tracing_subscriber::filter::LevelFilter,
+    /// This replica's identity, the prefix of the ids it mints.
+    pub replica: ReplicaId,
     /// Workspace root (absolute).
     pub workspace_root: PathBuf,
     /// Idle TTL of sessions and stateless workspaces.
@@ -459,6 +465,19 @@ impl Config {
             (None, None) => tracing_subscriber::filter::LevelFilter::INFO,
         };
 
+        let replica = match args.replica_id.as_deref().or(s.replica_id.as_deref()) {
+            Some(text) => ReplicaId::parse(text).map_err(|e| {
+                anyhow::anyhow!(
+                    "replica_id: {text:?} is not a replica id: {e}. Use 1 to {} letters, digits, \
+                     '-' and '_' (e.g. the pod name sandlock-0): the id starts every session id \
+                     and workspace handle, up to the first '.', and is the proxy's name for this \
+                     replica",
+                    crate::replica::MAX_LEN
+                )
+            })?,
+            None => ReplicaId::default_for_host(),
+        };
+
         Ok(Config {
             transport,
             listen,
@@ -473,6 +492,7 @@ impl Config {
             log_format: args.log_format.or(s.log_format).unwrap_or(LogFormat::Text),
             log_code: args.log_code || s.log_code.unwrap_or(false),
             log_level,
+            replica,
             workspace_root,
             ttl: args.ttl.or(w.ttl).map_or(DEFAULT_TTL, Seconds::duration),
             max_disk,
@@ -644,6 +664,34 @@ mod tests {
         assert_eq!(c.python_start, PythonStart::Fresh);
         let e = Config::merge(&args(&["--python-start", "fork"]), cpu(), None).unwrap_err();
         assert!(e.to_string().contains("max_cpu"), "{e}");
+    }
+
+    #[test]
+    fn replica_id_comes_from_the_flag_the_file_or_the_host_name() {
+        let c = Config::merge(&args(&[]), ConfigFile::default(), None).unwrap();
+        assert_eq!(c.replica, ReplicaId::default_for_host());
+        let f = || ConfigFile::parse("[server]\nreplica_id = \"from-file\"\n").unwrap();
+        let c = Config::merge(&args(&[]), f(), None).unwrap();
+        assert_eq!(c.replica.as_str(), "from-file");
+        let c = Config::merge(&args(&["--replica-id", "sandlock-2"]), f(), None).unwrap();
+        assert_eq!(c.replica.as_str(), "sandlock-2");
+    }
+
+    #[test]
+    fn a_bad_replica_id_is_refused_naming_the_field_the_value_and_the_rule() {
+        let e = Config::merge(
+            &args(&["--replica-id", "web.1"]),
+            ConfigFile::default(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("replica_id: \"web.1\""), "{e}");
+        assert!(e.contains("'.' (character 4) is not allowed"), "{e}");
+        assert!(e.contains("letters, digits, '-' and '_'"), "{e}");
+        let f = ConfigFile::parse("[server]\nreplica_id = \"\"\n").unwrap();
+        let e = Config::merge(&args(&[]), f, None).unwrap_err().to_string();
+        assert!(e.contains("it is empty"), "{e}");
     }
 
     #[test]

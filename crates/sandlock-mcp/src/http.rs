@@ -1,9 +1,11 @@
 //! The Streamable HTTP face: `/mcp` (rmcp's service behind bearer authentication), `/healthz`,
 //! `/readyz` and `/metrics`, and graceful shutdown.
 //!
-//! Checks on `/mcp`, in order: the bearer token (401), then, inside rmcp, the `Host` header against
-//! `allowed_hosts` and the `Origin` header against `allowed_origins` (403; a request without
-//! `Origin`, as non-browser clients send, passes). Origin validation is always on.
+//! Checks on `/mcp`, in order: the bearer token (401); in session mode, that an `Mcp-Session-Id`
+//! names a session alive on this replica (404 in words otherwise, see
+//! [`crate::replica::misroute`]); then, inside rmcp, the `Host` header against `allowed_hosts` and
+//! the `Origin` header against `allowed_origins` (403; a request without `Origin`, as non-browser
+//! clients send, passes). Origin validation is always on.
 //!
 //! Shutdown (SIGTERM or SIGINT): stop accepting new runs (new and queued calls get a "shutting down"
 //! result, `/readyz` turns 503 so that Kubernetes stops routing here), let runs in progress finish
@@ -22,10 +24,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
+use rmcp::transport::streamable_http_server::session::local::SessionConfig;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+use crate::replica::misroute::{SessionCheck, check_session};
+use crate::replica::sessions::ReplicaSessions;
 use crate::tools::{App, SandlockTools};
 
 /// Compares a presented token with the expected one in time that depends only on the expected
@@ -167,15 +171,23 @@ pub fn router(app: Arc<App>, sessions_end: CancellationToken) -> Router {
     let keep_alive = cfg.ttl.max(cfg.max_timeout + Duration::from_secs(5));
     let mut session_cfg = SessionConfig::default();
     session_cfg.keep_alive = Some(keep_alive);
-    let mut manager = LocalSessionManager::default();
-    manager.session_config = session_cfg;
+    let sessions = Arc::new(ReplicaSessions::new(cfg.replica.clone(), session_cfg));
     let factory_app = app.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(SandlockTools::new(factory_app.clone())),
-        Arc::new(manager),
+        sessions.clone(),
         http_cfg,
     );
     let mut mcp_routes = Router::new().route_service("/mcp", mcp);
+    if !cfg.stateless {
+        let check = SessionCheck {
+            sessions,
+            app: app.clone(),
+            idle: keep_alive,
+        };
+        mcp_routes = mcp_routes.layer(middleware::from_fn_with_state(check, check_session));
+    }
+    // Added last, so it runs first: nothing is said about sessions to a caller without the token.
     if let Some(token) = &cfg.token {
         mcp_routes = mcp_routes.layer(middleware::from_fn_with_state(
             Arc::new(token.clone()),
@@ -212,6 +224,7 @@ pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
     tracing::info!(
         listen = %local,
         path = "/mcp",
+        replica = %cfg.replica,
         auth = cfg.token.is_some(),
         stateless = cfg.stateless,
         workspace_root = %app.workspaces.root().display(),

@@ -34,6 +34,7 @@ pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod output;
+pub mod replica;
 pub mod tools;
 pub mod warm;
 pub mod workspace;
@@ -84,6 +85,12 @@ pub struct McpArgs {
     /// Serve every request statelessly (no sessions; workspaces by handle).
     #[arg(long)]
     pub stateless: bool,
+    /// This server's name among replicas behind one proxy: every session id and workspace handle
+    /// it mints starts with `ID.`, so the proxy can route each request to the replica that holds
+    /// its session (deploy/haproxy/haproxy.cfg). 1 to 63 letters, digits, `-` and `_`; unique per
+    /// replica [default: the host name, other characters turned into `-`].
+    #[arg(long, value_name = "ID")]
+    pub replica_id: Option<String>,
     /// Directory for the per-session workspaces [default: $TMPDIR/sandlock-mcp].
     #[arg(long, value_name = "DIR")]
     pub workspace_root: Option<PathBuf>,
@@ -159,7 +166,11 @@ fn init_logging(format: LogFormat, level: LevelFilter) {
 /// Builds the shared state and proves, before serving anything, that a sandbox can be built for
 /// each tool with the configured policy on this machine.
 pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
-    let workspaces = Registry::new(&config.workspace_root, config.max_workspaces)?;
+    let workspaces = Registry::new(
+        &config.workspace_root,
+        config.max_workspaces,
+        config.replica.clone(),
+    )?;
     // Again with the root resolved (it may sit behind a symlink, e.g. /var/tmp -> /tmp).
     for tool in [ExecTool::Python, ExecTool::Shell] {
         config::check_isolation(tool.name(), config.policy(tool), workspaces.root())?;
