@@ -1,10 +1,13 @@
 """deploy/kubernetes: every manifest validates strictly against the Kubernetes schemas (offline,
-with `kubernetes-validate`), every pod has the restricted security context, and the shipped TOML
-configuration starts the server."""
+with `kubernetes-validate`), every pod has the restricted security context, the shipped TOML
+configuration starts the server, and the StatefulSet and its HAProxy agree on the replicas' names
+and route as deploy/haproxy/haproxy.cfg does."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import tempfile
 import tomllib
 from pathlib import Path
@@ -33,7 +36,14 @@ def docs() -> list[tuple[str, dict]]:
 
 def test_there_are_manifests() -> None:
     kinds = {d["kind"] for _, d in docs()}
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap", "Secret"} <= kinds
+    assert {
+        "Deployment",
+        "StatefulSet",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "ConfigMap",
+        "Secret",
+    } <= kinds
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -67,8 +77,12 @@ RESTRICTED_CONTAINER = {
 
 
 def test_every_pod_is_restricted_with_tmp_on_an_empty_dir() -> None:
-    pods = [(n, d["spec"]["template"]["spec"]) for n, d in docs() if d["kind"] == "Deployment"]
-    assert pods
+    pods = [
+        (n, d["spec"]["template"]["spec"])
+        for n, d in docs()
+        if d["kind"] in ("Deployment", "StatefulSet")
+    ]
+    assert len(pods) >= 4
     for name, pod in pods:
         psc = pod["securityContext"]
         assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 1000, name
@@ -78,13 +92,16 @@ def test_every_pod_is_restricted_with_tmp_on_an_empty_dir() -> None:
             sc = c["securityContext"]
             for k, v in RESTRICTED_CONTAINER.items():
                 assert sc.get(k) == v, f"{name}: {c['name']}: securityContext.{k}"
+        for c in containers:
+            assert c.get("resources", {}).get("limits", {}).get("memory"), f"{name}: {c['name']}"
         sandlock = [c for c in containers if "sandlock" in c["image"]]
-        assert sandlock, name
+        if not sandlock:
+            assert name == "haproxy.yaml", f"{name}: no sandlock container"
+            continue
         empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
         for c in sandlock:
             mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
             assert mounts.get("/tmp") in empty_dirs, f"{name}: /tmp is not an emptyDir"
-            assert c.get("resources", {}).get("limits", {}).get("memory"), name
             probes = {p for p in ("startupProbe", "livenessProbe", "readinessProbe") if p in c}
             assert {"startupProbe", "livenessProbe"} <= probes, name
 
@@ -92,7 +109,7 @@ def test_every_pod_is_restricted_with_tmp_on_an_empty_dir() -> None:
 def test_shipped_config_starts_the_server() -> None:
     # Not pytest's tmp_path: under podsim the server (uid 1000) must be able to read the files.
     tmp_path = Path(tempfile.mkdtemp(prefix="sandlock-mcp-conf-"))
-    cm = next(d for _, d in docs() if d["kind"] == "ConfigMap")
+    cm = manifest("ConfigMap", "sandlock-mcp")
     cfg = tomllib.loads(cm["data"]["config.toml"])
     # Point the pod's paths at this machine; everything else is used as shipped.
     token = tmp_path / "token"
@@ -135,3 +152,74 @@ def toml_value(v: object) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
     return '"' + str(v).replace('"', '\\"') + '"'
+
+
+def manifest(kind: str, name: str) -> dict:
+    return next(d for _, d in docs() if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+def routing_rules(cfg: str) -> dict[str, list[str]]:
+    """The rules of the sections that route: everything but comments, servers and how servers are
+    found (addresses differ between a host and a cluster; the rules must not)."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in cfg.splitlines():
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if not line[0].isspace():
+            current = text if text in ("defaults", "frontend mcp", "backend sandlock_mcp") else None
+            if current:
+                sections[current] = []
+        elif current and not text.startswith(("server ", "default-server ")):
+            sections[current].append(text)
+    return sections
+
+
+def test_statefulset_and_its_proxy_agree_and_route_as_the_shipped_haproxy_config() -> None:
+    sts = manifest("StatefulSet", "sandlock")
+    headless = manifest("Service", sts["spec"]["serviceName"])
+    proxy = manifest("Deployment", "sandlock-mcp-proxy")
+    cfg = manifest("ConfigMap", "sandlock-mcp-proxy")["data"]["haproxy.cfg"]
+    shipped = (REPO / "deploy/haproxy/haproxy.cfg").read_text()
+
+    # Each pod's --replica-id is its name, from the downward API.
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    assert "--replica-id=$(POD_NAME)" in c["args"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # The replicas accept the Host header clients send to the proxy's Service.
+    assert "--allowed-host=sandlock-mcp-proxy.agents.svc" in c["args"]
+    assert manifest("Service", "sandlock-mcp-proxy")["spec"].get("sessionAffinity") is None
+
+    # HAProxy has one server per pod name, at the pod's DNS name under the headless Service.
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    servers = [line.split() for line in cfg.splitlines() if line.strip().startswith("server ")]
+    name, service = sts["metadata"]["name"], headless["metadata"]["name"]
+    assert [s[1] for s in servers] == [f"{name}-{i}" for i in range(len(servers))]
+    assert sts["spec"]["replicas"] <= len(servers)
+    for s in servers:
+        addr = f'"{s[1]}.{service}.${{POD_NAMESPACE}}.svc.cluster.local:8080"'
+        assert s[2] == addr, s
+    penv = {e["name"]: e for e in proxy["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert penv["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+    # The same routing rules as the file tests/mcp/test_scaleout.py runs.
+    assert routing_rules(cfg) == routing_rules(shipped)
+    assert len(routing_rules(shipped)["backend sandlock_mcp"]) >= 8
+
+    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
+    if haproxy is None:
+        pytest.skip("skipped: haproxy is not installed, so its check of the file did not run")
+    with tempfile.NamedTemporaryFile("w", suffix=".cfg") as f:
+        f.write(cfg)
+        f.flush()
+        r = subprocess.run(
+            [haproxy, "-c", "-f", f.name],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "POD_NAMESPACE": "agents"},
+        )
+    assert r.returncode == 0, r.stdout + r.stderr
