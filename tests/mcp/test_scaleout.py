@@ -396,7 +396,8 @@ async def drain_scenario(cluster: Cluster) -> None:
         assert len(mine) >= 2, "leastconn put fewer than two of six sessions on each replica"
         busy, other = mine[:2]
         slow = asyncio.create_task(
-            busy.call_tool("execute_shell", {"command": "sleep 6; echo done", "timeout_s": 20})
+            # Long enough to outlast the health checks that mark its replica down (about 4 s).
+            busy.call_tool("execute_shell", {"command": "sleep 12; echo done", "timeout_s": 30})
         )
         await asyncio.sleep(1)
         cluster.replicas[VICTIM].signal(signal.SIGTERM)
