@@ -5,11 +5,16 @@
 //! and offers six tools: `execute_python`, `execute_shell`, `read_file`, `write_file`,
 //! `list_files` and `delete_file`.
 //!
-//! The flow of one call: [`tools`] (the rmcp handler) finds the caller's [`workspace`], waits for a
-//! slot at the concurrency gate and runs the code through [`exec`], which drives a
-//! `sandlock_core::Sandbox` on the tokio event loop; file tools go through [`files`], which resolves
-//! every path beneath the workspace with `openat2(RESOLVE_BENEATH)`. [`http`] adds authentication,
-//! health, readiness, [`metrics`] and graceful shutdown. [`config`] merges the TOML file and flags.
+//! The flow of one call: [`tools`] (the rmcp handler, one module per family of tools) finds the
+//! caller's [`workspace`], waits for a slot at the concurrency gate and runs the code through
+//! [`exec`] (the policy and command of a call), which forks the workspace's Python fork server
+//! ([`warm`]) or starts a fresh run that [`drive`] supervises on the tokio event loop; [`python`]
+//! knows the interpreter and how code reaches it, and [`output`] turns long output into an excerpt
+//! and a saved file. File tools go through [`files`], which resolves every path beneath the
+//! workspace with `openat2(RESOLVE_BENEATH)`. [`http`] adds authentication, health, readiness,
+//! [`metrics`] and graceful shutdown. [`config`] merges the TOML file and flags.
+//!
+//! Modules depend downwards only: `tools -> exec -> workspace -> warm -> {drive, python}`.
 //!
 //! # Isolation
 //!
@@ -29,11 +34,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
+pub mod drive;
 pub mod exec;
 pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod output;
+pub mod python;
 pub mod replica;
 pub mod tools;
 pub mod warm;
@@ -52,7 +59,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{Config, ExecTool, LogFormat, PythonStart, Transport};
-use crate::exec::{Executor, Gate, Interpreter};
+use crate::exec::{Executor, Gate};
+use crate::python::Interpreter;
 use crate::tools::{App, SandlockTools};
 use crate::workspace::Registry;
 
