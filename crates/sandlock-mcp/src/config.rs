@@ -170,6 +170,8 @@ pub struct ConfigFile {
     pub python: PythonFile,
     /// `[tools.*]`.
     pub tools: ToolsFile,
+    /// `[onlyboxes]`: LobeHub's sandbox provider API (see `crate::provider`).
+    pub onlyboxes: crate::provider::config::OnlyboxesFile,
 }
 
 impl ConfigFile {
@@ -187,8 +189,8 @@ impl ConfigFile {
                 "{}",
                 e.to_string().trim_end().replace('\n', "\n  ")
                     + "\n  hint: the tables are [server], [workspaces], [limits], [python], \
-                       [tools.execute_python] and [tools.execute_shell]; tool tables take \
-                       sandlock policy fields"
+                       [tools.execute_python], [tools.execute_shell] and [onlyboxes]; tool \
+                       tables and [onlyboxes.policy] take sandlock policy fields"
             )
         })
     }
@@ -260,6 +262,8 @@ pub struct Config {
     pub fork_idle: Duration,
     /// Base policy of `execute_shell`.
     pub shell_policy: Policy,
+    /// LobeHub's sandbox provider API, when a JIT signing key is configured.
+    pub onlyboxes: Option<crate::provider::config::ProviderConfig>,
 }
 
 /// Environment variable that may hold the bearer token.
@@ -433,6 +437,16 @@ impl Config {
             check_isolation(tool, p, &workspace_root)?;
         }
 
+        let max_workspaces = args.max_workspaces.or(w.max_workspaces).unwrap_or(256);
+        let onlyboxes = crate::provider::config::resolve(
+            args,
+            file.onlyboxes,
+            transport,
+            &limits,
+            &workspace_root,
+            max_workspaces,
+        )?;
+
         // max_cpu counts the CPU of every process of the tree, dead ones included: with a fork
         // server that would be the sum over every call of the workspace.
         let python_start = match (
@@ -476,7 +490,7 @@ impl Config {
             workspace_root,
             ttl: args.ttl.or(w.ttl).map_or(DEFAULT_TTL, Seconds::duration),
             max_disk,
-            max_workspaces: args.max_workspaces.or(w.max_workspaces).unwrap_or(256),
+            max_workspaces,
             max_timeout,
             max_concurrent,
             queue_depth: args.queue_depth.or(l.queue_depth).unwrap_or(32),
@@ -492,6 +506,7 @@ impl Config {
                 .fork_idle
                 .map_or(DEFAULT_FORK_IDLE, Seconds::duration),
             shell_policy,
+            onlyboxes,
         })
     }
 
@@ -507,6 +522,11 @@ impl Config {
 /// A readable or writable path that contains the workspace root would let one session's code see
 /// every other session's files, so such a policy is refused at start-up.
 pub fn check_isolation(tool: &str, p: &Policy, root: &Path) -> anyhow::Result<()> {
+    check_isolation_in(&format!("tools.{tool}"), p, root)
+}
+
+/// [`check_isolation`] for the policy of the configuration table `table` (named in the errors).
+pub fn check_isolation_in(table: &str, p: &Policy, root: &Path) -> anyhow::Result<()> {
     let fields = [
         ("fs_readable", &p.fs_readable),
         ("fs_writable", &p.fs_writable),
@@ -516,7 +536,7 @@ pub fn check_isolation(tool: &str, p: &Policy, root: &Path) -> anyhow::Result<()
             let shown = path.canonicalize().unwrap_or_else(|_| path.clone());
             if root.starts_with(&shown) || root.starts_with(path) {
                 bail!(
-                    "tools.{tool}.{field}[{i}]: {:?} contains the workspace root {}; every \
+                    "{table}.{field}[{i}]: {:?} contains the workspace root {}; every \
                      session could read the others' files. Grant a narrower path, or move the \
                      workspace root (--workspace-root) outside it",
                     path.display().to_string(),
@@ -526,9 +546,7 @@ pub fn check_isolation(tool: &str, p: &Policy, root: &Path) -> anyhow::Result<()
         }
     }
     if p.cwd.is_some() {
-        bail!(
-            "tools.{tool}.cwd: the server runs every call in its session's workspace; remove cwd"
-        );
+        bail!("{table}.cwd: the server runs every call in its session's workspace; remove cwd");
     }
     Ok(())
 }

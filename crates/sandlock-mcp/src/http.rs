@@ -130,7 +130,10 @@ async fn readyz(State(s): State<Shared>) -> Response {
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
-    let body = s.app.metrics.render(&s.app.gauges());
+    let mut body = s.app.metrics.render(&s.app.gauges());
+    if let Some(p) = &s.app.provider {
+        body.push_str(&p.render_metrics());
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -182,16 +185,26 @@ pub fn router(app: Arc<App>, sessions_end: CancellationToken) -> Router {
             require_token,
         ));
     }
+    let provider = app.provider.clone().map(|provider| {
+        crate::provider::api::routes(crate::provider::ProviderState {
+            app: app.clone(),
+            provider,
+        })
+    });
     let shared = Shared {
         app,
         ready: Arc::new(Ready::default()),
     };
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(shared)
-        .merge(mcp_routes)
+        .merge(mcp_routes);
+    match provider {
+        Some(p) => router.merge(p),
+        None => router,
+    }
 }
 
 /// Serves until a signal, then shuts down gracefully.
@@ -213,6 +226,7 @@ pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
         listen = %local,
         path = "/mcp",
         auth = cfg.token.is_some(),
+        onlyboxes = app.provider.is_some(),
         stateless = cfg.stateless,
         workspace_root = %app.workspaces.root().display(),
         max_concurrent = cfg.max_concurrent,
@@ -239,6 +253,9 @@ pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
     match tokio::time::timeout(Duration::from_secs(3), server).await {
         Ok(r) => r??,
         Err(_) => tracing::warn!("closing connections that were still open after shutdown"),
+    }
+    if let Some(p) = &app.provider {
+        p.shutdown();
     }
     app.workspaces.clear();
     tracing::info!("sandlock mcp stopped");

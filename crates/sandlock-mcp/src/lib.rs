@@ -34,6 +34,7 @@ pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod output;
+pub mod provider;
 pub mod tools;
 pub mod warm;
 pub mod workspace;
@@ -58,7 +59,8 @@ use crate::workspace::Registry;
 /// Flags of `sandlock mcp`. Every flag can also be set in the `--config` TOML file; flags win.
 #[derive(Debug, Clone, clap::Args)]
 pub struct McpArgs {
-    /// TOML configuration file (tables `[server]`, `[workspaces]`, `[limits]`, `[python]`, `[tools.*]`).
+    /// TOML configuration file (tables `[server]`, `[workspaces]`, `[limits]`, `[python]`,
+    /// `[tools.*]`, `[onlyboxes]`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Transport: Streamable HTTP, or stdio for a client that starts the server itself.
@@ -138,6 +140,15 @@ pub struct McpArgs {
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<LevelFilter>,
+    /// Serve LobeHub's Cloud Sandbox (the Onlyboxes provider API, /api/v1/...) on the same
+    /// listener, authenticating its JIT tokens with the key in FILE: the value LobeHub has as
+    /// ONLYBOXES_JIT_SIGNING_KEY, at least 32 bytes. See docs/lobehub.md.
+    #[arg(long, value_name = "FILE")]
+    pub onlyboxes_jit_key_file: Option<PathBuf>,
+    /// HOST[:PORT] of the object store LobeHub's presigned URLs point at (repeatable): session
+    /// commands may connect there (uploaded-file sync), and file exports may only go there.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub onlyboxes_storage_host: Vec<String>,
 }
 
 fn init_logging(format: LogFormat, level: LevelFilter) {
@@ -196,10 +207,15 @@ pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         })?;
     }
     drop(probe);
+    let provider = match exec.config.onlyboxes.clone() {
+        Some(c) => Some(Arc::new(provider::Provider::new(c, &workspaces)?)),
+        None => None,
+    };
     Ok(Arc::new(App {
         exec,
         workspaces,
         metrics: metrics::Metrics::default(),
+        provider,
     }))
 }
 
@@ -272,12 +288,19 @@ pub fn run(args: McpArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let stop = CancellationToken::new();
         let reaper = tokio::spawn(reap_idle(app.clone(), stop.clone()));
+        let leases = app
+            .provider
+            .clone()
+            .map(|p| tokio::spawn(provider::reap(p, stop.clone())));
         let r = match transport {
             Transport::Http => http::serve(app.clone()).await,
             Transport::Stdio => serve_stdio(app.clone()).await,
         };
         stop.cancel();
         let _ = reaper.await;
+        if let Some(l) = leases {
+            let _ = l.await;
+        }
         r
     })?;
     rt.shutdown_timeout(Duration::from_secs(1));

@@ -39,6 +39,8 @@ pub struct App {
     pub workspaces: Registry,
     /// Metrics.
     pub metrics: Metrics,
+    /// LobeHub's sandbox provider API, when configured.
+    pub provider: Option<Arc<crate::provider::Provider>>,
 }
 
 impl App {

@@ -371,6 +371,12 @@ pub fn short(id: &str) -> &str {
 }
 
 fn new_handle() -> std::io::Result<String> {
+    random_id("ws-")
+}
+
+/// `prefix` followed by 128 random bits in hex: an identifier nobody can guess (workspace handles,
+/// provider task ids).
+pub fn random_id(prefix: &str) -> std::io::Result<String> {
     let mut b = [0u8; 16];
     let mut got = 0;
     while got < b.len() {
@@ -385,7 +391,7 @@ fn new_handle() -> std::io::Result<String> {
         }
         got += n as usize;
     }
-    let mut s = String::from("ws-");
+    let mut s = String::from(prefix);
     for x in b {
         s.push_str(&format!("{x:02x}"));
     }
