@@ -665,6 +665,11 @@ async fn metadata(State(state): State<ProviderState>) -> Response {
             "max_commands_per_session": c.max_commands_per_session,
             "output_limit_bytes": c.keep_output,
         },
+        "session_paths": {
+            "data": export::VIRTUAL_DATA,
+            "tmp": export::VIRTUAL_TMP,
+            "private": session::PRIVATE_PATHS,
+        },
         "capabilities": [
             {"name": "terminalExec", "available": true, "max_inflight": c.max_background},
             {"name": "terminalResource", "available": true, "actions": ["export", "validate"]},

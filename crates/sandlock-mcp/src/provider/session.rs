@@ -30,6 +30,11 @@ pub const DATA_DIR: &str = "data";
 pub const TMP_DIR: &str = "tmp";
 /// Longest session name accepted.
 pub const MAX_NAME: usize = 200;
+/// Whether a session's commands see its directories at `/mnt/data` and `/tmp`. That needs
+/// filesystem views (issue 14); without them the commands see the directories at their place under
+/// the workspace root, as their working directory and `$TMPDIR`, and `/mnt/data` and `/tmp`
+/// themselves are out of reach.
+pub const PRIVATE_PATHS: bool = false;
 
 /// One session.
 pub struct Session {
