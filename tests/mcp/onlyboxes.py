@@ -153,7 +153,7 @@ class Client:
 class Storage:
     """A local object store: records PUTs (headers and bytes) and serves registered blobs to GET."""
 
-    def __init__(self, put_status: int = 200):
+    def __init__(self, put_status: int = 200, bind: str = "127.0.0.1", name: str | None = None):
         self.puts: list[dict] = []
         self.blobs: dict[str, bytes] = {}
         self.put_status = put_status
@@ -191,9 +191,9 @@ class Storage:
                 self.end_headers()
                 self.wfile.write(blob)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((bind, 0), Handler)
         self.port = self.server.server_address[1]
-        self.host = f"127.0.0.1:{self.port}"
+        self.host = f"{name or bind}:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -218,10 +218,10 @@ def key_file(key: bytes) -> Path:
 class Provider:
     """A `sandlock mcp` server with the provider API on, an object store, and a client."""
 
-    def __init__(self, *args: str, storage_status: int = 200):
+    def __init__(self, *args: str, storage: Storage | None = None):
         self.key = secrets.token_hex(32).encode()
         self.key_path = key_file(self.key)
-        self.storage = Storage(storage_status)
+        self.storage = storage or Storage()
         self.server = Server(
             "--onlyboxes-jit-key-file",
             str(self.key_path),

@@ -22,7 +22,7 @@ import httpx2
 import pytest
 
 from conftest import BIN, Server, wrap
-from onlyboxes import Client, Provider, key_file, make_token
+from onlyboxes import Client, Provider, Storage, key_file, make_token
 
 
 @pytest.fixture(scope="module")
@@ -357,7 +357,7 @@ def test_export_failures_name_the_problem(obx: Provider):
 
 
 def test_an_object_store_refusal_fails_the_export():
-    p = Provider(storage_status=403)
+    p = Provider(storage=Storage(put_status=403))
     try:
         s = session_name()
         p.client.run("echo hi > f.txt", s)
