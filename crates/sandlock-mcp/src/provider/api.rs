@@ -387,6 +387,9 @@ async fn submit_task(
     body: &Bytes,
 ) -> Result<Arc<Task>, ApiError> {
     let (app, p) = (&state.app, &state.provider);
+    if app.exec.gate.closing.is_cancelled() {
+        return Err(gate_error(GateError::ShuttingDown));
+    }
     let req: TaskRequest = parse(body)?;
     let wait = match req.mode.as_deref().unwrap_or("auto") {
         "async" => None,
@@ -591,7 +594,14 @@ fn start_resource(
                     format!("the export took longer than timeout_ms={}", timeout.as_millis()),
                 ))),
             },
-            _ = t.cancel.cancelled() => (Status::Canceled, None, None),
+            _ = t.cancel.cancelled() => match session.ended.is_cancelled() {
+                true => (Status::Failed, None, Some(TaskError::new(
+                    "session_expired",
+                    "the session ended (its lease expired, or the server shut down) during the \
+                     export",
+                ))),
+                false => (Status::Canceled, None, None),
+            },
         };
         drop(busy);
         t.finish(status, result, error);
