@@ -314,3 +314,33 @@ def test_a_background_command_is_read_and_killed_like_lobehub_does(obx: Provider
     assert status == 200 and "error" not in killed, killed
     status, snap = c.task(task["task_id"])
     assert snap["status"] == "canceled"
+
+
+def test_what_the_tools_need_to_start_is_in_the_default_policy(obx: Provider):
+    """python3, node, curl (with the trust store for https, and the resolver's files) and unzip."""
+    s = session()
+    needs = {
+        "python3": "python3 -c 'import json, ssl, sqlite3; print(ssl.OPENSSL_VERSION)'",
+        "node": "node -e 'console.log(process.version, require(\"os\").totalmem() > 0)'",
+        "curl": "curl --version | head -1",
+        "unzip": "unzip -v | head -1",
+    }
+    for tool, command in needs.items():
+        if shutil.which(tool) is None:
+            continue
+        status, body = obx.client.terminal(command, s)
+        assert status == 200 and body["exit_code"] == 0, (tool, body)
+    bundle = next(
+        (
+            p
+            for p in ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+            if Path(p).exists()
+        ),
+        None,
+    )
+    if bundle:
+        body = obx.client.run(f"head -c 27 {bundle}; test -r /etc/resolv.conf", s)
+        assert body["stdout"].startswith("-----BEGIN CERTIFICATE-----"), body
+    # The control: the rest of /etc is not there.
+    status, body = obx.client.terminal("cat /etc/shadow", s)
+    assert status == 200 and body["exit_code"] != 0, body
