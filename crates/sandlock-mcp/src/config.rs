@@ -439,13 +439,21 @@ impl Config {
 
         let max_workspaces = args.max_workspaces.or(w.max_workspaces).unwrap_or(256);
         let onlyboxes = crate::provider::config::resolve(
-            args,
+            args.onlyboxes_jit_key_file.clone(),
+            &args.onlyboxes_storage_host,
             file.onlyboxes,
-            transport,
             &limits,
-            &workspace_root,
             max_workspaces,
         )?;
+        if let Some(o) = &onlyboxes {
+            if transport != Transport::Http {
+                bail!(
+                    "the Onlyboxes API is served over HTTP: drop --transport stdio, or the \
+                     signing key (--onlyboxes-jit-key-file / [onlyboxes] jit_key_file)"
+                );
+            }
+            check_isolation_in("onlyboxes.policy", &o.policy, &workspace_root)?;
+        }
 
         // max_cpu counts the CPU of every process of the tree, dead ones included: with a fork
         // server that would be the sum over every call of the workspace.

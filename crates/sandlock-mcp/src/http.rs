@@ -26,6 +26,7 @@ use rmcp::transport::streamable_http_server::session::local::{LocalSessionManage
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+use crate::provider::{Provider, ProviderState};
 use crate::tools::{App, SandlockTools};
 
 /// Compares a presented token with the expected one in time that depends only on the expected
@@ -131,7 +132,7 @@ async fn readyz(State(s): State<Shared>) -> Response {
 
 async fn metrics(State(s): State<Shared>) -> Response {
     let mut body = s.app.metrics.render(&s.app.gauges());
-    if let Some(p) = &s.app.provider {
+    if let Some(p) = &s.provider {
         body.push_str(&p.render_metrics());
     }
     (
@@ -148,10 +149,16 @@ async fn metrics(State(s): State<Shared>) -> Response {
 struct Shared {
     app: Arc<App>,
     ready: Arc<Ready>,
+    provider: Option<Arc<Provider>>,
 }
 
-/// Builds the router. `sessions_end` ends every MCP session when cancelled.
-pub fn router(app: Arc<App>, sessions_end: CancellationToken) -> Router {
+/// Builds the router: `/mcp`, health, metrics, and LobeHub's provider API when `provider` is given.
+/// `sessions_end` ends every MCP session when cancelled.
+pub fn router(
+    app: Arc<App>,
+    provider: Option<Arc<Provider>>,
+    sessions_end: CancellationToken,
+) -> Router {
     let cfg = &app.exec.config;
     let mut http_cfg = StreamableHttpServerConfig::default()
         .with_cancellation_token(sessions_end)
@@ -185,8 +192,8 @@ pub fn router(app: Arc<App>, sessions_end: CancellationToken) -> Router {
             require_token,
         ));
     }
-    let provider = app.provider.clone().map(|provider| {
-        crate::provider::api::routes(crate::provider::ProviderState {
+    let provider_routes = provider.clone().map(|provider| {
+        crate::provider::api::routes(ProviderState {
             app: app.clone(),
             provider,
         })
@@ -194,6 +201,7 @@ pub fn router(app: Arc<App>, sessions_end: CancellationToken) -> Router {
     let shared = Shared {
         app,
         ready: Arc::new(Ready::default()),
+        provider,
     };
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -201,14 +209,14 @@ pub fn router(app: Arc<App>, sessions_end: CancellationToken) -> Router {
         .route("/metrics", get(metrics))
         .with_state(shared)
         .merge(mcp_routes);
-    match provider {
+    match provider_routes {
         Some(p) => router.merge(p),
         None => router,
     }
 }
 
 /// Serves until a signal, then shuts down gracefully.
-pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
+pub async fn serve(app: Arc<App>, provider: Option<Arc<Provider>>) -> anyhow::Result<()> {
     let cfg = &app.exec.config;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -221,12 +229,12 @@ pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
     let local: SocketAddr = listener.local_addr()?;
     let sessions_end = CancellationToken::new();
     let stop_accepting = CancellationToken::new();
-    let router = router(app.clone(), sessions_end.clone());
+    let router = router(app.clone(), provider.clone(), sessions_end.clone());
     tracing::info!(
         listen = %local,
         path = "/mcp",
         auth = cfg.token.is_some(),
-        onlyboxes = app.provider.is_some(),
+        onlyboxes = provider.is_some(),
         stateless = cfg.stateless,
         workspace_root = %app.workspaces.root().display(),
         max_concurrent = cfg.max_concurrent,
@@ -254,7 +262,7 @@ pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
         Ok(r) => r??,
         Err(_) => tracing::warn!("closing connections that were still open after shutdown"),
     }
-    if let Some(p) = &app.provider {
+    if let Some(p) = &provider {
         p.shutdown();
     }
     app.workspaces.clear();

@@ -5,11 +5,19 @@
 //! and offers six tools: `execute_python`, `execute_shell`, `read_file`, `write_file`,
 //! `list_files` and `delete_file`.
 //!
-//! The flow of one call: [`tools`] (the rmcp handler) finds the caller's [`workspace`], waits for a
-//! slot at the concurrency gate and runs the code through [`exec`], which drives a
-//! `sandlock_core::Sandbox` on the tokio event loop; file tools go through [`files`], which resolves
-//! every path beneath the workspace with `openat2(RESOLVE_BENEATH)`. [`http`] adds authentication,
-//! health, readiness, [`metrics`] and graceful shutdown. [`config`] merges the TOML file and flags.
+//! The flow of one call: [`tools`] (the rmcp handler, one module per family of tools) finds the
+//! caller's [`workspace`], waits for a slot at the concurrency gate and runs the code through
+//! [`exec`] (the policy and command of a call), which forks the workspace's Python fork server
+//! ([`warm`]) or starts a fresh run that [`drive`] supervises on the tokio event loop; [`python`]
+//! knows the interpreter and how code reaches it, and [`output`] turns long output into an excerpt
+//! and a saved file. File tools go through [`files`], which resolves every path beneath the
+//! workspace with `openat2(RESOLVE_BENEATH)`. [`http`] adds authentication, health, readiness,
+//! [`metrics`] and graceful shutdown. [`config`] merges the TOML file and flags. [`provider`]
+//! serves LobeHub's Cloud Sandbox (the Onlyboxes provider API) beside `/mcp`, on the same
+//! workspaces, gate and metrics.
+//!
+//! Modules depend downwards only: `http -> provider -> tools -> exec -> workspace -> warm ->
+//! {drive, python}`.
 //!
 //! # Isolation
 //!
@@ -29,12 +37,14 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
+pub mod drive;
 pub mod exec;
 pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod output;
 pub mod provider;
+pub mod python;
 pub mod tools;
 pub mod warm;
 pub mod workspace;
@@ -52,7 +62,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{Config, ExecTool, LogFormat, PythonStart, Transport};
-use crate::exec::{Executor, Gate, Interpreter};
+use crate::exec::{Executor, Gate};
+use crate::python::Interpreter;
 use crate::tools::{App, SandlockTools};
 use crate::workspace::Registry;
 
@@ -207,16 +218,20 @@ pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         })?;
     }
     drop(probe);
-    let provider = match exec.config.onlyboxes.clone() {
-        Some(c) => Some(Arc::new(provider::Provider::new(c, &workspaces)?)),
-        None => None,
-    };
     Ok(Arc::new(App {
         exec,
         workspaces,
         metrics: metrics::Metrics::default(),
-        provider,
     }))
+}
+
+/// Builds LobeHub's sandbox provider when a signing key is configured, proving first that a
+/// session's sandbox can be built here.
+pub fn build_provider(app: &App) -> anyhow::Result<Option<Arc<provider::Provider>>> {
+    let Some(c) = app.exec.config.onlyboxes.clone() else {
+        return Ok(None);
+    };
+    Ok(Some(Arc::new(provider::Provider::new(c, &app.workspaces)?)))
 }
 
 async fn reap_idle(app: Arc<App>, stop: CancellationToken) {
@@ -268,6 +283,7 @@ pub fn run(args: McpArgs) -> anyhow::Result<()> {
     init_logging(config.log_format, config.log_level);
     let transport = config.transport;
     let app = build_app(config)?;
+    let provider = build_provider(&app)?;
     let workspaces = app.workspaces.clone();
     workspaces
         .remove_in_background()
@@ -288,12 +304,11 @@ pub fn run(args: McpArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let stop = CancellationToken::new();
         let reaper = tokio::spawn(reap_idle(app.clone(), stop.clone()));
-        let leases = app
-            .provider
+        let leases = provider
             .clone()
             .map(|p| tokio::spawn(provider::reap(p, stop.clone())));
         let r = match transport {
-            Transport::Http => http::serve(app.clone()).await,
+            Transport::Http => http::serve(app.clone(), provider).await,
             Transport::Stdio => serve_stdio(app.clone()).await,
         };
         stop.cancel();

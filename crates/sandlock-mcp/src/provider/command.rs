@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::api::ApiError;
 use super::session::{Session, session_policy};
 use crate::config::ExecTool;
-use crate::exec;
 use crate::tools::App;
+use crate::{drive, exec};
 
 /// One output stream, bounded.
 #[derive(Debug, Default, Clone)]
@@ -158,7 +158,7 @@ pub async fn run(
         }
     };
     let observe = |r: &mut sandlock_core::Running| live.push(&r.take_stdout(), &r.take_stderr());
-    let mut outcome = exec::run_observed(&sandbox, cmd, cancel, why, observe)
+    let mut outcome = drive::run_observed(&sandbox, cmd, cancel, why, observe)
         .await
         .unwrap_or_else(|e| Outcome::from_error(&e));
     live.push(&outcome.stdout, &outcome.stderr);

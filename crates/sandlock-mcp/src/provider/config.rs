@@ -18,9 +18,6 @@ use sandlock_core::net::rules::{NetRule, parse_net_rule};
 use sandlock_core::{ByteSize, Policy, Seconds};
 use serde::Deserialize;
 
-use crate::McpArgs;
-use crate::config::Transport;
-
 /// Shortest signing key accepted, in bytes: HMAC-SHA256 is only as strong as its key.
 pub const MIN_KEY_BYTES: usize = 32;
 
@@ -128,18 +125,19 @@ pub struct ProviderConfig {
     pub policy: Policy,
 }
 
-/// Builds the provider configuration from the flags and the `[onlyboxes]` table; `None` when no
-/// signing key is configured. `limits` fills in the server-wide limits, as for the MCP tools.
+/// Builds the provider configuration from the flags (`key_flag`, `host_flags`) and the
+/// `[onlyboxes]` table; `None` when no signing key is configured. `limits` fills in the
+/// server-wide limits, as for the MCP tools. The caller checks the policy's isolation from the
+/// workspace root, as for the tools' policies.
 pub fn resolve(
-    args: &McpArgs,
+    key_flag: Option<PathBuf>,
+    host_flags: &[String],
     file: OnlyboxesFile,
-    transport: Transport,
     limits: &dyn Fn(Policy) -> Policy,
-    workspace_root: &Path,
     max_workspaces: usize,
 ) -> anyhow::Result<Option<ProviderConfig>> {
-    let Some(key_file) = args.onlyboxes_jit_key_file.clone().or(file.jit_key_file) else {
-        if !args.onlyboxes_storage_host.is_empty() {
+    let Some(key_file) = key_flag.or(file.jit_key_file) else {
+        if !host_flags.is_empty() {
             bail!(
                 "--onlyboxes-storage-host is set but the Onlyboxes API is off: give the signing \
                  key with --onlyboxes-jit-key-file FILE (or [onlyboxes] jit_key_file)"
@@ -147,16 +145,10 @@ pub fn resolve(
         }
         return Ok(None);
     };
-    if transport != Transport::Http {
-        bail!(
-            "the Onlyboxes API is served over HTTP: drop --transport stdio, or the signing key \
-             (--onlyboxes-jit-key-file / [onlyboxes] jit_key_file)"
-        );
-    }
     let key = JitKey::load(&key_file)?;
 
     let mut storage_hosts = file.storage_hosts;
-    storage_hosts.extend(args.onlyboxes_storage_host.iter().cloned());
+    storage_hosts.extend(host_flags.iter().cloned());
     storage_hosts.dedup();
     let storage_rules = storage_hosts
         .iter()
@@ -206,7 +198,6 @@ pub fn resolve(
         );
     }
     let mut policy = limits(base);
-    crate::config::check_isolation_in("onlyboxes.policy", &policy, workspace_root)?;
     policy.timeout = None;
     policy.net_allow.extend(storage_hosts.iter().cloned());
     // The policy's max_output is what a command keeps of each stream; the sandbox itself must not
@@ -238,6 +229,119 @@ mod tests {
         assert!(e.contains("9 bytes"), "{e}");
         let k = JitKey::from_bytes(b"  0123456789abcdef0123456789abcdef\n").unwrap();
         assert_eq!(k.bytes(), b"0123456789abcdef0123456789abcdef");
+    }
+
+    mod merged {
+        use std::time::Duration;
+
+        use sandlock_core::ByteSize;
+
+        use crate::McpArgs;
+        use crate::config::{Config, ConfigFile};
+        use clap::Parser;
+
+        #[derive(Parser)]
+        struct T {
+            #[command(flatten)]
+            a: McpArgs,
+        }
+
+        fn key_file(name: &str, key: &str) -> String {
+            let p =
+                std::env::temp_dir().join(format!("sandlock-obx-{name}-{}", std::process::id()));
+            std::fs::write(&p, key).unwrap();
+            p.display().to_string()
+        }
+
+        fn merge(argv: &[&str], toml: &str) -> anyhow::Result<Config> {
+            let args = T::parse_from(std::iter::once("t").chain(argv.iter().copied())).a;
+            Config::merge(&args, ConfigFile::parse(toml)?, None)
+        }
+
+        const KEY: &str = "0123456789abcdef0123456789abcdef\n";
+
+        #[test]
+        fn the_table_and_flags_configure_the_api() {
+            let k = key_file("table", KEY);
+            let c = merge(
+                &[
+                    "--onlyboxes-storage-host",
+                    "minio:9000",
+                    "--max-memory",
+                    "300M",
+                ],
+                &format!(
+                    "[onlyboxes]\njit_key_file = {k:?}\nstorage_hosts = [\"s3.example.com:443\"]\n\
+                     max_lease = 600\n[onlyboxes.policy]\nnet_allow = [\"pypi.org:443\"]\n"
+                ),
+            )
+            .unwrap();
+            let o = c.onlyboxes.unwrap();
+            assert_eq!(o.storage_hosts, ["s3.example.com:443", "minio:9000"]);
+            assert_eq!(o.max_lease, Duration::from_secs(600));
+            assert_eq!(
+                o.policy.net_allow,
+                ["pypi.org:443", "s3.example.com:443", "minio:9000"]
+            );
+            assert_eq!(o.policy.max_memory, Some(ByteSize::mib(300)));
+            assert_eq!(o.keep_output, ByteSize::mib(1).bytes());
+            assert!(o.policy.timeout.is_none());
+            assert!(merge(&[], "").unwrap().onlyboxes.is_none());
+        }
+
+        #[test]
+        fn misconfigurations_are_refused_with_the_key_named() {
+            let k = key_file("bad", KEY);
+            let cases: [(&[&str], String, &str); 6] = [
+                (
+                    &["--onlyboxes-storage-host", "s3:443"],
+                    String::new(),
+                    "API is off",
+                ),
+                (
+                    &["--onlyboxes-jit-key-file", &k, "--transport", "stdio"],
+                    String::new(),
+                    "served over HTTP",
+                ),
+                (
+                    &[
+                        "--onlyboxes-jit-key-file",
+                        &k,
+                        "--onlyboxes-storage-host",
+                        "a:b:c:d",
+                    ],
+                    String::new(),
+                    "onlyboxes.storage_hosts[0]",
+                ),
+                (
+                    &["--onlyboxes-jit-key-file", &k],
+                    "[onlyboxes.policy]\ntimeout = 5\n".into(),
+                    "onlyboxes.policy.timeout",
+                ),
+                (
+                    &[
+                        "--onlyboxes-jit-key-file",
+                        &k,
+                        "--workspace-root",
+                        "/tmp/obx-root",
+                    ],
+                    "[onlyboxes.policy]\nfs_readable = [\"/tmp\"]\n".into(),
+                    "onlyboxes.policy.fs_readable[0]",
+                ),
+                (
+                    &["--onlyboxes-jit-key-file", &k],
+                    "[onlyboxes]\nmax_commands_per_session = 0\n".into(),
+                    "onlyboxes.max_commands_per_session",
+                ),
+            ];
+            for (argv, toml, words) in cases {
+                let e = merge(argv, &toml).err().map(|e| format!("{e:#}"));
+                assert!(
+                    e.as_deref().is_some_and(|e| e.contains(words)),
+                    "{argv:?} {toml:?}: {e:?}"
+                );
+            }
+        }
     }
 
     #[test]
