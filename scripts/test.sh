@@ -35,6 +35,9 @@ command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 # The scale-out test runs the shipped HAProxy configuration in front of three servers.
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+# LobeHub's Cloud Sandbox tools fetch uploads and skills with curl and unpack skills with unzip.
+command -v curl >/dev/null || need+=(curl)
+command -v unzip >/dev/null || need+=(unzip)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing: ${need[*]}"

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from conftest import REPO, Server
+from conftest import BIN, REPO, Server, wrap
 
 yaml = pytest.importorskip(
     "yaml", reason="skipped: PyYAML missing (pip install -r tests/mcp/requirements.txt)"
@@ -74,6 +74,13 @@ RESTRICTED_CONTAINER = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+# What the Pod Security Standard "restricted" asks of every container; an application beside
+# sandlock (LobeHub) keeps its own user and may need a writable root filesystem.
+PSS_RESTRICTED = {
+    k: v
+    for k, v in RESTRICTED_CONTAINER.items()
+    if k not in ("runAsUser", "readOnlyRootFilesystem")
+}
 
 
 def test_every_pod_is_restricted_with_tmp_on_an_empty_dir() -> None:
@@ -90,7 +97,8 @@ def test_every_pod_is_restricted_with_tmp_on_an_empty_dir() -> None:
         containers = pod["containers"] + pod.get("initContainers", [])
         for c in containers:
             sc = c["securityContext"]
-            for k, v in RESTRICTED_CONTAINER.items():
+            wanted = RESTRICTED_CONTAINER if "sandlock" in c["image"] else PSS_RESTRICTED
+            for k, v in wanted.items():
                 assert sc.get(k) == v, f"{name}: {c['name']}: securityContext.{k}"
         for c in containers:
             assert c.get("resources", {}).get("limits", {}).get("memory"), f"{name}: {c['name']}"
@@ -223,3 +231,71 @@ def test_statefulset_and_its_proxy_agree_and_route_as_the_shipped_haproxy_config
             env={**os.environ, "POD_NAMESPACE": "agents"},
         )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def lobehub_pod() -> dict:
+    return next(
+        d["spec"]["template"]["spec"]
+        for n, d in docs()
+        if n == "lobehub-sidecar.yaml" and d["kind"] == "Deployment"
+    )
+
+
+def test_lobehub_reaches_its_sandlock_sidecar_with_the_shared_key() -> None:
+    pod = lobehub_pod()
+    (sidecar,) = pod["initContainers"]
+    (lobehub,) = pod["containers"]
+    flags = dict(a.split("=", 1) for a in sidecar["args"][1:])
+    env = {e["name"]: e for e in lobehub["env"]}
+    assert env["SANDBOX_PROVIDER"]["value"] == "onlyboxes"
+    assert env["ONLYBOXES_BASE_URL"]["value"] == "http://" + flags["--listen"]
+    key_ref = env["ONLYBOXES_JIT_SIGNING_KEY"]["valueFrom"]["secretKeyRef"]
+    key_dir, key_name = flags["--onlyboxes-jit-key-file"].rsplit("/", 1)
+    mount = next(m for m in sidecar["volumeMounts"] if m["mountPath"] == key_dir)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == key_ref["name"] and key_name == key_ref["key"]
+    assert flags["--listen"].startswith("127.0.0.1:"), "the sidecar must not listen beyond the pod"
+
+
+def test_lobehub_sidecar_args_start_the_server_and_the_placeholder_key_is_refused() -> None:
+    pod = lobehub_pod()
+    (sidecar,) = pod["initContainers"]
+    secret = next(d for n, d in docs() if n == "lobehub-sidecar.yaml" and d["kind"] == "Secret")
+    tmp_path = Path(tempfile.mkdtemp(prefix="sandlock-obx-conf-"))
+    tmp_path.chmod(0o755)
+    placeholder = tmp_path / "placeholder"
+    placeholder.write_text(secret["stringData"]["key"])
+    good = tmp_path / "key"
+    good.write_text("0123456789abcdef" * 4)
+    for f in (placeholder, good):
+        f.chmod(0o644)
+    # The pod's flags, with this machine's paths and a port the test picks.
+    local = {"--listen", "--workspace-root", "--python", "--onlyboxes-jit-key-file", "--log-format"}
+    args = [a for a in sidecar["args"][1:] if a.split("=", 1)[0] not in local]
+    try:
+        r = subprocess.run(
+            wrap(
+                [
+                    str(BIN),
+                    "mcp",
+                    *args,
+                    f"--onlyboxes-jit-key-file={placeholder}",
+                    f"--workspace-root={tmp_path / 'ws'}",
+                ]
+            ),
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode != 0 and "onlyboxes.jit_key_file" in r.stderr, r.stderr
+        s = Server(*args, f"--onlyboxes-jit-key-file={good}", token=None)
+        try:
+            assert httpx2.get(s.base + "/readyz", timeout=30).status_code == 200
+            api = s.base + "/api/v1/commands/terminal"
+            r = httpx2.post(api, json={"command": "id"}, timeout=10)
+            assert r.status_code == 401  # the API is on, and wants a JIT token
+        finally:
+            s.stop()
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)

@@ -174,6 +174,8 @@ pub struct ConfigFile {
     pub python: PythonFile,
     /// `[tools.*]`.
     pub tools: ToolsFile,
+    /// `[onlyboxes]`: LobeHub's sandbox provider API (see `crate::provider`).
+    pub onlyboxes: crate::provider::config::OnlyboxesFile,
 }
 
 impl ConfigFile {
@@ -191,8 +193,8 @@ impl ConfigFile {
                 "{}",
                 e.to_string().trim_end().replace('\n', "\n  ")
                     + "\n  hint: the tables are [server], [workspaces], [limits], [python], \
-                       [tools.execute_python] and [tools.execute_shell]; tool tables take \
-                       sandlock policy fields"
+                       [tools.execute_python], [tools.execute_shell] and [onlyboxes]; tool \
+                       tables and [onlyboxes.policy] take sandlock policy fields"
             )
         })
     }
@@ -266,6 +268,8 @@ pub struct Config {
     pub fork_idle: Duration,
     /// Base policy of `execute_shell`.
     pub shell_policy: Policy,
+    /// LobeHub's sandbox provider API, when a JIT signing key is configured.
+    pub onlyboxes: Option<crate::provider::config::ProviderConfig>,
 }
 
 /// Environment variable that may hold the bearer token.
@@ -439,6 +443,24 @@ impl Config {
             check_isolation(tool, p, &workspace_root)?;
         }
 
+        let max_workspaces = args.max_workspaces.or(w.max_workspaces).unwrap_or(256);
+        let onlyboxes = crate::provider::config::resolve(
+            args.onlyboxes_jit_key_file.clone(),
+            &args.onlyboxes_storage_host,
+            file.onlyboxes,
+            &limits,
+            max_workspaces,
+        )?;
+        if let Some(o) = &onlyboxes {
+            if transport != Transport::Http {
+                bail!(
+                    "the Onlyboxes API is served over HTTP: drop --transport stdio, or the \
+                     signing key (--onlyboxes-jit-key-file / [onlyboxes] jit_key_file)"
+                );
+            }
+            check_isolation_in("onlyboxes.policy", &o.policy, &workspace_root)?;
+        }
+
         // max_cpu counts the CPU of every process of the tree, dead ones included: with a fork
         // server that would be the sum over every call of the workspace.
         let python_start = match (
@@ -496,7 +518,7 @@ impl Config {
             workspace_root,
             ttl: args.ttl.or(w.ttl).map_or(DEFAULT_TTL, Seconds::duration),
             max_disk,
-            max_workspaces: args.max_workspaces.or(w.max_workspaces).unwrap_or(256),
+            max_workspaces,
             max_timeout,
             max_concurrent,
             queue_depth: args.queue_depth.or(l.queue_depth).unwrap_or(32),
@@ -512,6 +534,7 @@ impl Config {
                 .fork_idle
                 .map_or(DEFAULT_FORK_IDLE, Seconds::duration),
             shell_policy,
+            onlyboxes,
         })
     }
 
@@ -527,6 +550,11 @@ impl Config {
 /// A readable or writable path that contains the workspace root would let one session's code see
 /// every other session's files, so such a policy is refused at start-up.
 pub fn check_isolation(tool: &str, p: &Policy, root: &Path) -> anyhow::Result<()> {
+    check_isolation_in(&format!("tools.{tool}"), p, root)
+}
+
+/// [`check_isolation`] for the policy of the configuration table `table` (named in the errors).
+pub fn check_isolation_in(table: &str, p: &Policy, root: &Path) -> anyhow::Result<()> {
     let fields = [
         ("fs_readable", &p.fs_readable),
         ("fs_writable", &p.fs_writable),
@@ -536,7 +564,7 @@ pub fn check_isolation(tool: &str, p: &Policy, root: &Path) -> anyhow::Result<()
             let shown = path.canonicalize().unwrap_or_else(|_| path.clone());
             if root.starts_with(&shown) || root.starts_with(path) {
                 bail!(
-                    "tools.{tool}.{field}[{i}]: {:?} contains the workspace root {}; every \
+                    "{table}.{field}[{i}]: {:?} contains the workspace root {}; every \
                      session could read the others' files. Grant a narrower path, or move the \
                      workspace root (--workspace-root) outside it",
                     path.display().to_string(),
@@ -546,9 +574,7 @@ pub fn check_isolation(tool: &str, p: &Policy, root: &Path) -> anyhow::Result<()
         }
     }
     if p.cwd.is_some() {
-        bail!(
-            "tools.{tool}.cwd: the server runs every call in its session's workspace; remove cwd"
-        );
+        bail!("{table}.cwd: the server runs every call in its session's workspace; remove cwd");
     }
     Ok(())
 }

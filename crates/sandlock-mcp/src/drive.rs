@@ -39,6 +39,18 @@ pub async fn run(
     cancel: &CancellationToken,
     cancel_why: impl Fn() -> String,
 ) -> Result<Outcome, sandlock_core::Error> {
+    run_observed(sandbox, cmd, cancel, cancel_why, |_| {}).await
+}
+
+/// [`run`], calling `observe` after every step of the run (for example to take the output
+/// captured so far with [`sandlock_core::Running::take_stdout`]).
+pub async fn run_observed(
+    sandbox: &Sandbox,
+    cmd: Command,
+    cancel: &CancellationToken,
+    cancel_why: impl Fn() -> String,
+    mut observe: impl FnMut(&mut sandlock_core::Running),
+) -> Result<Outcome, sandlock_core::Error> {
     let mut running = sandbox.spawn(cmd)?;
     let io_err = |e: std::io::Error| {
         SandboxError::io(
@@ -53,7 +65,9 @@ pub async fn run(
         .map_err(|e| io_err(e.into()))?;
     let mut killed = false;
     loop {
-        if running.step(Some(Duration::ZERO))? {
+        let done = running.step(Some(Duration::ZERO))?;
+        observe(&mut running);
+        if done {
             break;
         }
         let wake = running.next_wakeup().map(tokio::time::Instant::from_std);

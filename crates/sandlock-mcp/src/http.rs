@@ -28,6 +28,7 @@ use rmcp::transport::streamable_http_server::session::local::SessionConfig;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+use crate::provider::{Provider, ProviderState};
 use crate::replica::misroute::{SessionCheck, check_session};
 use crate::replica::sessions::ReplicaSessions;
 use crate::tools::{App, SandlockTools};
@@ -134,7 +135,10 @@ async fn readyz(State(s): State<Shared>) -> Response {
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
-    let body = s.app.metrics.render(&s.app.gauges());
+    let mut body = s.app.metrics.render(&s.app.gauges());
+    if let Some(p) = &s.provider {
+        body.push_str(&p.render_metrics());
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -149,10 +153,16 @@ async fn metrics(State(s): State<Shared>) -> Response {
 struct Shared {
     app: Arc<App>,
     ready: Arc<Ready>,
+    provider: Option<Arc<Provider>>,
 }
 
-/// Builds the router. `sessions_end` ends every MCP session when cancelled.
-pub fn router(app: Arc<App>, sessions_end: CancellationToken) -> Router {
+/// Builds the router: `/mcp`, health, metrics, and LobeHub's provider API when `provider` is given.
+/// `sessions_end` ends every MCP session when cancelled.
+pub fn router(
+    app: Arc<App>,
+    provider: Option<Arc<Provider>>,
+    sessions_end: CancellationToken,
+) -> Router {
     let cfg = &app.exec.config;
     let mut http_cfg = StreamableHttpServerConfig::default()
         .with_cancellation_token(sessions_end)
@@ -194,20 +204,31 @@ pub fn router(app: Arc<App>, sessions_end: CancellationToken) -> Router {
             require_token,
         ));
     }
+    let provider_routes = provider.clone().map(|provider| {
+        crate::provider::api::routes(ProviderState {
+            app: app.clone(),
+            provider,
+        })
+    });
     let shared = Shared {
         app,
         ready: Arc::new(Ready::default()),
+        provider,
     };
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(shared)
-        .merge(mcp_routes)
+        .merge(mcp_routes);
+    match provider_routes {
+        Some(p) => router.merge(p),
+        None => router,
+    }
 }
 
 /// Serves until a signal, then shuts down gracefully.
-pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
+pub async fn serve(app: Arc<App>, provider: Option<Arc<Provider>>) -> anyhow::Result<()> {
     let cfg = &app.exec.config;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -220,12 +241,13 @@ pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
     let local: SocketAddr = listener.local_addr()?;
     let sessions_end = CancellationToken::new();
     let stop_accepting = CancellationToken::new();
-    let router = router(app.clone(), sessions_end.clone());
+    let router = router(app.clone(), provider.clone(), sessions_end.clone());
     tracing::info!(
         listen = %local,
         path = "/mcp",
         replica = %cfg.replica,
         auth = cfg.token.is_some(),
+        onlyboxes = provider.is_some(),
         stateless = cfg.stateless,
         workspace_root = %app.workspaces.root().display(),
         max_concurrent = cfg.max_concurrent,
@@ -252,6 +274,9 @@ pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
     match tokio::time::timeout(Duration::from_secs(3), server).await {
         Ok(r) => r??,
         Err(_) => tracing::warn!("closing connections that were still open after shutdown"),
+    }
+    if let Some(p) = &provider {
+        p.shutdown();
     }
     app.workspaces.clear();
     tracing::info!("sandlock mcp stopped");

@@ -12,9 +12,12 @@
 //! knows the interpreter and how code reaches it, and [`output`] turns long output into an excerpt
 //! and a saved file. File tools go through [`files`], which resolves every path beneath the
 //! workspace with `openat2(RESOLVE_BENEATH)`. [`http`] adds authentication, health, readiness,
-//! [`metrics`] and graceful shutdown. [`config`] merges the TOML file and flags.
+//! [`metrics`] and graceful shutdown. [`config`] merges the TOML file and flags. [`provider`]
+//! serves LobeHub's Cloud Sandbox (the Onlyboxes provider API) beside `/mcp`, on the same
+//! workspaces, gate and metrics.
 //!
-//! Modules depend downwards only: `tools -> exec -> workspace -> warm -> {drive, python}`.
+//! Modules depend downwards only: `http -> provider -> tools -> exec -> workspace -> warm ->
+//! {drive, python}`.
 //!
 //! # Isolation
 //!
@@ -40,6 +43,7 @@ pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod output;
+pub mod provider;
 pub mod python;
 pub mod replica;
 pub mod tools;
@@ -67,7 +71,8 @@ use crate::workspace::Registry;
 /// Flags of `sandlock mcp`. Every flag can also be set in the `--config` TOML file; flags win.
 #[derive(Debug, Clone, clap::Args)]
 pub struct McpArgs {
-    /// TOML configuration file (tables `[server]`, `[workspaces]`, `[limits]`, `[python]`, `[tools.*]`).
+    /// TOML configuration file (tables `[server]`, `[workspaces]`, `[limits]`, `[python]`,
+    /// `[tools.*]`, `[onlyboxes]`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Transport: Streamable HTTP, or stdio for a client that starts the server itself.
@@ -153,6 +158,15 @@ pub struct McpArgs {
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<LevelFilter>,
+    /// Serve LobeHub's Cloud Sandbox (the Onlyboxes provider API, /api/v1/...) on the same
+    /// listener, authenticating its JIT tokens with the key in FILE: the value LobeHub has as
+    /// ONLYBOXES_JIT_SIGNING_KEY, at least 32 bytes. See docs/lobehub.md.
+    #[arg(long, value_name = "FILE")]
+    pub onlyboxes_jit_key_file: Option<PathBuf>,
+    /// HOST[:PORT] of the object store LobeHub's presigned URLs point at (repeatable): session
+    /// commands may connect there (uploaded-file sync), and file exports may only go there.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub onlyboxes_storage_host: Vec<String>,
 }
 
 fn init_logging(format: LogFormat, level: LevelFilter) {
@@ -222,6 +236,15 @@ pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
     }))
 }
 
+/// Builds LobeHub's sandbox provider when a signing key is configured, proving first that a
+/// session's sandbox can be built here.
+pub fn build_provider(app: &App) -> anyhow::Result<Option<Arc<provider::Provider>>> {
+    let Some(c) = app.exec.config.onlyboxes.clone() else {
+        return Ok(None);
+    };
+    Ok(Some(Arc::new(provider::Provider::new(c, &app.workspaces)?)))
+}
+
 async fn reap_idle(app: Arc<App>, stop: CancellationToken) {
     let ttl = app.exec.config.ttl;
     let every = (ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
@@ -271,6 +294,7 @@ pub fn run(args: McpArgs) -> anyhow::Result<()> {
     init_logging(config.log_format, config.log_level);
     let transport = config.transport;
     let app = build_app(config)?;
+    let provider = build_provider(&app)?;
     let workspaces = app.workspaces.clone();
     workspaces
         .remove_in_background()
@@ -291,12 +315,18 @@ pub fn run(args: McpArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let stop = CancellationToken::new();
         let reaper = tokio::spawn(reap_idle(app.clone(), stop.clone()));
+        let leases = provider
+            .clone()
+            .map(|p| tokio::spawn(provider::reap(p, stop.clone())));
         let r = match transport {
-            Transport::Http => http::serve(app.clone()).await,
+            Transport::Http => http::serve(app.clone(), provider).await,
             Transport::Stdio => serve_stdio(app.clone()).await,
         };
         stop.cancel();
         let _ = reaper.await;
+        if let Some(l) = leases {
+            let _ = l.await;
+        }
         r
     })?;
     rt.shutdown_timeout(Duration::from_secs(1));

@@ -46,7 +46,7 @@ async fn start(extra: &[&str]) -> Option<(String, Arc<App>, CancellationToken)> 
         Err(e) => panic!("{e:#}"),
     };
     let end = CancellationToken::new();
-    let router = http::router(app.clone(), end.clone());
+    let router = http::router(app.clone(), None, end.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, router).await });

@@ -135,8 +135,8 @@ fn host_name() -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
-/// 128 random bits as 32 lowercase hex digits.
-fn random_hex() -> std::io::Result<String> {
+/// 128 random bits as 32 lowercase hex digits: the part of an id nobody can guess.
+pub fn random_hex() -> std::io::Result<String> {
     use std::fmt::Write;
     let mut b = [0u8; 16];
     let mut got = 0;
