@@ -44,6 +44,7 @@ use sandlock_core::{ByteSize, Policy, Seconds};
 use serde::Deserialize;
 
 use crate::McpArgs;
+use crate::replica::ReplicaId;
 
 /// Which transport the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -102,6 +103,9 @@ pub struct ServerFile {
     pub log_code: Option<bool>,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: Option<String>,
+    /// This server's identity among its replicas: the prefix of every session id and workspace
+    /// handle it mints (see `crate::replica`).
+    pub replica_id: Option<String>,
 }
 
 /// The `[workspaces]` table.
@@ -191,6 +195,8 @@ pub struct ConfigFile {
     pub node: NodeFile,
     /// `[tools.*]`.
     pub tools: ToolsFile,
+    /// `[onlyboxes]`: LobeHub's sandbox provider API (see `crate::provider`).
+    pub onlyboxes: crate::provider::config::OnlyboxesFile,
 }
 
 impl ConfigFile {
@@ -208,8 +214,9 @@ impl ConfigFile {
                 "{}",
                 e.to_string().trim_end().replace('\n', "\n  ")
                     + "\n  hint: the tables are [server], [workspaces], [limits], [python], \
-                       [node], [tools.execute_python], [tools.execute_shell] and \
-                       [tools.execute_code]; tool tables take sandlock policy fields"
+                       [node], [tools.execute_python], [tools.execute_shell], \
+                       [tools.execute_code] and [onlyboxes]; tool tables and [onlyboxes.policy] \
+                       take sandlock policy fields"
             )
         })
     }
@@ -263,6 +270,8 @@ pub struct Config {
     pub log_code: bool,
     /// Log level.
     pub log_level: tracing_subscriber::filter::LevelFilter,
+    /// This replica's identity, the prefix of the ids it mints.
+    pub replica: ReplicaId,
     /// Workspace root (absolute).
     pub workspace_root: PathBuf,
     /// Idle TTL of sessions and stateless workspaces.
@@ -295,6 +304,8 @@ pub struct Config {
     pub tsx: Option<PathBuf>,
     /// Base policy of `execute_code` in JavaScript and TypeScript.
     pub node_policy: Policy,
+    /// LobeHub's sandbox provider API, when a JIT signing key is configured.
+    pub onlyboxes: Option<crate::provider::config::ProviderConfig>,
 }
 
 /// Environment variable that may hold the bearer token.
@@ -471,6 +482,24 @@ impl Config {
             check_isolation(tool, p, &workspace_root)?;
         }
 
+        let max_workspaces = args.max_workspaces.or(w.max_workspaces).unwrap_or(256);
+        let onlyboxes = crate::provider::config::resolve(
+            args.onlyboxes_jit_key_file.clone(),
+            &args.onlyboxes_storage_host,
+            file.onlyboxes,
+            &limits,
+            max_workspaces,
+        )?;
+        if let Some(o) = &onlyboxes {
+            if transport != Transport::Http {
+                bail!(
+                    "the Onlyboxes API is served over HTTP: drop --transport stdio, or the \
+                     signing key (--onlyboxes-jit-key-file / [onlyboxes] jit_key_file)"
+                );
+            }
+            check_isolation_in("onlyboxes.policy", &o.policy, &workspace_root)?;
+        }
+
         // max_cpu counts the CPU of every process of the tree, dead ones included: with a fork
         // server that would be the sum over every call of the workspace.
         let python_start = match (
@@ -502,6 +531,19 @@ impl Config {
             (None, None) => tracing_subscriber::filter::LevelFilter::INFO,
         };
 
+        let replica = match args.replica_id.as_deref().or(s.replica_id.as_deref()) {
+            Some(text) => ReplicaId::parse(text).map_err(|e| {
+                anyhow::anyhow!(
+                    "replica_id: {text:?} is not a replica id: {e}. Use 1 to {} letters, digits, \
+                     '-' and '_' (e.g. the pod name sandlock-0): the id starts every session id \
+                     and workspace handle, up to the first '.', and is the proxy's name for this \
+                     replica",
+                    crate::replica::MAX_LEN
+                )
+            })?,
+            None => ReplicaId::default_for_host(),
+        };
+
         Ok(Config {
             transport,
             listen,
@@ -516,10 +558,11 @@ impl Config {
             log_format: args.log_format.or(s.log_format).unwrap_or(LogFormat::Text),
             log_code: args.log_code || s.log_code.unwrap_or(false),
             log_level,
+            replica,
             workspace_root,
             ttl: args.ttl.or(w.ttl).map_or(DEFAULT_TTL, Seconds::duration),
             max_disk,
-            max_workspaces: args.max_workspaces.or(w.max_workspaces).unwrap_or(256),
+            max_workspaces,
             max_timeout,
             max_concurrent,
             queue_depth: args.queue_depth.or(l.queue_depth).unwrap_or(32),
@@ -539,6 +582,7 @@ impl Config {
             node: args.node.clone().or(file.node.interpreter),
             tsx: args.tsx.clone().or(file.node.tsx),
             node_policy,
+            onlyboxes,
         })
     }
 
@@ -555,6 +599,11 @@ impl Config {
 /// A readable or writable path that contains the workspace root would let one session's code see
 /// every other session's files, so such a policy is refused at start-up.
 pub fn check_isolation(tool: &str, p: &Policy, root: &Path) -> anyhow::Result<()> {
+    check_isolation_in(&format!("tools.{tool}"), p, root)
+}
+
+/// [`check_isolation`] for the policy of the configuration table `table` (named in the errors).
+pub fn check_isolation_in(table: &str, p: &Policy, root: &Path) -> anyhow::Result<()> {
     let fields = [
         ("fs_readable", &p.fs_readable),
         ("fs_writable", &p.fs_writable),
@@ -564,7 +613,7 @@ pub fn check_isolation(tool: &str, p: &Policy, root: &Path) -> anyhow::Result<()
             let shown = path.canonicalize().unwrap_or_else(|_| path.clone());
             if root.starts_with(&shown) || root.starts_with(path) {
                 bail!(
-                    "tools.{tool}.{field}[{i}]: {:?} contains the workspace root {}; every \
+                    "{table}.{field}[{i}]: {:?} contains the workspace root {}; every \
                      session could read the others' files. Grant a narrower path, or move the \
                      workspace root (--workspace-root) outside it",
                     path.display().to_string(),
@@ -574,9 +623,7 @@ pub fn check_isolation(tool: &str, p: &Policy, root: &Path) -> anyhow::Result<()
         }
     }
     if p.cwd.is_some() {
-        bail!(
-            "tools.{tool}.cwd: the server runs every call in its session's workspace; remove cwd"
-        );
+        bail!("{table}.cwd: the server runs every call in its session's workspace; remove cwd");
     }
     Ok(())
 }
@@ -715,6 +762,34 @@ mod tests {
         );
         let e = ConfigFile::parse("[node]\ntxs = \"x\"\n").unwrap_err();
         assert!(e.to_string().contains("txs"), "{e}");
+    }
+
+    #[test]
+    fn replica_id_comes_from_the_flag_the_file_or_the_host_name() {
+        let c = Config::merge(&args(&[]), ConfigFile::default(), None).unwrap();
+        assert_eq!(c.replica, ReplicaId::default_for_host());
+        let f = || ConfigFile::parse("[server]\nreplica_id = \"from-file\"\n").unwrap();
+        let c = Config::merge(&args(&[]), f(), None).unwrap();
+        assert_eq!(c.replica.as_str(), "from-file");
+        let c = Config::merge(&args(&["--replica-id", "sandlock-2"]), f(), None).unwrap();
+        assert_eq!(c.replica.as_str(), "sandlock-2");
+    }
+
+    #[test]
+    fn a_bad_replica_id_is_refused_naming_the_field_the_value_and_the_rule() {
+        let e = Config::merge(
+            &args(&["--replica-id", "web.1"]),
+            ConfigFile::default(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("replica_id: \"web.1\""), "{e}");
+        assert!(e.contains("'.' (character 4) is not allowed"), "{e}");
+        assert!(e.contains("letters, digits, '-' and '_'"), "{e}");
+        let f = ConfigFile::parse("[server]\nreplica_id = \"\"\n").unwrap();
+        let e = Config::merge(&args(&[]), f, None).unwrap_err().to_string();
+        assert!(e.contains("it is empty"), "{e}");
     }
 
     #[test]

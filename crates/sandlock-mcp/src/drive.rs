@@ -40,17 +40,29 @@ pub async fn run(
     cancel: &CancellationToken,
     cancel_why: impl Fn() -> String,
 ) -> Result<Outcome, sandlock_core::Error> {
-    let running = sandbox.spawn(cmd)?;
-    Ok(supervise(running, cancel, cancel_why, |_| {}).await?)
+    run_observed(sandbox, cmd, cancel, cancel_why, |_| {}).await
 }
 
-/// Drives a started run to completion on the tokio event loop, as [`run`] does; `each_step` sees
-/// the run after every step (a background command takes its output there, as it arrives).
+/// [`run`], calling `observe` after every step of the run (for example to take the output
+/// captured so far with [`sandlock_core::Running::take_stdout`]).
+pub async fn run_observed(
+    sandbox: &Sandbox,
+    cmd: Command,
+    cancel: &CancellationToken,
+    cancel_why: impl Fn() -> String,
+    observe: impl FnMut(&mut Running),
+) -> Result<Outcome, sandlock_core::Error> {
+    let running = sandbox.spawn(cmd)?;
+    Ok(supervise(running, cancel, cancel_why, observe).await?)
+}
+
+/// Drives a run already started to completion, as [`run_observed`] does (a background command
+/// is started by the call that asks for it, and supervised by a task of its own).
 pub async fn supervise(
     mut running: Running,
     cancel: &CancellationToken,
     cancel_why: impl Fn() -> String,
-    mut each_step: impl FnMut(&mut Running),
+    mut observe: impl FnMut(&mut Running),
 ) -> Result<Outcome, SandboxError> {
     let io_err = |e: std::io::Error| {
         SandboxError::io(
@@ -66,7 +78,7 @@ pub async fn supervise(
     let mut killed = false;
     loop {
         let done = running.step(Some(Duration::ZERO))?;
-        each_step(&mut running);
+        observe(&mut running);
         if done {
             break;
         }

@@ -183,6 +183,10 @@ impl SandlockTools {
         self.find_workspace(requested).map_err(|e| match e {
             WsError::Words(w) => ("invalid", w),
             WsError::Registry(e @ WorkspaceError::Full(_)) => ("busy", e.to_string()),
+            WsError::Registry(e @ WorkspaceError::OtherReplica { .. }) => {
+                self.app.metrics.misrouted("workspace");
+                ("invalid", e.to_string())
+            }
             WsError::Registry(e) => ("invalid", e.to_string()),
         })
     }

@@ -53,7 +53,8 @@ pub fn uri(handle: &str, path: &str) -> String {
 pub fn parse_uri(u: &str) -> Result<(String, String), String> {
     let bad = |why: &str| {
         format!(
-            "{u:?} is not a workspace file URI ({why}); they look like sandlock://ws-<32 hex digits>/path/to/file"
+            "{u:?} is not a workspace file URI ({why}); they look like \
+             sandlock://<workspace handle>/path/to/file"
         )
     };
     let rest = u.strip_prefix(SCHEME).ok_or_else(|| bad("wrong scheme"))?;
@@ -241,11 +242,14 @@ mod tests {
 
     #[test]
     fn uris_round_trip_and_escape_what_needs_it() {
-        let u = uri("ws-0123", "outputs/my chart%.png");
-        assert_eq!(u, "sandlock://ws-0123/outputs/my%20chart%25.png");
+        let u = uri("sandlock-0.ws-0123", "outputs/my chart%.png");
+        assert_eq!(u, "sandlock://sandlock-0.ws-0123/outputs/my%20chart%25.png");
         assert_eq!(
             parse_uri(&u).unwrap(),
-            ("ws-0123".to_string(), "outputs/my chart%.png".to_string())
+            (
+                "sandlock-0.ws-0123".to_string(),
+                "outputs/my chart%.png".to_string()
+            )
         );
         assert_eq!(
             parse_uri("sandlock://ws-1/caf%C3%A9.txt").unwrap().1,
