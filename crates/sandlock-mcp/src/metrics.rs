@@ -77,8 +77,8 @@ impl Metrics {
         let _ = writeln!(
             o,
             "# HELP sandlock_mcp_calls_total Tool calls by tool and outcome (the run's reason: exited, \
-             timeout, memory, ...; or busy, shutting_down, invalid, cancelled; file tools: ok, \
-             error).\n\
+             timeout, memory, ...; or busy, shutting_down, invalid, cancelled; file and command \
+             tools: ok, error; a background command started: background).\n\
              # TYPE sandlock_mcp_calls_total counter"
         );
         if let Ok(c) = self.calls.lock() {
