@@ -5,10 +5,11 @@
 //! ([`command`]). A background command is an ordinary sandboxed run (the workspace's
 //! `execute_shell` sandbox, its limits, a timeout) supervised on the event loop by a task of its
 //! own instead of by the call that started it. The task takes the output as it arrives and appends
-//! it to two files in the workspace, `.sandlock/commands/<id>.stdout` and `.stderr`, so that the
-//! server holds none of it in memory however long the command runs; `max_output` still ends a
-//! command that writes too much, as it ends any run. `command_output` returns what arrived since
-//! its previous call, from those files.
+//! it to two files in the workspace, `.sandlock/outputs/commands/<id>.stdout` and `.stderr` (beside
+//! the saved outputs of other calls, in a directory of their own that their pruning leaves alone),
+//! so that the server holds none of it in memory however long the command runs; `max_output` still
+//! ends a command that writes too much, as it ends any run. `command_output` returns what arrived
+//! since its previous call, from those files.
 //!
 //! A command ends by itself, at a limit, by `kill_command`, or when its workspace's session ends
 //! (or a stateless workspace expires, or the server shuts down): in every case its whole process
@@ -29,7 +30,7 @@ pub use command::{Command, Logs, Poll};
 pub const KEEP_ENDED: usize = 16;
 
 /// Where background commands' output files go, relative to the workspace.
-pub const COMMAND_DIR: &str = ".sandlock/commands";
+pub const COMMAND_DIR: &str = ".sandlock/outputs/commands";
 
 /// Running background commands in this process (the `sandlock_mcp_background_commands` gauge).
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
