@@ -450,7 +450,8 @@ def test_per_call_limits_end_runs_with_the_reason_in_words() -> None:
         bombs = {
             "memory": "x = bytearray(2 << 30)\nprint(len(x))",
             "processes": "import os, time\nfor i in range(200):\n"
-            "    if os.fork() == 0:\n        time.sleep(5)\n        os._exit(0)\nprint('forked')",
+            "    if os.fork() == 0:\n        time.sleep(5)\n        os._exit(0)\n"
+            "time.sleep(2)\nprint('forked')",
             "disk": "f = open('big', 'wb')\nfor i in range(400):\n    f.write(b'x' * (1 << 20))\n"
             "f.close()\nprint('wrote')",
         }
