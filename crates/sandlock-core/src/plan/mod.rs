@@ -27,6 +27,7 @@ use crate::error::{Error, PolicyError, SandboxError, Stage};
 use crate::kernel::{KernelSupport, Protection};
 use crate::policy::{self, ByteSize, Policy, PortRange, Preset};
 use crate::supervisor::SocketRules;
+use crate::sys::Resource;
 
 /// The default `PATH` of a sandboxed command.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -79,7 +80,7 @@ pub(crate) struct SandboxPlan {
     /// Environment before per-run additions.
     pub(crate) env: BTreeMap<String, String>,
     /// `(resource, soft, hard)`.
-    pub(crate) rlimits: Vec<(u32, u64, u64)>,
+    pub(crate) rlimits: Vec<(Resource, u64, u64)>,
     pub(crate) limits: TreeLimits,
     /// What the supervisor needs to mediate UNIX connects and TCP listen.
     pub(crate) sockets: SocketRules,
@@ -444,9 +445,9 @@ fn tree_limits(policy: &Policy) -> Result<TreeLimits, PolicyError> {
 
 /// Per-process kernel limits. `RLIMIT_CORE` is always 0: a crashing sandbox must not write a core
 /// file into a writable directory.
-fn rlimits(policy: &Policy) -> Result<Vec<(u32, u64, u64)>, PolicyError> {
+fn rlimits(policy: &Policy) -> Result<Vec<(Resource, u64, u64)>, PolicyError> {
     let mut out = vec![(libc::RLIMIT_CORE, 0, 0)];
-    let mut want = |field: &str, res: u32, value: u64| -> Result<(), PolicyError> {
+    let mut want = |field: &str, res: Resource, value: u64| -> Result<(), PolicyError> {
         let hard = host_hard_limit(res);
         if value > hard {
             return Err(PolicyError::new(
@@ -482,7 +483,7 @@ fn rlimits(policy: &Policy) -> Result<Vec<(u32, u64, u64)>, PolicyError> {
     Ok(out)
 }
 
-fn host_hard_limit(res: u32) -> u64 {
+fn host_hard_limit(res: Resource) -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -233,7 +233,7 @@ fn recv_fd(sock: &OwnedFd) -> std::io::Result<OwnedFd> {
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.0.as_mut_ptr().cast();
-    msg.msg_controllen = cbuf.0.len();
+    msg.msg_controllen = cbuf.0.len() as _;
     // SAFETY: `msg` points at live buffers for the duration of the call.
     let n = unsafe {
         libc::recvmsg(
