@@ -1,9 +1,12 @@
 //! The plan: everything a child needs, computed in the parent before anything is spawned.
 //!
 //! [`SandboxPlan`] is built once per [`crate::Sandbox`]: validated paths, the Landlock ruleset fd,
-//! the compiled seccomp program, the base environment, resource limits. [`RunPlan`] adds what one
-//! run needs: the resolved program, `argv`/`envp` as C strings, and the file descriptor layout.
-//! After a `RunPlan` exists, spawning allocates nothing.
+//! the compiled seccomp program, the base environment (also as the C strings `execve` takes),
+//! resource limits. Every run of the sandbox shares it, from any number of threads; nothing in it
+//! changes after `Sandbox::new`, so there is nothing to invalidate (a different policy is a
+//! different `Sandbox`). [`RunPlan`] adds what one run needs: the resolved program, `argv` as C
+//! strings (and `envp` when the command adds variables), and the file descriptor layout. After a
+//! `RunPlan` exists, spawning allocates nothing.
 
 mod bpf;
 mod command;
@@ -79,6 +82,8 @@ pub(crate) struct SandboxPlan {
     pub(crate) cwd: Option<PathBuf>,
     /// Environment before per-run additions.
     pub(crate) env: BTreeMap<String, String>,
+    /// `env` as `execve` takes it, for every run that adds no variable of its own.
+    pub(crate) envp: Vec<CString>,
     /// `(resource, soft, hard)`.
     pub(crate) rlimits: Vec<(Resource, u64, u64)>,
     pub(crate) limits: TreeLimits,
@@ -204,6 +209,7 @@ impl SandboxPlan {
             enforcement,
             drop_bounding: bounding_to_drop(),
             cwd,
+            envp: command::envp(&env)?,
             env,
             rlimits,
             limits,
