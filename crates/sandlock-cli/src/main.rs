@@ -7,6 +7,11 @@ mod signals;
 
 use clap::{Args, Command, FromArgMatches, Subcommand};
 
+/// See Cargo.toml: musl's allocator unmaps pages as soon as they empty.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 /// The subcommands, as parsed from [`cli`]'s matches (their help lines are there).
 #[derive(Debug, Subcommand)]
 enum Cmd {
