@@ -147,7 +147,7 @@ def main() -> None:
         "is the time from spawn to reaped; CPU is what the kernel accounted to the process and the",
         "children it reaped (for `sandlock run`, the sandboxed `/bin/true` too). The static build",
         "is what `scripts/build-release.sh` makes; where time goes, and why, is in",
-        "[startup-breakdown.md](startup-breakdown.md).",
+        "`docs/perf/startup-breakdown.md`.",
         "",
         (
             f"- Date: {when}; machine: {os.cpu_count()} CPUs, Linux {platform.release()},"
