@@ -230,15 +230,17 @@ impl Running {
         .min()
     }
 
-    /// Changes how often the tree is sampled for the memory and CPU limits, from now on. The
-    /// process and thread caps do not depend on it (they are checked at each `fork`/`clone`). A
-    /// caller that knows the tree is idle (a fork server between calls) samples it rarely, and
-    /// goes back to the default ([`Running::default_sample_every`]) when work arrives.
+    /// Changes how often the tree is sampled for its limits (memory, CPU, processes, threads),
+    /// from now on; sampled more slowly than usual, it is also rescanned whole (for processes
+    /// whose parent exited unseen) only once in ten samples. A caller that knows the tree is idle
+    /// (a fork server between calls) samples it rarely, and goes back to the default
+    /// ([`Running::default_sample_every`]) when work arrives.
     pub fn set_sample_every(&mut self, every: Duration) {
         if every == self.sample_every {
             return;
         }
         self.sample_every = every;
+        self.tree.set_sample_every(every);
         if self.exit.is_none() {
             let next = Instant::now() + every;
             self.next_sample = Some(self.next_sample.map_or(next, |n| n.min(next)));
