@@ -52,6 +52,18 @@ pub struct RunArgs {
     /// Allow binding TCP ports: `PORT` or `LOW-HIGH` (0 = an ephemeral port).
     #[arg(long = "net-allow-bind", value_name = "PORTS")]
     net_allow_bind: Vec<String>,
+    /// Mount HOST (an existing directory) at VIRT inside the sandbox, Docker-style but without
+    /// root: paths under VIRT (which need not exist on the host) are served from HOST, read-write,
+    /// or read-only with `:ro`. Repeatable; the longest VIRT wins. HOST is granted to the sandbox;
+    /// a -r/-w path that contains VIRT is refused (it would grant the real one), a -r/-w path
+    /// beneath VIRT is shown at its own path. See docs/fsview.md.
+    #[arg(long = "fs-mount", value_name = "VIRT:HOST[:ro]")]
+    fs_mount: Vec<String>,
+    /// Give the run a fresh, empty /tmp and /var/tmp of its own, created when it starts and removed
+    /// when it ends (in the host's TMPDIR or /tmp): sandboxes never see each other's temporary
+    /// files, nor the host's. TMPDIR is set to /tmp.
+    #[arg(long = "private-tmp")]
+    private_tmp: bool,
     /// Refuse another syscall with EPERM, by name.
     #[arg(long = "deny-syscall", value_name = "NAME")]
     deny_syscall: Vec<String>,
@@ -121,6 +133,7 @@ Examples:
   sandlock run -p system --net-allow example.com:443 -- curl -sI https://example.com
   sandlock run -p system --net-deny 169.254.169.254 --net-deny 10.0.0.0/8 -- python3 job.py
   sandlock run --profile agent.toml --status-json - -- node script.js
+  sandlock run -p system --private-tmp --fs-mount /mnt/data:./data -- python3 /mnt/data/job.py
 
 Exit status: the command's own, or 128+N if signal N killed it. sandlock's own: 124 timeout,
 125 sandlock failed (bad flag, bad policy, cannot confine), 126 the program cannot be executed,
@@ -211,6 +224,23 @@ pub fn policy(a: &RunArgs) -> anyhow::Result<Policy> {
     if a.best_effort {
         obj.insert("best_effort".into(), json!(true));
     }
+    if a.private_tmp {
+        obj.insert("private_tmp".into(), json!(true));
+    }
+    if !a.fs_mount.is_empty() {
+        let table = obj.entry("fs_mount").or_insert_with(|| json!({}));
+        for m in &a.fs_mount {
+            let (virt, host) = m
+                .split_once(':')
+                .filter(|(v, h)| !v.is_empty() && !h.is_empty())
+                .with_context(|| {
+                    format!(
+                        "--fs-mount {m:?}: write VIRT:HOST or VIRT:HOST:ro (e.g. /mnt/data:./data)"
+                    )
+                })?;
+            table[virt] = json!(host);
+        }
+    }
     Policy::from_json_value(v).map_err(|e| {
         let flag = flag_of(e.field.split(['[', '.']).next().unwrap_or(""));
         anyhow::anyhow!(
@@ -247,6 +277,8 @@ fn flag_of(field: &str) -> &'static str {
         "max_disk" => "max-disk",
         "cgroup" => "cgroup",
         "cgroup_parent" => "cgroup-parent",
+        "fs_mount" => "fs-mount",
+        "private_tmp" => "private-tmp",
         _ => "",
     }
 }

@@ -47,6 +47,7 @@ mod cgroup;
 pub mod check;
 pub mod coverage;
 pub mod error;
+mod fsview;
 pub mod kernel;
 pub mod net;
 pub mod outcome;

@@ -149,10 +149,13 @@ impl Sandbox {
     }
 
     /// Whether a finished run of this sandbox still holds kernel objects whose release may wait
-    /// (an inotify instance for `max_disk`, a cgroup to remove): callers on an event loop hand
-    /// [`Running::into_outcome_and_residue`]'s residue to another thread.
+    /// (an inotify instance for `max_disk`, a cgroup to remove, a private `/tmp` to delete):
+    /// callers on an event loop hand [`Running::into_outcome_and_residue`]'s residue to another
+    /// thread.
     pub fn leaves_residue(&self) -> bool {
-        self.plan.limits.max_disk.is_some() || self.plan.cgroup.is_some()
+        self.plan.limits.max_disk.is_some()
+            || self.plan.cgroup.is_some()
+            || self.plan.view.as_ref().is_some_and(|v| v.private_tmp)
     }
 
     /// Starts `cmd` and returns its supervisor without waiting; drive it with [`Running::step`]
@@ -160,10 +163,32 @@ impl Sandbox {
     pub fn spawn(&self, cmd: Command) -> Result<Running, Error> {
         let t0 = Instant::now();
         let plan = &self.plan;
-        let run = RunPlan::new(plan, &cmd.argv, &cmd.env, cmd.cwd.as_deref())?;
+        // The run's view: the plan's mounts, and a private /tmp made for this run.
+        let (view, private_tmp) = match &plan.view {
+            Some(v) => {
+                let (view, tmp) = v.for_run()?;
+                (Some(std::sync::Arc::new(view)), tmp)
+            }
+            None => (None, None),
+        };
+        let run = RunPlan::new(
+            plan,
+            &cmd.argv,
+            &cmd.env,
+            cmd.cwd.as_deref(),
+            view.as_deref(),
+        )?;
         let mut limits = plan.limits.clone();
         if cmd.timeout.is_some() {
             limits.timeout = cmd.timeout;
+        }
+        let tmp_rule = private_tmp.as_ref().map(|t| crate::plan::PathRule {
+            path: t.root().to_path_buf(),
+            access: crate::plan::Access::Write,
+            optional: false,
+        });
+        if let Some(r) = &tmp_rule {
+            limits.disk_roots.push(r.path.clone());
         }
 
         let prep =
@@ -190,12 +215,15 @@ impl Sandbox {
         let (err_r, err_w) = (above(err_r)?, above(err_w)?);
         // The shared ruleset may sit on any number (even 0-2 if the host had closed them when the
         // Sandbox was made); this run's copy sits clear of every target.
-        let ruleset = plan
-            .ruleset
-            .as_ref()
-            .map(|r| sys::dup_above(r.as_raw_fd(), floor))
-            .transpose()
-            .map_err(|e| prep(e, "cannot copy the Landlock ruleset descriptor"))?;
+        let ruleset = match (&plan.run_ruleset, &tmp_rule) {
+            (Some(rr), Some(rule)) => Some(above(rr.build(std::slice::from_ref(rule))?)?),
+            _ => plan
+                .ruleset
+                .as_ref()
+                .map(|r| sys::dup_above(r.as_raw_fd(), floor))
+                .transpose()
+                .map_err(|e| prep(e, "cannot copy the Landlock ruleset descriptor"))?,
+        };
         let (listener_ours, listener_theirs) = if plan.notify {
             let (a, b) = sys::socketpair(libc::SOCK_SEQPACKET)
                 .map_err(|e| prep(e, "cannot create the listener socket pair"))?;
@@ -309,10 +337,25 @@ impl Sandbox {
         };
         let disk = crate::supervisor::watch_disk(&limits)?;
         let cgroup_failed = std::sync::atomic::AtomicI32::new(0);
-        let fprog = plan.filter.as_ref().map(|f| libc::sock_fprog {
-            len: f.len() as u16,
-            filter: f.as_ptr().cast_mut(),
-        });
+        // With a view the filter names this run's first execve (see `SeccompPolicy::exec_ptr`).
+        let run_filter = match &plan.view_filter {
+            Some(spec) => {
+                let mut spec = spec.clone();
+                spec.exec_ptr = run.path.as_ptr() as u64;
+                Some(
+                    spec.compile()
+                        .map_err(|e| SandboxError::new(Stage::SeccompBuild, None, e))?,
+                )
+            }
+            None => None,
+        };
+        let fprog = run_filter
+            .as_ref()
+            .or(plan.filter.as_ref())
+            .map(|f| libc::sock_fprog {
+                len: f.len() as u16,
+                filter: f.as_ptr().cast_mut(),
+            });
         let cwd_bytes = run.cwd.as_ref().map(|c| c.as_bytes_with_nul());
         let args = ChildArgs {
             err_fd: err_w.as_raw_fd(),
@@ -360,6 +403,11 @@ impl Sandbox {
             stderr,
             stdin: stdin_feed,
             disk,
+            fs: crate::supervisor::RunView {
+                view,
+                private_tmp,
+                standins: plan.standin_routes,
+            },
         };
         Ok(Running::new(
             started,

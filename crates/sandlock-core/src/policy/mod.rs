@@ -85,6 +85,14 @@ pub struct Policy {
     /// The delegated cgroup v2 directory runs' cgroups are created in (default: this process's own
     /// cgroup).
     pub cgroup_parent: Option<PathBuf>,
+    /// Per-sandbox mounts: inside the sandbox, paths beneath each key (VIRT, absolute; it need not
+    /// exist on the host) are served from the value (HOST, an existing directory, granted to the
+    /// sandbox), read-write, or read-only when written `HOST:ro`. Emulated by the supervisor, no
+    /// root needed (see `docs/fsview.md`).
+    pub fs_mount: BTreeMap<PathBuf, String>,
+    /// Mount a fresh private directory, created for each run and removed after it, on `/tmp` and
+    /// `/var/tmp`, so that sandboxes never see each other's temporary files.
+    pub private_tmp: bool,
 }
 
 /// How a sandbox uses cgroup v2 (see `docs/limits.md`).
@@ -106,7 +114,8 @@ macro_rules! policy_fields {
         $m! {
             fs_readable, fs_writable, presets, cwd, env, pass_env, net_allow, net_deny, net_allow_bind,
             extra_deny_syscalls, best_effort, timeout, max_memory, max_processes, max_threads, max_cpu,
-            max_output, max_file_size, max_open_files, max_disk, cgroup, cgroup_parent
+            max_output, max_file_size, max_open_files, max_disk, cgroup, cgroup_parent, fs_mount,
+            private_tmp
         }
     };
 }

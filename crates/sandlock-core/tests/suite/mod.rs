@@ -2,6 +2,7 @@ mod cgroup;
 mod env_fds;
 mod errors;
 mod fs;
+mod fsview;
 mod limits;
 mod net;
 mod signals;
