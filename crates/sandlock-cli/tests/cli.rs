@@ -307,6 +307,81 @@ fn help_teaches_with_examples() {
     let h = stdout(&o);
     assert!(h.contains("Examples:") && h.contains("Exit status"), "{h}");
     assert!(h.contains("--net-allow") && h.contains("--max-memory"));
+    assert!(
+        h.contains("--fs-mount <VIRT:HOST[:ro]>") && h.contains("--private-tmp"),
+        "{h}"
+    );
+}
+
+#[test]
+fn fs_mount_and_private_tmp_from_the_command_line() {
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in"), "from the host").unwrap();
+    let mount = format!("/mnt/data:{}", host.path().display());
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--fs-mount",
+        &mount,
+        "--private-tmp",
+        "--",
+        "sh",
+        "-c",
+        "cat /mnt/data/in; echo tmp > /tmp/t; cat /tmp/t; echo out > /mnt/data/out",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "from the hosttmp\n");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("out")).unwrap(),
+        "out\n"
+    );
+    // A read-only mount, and the flags as the resolved policy shows them.
+    let ro = format!("{mount}:ro");
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--fs-mount",
+        &ro,
+        "--",
+        "touch",
+        "/mnt/data/x",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sandlock(&["run", "--fs-mount", &ro, "--private-tmp", "--print-policy"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["fs_mount"]["/mnt/data"],
+        format!("{}:ro", host.path().display())
+    );
+    assert_eq!(v["private_tmp"], true);
+}
+
+#[test]
+fn bad_mounts_exit_125_naming_the_flag() {
+    let o = sandlock(&["run", "--fs-mount", "/mnt/data", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("write VIRT:HOST"), "{}", stderr(&o));
+    let o = sandlock(&["run", "--fs-mount", "/mnt/data:/no/such/dir", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("--fs-mount") && stderr(&o).contains("does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sandlock(&["run", "-w", "/tmp", "--private-tmp", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("--fs-write") && stderr(&o).contains("hides"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -20,15 +20,28 @@ use crate::workspace::{Workspace, short};
 pub const MAX_COMMAND: usize = 128 * 1024 - 1;
 
 /// The policy for one tool in one workspace: the configured policy, plus the workspace (readable,
-/// writable, the working directory and `HOME`) and, for Python, the interpreter's paths.
+/// writable, the working directory and `HOME`), the workspace's `mounts` (VIRT -> `SUBDIR[:ro]`,
+/// whose subdirectories are made here if missing) and, for Python, the interpreter's paths.
 pub fn workspace_policy(
     base: &Policy,
     tool: ExecTool,
     ws: &Path,
     python: Option<&Interpreter>,
+    mounts: &std::collections::BTreeMap<std::path::PathBuf, String>,
 ) -> Policy {
     let mut p = base.clone();
     p.fs_writable.push(ws.to_path_buf());
+    for (virt, sub) in mounts {
+        let (dir, ro) = match sub.strip_suffix(":ro") {
+            Some(d) => (d, ":ro"),
+            None => (sub.as_str(), ""),
+        };
+        let host = ws.join(dir);
+        // A failure shows when the sandbox is made: the mount's host directory is missing.
+        let _ = std::fs::create_dir_all(&host);
+        p.fs_mount
+            .insert(virt.clone(), format!("{}{ro}", host.display()));
+    }
     p.cwd = Some(ws.to_path_buf());
     let ws_s = ws.display().to_string();
     p.env.entry("HOME".into()).or_insert_with(|| ws_s.clone());
@@ -244,7 +257,13 @@ impl Executor {
     /// The sandbox for `tool` in `ws` (built once per workspace and tool).
     pub fn sandbox(&self, tool: ExecTool, ws: &Workspace) -> Result<Arc<Sandbox>, String> {
         ws.sandbox(tool, || {
-            let p = workspace_policy(self.config.policy(tool), tool, &ws.dir, Some(&self.python));
+            let p = workspace_policy(
+                self.config.policy(tool),
+                tool,
+                &ws.dir,
+                Some(&self.python),
+                &self.config.mounts,
+            );
             Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
         })
     }
@@ -279,6 +298,7 @@ impl Executor {
         }
         let weak = Arc::downgrade(ws);
         let policy = self.config.python_policy.clone();
+        let mounts = self.config.mounts.clone();
         let python = self.python.clone();
         let idle = self.config.fork_idle;
         tokio::spawn(async move {
@@ -287,7 +307,13 @@ impl Executor {
             let Some(ws) = weak.upgrade() else { return };
             let started = ws
                 .fork_sandbox(|| {
-                    let mut p = workspace_policy(&policy, ExecTool::Python, &ws.dir, Some(&python));
+                    let mut p = workspace_policy(
+                        &policy,
+                        ExecTool::Python,
+                        &ws.dir,
+                        Some(&python),
+                        &mounts,
+                    );
                     p.timeout = None;
                     Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
                 })
