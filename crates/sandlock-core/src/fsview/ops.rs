@@ -227,6 +227,18 @@ pub(crate) fn open(
     tid: u32,
     trailing_slash: bool,
 ) -> Result<OwnedFd, i32> {
+    // The kernel installs no O_PATH descriptor in another process (SECCOMP_IOCTL_NOTIF_ADDFD
+    // answers EBADF): such an open gets a read-only descriptor of the same object instead, which
+    // serves the same uses (fstat, *at calls, fchdir) but needs read access and cannot hold a
+    // symlink itself.
+    let flags = if flags & libc::O_PATH != 0 {
+        libc::O_RDONLY
+            | libc::O_NONBLOCK
+            | libc::O_NOCTTY
+            | (flags & (libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW))
+    } else {
+        flags
+    };
     let creat = flags & libc::O_CREAT != 0;
     let tmpfile = flags & libc::O_TMPFILE == libc::O_TMPFILE;
     let write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 || tmpfile;
@@ -237,7 +249,7 @@ pub(crate) fn open(
     if trailing_slash {
         flags |= libc::O_DIRECTORY;
     }
-    if write && flags & libc::O_PATH == 0 {
+    if write {
         writable(s)?;
     }
     let read_only = writable(s).is_err();
@@ -258,8 +270,15 @@ pub(crate) fn open(
             // SAFETY: openat of "." in a directory we hold.
             unsafe { libc::openat(s.dir.fd(), c".".as_ptr(), flags, mode) }
         } else {
-            // SAFETY: open through the magic link of a descriptor we hold.
-            unsafe { libc::open(fd_path(s.dir.fd()).as_ptr(), flags, mode) }
+            // SAFETY: open through the magic link of a descriptor we hold (which O_NOFOLLOW would
+            // stop at).
+            unsafe {
+                libc::open(
+                    fd_path(s.dir.fd()).as_ptr(),
+                    flags & !libc::O_NOFOLLOW,
+                    mode,
+                )
+            }
         };
         return owned(fd);
     };

@@ -152,6 +152,9 @@ fn directories_are_made_removed_and_listed_under_a_mount() {
          t(lambda: os.mkdir('/mnt/data'))\n\
          t(lambda: os.mkdir('/mnt/other'))\n\
          os.makedirs('/mnt/data/x', exist_ok=True)\n\
+         d = os.open('/mnt/data/full', os.O_PATH | os.O_DIRECTORY)\n\
+         v(os.stat('f', dir_fd=d).st_size)\n\
+         t(lambda: os.open('/mnt/data/none', os.O_PATH))\n\
          v(sorted(os.listdir('/mnt')))\n\
          v(sorted(os.listdir('/mnt/data')))",
     );
@@ -166,6 +169,8 @@ fn directories_are_made_removed_and_listed_under_a_mount() {
             "EBUSY",
             "EEXIST",
             "EROFS",
+            "0",
+            "ENOENT",
             "['data']",
             "['a', 'full', 'x']"
         ],
