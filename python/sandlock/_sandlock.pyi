@@ -41,6 +41,8 @@ class Policy:
     cgroup_parent: Optional[str]
     fs_mount: dict[str, str]
     private_tmp: bool
+    workdir: Optional[str]
+    commit: str
     def __init__(
         self,
         *,
@@ -68,6 +70,8 @@ class Policy:
         cgroup_parent: Optional[_Path] = ...,
         fs_mount: Optional[Mapping[str, _Path]] = ...,
         private_tmp: Optional[bool] = ...,
+        workdir: Optional[_Path] = ...,
+        commit: Optional[str] = ...,
     ) -> None: ...
     @staticmethod
     def from_toml(text: str) -> Policy: ...

@@ -60,9 +60,10 @@ mod sys;
 
 pub use coverage::{Enforcement, Mechanism};
 pub use error::{Error, PolicyError, Result, SandboxError, Stage};
+pub use fsview::cow::{Change, ChangeKind, CommitReport};
 pub use kernel::{KernelSupport, Protection};
 pub use outcome::{LimitMechanism, Outcome, Reason};
 pub use plan::DEFAULT_PATH;
-pub use policy::{ByteSize, CgroupMode, Policy, Preset, Seconds};
+pub use policy::{ByteSize, CgroupMode, CommitMode, Policy, Preset, Seconds};
 pub use sandbox::{Command, Sandbox, Stdio};
 pub use supervisor::{Residue, Running};

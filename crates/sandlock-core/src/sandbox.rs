@@ -155,7 +155,7 @@ impl Sandbox {
     pub fn leaves_residue(&self) -> bool {
         self.plan.limits.max_disk.is_some()
             || self.plan.cgroup.is_some()
-            || self.plan.view.as_ref().is_some_and(|v| v.private_tmp)
+            || self.plan.view.as_ref().is_some_and(|v| v.per_run())
     }
 
     /// Starts `cmd` and returns its supervisor without waiting; drive it with [`Running::step`]
@@ -164,12 +164,11 @@ impl Sandbox {
         let t0 = Instant::now();
         let plan = &self.plan;
         // The run's view: the plan's mounts, and a private /tmp made for this run.
-        let (view, private_tmp) = match &plan.view {
-            Some(v) => {
-                let (view, tmp) = v.for_run()?;
-                (Some(std::sync::Arc::new(view)), tmp)
-            }
-            None => (None, None),
+        let parts = plan.view.as_ref().map(|v| v.for_run()).transpose()?;
+        let run_rules = parts.as_ref().map(|p| p.rules()).unwrap_or_default();
+        let (view, private_tmp, cow) = match parts {
+            Some(p) => (Some(std::sync::Arc::new(p.view)), p.private_tmp, p.cow),
+            None => (None, None, None),
         };
         let run = RunPlan::new(
             plan,
@@ -182,14 +181,9 @@ impl Sandbox {
         if cmd.timeout.is_some() {
             limits.timeout = cmd.timeout;
         }
-        let tmp_rule = private_tmp.as_ref().map(|t| crate::plan::PathRule {
-            path: t.root().to_path_buf(),
-            access: crate::plan::Access::Write,
-            optional: false,
-        });
-        if let Some(r) = &tmp_rule {
-            limits.disk_roots.push(r.path.clone());
-        }
+        limits
+            .disk_roots
+            .extend(run_rules.iter().map(|r| r.path.clone()));
 
         let prep =
             |e: std::io::Error, what: &str| SandboxError::io(Stage::Prepare, &e, what.to_string());
@@ -215,8 +209,8 @@ impl Sandbox {
         let (err_r, err_w) = (above(err_r)?, above(err_w)?);
         // The shared ruleset may sit on any number (even 0-2 if the host had closed them when the
         // Sandbox was made); this run's copy sits clear of every target.
-        let ruleset = match (&plan.run_ruleset, &tmp_rule) {
-            (Some(rr), Some(rule)) => Some(above(rr.build(std::slice::from_ref(rule))?)?),
+        let ruleset = match &plan.run_ruleset {
+            Some(rr) if !run_rules.is_empty() => Some(above(rr.build(&run_rules)?)?),
             _ => plan
                 .ruleset
                 .as_ref()
@@ -406,6 +400,7 @@ impl Sandbox {
             fs: crate::supervisor::RunView {
                 view,
                 private_tmp,
+                cow: cow.map(|c| (c, plan.policy.commit)),
                 standins: plan.standin_routes,
             },
         };

@@ -14,12 +14,14 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
+use std::sync::Arc;
 
+use super::cow::Intent;
 use super::creds::AsSandbox;
 use super::ops::{self, Xattr};
 use super::redirect::{self, Scratch};
 use super::view::View;
-use super::walk::{Base, Last, PATH_MAX, Place, Resolved, Spot};
+use super::walk::{Base, CowPlace, Last, PATH_MAX, Place, Resolved, Spot};
 use crate::supervisor::notify::{Listener, Notification, read_cstr, read_mem, write_mem};
 
 /// `fchmodat2` (Linux 6.6), the same number on every architecture.
@@ -163,14 +165,57 @@ fn locate(
     Ok((!r.same_as_kernel).then_some(r))
 }
 
-/// The spot of a resolved path; a real one is acted on beneath the policy path that grants it.
-fn spot(view: &View, r: Resolved, follow: bool) -> Result<(Spot, bool), i32> {
+/// The spot of a resolved path; a real one is acted on beneath the policy path that grants it,
+/// one in the work directory in the layer `intent` says.
+fn spot(view: &View, r: Resolved, follow: bool, intent: Intent) -> Result<(Spot, bool), i32> {
     let dir_only = r.dir_only;
     let s = match r.place {
         Place::Mount(s) => s,
+        Place::Cow(c) => c.cow()?.spot(&c.mount, &c.rel, intent)?,
         Place::Real(p) => view.real_spot(&p, follow)?,
     };
     Ok((s, dir_only))
+}
+
+/// Where something new is made at `r`, and, in the work directory, the place to record it at
+/// once it is made ([`super::cow::Cow::made`]).
+fn new_spot(view: &View, r: Resolved) -> Result<(Spot, Option<CowPlace>), i32> {
+    match r.place {
+        Place::Cow(c) => {
+            let s = c.cow()?.create_at(&c.mount, &c.rel)?;
+            Ok((s, Some(c)))
+        }
+        place => {
+            let r = Resolved { place, ..r };
+            spot(view, r, false, Intent::Read).map(|(s, _)| (s, None))
+        }
+    }
+}
+
+/// Records something new made in the work directory.
+fn made(c: Option<CowPlace>, dir: bool) {
+    if let Some(c) = c {
+        if let Ok(cow) = c.cow() {
+            cow.made(&c.rel, dir);
+        }
+    }
+}
+
+/// Whether two paths are in the same mount, or both outside every mount (rename and link do not
+/// cross a mount).
+fn same_mount(a: &Resolved, b: &Resolved) -> bool {
+    match (a.mount(), b.mount()) {
+        (Some(x), Some(y)) => {
+            Arc::ptr_eq(x, y) || (x.kind == y.kind && x.kind == super::view::Kind::Policy)
+        }
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// The spot to look at a place of the work directory in.
+fn read_spot(c: &CowPlace) -> Result<Spot, i32> {
+    c.cow()?.spot(&c.mount, &c.rel, Intent::Read)
 }
 
 fn follow_if(nofollow: bool) -> Last {
@@ -299,9 +344,64 @@ fn open(
     let Some(r) = locate(view, n, b, ptr, last)? else {
         return Ok(Answer::Kernel);
     };
-    let (s, trailing) = spot(view, r, last == Last::Follow)?;
-    let fd = ops::open(&s, flags, mode, n.pid, trailing)?;
+    let fd = open_at(view, r, flags, mode, n.pid, last)?;
     Ok(Answer::Fd(fd, flags & libc::O_CLOEXEC != 0))
+}
+
+fn open_at(
+    view: &View,
+    r: Resolved,
+    flags: i32,
+    mode: u32,
+    tid: u32,
+    last: Last,
+) -> Result<OwnedFd, i32> {
+    if let Place::Cow(c) = &r.place {
+        return cow_open(c, flags, mode, tid, r.dir_only);
+    }
+    let (s, trailing) = spot(view, r, last == Last::Follow, Intent::Read)?;
+    ops::open(&s, flags, mode, tid, trailing)
+}
+
+/// `open` in the work directory: a new file is made in the upper layer, one opened for writing is
+/// copied up first, a directory opened for reading lists the merged view.
+fn cow_open(c: &CowPlace, flags: i32, mode: u32, tid: u32, trailing: bool) -> Result<OwnedFd, i32> {
+    use super::cow::Node;
+    let cow = c.cow()?;
+    let (node, _) = cow.find(&c.rel)?;
+    let creat = flags & libc::O_CREAT != 0;
+    let tmpfile = flags & libc::O_TMPFILE == libc::O_TMPFILE;
+    let path_only = flags & libc::O_PATH != 0;
+    let write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 || tmpfile;
+    match node {
+        Node::Missing if creat && !trailing && !tmpfile => {
+            let s = cow.create_at(&c.mount, &c.rel)?;
+            let fd = ops::open(&s, flags, mode, tid, false)?;
+            cow.made(&c.rel, false);
+            Ok(fd)
+        }
+        Node::Missing if creat && trailing => Err(libc::EISDIR),
+        Node::Missing => Err(libc::ENOENT),
+        _ if creat && flags & libc::O_EXCL != 0 => Err(libc::EEXIST),
+        Node::Dir if tmpfile => {
+            // An unnamed file in a directory of the work directory: made in its upper copy.
+            let s = cow.spot(&c.mount, &c.rel, Intent::Change { owner: false })?;
+            ops::open(&s, flags, mode, tid, false)
+        }
+        Node::Dir if write && !path_only => Err(libc::EISDIR),
+        Node::Dir if !path_only => cow.open_dir(&c.rel, flags),
+        Node::Dir => ops::open(&read_spot(c)?, flags, mode, tid, false),
+        _ if trailing => Err(libc::ENOTDIR),
+        _ => {
+            let intent = if write && !path_only {
+                Intent::Change { owner: false }
+            } else {
+                Intent::Read
+            };
+            let s = cow.spot(&c.mount, &c.rel, intent)?;
+            ops::open(&s, flags & !libc::O_CREAT, mode, tid, false)
+        }
+    }
 }
 
 fn openat2(
@@ -342,8 +442,7 @@ fn openat2(
     }
     let flags = flags as i32;
     let last = follow_if(flags & libc::O_NOFOLLOW != 0);
-    let (s, trailing) = spot(view, r, last == Last::Follow)?;
-    let fd = ops::open(&s, flags, mode as u32, n.pid, trailing)?;
+    let fd = open_at(view, r, flags, mode as u32, n.pid, last)?;
     Ok(Answer::Fd(fd, flags & libc::O_CLOEXEC != 0))
 }
 
@@ -369,6 +468,7 @@ fn stat(
     };
     let st = match &r.place {
         Place::Mount(s) => ops::stat(s)?,
+        Place::Cow(c) => ops::stat(&read_spot(c)?)?,
         Place::Real(p) => on_real(p, |c| {
             let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
             let flags = if nofollow {
@@ -413,6 +513,7 @@ fn statx(
     };
     let out = match &r.place {
         Place::Mount(s) => ops::statx(s, flags, mask)?,
+        Place::Cow(c) => ops::statx(&read_spot(c)?, flags, mask)?,
         Place::Real(p) => on_real(p, |c| {
             let mut out = [0u8; 256];
             let f = (flags & libc::AT_STATX_SYNC_TYPE)
@@ -464,6 +565,13 @@ fn access_at(r: Resolved, mode: i32, follow: bool) -> Result<Answer, i32> {
                 ops::dir_only(s)?;
             }
             ops::access(s, mode)?;
+        }
+        Place::Cow(c) => {
+            let s = read_spot(c)?;
+            if r.dir_only {
+                ops::dir_only(&s)?;
+            }
+            ops::access(&s, mode)?;
         }
         Place::Real(p) => on_real(p, |c| {
             let flags = libc::AT_EACCESS | if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
@@ -539,6 +647,7 @@ fn readlink(
         }
         match &r.place {
             Place::Mount(s) => ops::readlink(s)?,
+            Place::Cow(c) => ops::readlink(&read_spot(c)?)?,
             Place::Real(p) => on_real(p, |c| {
                 let mut out = vec![0u8; PATH_MAX + 1];
                 // SAFETY: readlink writes at most `out.len()` bytes.
@@ -570,8 +679,9 @@ fn make(
     if dev.is_some() && r.dir_only {
         return Err(libc::ENOENT);
     }
-    let (s, _) = spot(view, r, false)?;
+    let (s, cow) = new_spot(view, r)?;
     ops::make(&s, n.pid, mode, dev.map(|d| d as libc::dev_t))?;
+    made(cow, dev.is_none());
     Ok(Answer::Value(0))
 }
 
@@ -582,7 +692,12 @@ fn unlink(view: &View, n: &Notification, b: Base, ptr: u64, flags: i32) -> Resul
     let Some(r) = locate(view, n, b, ptr, Last::NoFollow)? else {
         return Ok(Answer::Kernel);
     };
-    let (s, trailing) = spot(view, r, false)?;
+    if let Place::Cow(c) = &r.place {
+        let rmdir = flags & libc::AT_REMOVEDIR != 0;
+        c.cow()?.remove(&c.rel, rmdir, r.dir_only)?;
+        return Ok(Answer::Value(0));
+    }
+    let (s, trailing) = spot(view, r, false, Intent::Read)?;
     ops::unlink(&s, flags, trailing)?;
     Ok(Answer::Value(0))
 }
@@ -613,12 +728,16 @@ fn rename(
     let Some((a, b)) = two(view, n, old, new, Last::NoFollow)? else {
         return Ok(Answer::Kernel);
     };
-    if a.spot().is_none() != b.spot().is_none() {
+    if !same_mount(&a, &b) {
         // Between a mount and a path outside it, as between two mounts.
         return Err(libc::EXDEV);
     }
-    let (from, from_dir) = spot(view, a, false)?;
-    let (to, _) = spot(view, b, false)?;
+    if let (Place::Cow(x), Place::Cow(y)) = (&a.place, &b.place) {
+        x.cow()?.rename(&x.rel, &y.rel, flags)?;
+        return Ok(Answer::Value(0));
+    }
+    let (from, from_dir) = spot(view, a, false, Intent::Read)?;
+    let (to, _) = spot(view, b, false, Intent::Read)?;
     if from_dir {
         ops::dir_only(&from)?;
     }
@@ -636,11 +755,15 @@ fn link(
     let Some((a, b)) = two(view, n, old, new, follow_if(!follow))? else {
         return Ok(Answer::Kernel);
     };
-    if a.spot().is_none() != b.spot().is_none() {
+    if !same_mount(&a, &b) {
         return Err(libc::EXDEV);
     }
-    let (from, _) = spot(view, a, false)?;
-    let (to, _) = spot(view, b, false)?;
+    if let (Place::Cow(x), Place::Cow(y)) = (&a.place, &b.place) {
+        x.cow()?.link(&x.rel, &y.rel)?;
+        return Ok(Answer::Value(0));
+    }
+    let (from, _) = spot(view, a, false, Intent::Read)?;
+    let (to, _) = spot(view, b, false, Intent::Read)?;
     ops::link(&from, &to)?;
     Ok(Answer::Value(0))
 }
@@ -653,8 +776,9 @@ fn symlink(view: &View, n: &Notification, target: u64, b: Base, ptr: u64) -> Res
     if t.is_empty() {
         return Err(libc::ENOENT);
     }
-    let (s, _) = spot(view, r, false)?;
+    let (s, cow) = new_spot(view, r)?;
     ops::symlink(&t, &s)?;
+    made(cow, false);
     Ok(Answer::Value(0))
 }
 
@@ -669,7 +793,7 @@ fn chmod(
     let Some(r) = locate(view, n, b, ptr, follow_if(nofollow))? else {
         return Ok(Answer::Kernel);
     };
-    let (s, _) = spot(view, r, !nofollow)?;
+    let (s, _) = spot(view, r, !nofollow, Intent::Change { owner: true })?;
     ops::chmod(&s, mode, !nofollow)?;
     Ok(Answer::Value(0))
 }
@@ -686,7 +810,7 @@ fn chown(
     let Some(r) = locate(view, n, b, ptr, follow_if(nofollow))? else {
         return Ok(Answer::Kernel);
     };
-    let (s, _) = spot(view, r, !nofollow)?;
+    let (s, _) = spot(view, r, !nofollow, Intent::Change { owner: true })?;
     ops::chown(&s, uid as u32, gid as u32, !nofollow)?;
     Ok(Answer::Value(0))
 }
@@ -760,7 +884,9 @@ fn utimes(
         return Ok(Answer::Kernel);
     };
     let times = timespecs(n, t)?;
-    let (s, _) = spot(view, r, !nofollow)?;
+    // Given times take ownership of the file; the time now, write permission.
+    let owner = times.is_some();
+    let (s, _) = spot(view, r, !nofollow, Intent::Change { owner })?;
     ops::utimes(&s, times)?;
     Ok(Answer::Value(0))
 }
@@ -769,7 +895,7 @@ fn truncate(view: &View, n: &Notification, ptr: u64, length: i64) -> Result<Answ
     let Some(r) = locate(view, n, Base::Cwd, ptr, Last::Follow)? else {
         return Ok(Answer::Kernel);
     };
-    let (s, _) = spot(view, r, true)?;
+    let (s, _) = spot(view, r, true, Intent::Change { owner: false })?;
     ops::truncate(
         &s,
         length,
@@ -784,6 +910,7 @@ fn statfs(view: &View, n: &Notification, ptr: u64, buf: u64) -> Result<Answer, i
     };
     let st = match &r.place {
         Place::Mount(s) => ops::statfs(s)?,
+        Place::Cow(c) => ops::statfs(&read_spot(c)?)?,
         Place::Real(p) => on_real(p, |c| {
             let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
             // SAFETY: statfs writes one struct statfs.
@@ -849,6 +976,14 @@ fn xattr(view: &View, n: &Notification, op: Xattr, follow: bool) -> Result<Answe
     };
     let (ret, out) = match &r.place {
         Place::Mount(s) => ops::xattr(s, op, &name, &value, size, flags, follow)?,
+        Place::Cow(c) => {
+            let intent = match op {
+                Xattr::Get | Xattr::List => Intent::Read,
+                Xattr::Set | Xattr::Remove => Intent::Change { owner: true },
+            };
+            let s = c.cow()?.spot(&c.mount, &c.rel, intent)?;
+            ops::xattr(&s, op, &name, &value, size, flags, follow)?
+        }
         Place::Real(p) if matches!(op, Xattr::Get | Xattr::List) => on_real(p, |c| {
             let nm = CString::new(name.clone()).map_err(|_| libc::EINVAL)?;
             let mut out = vec![0u8; size];
@@ -908,8 +1043,9 @@ fn bind(l: &Listener, view: &View, n: &Notification) -> Result<Answer, i32> {
     if r.same_as_kernel {
         return Ok(Answer::Kernel);
     }
-    let (s, _) = spot(view, r, false)?;
+    let (s, cow) = new_spot(view, r)?;
     let sock = ops::bind(&s, ty, n.pid)?;
+    made(cow, false);
     let (nonblocking, cloexec) = crate::supervisor::connect::mode(n.pid, fd);
     crate::supervisor::connect::install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0);
     Ok(Answer::Done)
@@ -925,7 +1061,7 @@ pub(crate) fn socket_file(view: &View, tid: u32, path: &[u8]) -> Option<Result<O
     if r.same_as_kernel {
         return None;
     }
-    Some(spot(view, r, true).and_then(|(s, _)| ops::object(&s)))
+    Some(spot(view, r, true, Intent::Read).and_then(|(s, _)| ops::object(&s)))
 }
 
 fn chdir(
@@ -945,6 +1081,13 @@ fn chdir(
                 return Err(libc::ENOTDIR);
             }
             s.host.clone()
+        }
+        Place::Cow(c) => {
+            let s = read_spot(c)?;
+            if ops::stat(&s)?.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                return Err(libc::ENOTDIR);
+            }
+            s.host
         }
         Place::Real(p) => p.clone(),
     };
@@ -1031,8 +1174,17 @@ fn exec(
     if r.same_as_kernel {
         return Ok(Answer::Kernel);
     }
-    let (host, script) = match &r.place {
-        Place::Mount(s) => {
+    let in_cow;
+    let in_mount = match &r.place {
+        Place::Mount(s) => Some(s),
+        Place::Cow(c) => {
+            in_cow = read_spot(c)?;
+            Some(&in_cow)
+        }
+        Place::Real(_) => None,
+    };
+    let (host, script) = match (in_mount, &r.place) {
+        (Some(s), _) => {
             let st = ops::stat(s)?;
             match st.st_mode & libc::S_IFMT {
                 libc::S_IFREG => {}
@@ -1041,7 +1193,8 @@ fn exec(
             }
             (s.host.clone(), script_line(s)?)
         }
-        Place::Real(p) => (p.clone(), None),
+        (None, Place::Real(p)) => (p.clone(), None),
+        (None, _) => return Err(libc::EIO),
     };
     let host = host.into_os_string().into_vec();
     let argv_old = n.args[args.1];
@@ -1053,6 +1206,7 @@ fn exec(
         let interp_path = match ir.place {
             _ if ir.same_as_kernel => interp.clone(),
             Place::Mount(s) => s.host.into_os_string().into_vec(),
+            Place::Cow(c) => read_spot(&c)?.host.into_os_string().into_vec(),
             Place::Real(p) => p.into_os_string().into_vec(),
         };
         let rest: Vec<u64> = redirect::read_ptrs(n.pid, argv_old)?

@@ -18,6 +18,7 @@
 //! [`spec`].
 
 pub(crate) mod calls;
+pub(crate) mod cow;
 pub(crate) mod creds;
 mod ops;
 mod redirect;

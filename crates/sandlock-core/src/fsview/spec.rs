@@ -22,12 +22,38 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use super::cow::Cow;
 use super::tmp::{self, PrivateTmp, TempTree};
 use super::view::{Kind, Mount, View};
 use crate::error::{PolicyError, SandboxError, Stage};
 use crate::plan::{Access, PathRule};
 use crate::policy::Policy;
 use crate::sys;
+
+/// What the view of one run is made of.
+pub(crate) struct RunParts {
+    pub(crate) view: View,
+    pub(crate) private_tmp: Option<PrivateTmp>,
+    /// The work directory's layers.
+    pub(crate) cow: Option<Arc<Cow>>,
+}
+
+impl RunParts {
+    /// The directories this run's Landlock ruleset grants besides the plan's.
+    pub(crate) fn rules(&self) -> Vec<PathRule> {
+        let private = self.private_tmp.as_ref().map(|t| t.root().to_path_buf());
+        let cow = self.cow.as_ref().and_then(|c| c.root());
+        private
+            .into_iter()
+            .chain(cow)
+            .map(|path| PathRule {
+                path,
+                access: Access::Write,
+                optional: false,
+            })
+            .collect()
+    }
+}
 
 /// Where `private_tmp` mounts its directory.
 pub(crate) const PRIVATE_TMP: [&str; 2] = ["/tmp", "/var/tmp"];
@@ -58,6 +84,8 @@ pub(crate) struct ViewPlan {
     shown: Vec<PathBuf>,
     /// The policy's paths and the HOSTs, held open: where a path that leaves the view is acted on.
     roots: Arc<Vec<Arc<Mount>>>,
+    /// The copy-on-write work directory: as the sandbox names it, itself (canonical), held open.
+    workdir: Option<(PathBuf, PathBuf, Arc<OwnedFd>)>,
     /// Landlock rules the view needs: each HOST.
     pub(crate) rules: Vec<PathRule>,
 }
@@ -186,6 +214,7 @@ fn held(e: &Entry) -> Result<Arc<Mount>, SandboxError> {
         root: Arc::new(root),
         access: e.access,
         kind: e.kind,
+        cow: None,
     }))
 }
 
@@ -195,7 +224,7 @@ impl ViewPlan {
         policy: &Policy,
         paths: &[PathRule],
     ) -> Result<Option<ViewPlan>, crate::Error> {
-        if policy.fs_mount.is_empty() && !policy.private_tmp {
+        if policy.fs_mount.is_empty() && !policy.private_tmp && policy.workdir.is_none() {
             return Ok(None);
         }
         let mut binds: Vec<Entry> = Vec::new();
@@ -222,20 +251,50 @@ impl ViewPlan {
         if policy.private_tmp {
             virts.extend(PRIVATE_TMP.iter().map(PathBuf::from));
         }
+        let workdir = match &policy.workdir {
+            Some(w) => {
+                let shown = w.display().to_string();
+                let canonical = std::fs::canonicalize(w)
+                    .ok()
+                    .filter(|c| c.is_dir())
+                    .ok_or_else(|| {
+                        PolicyError::new("workdir", shown.clone(), "not an existing directory")
+                    })?;
+                let virt = absolute(w);
+                if virts.iter().any(|v| v.starts_with(&virt) || virt == *v) {
+                    return Err(PolicyError::new(
+                        "workdir",
+                        shown,
+                        "a mount point (fs_mount, private_tmp) lies at or inside it; a work \
+                         directory holds none",
+                    )
+                    .into());
+                }
+                virts.push(virt.clone());
+                Some((virt, canonical))
+            }
+            None => None,
+        };
 
         // What would grant a real VIRT: a policy path, a preset path or a HOST that covers it.
         let hides = |p: &Path| virts.iter().find(|v| covers(p, v)).cloned();
+        let work = workdir.as_ref().map(|(v, _)| v.clone());
         let refuse = |field: String, value: String, virt: &Path, what: &str| -> crate::Error {
-            PolicyError::new(
-                field,
-                value,
+            let why = if work.as_deref() == Some(virt) {
+                format!(
+                    "{what} {}, the work directory: the sandbox could change it behind its \
+                     copy-on-write layer. Leave it out of the grants (the work directory is \
+                     readable, and its changes are applied when the run ends)",
+                    virt.display()
+                )
+            } else {
                 format!(
                     "{what} {}, which the view hides (a mount covers it): the sandbox could reach \
                      the real one. Grant paths beside or beneath the mount point instead",
                     virt.display()
-                ),
-            )
-            .into()
+                )
+            };
+            PolicyError::new(field, value, why).into()
         };
         for (list, name) in [
             (&policy.fs_readable, "fs_readable"),
@@ -300,6 +359,7 @@ impl ViewPlan {
         }
         let mut shown: Vec<PathBuf> = binds.iter().map(|b| b.virt.clone()).collect();
         shown.extend(identities.iter().map(|e| e.virt.clone()));
+        shown.extend(workdir.iter().map(|(v, _)| v.clone()));
         for b in &binds {
             if under_virt(&b.host) {
                 add_identity(&mut identities, b.host.clone(), b.host.clone(), b.access);
@@ -320,11 +380,15 @@ impl ViewPlan {
         // An ancestor the host lacks, or one the policy grants nothing beneath (the sandbox could
         // not list or enter anything real there): shown from the skeleton, which lists the way to
         // the mount points.
+        // Each run's own directories (a private /tmp, a work directory's upper layer) are made in
+        // the temporary directory.
+        let per_run = (policy.private_tmp || workdir.is_some()).then(std::env::temp_dir);
         let granted_beneath = |a: &Path| {
             paths
                 .iter()
                 .map(|r| r.path.as_path())
                 .chain(entries_hosts(&binds))
+                .chain(per_run.as_deref())
                 .any(|p| p.starts_with(a))
         };
         let missing: Vec<PathBuf> = ancestors
@@ -368,7 +432,7 @@ impl ViewPlan {
             skeleton_tree = Some(Arc::new(tree));
         }
         let mounts = entries.iter().map(held).collect::<Result<Vec<_>, _>>()?;
-        let rules: Vec<PathRule> = entries
+        let mut rules: Vec<PathRule> = entries
             .iter()
             .filter(|e| e.kind == Kind::Bind)
             .map(|e| PathRule {
@@ -377,6 +441,22 @@ impl ViewPlan {
                 optional: false,
             })
             .collect();
+        // The work directory is the lower layer: read-only to the sandbox, whatever the race.
+        rules.extend(workdir.iter().map(|(_, host)| PathRule {
+            path: host.clone(),
+            access: Access::Read,
+            optional: false,
+        }));
+        let workdir = match workdir {
+            Some((virt, host)) => {
+                let fd = open_root(&host, false).map_err(|e| {
+                    SandboxError::io(Stage::Prepare, &e, "cannot open the work directory")
+                        .with_detail(host.display().to_string())
+                })?;
+                Some((virt, host, Arc::new(fd)))
+            }
+            None => None,
+        };
         // A preset path this machine lacks is simply not there.
         let roots = paths
             .iter()
@@ -389,6 +469,7 @@ impl ViewPlan {
                     root: Arc::new(fd),
                     access: r.access,
                     kind: Kind::Policy,
+                    cow: None,
                 }))
             })
             .collect();
@@ -400,12 +481,14 @@ impl ViewPlan {
             virts,
             shown,
             roots: Arc::new(roots),
+            workdir,
             rules,
         }))
     }
 
-    /// The view of one run: the plan's mounts, plus a fresh private `/tmp` if the policy asks.
-    pub(crate) fn for_run(&self) -> Result<(View, Option<PrivateTmp>), SandboxError> {
+    /// The view of one run: the plan's mounts, plus a fresh private `/tmp` and the layers of the
+    /// work directory if the policy asks.
+    pub(crate) fn for_run(&self) -> Result<RunParts, SandboxError> {
         let mut mounts = self.mounts.clone();
         let private = if self.private_tmp {
             let t = PrivateTmp::create(&self.shown).map_err(|e| {
@@ -443,17 +526,56 @@ impl ViewPlan {
         } else {
             None
         };
+        let cow = match &self.workdir {
+            Some((virt, host, fd)) => {
+                let cow = Cow::new(virt.clone(), host.clone(), fd.clone()).map_err(|e| {
+                    SandboxError::io(
+                        Stage::Prepare,
+                        &e,
+                        "cannot create the work directory's upper layer in the temporary \
+                         directory (TMPDIR or /tmp)",
+                    )
+                })?;
+                let cow = Arc::new(cow);
+                mounts.push(Arc::new(Mount {
+                    virt: virt.clone(),
+                    host: host.clone(),
+                    root: fd.clone(),
+                    access: Access::Write,
+                    kind: Kind::Cow,
+                    cow: Some(cow.clone()),
+                }));
+                // Its layers keep their own paths (a restarted chdir names them).
+                if let Some(root) = cow.root() {
+                    mounts.push(held(&Entry {
+                        virt: root.clone(),
+                        host: root,
+                        access: Access::Write,
+                        kind: Kind::Identity,
+                    })?);
+                }
+                Some(cow)
+            }
+            None => None,
+        };
         let skeleton = mounts.iter().position(|m| m.kind == Kind::Skeleton);
-        Ok((
-            View {
+        Ok(RunParts {
+            view: View {
                 mounts,
                 missing: self.missing.clone(),
                 skeleton,
                 roots: self.roots.clone(),
                 _tree: self.skeleton_tree.clone(),
             },
-            private,
-        ))
+            private_tmp: private,
+            cow,
+        })
+    }
+
+    /// Whether each run needs a Landlock ruleset of its own (a private `/tmp`, a work directory's
+    /// upper layer).
+    pub(crate) fn per_run(&self) -> bool {
+        self.private_tmp || self.workdir.is_some()
     }
 
     /// Whether `p` lies in the view (a mount, or the private `/tmp`).

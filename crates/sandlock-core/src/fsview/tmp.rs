@@ -40,6 +40,11 @@ impl TempTree {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Leaves the directory on the host instead of removing it.
+    pub(crate) fn keep(self) {
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for TempTree {

@@ -19,6 +19,9 @@ pub(crate) enum Kind {
     /// A path of the policy itself (not a mount): where a path that leaves the view through a
     /// symlink or `..` is acted on, with the access the policy grants there.
     Policy,
+    /// The copy-on-write work directory (`workdir`): `virt` is the directory as named, `host` the
+    /// directory itself (the lower layer), and [`Mount::cow`] its layers.
+    Cow,
 }
 
 /// One entry of the mount table.
@@ -33,6 +36,8 @@ pub(crate) struct Mount {
     pub(crate) root: Arc<OwnedFd>,
     pub(crate) access: Access,
     pub(crate) kind: Kind,
+    /// The layers of a [`Kind::Cow`] mount.
+    pub(crate) cow: Option<Arc<super::cow::Cow>>,
 }
 
 /// The mount table of one run.
@@ -91,6 +96,15 @@ impl View {
         )?;
         Ok(match r.place {
             super::walk::Place::Mount(s) => Some(s.host),
+            // The work directory itself where it has the path (its upper copy holds only changes).
+            super::walk::Place::Cow(c) => {
+                let cow = c.cow()?;
+                let lower = cow.lower.join(&c.rel);
+                match cow.find(&c.rel)? {
+                    (super::cow::Node::Dir, _) if lower.is_dir() => Some(lower),
+                    _ => Some(cow.spot(&c.mount, &c.rel, super::cow::Intent::Read)?.host),
+                }
+            }
             super::walk::Place::Real(_) if r.same_as_kernel => None,
             super::walk::Place::Real(real) => Some(real),
         })
@@ -100,6 +114,14 @@ impl View {
     /// rest (the longest HOST wins; a mount that moves the directory is preferred to one that
     /// shows it at its own path); elsewhere it is `real` itself.
     pub(crate) fn virtual_of(&self, real: &Path) -> PathBuf {
+        if let Some(v) = self
+            .mounts
+            .iter()
+            .filter_map(|m| m.cow.as_ref())
+            .find_map(|c| c.virtual_of(real))
+        {
+            return v;
+        }
         let best = self
             .mounts
             .iter()

@@ -82,11 +82,29 @@ impl Spot {
     }
 }
 
+/// A place in the copy-on-write work directory: which layer the call acts in depends on the call
+/// (see `super::cow`).
+#[derive(Debug)]
+pub(crate) struct CowPlace {
+    pub(crate) mount: Arc<Mount>,
+    /// The path beneath the work directory (free of symlinks and `..`).
+    pub(crate) rel: PathBuf,
+}
+
+impl CowPlace {
+    /// The work directory's layers.
+    pub(crate) fn cow(&self) -> Result<&super::cow::Cow, i32> {
+        self.mount.cow.as_deref().ok_or(libc::EIO)
+    }
+}
+
 /// Where a path leads.
 #[derive(Debug)]
 pub(crate) enum Place {
     /// Inside a mount.
     Mount(Spot),
+    /// Inside the copy-on-write work directory.
+    Cow(CowPlace),
     /// Outside every mount: the real path, resolved lexically (symlinks there are the kernel's).
     Real(PathBuf),
 }
@@ -104,10 +122,11 @@ pub(crate) struct Resolved {
 }
 
 impl Resolved {
-    /// The spot, if the path leads into a mount.
-    pub(crate) fn spot(&self) -> Option<&Spot> {
+    /// The mount the path leads into, if any (the work directory counts as one).
+    pub(crate) fn mount(&self) -> Option<&Arc<Mount>> {
         match &self.place {
-            Place::Mount(s) => Some(s),
+            Place::Mount(s) => Some(&s.mount),
+            Place::Cow(c) => Some(&c.mount),
             Place::Real(_) => None,
         }
     }
@@ -118,6 +137,8 @@ impl Resolved {
 enum Pos {
     Real,
     In(usize, Dir),
+    /// In the work directory, at this path beneath it.
+    Cow(usize, PathBuf),
 }
 
 /// Where a relative path starts.
@@ -267,6 +288,13 @@ impl View {
             }
             return Ok(Pos::Real);
         };
+        if let Some(cow) = &self.mounts[m].cow {
+            return match cow.find(rest)?.0 {
+                super::cow::Node::Dir => Ok(Pos::Cow(m, rest.to_path_buf())),
+                super::cow::Node::Missing => Err(libc::ENOENT),
+                _ => Err(libc::ENOTDIR),
+            };
+        }
         let mut at = self.index(m).virt.clone();
         let mut pos = Pos::In(m, self.root_of(m));
         for c in rest.components() {
@@ -345,8 +373,11 @@ impl View {
         // mount shown at its own path is where the kernel's walk would be too.
         let mut clean = same;
         let mut pos = self.place(&vpath)?;
-        if let Pos::In(m, _) = &pos {
-            same &= self.mounts[*m].kind == Kind::Identity;
+        match &pos {
+            Pos::In(m, _) => same &= self.mounts[*m].kind == Kind::Identity,
+            // The kernel would see the lower layer only.
+            Pos::Cow(..) => same = false,
+            Pos::Real => {}
         }
         let (mut queue, dir_only) = components(path);
         let mut links = 0u32;
@@ -354,6 +385,10 @@ impl View {
             let place = match pos {
                 Pos::Real => Place::Real(vpath.to_path_buf()),
                 Pos::In(m, d) => Place::Mount(view.spot(*m, d.clone(), None, vpath.to_path_buf())),
+                Pos::Cow(m, rel) => Place::Cow(CowPlace {
+                    mount: view.mounts[*m].clone(),
+                    rel: rel.clone(),
+                }),
             };
             Resolved {
                 place,
@@ -386,7 +421,11 @@ impl View {
             if let Some(m) = self.mount_at(&next) {
                 same = clean && self.mounts[m].kind == Kind::Identity;
                 vpath = next;
-                pos = Pos::In(m, self.root_of(m));
+                pos = if self.mounts[m].cow.is_some() {
+                    Pos::Cow(m, PathBuf::new())
+                } else {
+                    Pos::In(m, self.root_of(m))
+                };
                 if is_last {
                     return Ok(here(self, &pos, &vpath, same));
                 }
@@ -415,6 +454,57 @@ impl View {
                     continue;
                 }
                 Pos::In(_, d) => d.clone(),
+                Pos::Cow(m, rel) => {
+                    let (m, next_rel) = (*m, rel.join(&c));
+                    let follow = !is_last || last == Last::Follow;
+                    let cow = self.mounts[m].cow.as_deref().ok_or(libc::EIO)?;
+                    let node = if follow {
+                        cow.find(&next_rel)?.0
+                    } else {
+                        super::cow::Node::Missing
+                    };
+                    let link = match node {
+                        super::cow::Node::Link(t) => t,
+                        super::cow::Node::Dir if !is_last => {
+                            vpath = next;
+                            pos = Pos::Cow(m, next_rel);
+                            continue;
+                        }
+                        super::cow::Node::File if !is_last => return Err(libc::ENOTDIR),
+                        super::cow::Node::Missing if !is_last => return Err(libc::ENOENT),
+                        _ => {
+                            return Ok(Resolved {
+                                place: Place::Cow(CowPlace {
+                                    mount: self.mounts[m].clone(),
+                                    rel: next_rel,
+                                }),
+                                same_as_kernel: false,
+                                dir_only,
+                            });
+                        }
+                    };
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(libc::ELOOP);
+                    }
+                    if link.is_empty() {
+                        return Err(libc::ENOENT);
+                    }
+                    same = false;
+                    clean = false;
+                    let (parts, _) = components(&link);
+                    for p in parts.into_iter().rev() {
+                        queue.push_front(p);
+                    }
+                    if link[0] == b'/' {
+                        vpath = PathBuf::from("/");
+                        pos = self.place(&vpath)?;
+                    }
+                    if queue.is_empty() {
+                        return Ok(here(self, &pos, &vpath, same));
+                    }
+                    continue;
+                }
             };
             let Pos::In(m, _) = pos.clone() else {
                 continue;

@@ -215,13 +215,11 @@ impl SandboxPlan {
             None
         };
         let run_ruleset =
-            (ruleset.is_some() && view.as_ref().is_some_and(|v| v.private_tmp)).then(|| {
-                RunRuleset {
-                    abi: kernel.landlock_abi,
-                    paths: paths.clone(),
-                    connect: landlock_connect.clone().filter(|_| tcp),
-                    bind: tcp.then(|| bind.clone()),
-                }
+            (ruleset.is_some() && view.as_ref().is_some_and(|v| v.per_run())).then(|| RunRuleset {
+                abi: kernel.landlock_abi,
+                paths: paths.clone(),
+                connect: landlock_connect.clone().filter(|_| tcp),
+                bind: tcp.then(|| bind.clone()),
             });
         let notify =
             kernel.supports(Protection::SeccompNotify) && kernel.supports(Protection::Seccomp);

@@ -108,6 +108,11 @@ pub struct Running {
     fsview: crate::fsview::State,
     /// The run's private `/tmp`, removed when the run is over.
     private_tmp: Option<crate::fsview::tmp::PrivateTmp>,
+    /// The copy-on-write work directory's layers, and when its changes are applied.
+    cow: Option<(
+        std::sync::Arc<crate::fsview::cow::Cow>,
+        crate::policy::CommitMode,
+    )>,
     /// Which syscalls the stand-ins decide (a view routes some of them for its own reasons).
     standin_routes: standin::Routes,
 }
@@ -116,6 +121,10 @@ pub struct Running {
 pub(crate) struct RunView {
     pub(crate) view: Option<std::sync::Arc<crate::fsview::View>>,
     pub(crate) private_tmp: Option<crate::fsview::tmp::PrivateTmp>,
+    pub(crate) cow: Option<(
+        std::sync::Arc<crate::fsview::cow::Cow>,
+        crate::policy::CommitMode,
+    )>,
     pub(crate) standins: standin::Routes,
 }
 
@@ -184,6 +193,7 @@ impl Running {
             view: io.fs.view,
             fsview: crate::fsview::State::default(),
             private_tmp: io.fs.private_tmp,
+            cow: io.fs.cow,
             standin_routes: io.fs.standins,
         };
         // One sample right away, while the command has surely just started: one that ends before
@@ -373,6 +383,7 @@ impl Running {
             _disk: self.disk.take(),
             _cgroup: self.cgroup.take(),
             _private_tmp: self.private_tmp.take(),
+            _view: (self.view.take(), self.cow.take().map(|(c, _)| c)),
         };
         (outcome, residue)
     }
@@ -437,6 +448,17 @@ impl Running {
         );
         let (stdout_truncated, stdout) = take_capture(self.stdout.take());
         let (stderr_truncated, stderr) = take_capture(self.stderr.take());
+        let success = reason == Reason::Exited && exit.code == Some(0);
+        // The work directory's changes are read and applied once nothing of the run is left to
+        // change them.
+        let (changes, commit) = match &self.cow {
+            Some((cow, mode)) => {
+                let quiet = group::wait_empty(self.pid, COW_SETTLE);
+                let (changes, report) = cow.settle(*mode, success, quiet);
+                (changes, Some(report))
+            }
+            None => (Vec::new(), None),
+        };
         Outcome {
             reason,
             exit_code: exit.code,
@@ -473,6 +495,8 @@ impl Running {
             kernel_limits,
             detail,
             error: None,
+            changes,
+            commit,
         }
     }
 
@@ -984,7 +1008,15 @@ pub struct Residue {
     _cgroup: Option<crate::cgroup::RunCgroup>,
     /// Removing a private `/tmp` takes as long as what the sandbox left in it.
     _private_tmp: Option<crate::fsview::tmp::PrivateTmp>,
+    /// So does removing a work directory's upper layer.
+    _view: (
+        Option<std::sync::Arc<crate::fsview::View>>,
+        Option<std::sync::Arc<crate::fsview::cow::Cow>>,
+    ),
 }
+
+/// How long the end of a run with a work directory waits for its killed processes to be gone.
+const COW_SETTLE: Duration = Duration::from_secs(5);
 
 fn default_sample_every(limits: &TreeLimits) -> Duration {
     if limits.max_memory.is_some()

@@ -10,3 +10,4 @@ mod standin;
 mod stress;
 pub(crate) mod support;
 mod syscalls;
+mod workdir;
