@@ -207,17 +207,23 @@ impl Sandbox {
         let (err_r, err_w) =
             sys::pipe(libc::O_NONBLOCK).map_err(|e| prep(e, "cannot create the error pipe"))?;
         let (err_r, err_w) = (above(err_r)?, above(err_w)?);
-        // The shared ruleset may sit on any number (even 0-2 if the host had closed them when the
-        // Sandbox was made); this run's copy sits clear of every target.
-        let ruleset = match &plan.run_ruleset {
-            Some(rr) if !run_rules.is_empty() => Some(above(rr.build(&run_rules)?)?),
-            _ => plan
-                .ruleset
-                .as_ref()
-                .map(|r| sys::dup_above(r.as_raw_fd(), floor))
-                .transpose()
-                .map_err(|e| prep(e, "cannot copy the Landlock ruleset descriptor"))?,
+        // The child applies the ruleset before it installs the targets, so the ruleset must not
+        // sit on a target's number. The shared one usually sits above them all and is used as it
+        // is; one made while the host had 0-2 closed (or below a passed fd's target) is copied for
+        // this run, and a run with rules of its own (a private /tmp, a work directory's upper
+        // layer) gets a ruleset of its own, made clear of every target.
+        let ruleset_copy = match (&plan.run_ruleset, &plan.ruleset) {
+            (Some(rr), _) if !run_rules.is_empty() => Some(above(rr.build(&run_rules)?)?),
+            (_, Some(r)) if r.as_raw_fd() < floor => Some(
+                sys::dup_above(r.as_raw_fd(), floor)
+                    .map_err(|e| prep(e, "cannot copy the Landlock ruleset descriptor"))?,
+            ),
+            _ => None,
         };
+        let ruleset_fd = ruleset_copy
+            .as_ref()
+            .or(plan.ruleset.as_ref())
+            .map_or(-1, AsRawFd::as_raw_fd);
         let (listener_ours, listener_theirs) = if plan.notify {
             let (a, b) = sys::socketpair(libc::SOCK_SEQPACKET)
                 .map_err(|e| prep(e, "cannot create the listener socket pair"))?;
@@ -315,7 +321,7 @@ impl Sandbox {
             .chain([err_r.as_raw_fd(), err_w.as_raw_fd()])
             .chain(listener_theirs.iter().map(AsRawFd::as_raw_fd))
             .chain(listener_ours.iter().map(AsRawFd::as_raw_fd))
-            .chain(ruleset.iter().map(AsRawFd::as_raw_fd))
+            .chain([ruleset_fd])
             .max()
             .unwrap_or(2);
 
@@ -359,7 +365,7 @@ impl Sandbox {
             rlimits: &plan.rlimits,
             drop_caps: true,
             drop_bounding: plan.drop_bounding,
-            ruleset_fd: ruleset.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+            ruleset_fd,
             filter: fprog.as_ref(),
             filter_flags: match (plan.notify, crate::kernel::seccomp_wait_killable()) {
                 (false, _) => 0,

@@ -1,5 +1,6 @@
 //! The per-run part of the plan: the program to execute, `argv` and `envp` as C strings.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -9,32 +10,42 @@ use super::{SandboxPlan, check_env_name};
 use crate::error::{Error, PolicyError, SandboxError, Stage};
 
 /// What one run executes, ready for `execve`.
-pub(crate) struct RunPlan {
+pub(crate) struct RunPlan<'a> {
     pub(crate) path: CString,
     _argv: Vec<CString>,
-    _envp: Vec<CString>,
+    /// The sandbox's own environment (built once, in the plan) unless this command adds to it.
+    _envp: Cow<'a, [CString]>,
     argv_ptrs: Vec<*const libc::c_char>,
     envp_ptrs: Vec<*const libc::c_char>,
     pub(crate) cwd: Option<CString>,
 }
 
-impl RunPlan {
+impl<'a> RunPlan<'a> {
     /// Resolves the program and builds `argv` and `envp`.
     pub(crate) fn new(
-        plan: &SandboxPlan,
+        plan: &'a SandboxPlan,
         argv: &[OsString],
         env: &BTreeMap<String, String>,
         cwd: Option<&Path>,
         view: Option<&crate::fsview::View>,
-    ) -> Result<RunPlan, Error> {
+    ) -> Result<RunPlan<'a>, Error> {
         let Some(program) = argv.first() else {
             return Err(PolicyError::new("argv", "", "the command is empty").into());
         };
-        let mut vars = plan.env.clone();
-        for (k, v) in env {
-            check_env_name(&format!("env.{k}"), k)?;
-            vars.insert(k.clone(), v.clone());
-        }
+        let (vars, envp) = if env.is_empty() {
+            (
+                Cow::Borrowed(&plan.env),
+                Cow::Borrowed(plan.envp.as_slice()),
+            )
+        } else {
+            let mut vars = plan.env.clone();
+            for (k, v) in env {
+                check_env_name(&format!("env.{k}"), k)?;
+                vars.insert(k.clone(), v.clone());
+            }
+            let envp = envp(&vars)?;
+            (Cow::Owned(vars), Cow::Owned(envp))
+        };
         // The working directory as the sandbox sees it, and where it really is.
         let (cwd, host_cwd) = match view {
             Some(v) => {
@@ -81,19 +92,10 @@ impl RunPlan {
             None => path,
         };
 
-        let cstr = |field: String, bytes: &[u8]| {
-            CString::new(bytes).map_err(|_| {
-                PolicyError::new(field, String::from_utf8_lossy(bytes), "contains a NUL byte")
-            })
-        };
         let argv: Vec<CString> = argv
             .iter()
             .enumerate()
             .map(|(i, a)| cstr(format!("argv[{i}]"), a.as_bytes()))
-            .collect::<Result<_, _>>()?;
-        let envp: Vec<CString> = vars
-            .iter()
-            .map(|(k, v)| cstr(format!("env.{k}"), format!("{k}={v}").as_bytes()))
             .collect::<Result<_, _>>()?;
         let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
             v.iter()
@@ -122,9 +124,18 @@ impl RunPlan {
     }
 }
 
-/// Finds the program the way `execvp` would, but in the parent, so that a typo is reported as
-/// `execve("pyhton3"): ENOENT, not found in PATH (...)` and never confused with the program's own
-/// exit status 127.
+fn cstr(field: String, bytes: &[u8]) -> Result<CString, PolicyError> {
+    CString::new(bytes)
+        .map_err(|_| PolicyError::new(field, String::from_utf8_lossy(bytes), "contains a NUL byte"))
+}
+
+/// `KEY=VALUE` C strings for `execve`, in the order of `vars`.
+pub(crate) fn envp(vars: &BTreeMap<String, String>) -> Result<Vec<CString>, PolicyError> {
+    vars.iter()
+        .map(|(k, v)| cstr(format!("env.{k}"), format!("{k}={v}").as_bytes()))
+        .collect()
+}
+
 /// The first program's `#!` line, when it is a script: the interpreter as written, where it
 /// really is, and its argument.
 fn script(v: &crate::fsview::View, host: &Path) -> Option<(Vec<u8>, PathBuf, Option<Vec<u8>>)> {
@@ -145,8 +156,10 @@ fn script(v: &crate::fsview::View, host: &Path) -> Option<(Vec<u8>, PathBuf, Opt
     Some((interp, real, arg))
 }
 
-/// Finds the program: where to exec it (its host path when it lies in a view), and the path the
-/// sandbox names it by.
+/// Finds the program the way `execvp` would, but in the parent, so that a typo is reported as
+/// `execve("pyhton3"): ENOENT, not found in PATH (...)` and never confused with the program's own
+/// exit status 127. Returns where to exec it (its host path when it lies in a view) and the path
+/// the sandbox names it by.
 fn resolve_program(
     program: &OsString,
     search: &str,
