@@ -1071,9 +1071,11 @@ fn chdir(
     state: &mut State,
     ptr: u64,
 ) -> Result<Answer, i32> {
-    let Some(r) = locate(view, n, Base::Cwd, ptr, Last::Follow)? else {
+    let raw = path_arg(n, ptr)?;
+    let r = view.resolve(n.pid, Base::Cwd, &raw, Last::Follow)?;
+    if r.same_as_kernel {
         return Ok(Answer::Kernel);
-    };
+    }
     let host = match &r.place {
         Place::Mount(s) => {
             let st = ops::stat(s)?;
@@ -1094,6 +1096,11 @@ fn chdir(
     let bytes = host.into_os_string().into_vec();
     if bytes.len() > PATH_MAX {
         return Err(libc::ENAMETOOLONG);
+    }
+    if bytes == raw {
+        // The call names the host directory itself (a work directory's original, or the call
+        // restarted with the host path): the kernel goes there, under Landlock.
+        return Ok(Answer::Kernel);
     }
     redirect::restart(l, n, &mut state.scratch, &|at| {
         let mut b = bytes.clone();
@@ -1197,6 +1204,11 @@ fn exec(
         (None, _) => return Err(libc::EIO),
     };
     let host = host.into_os_string().into_vec();
+    if script.is_none() && host == raw {
+        // The call names the host file itself (a work directory's original, or the call
+        // restarted with the host path): the kernel runs it, under Landlock.
+        return Ok(Answer::Kernel);
+    }
     let argv_old = n.args[args.1];
     // A script in the view: the supervisor does what `binfmt_script` does, so that the
     // interpreter (which may lie in the view too, where the kernel could not look it up) gets the

@@ -423,3 +423,34 @@ fn a_read_only_directory_keeps_its_rules_while_its_files_are_copied_up() {
     );
     assert!(!w.join("ro/made.txt").exists() && w.join("ro/other.txt").exists());
 }
+
+#[test]
+fn programs_and_directories_of_the_work_directory_run_and_are_entered() {
+    let w = Ws::new();
+    std::fs::copy("/bin/true", w.join("prog")).unwrap();
+    std::fs::create_dir_all(w.join("sub/deep")).unwrap();
+    std::fs::write(w.join("sub/deep/note"), "note\n").unwrap();
+    let dir = w.path().display().to_string();
+    // Untouched directories and programs of the work directory (only in the lower layer), by
+    // absolute and relative paths, then the same after the run removed them.
+    let script = format!(
+        "./prog && echo ran; {dir}/prog && echo ran; cd {dir}/sub && pwd && cd deep && pwd && \
+         cat note && ../../prog && echo ran; cd {dir}; rm prog; rm -r sub/deep; \
+         ./prog; echo $?; cd sub/deep; echo $?"
+    );
+    let o = sh(&work(w.path(), CommitMode::Never), &script);
+    assert_eq!(
+        out(&o),
+        format!("ran\nran\n{dir}/sub\n{dir}/sub/deep\nnote\nran\n127\n2"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(
+        listing(&o, w.path()),
+        ["D prog", "D sub/deep/"],
+        "{}",
+        err(&o)
+    );
+    // Control: the host's files are all there.
+    assert!(w.join("prog").exists() && w.join("sub/deep/note").exists());
+}
