@@ -1219,55 +1219,90 @@ impl Cow {
     }
 
     /// Applies `changes` to the work directory: deletions first, then what the upper layer holds,
-    /// each file written beside its target and renamed over it (so that a file is either the old
-    /// one or the new one, never a mix). Before each change, the work directory must still hold
-    /// what the run saw there (see [`Seen`]): a path the host changed during the run is a
-    /// conflict. Stops at the first conflict or error, and then keeps the upper layer and says
-    /// where it is, what was applied and what was not.
+    /// parents before what they hold. Each file is first written beside its target; once all of
+    /// them are on the disk (one `syncfs`), each is renamed over its target, so that a file is
+    /// always either the old one or the new one, even after a crash. Before each change, the
+    /// work directory must still hold what the run saw there (see [`Seen`]): a path the host
+    /// changed during the run is a conflict. Stops at the first conflict or error, and then
+    /// keeps the upper layer and says where it is, what was applied and what was not.
     fn commit(&self, changes: &[Change]) -> CommitReport {
-        let mut applied = Vec::new();
         let _as = AsSandbox::enter();
-        // Deletions first, then what is put in place, parents before what they hold.
-        let changes: Vec<Change> = changes
+        let ordered: Vec<Change> = changes
             .iter()
             .filter(|c| c.kind == ChangeKind::Deleted)
             .chain(changes.iter().filter(|c| c.kind != ChangeKind::Deleted))
             .cloned()
             .collect();
-        for (i, c) in changes.iter().enumerate() {
-            let rel = c
-                .path
+        let rel = |c: &Change| {
+            c.path
                 .strip_prefix(&self.virt)
                 .unwrap_or(&c.path)
-                .to_path_buf();
-            let replaced = changes[..i]
+                .to_path_buf()
+        };
+        let replaced = |i: usize| {
+            ordered[..i]
                 .iter()
-                .any(|d| d.kind == ChangeKind::Deleted && d.path == c.path);
-            let r = self.unchanged(&rel, c, replaced).and_then(|()| {
+                .any(|d| d.kind == ChangeKind::Deleted && d.path == ordered[i].path)
+        };
+        let name = |e: i32| crate::error::errno_name(e).to_string();
+        let mut done = vec![false; ordered.len()];
+        // Deletions and directories are applied as they come; everything else is staged.
+        let mut staged: Vec<(usize, Staged)> = Vec::new();
+        for (i, c) in ordered.iter().enumerate() {
+            let r = rel(c);
+            let step = self.unchanged(&r, c, replaced(i)).and_then(|()| {
                 match c.kind {
-                    ChangeKind::Deleted => self.apply_delete(&rel),
-                    ChangeKind::Added | ChangeKind::Modified => self.apply_put(&rel, c.dir),
+                    ChangeKind::Deleted => self.apply_delete(&r).map(|()| None),
+                    _ if c.dir => self.make_dir(&r).map(|()| None),
+                    _ => self.stage(&r).map(Some),
                 }
-                .map_err(|e| crate::error::errno_name(e).to_string())
+                .map_err(name)
             });
-            if let Err(why) = r {
-                let kept = self.keep();
-                return CommitReport {
-                    attempted: true,
-                    applied,
-                    not_applied: changes[i..].to_vec(),
-                    error: Some(format!("{}: {why}", c.path.display())),
-                    kept,
-                };
+            match step {
+                Ok(None) => done[i] = true,
+                Ok(Some(s)) => staged.push((i, s)),
+                Err(why) => return self.stopped(&ordered, &done, i, why),
             }
-            applied.push(c.clone());
+        }
+        if let Err(e) = sync_all(staged.iter().map(|(_, s)| &s.dir)) {
+            let i = staged.first().map_or(0, |(i, _)| *i);
+            return self.stopped(&ordered, &done, i, name(e));
+        }
+        for (i, s) in &staged {
+            let c = &ordered[*i];
+            let step = self
+                .unchanged(&rel(c), c, replaced(*i))
+                .and_then(|()| s.place().map_err(name));
+            if let Err(why) = step {
+                return self.stopped(&ordered, &done, *i, why);
+            }
+            done[*i] = true;
         }
         CommitReport {
             attempted: true,
-            applied,
+            applied: ordered,
             not_applied: Vec::new(),
             error: None,
             kept: None,
+        }
+    }
+
+    /// The report of a commit stopped at `ordered[at]` for `why` (the upper layer kept).
+    fn stopped(&self, ordered: &[Change], done: &[bool], at: usize, why: String) -> CommitReport {
+        let pick = |want: bool| -> Vec<Change> {
+            ordered
+                .iter()
+                .zip(done)
+                .filter(|(_, d)| **d == want)
+                .map(|(c, _)| c.clone())
+                .collect()
+        };
+        CommitReport {
+            attempted: true,
+            applied: pick(true),
+            not_applied: pick(false),
+            error: Some(format!("{}: {why}", ordered[at].path.display())),
+            kept: self.keep(),
         }
     }
 
@@ -1349,7 +1384,40 @@ impl Cow {
         remove_beneath(&dir, name)
     }
 
-    fn apply_put(&self, rel: &Path, is_dir: bool) -> Result<(), i32> {
+    /// Makes the directory `rel` in the work directory with the upper copy's mode (or gives an
+    /// existing one that mode).
+    fn make_dir(&self, rel: &Path) -> Result<(), i32> {
+        let (parent, name) = split(rel)?;
+        let dir = open_rel(
+            self.fd(Layer::Lower),
+            parent,
+            libc::O_PATH | libc::O_DIRECTORY,
+        )?;
+        let _open = Unlocked::new(&dir, false)?;
+        let src = open_rel(self.fd(Layer::Upper), rel, libc::O_PATH)?;
+        let perm = fstat(src.as_raw_fd())?.st_mode & 0o7777;
+        let n = cname(name)?;
+        // SAFETY: mkdirat on a name in a directory we hold.
+        if unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), perm) } == 0 {
+            return Ok(());
+        }
+        if errno() != libc::EEXIST {
+            return Err(errno());
+        }
+        let cur = open_rel(
+            dir.as_raw_fd(),
+            Path::new(name),
+            libc::O_PATH | libc::O_DIRECTORY,
+        )?;
+        let p =
+            CString::new(format!("/proc/self/fd/{}", cur.as_raw_fd())).map_err(|_| libc::EINVAL)?;
+        // SAFETY: chmod through the magic link of a descriptor we hold.
+        check(unsafe { libc::chmod(p.as_ptr(), perm) }).map(|_| ())
+    }
+
+    /// Writes the upper layer's `rel` (a file, a symlink, a FIFO or socket) beside its target in
+    /// the work directory, with its mode and times, under a temporary name.
+    fn stage(&self, rel: &Path) -> Result<Staged, i32> {
         let (parent, name) = split(rel)?;
         let dir = open_rel(
             self.fd(Layer::Lower),
@@ -1359,35 +1427,19 @@ impl Cow {
         let _open = Unlocked::new(&dir, false)?;
         let src = open_rel(self.fd(Layer::Upper), rel, libc::O_PATH)?;
         let st = fstat(src.as_raw_fd())?;
-        let n = cname(name)?;
         let perm = st.st_mode & 0o7777;
-        if is_dir {
-            // SAFETY: mkdirat on a name in a directory we hold.
-            let r = unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), perm) };
-            if r < 0 && errno() != libc::EEXIST {
-                return Err(errno());
-            }
-            if r < 0 {
-                // A directory of a different kind there: it was listed as deleted first.
-                let cur = open_rel(
-                    dir.as_raw_fd(),
-                    Path::new(name),
-                    libc::O_PATH | libc::O_DIRECTORY,
-                )?;
-                let p = CString::new(format!("/proc/self/fd/{}", cur.as_raw_fd()))
-                    .map_err(|_| libc::EINVAL)?;
-                // SAFETY: chmod through the magic link of a descriptor we hold.
-                check(unsafe { libc::chmod(p.as_ptr(), perm) })?;
-            }
-            return Ok(());
-        }
-        let tmp = self.temp_name();
+        let staged = Staged {
+            tmp: self.temp_name(),
+            name: cname(name)?,
+            dir,
+        };
+        let (dir, tmp) = (staged.dir.as_raw_fd(), staged.tmp.as_ptr());
         match kind(&st) {
             libc::S_IFLNK => {
                 let target = super::walk::read_link(src.as_raw_fd(), &CString::default())?;
                 let t = CString::new(target).map_err(|_| libc::EINVAL)?;
                 // SAFETY: symlinkat of a new name in a directory we hold.
-                check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), tmp.as_ptr()) })?;
+                check(unsafe { libc::symlinkat(t.as_ptr(), dir, tmp) })?;
             }
             libc::S_IFREG => {
                 let from = owned(unsafe {
@@ -1402,8 +1454,8 @@ impl Cow {
                 let to = owned(unsafe {
                     // SAFETY: openat of a new name in a directory we hold.
                     libc::openat(
-                        dir.as_raw_fd(),
-                        tmp.as_ptr(),
+                        dir,
+                        tmp,
                         libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
                         0o600,
                     )
@@ -1418,39 +1470,67 @@ impl Cow {
                         tv_nsec: st.st_mtime_nsec,
                     },
                 ];
-                let done = copy_data(&from, &to).and_then(|()| {
-                    // SAFETY: fchmod, futimens and fsync on the descriptor we made.
-                    unsafe {
-                        check(libc::fchmod(to.as_raw_fd(), perm))?;
-                        libc::futimens(to.as_raw_fd(), times.as_ptr());
-                        check(libc::fsync(to.as_raw_fd())).map(|_| ())
-                    }
-                });
-                if let Err(e) = done {
-                    // SAFETY: unlinkat of our own temporary name.
-                    unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
-                    return Err(e);
+                copy_data(&from, &to)?;
+                // SAFETY: fchmod and futimens on the descriptor we made.
+                unsafe {
+                    check(libc::fchmod(to.as_raw_fd(), perm))?;
+                    libc::futimens(to.as_raw_fd(), times.as_ptr());
                 }
             }
             k => {
                 // SAFETY: mknodat of a new name in a directory we hold.
-                check(unsafe {
-                    libc::mknodat(dir.as_raw_fd(), tmp.as_ptr(), k | perm, st.st_rdev)
-                })?;
+                check(unsafe { libc::mknodat(dir, tmp, k | perm, st.st_rdev) })?;
             }
         }
-        // A directory there was listed as deleted and removed first; anything else is replaced.
-        // SAFETY: renameat of our own temporary name over the target, in a directory we hold.
-        let r =
-            unsafe { libc::renameat(dir.as_raw_fd(), tmp.as_ptr(), dir.as_raw_fd(), n.as_ptr()) };
-        if r < 0 {
-            let e = errno();
-            // SAFETY: unlinkat of our own temporary name.
-            unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
-            return Err(e);
-        }
-        Ok(())
+        Ok(staged)
     }
+}
+
+/// Something written beside its target in the work directory under a temporary name, removed
+/// when dropped unless it was put in place.
+struct Staged {
+    dir: OwnedFd,
+    tmp: CString,
+    name: CString,
+}
+
+impl Staged {
+    /// Renames it over its target (a directory there was listed as deleted and removed first).
+    fn place(&self) -> Result<(), i32> {
+        let _open = Unlocked::new(&self.dir, false)?;
+        let d = self.dir.as_raw_fd();
+        // SAFETY: renameat of our own temporary name over the target, in a directory we hold.
+        check(unsafe { libc::renameat(d, self.tmp.as_ptr(), d, self.name.as_ptr()) }).map(|_| ())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // SAFETY: unlinkat of our own temporary name (gone already once it was put in place).
+        unsafe { libc::unlinkat(self.dir.as_raw_fd(), self.tmp.as_ptr(), 0) };
+    }
+}
+
+/// Flushes the filesystems that hold `dirs` (once each).
+fn sync_all<'a>(dirs: impl Iterator<Item = &'a OwnedFd>) -> Result<(), i32> {
+    let mut synced = BTreeSet::new();
+    for d in dirs {
+        if synced.insert(fstat(d.as_raw_fd())?.st_dev) {
+            // syncfs refuses an O_PATH descriptor: open the directory itself.
+            let p = CString::new(format!("/proc/self/fd/{}", d.as_raw_fd()))
+                .map_err(|_| libc::EINVAL)?;
+            // SAFETY: open through the magic link of a descriptor we hold.
+            let fd = owned(unsafe {
+                libc::open(
+                    p.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+            })?;
+            // SAFETY: syncfs on a descriptor we own.
+            check(unsafe { libc::syncfs(fd.as_raw_fd()) })?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes `name` in `dir`, a directory with everything in it; never follows a symlink.

@@ -240,12 +240,13 @@ fn a_commit_that_meets_a_conflict_midway_says_what_was_and_was_not_applied_and_l
         .spawn(sandlock_core::Command::new([
             "sh",
             "-c",
-            "echo a > a_first; echo run >> m_mid; echo z > z_last; touch ready; \
+            "rm gone.txt; echo a > a_first; echo run >> m_mid; echo z > z_last; touch ready; \
              while [ ! -e go ]; do sleep 0.01; done; rm ready",
         ]))
         .unwrap();
     // Once the command has changed `m_mid`, the host changes it too: applying the run's version
-    // would lose the host's, so the commit stops there.
+    // would lose the host's, so the commit stops there. Deletions went first; files are put in
+    // place only once all of them are written, so none of them was.
     let t0 = std::time::Instant::now();
     let ready = w.join("ready");
     while !sandbox_sees(&mut run, &ready) {
@@ -262,18 +263,33 @@ fn a_commit_that_meets_a_conflict_midway_says_what_was_and_was_not_applied_and_l
             .map(|c| c.path.strip_prefix(w.path()).unwrap().display().to_string())
             .collect()
     };
-    assert_eq!(names(&r.applied), ["a_first"], "{r:?}");
-    assert_eq!(names(&r.not_applied), ["m_mid", "z_last"], "{r:?}");
+    assert_eq!(names(&r.applied), ["gone.txt"], "{r:?}");
+    assert_eq!(
+        names(&r.not_applied),
+        ["a_first", "m_mid", "z_last"],
+        "{r:?}"
+    );
     let e = r.error.as_deref().unwrap();
     assert!(e.contains("m_mid") && e.contains("conflict"), "{r:?}");
-    assert_eq!(std::fs::read_to_string(w.join("a_first")).unwrap(), "a\n");
+    assert!(!w.join("gone.txt").exists() && !w.join("a_first").exists());
     assert_eq!(
         std::fs::read_to_string(w.join("m_mid")).unwrap(),
         "the host's\n"
     );
     assert!(!w.join("z_last").exists());
+    // No temporary file is left behind in the work directory.
+    let left: Vec<_> = std::fs::read_dir(w.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".sandlock-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     // What was not applied is kept on the host, where the report says.
     let kept = r.kept.as_ref().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(kept.join("a_first")).unwrap(),
+        "a\n"
+    );
     assert_eq!(
         std::fs::read_to_string(kept.join("m_mid")).unwrap(),
         "before\nrun\n"
