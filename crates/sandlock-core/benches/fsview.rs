@@ -1,7 +1,7 @@
 //! What a filesystem view costs (issue 14). Not a test: the same workloads run in a sandbox
-//! without a view (the baseline), with a mount (`fs_mount`), and with a private `/tmp`, in
-//! alternating rounds of one run, plus unconfined for reference. Results go to
-//! docs/perf/fsview.md (or the path in SANDLOCK_BENCH_OUT).
+//! without a view (the baseline), with a mount (`fs_mount`), with a private `/tmp` and in a
+//! copy-on-write work directory (`workdir`), in alternating rounds of one run, plus unconfined
+//! for reference. Results go to docs/perf/fsview.md (or the path in SANDLOCK_BENCH_OUT).
 //!
 //! `cargo bench -p sandlock-core --bench fsview` (or `scripts/bench.sh fsview`).
 
@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use sandlock_core::{Command, Policy, Preset, Sandbox};
+use sandlock_core::{Command, CommitMode, Policy, Preset, Sandbox};
 
 const ROUNDS: usize = 9;
 const STARTS: usize = 20;
@@ -56,6 +56,37 @@ fn timed(sb: &Sandbox, argv: &[&str]) -> (f64, String) {
     (ms, String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
+/// Python that appends to the `FILES` files `old*` of the working directory and writes `FILES`
+/// new ones: what a run leaves for a commit.
+fn leave_changes() -> String {
+    format!(
+        "for i in range({FILES}):\n    \
+             open('old%d' % i, 'a').write('+')\n    \
+             open('new%d' % i, 'w').write('x' * 100)\n"
+    )
+}
+
+/// A fresh directory under `base` holding `FILES` files `old*`.
+fn fresh(base: &Path, n: &mut usize) -> PathBuf {
+    *n += 1;
+    let d = base.join(format!("round{n}"));
+    std::fs::create_dir(&d).unwrap();
+    for i in 0..FILES {
+        std::fs::write(d.join(format!("old{i}")), "x".repeat(100)).unwrap();
+    }
+    d
+}
+
+/// The first field of /proc/loadavg.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_string()
+}
+
 fn per_file(out: &str) -> f64 {
     out.parse().unwrap_or_else(|_| panic!("bad output: {out}"))
 }
@@ -65,10 +96,14 @@ fn main() {
         .prefix("sandlock-bench-")
         .tempdir()
         .unwrap();
+    let load_before = load();
     let ws = base.path().join("ws");
     let host = base.path().join("host");
-    std::fs::create_dir_all(&ws).unwrap();
-    std::fs::create_dir_all(&host).unwrap();
+    let work = base.path().join("work");
+    let rounds = base.path().join("rounds");
+    for d in [&ws, &host, &work, &rounds] {
+        std::fs::create_dir_all(d).unwrap();
+    }
     let plain = Policy {
         presets: vec![Preset::System],
         fs_writable: vec![ws.clone()],
@@ -80,10 +115,19 @@ fn main() {
         .insert("/mnt/data".into(), host.display().to_string());
     let mut private = plain.clone();
     private.private_tmp = true;
-    let (plain, mount, private) = (
+    let cow = |dir: &Path, commit: CommitMode| Policy {
+        presets: vec![Preset::System],
+        workdir: Some(dir.to_path_buf()),
+        cwd: Some(dir.to_path_buf()),
+        commit,
+        ..Policy::default()
+    };
+    let workdir = cow(&work, CommitMode::OnSuccess);
+    let (plain, mount, private, workdir) = (
         Sandbox::new(plain).unwrap(),
         Sandbox::new(mount).unwrap(),
         Sandbox::new(private).unwrap(),
+        Sandbox::new(workdir).unwrap(),
     );
     let wsd = ws.join("loop").display().to_string();
 
@@ -94,6 +138,7 @@ fn main() {
         ("no view (baseline)", Some(&plain), vec![]),
         ("`fs_mount` /mnt/data", Some(&mount), vec![]),
         ("`private_tmp`", Some(&private), vec![]),
+        ("`workdir` (nothing changed)", Some(&workdir), vec![]),
     ];
     let loops: Vec<Row> = vec![
         ("unconfined, in a directory", None, vec![wsd.clone()]),
@@ -122,11 +167,49 @@ fn main() {
             Some(&private),
             vec!["/tmp/loop".into()],
         ),
+        (
+            "`workdir`, in the work directory (copy-on-write, carried out by the supervisor)",
+            Some(&workdir),
+            vec![work.join("loop").display().to_string()],
+        ),
+    ];
+    // (name, the policy for a fresh directory)
+    type Leave<'a> = (&'a str, Box<dyn Fn(&Path) -> Policy + 'a>);
+    let leaves: Vec<Leave> = vec![
+        (
+            "no view, the directory writable (baseline)",
+            Box::new(|d: &Path| Policy {
+                presets: vec![Preset::System],
+                fs_writable: vec![d.to_path_buf()],
+                cwd: Some(d.to_path_buf()),
+                ..Policy::default()
+            }),
+        ),
+        (
+            "`workdir`, committed (listed, then applied file by file)",
+            Box::new(|d: &Path| cow(d, CommitMode::OnSuccess)),
+        ),
+        (
+            "`workdir`, a dry run (listed, then discarded)",
+            Box::new(|d: &Path| cow(d, CommitMode::Never)),
+        ),
     ];
 
     let mut start_ms: Vec<Vec<f64>> = vec![Vec::new(); starts.len()];
     let mut loop_us: Vec<Vec<f64>> = vec![Vec::new(); loops.len()];
+    let mut leave_ms: Vec<Vec<f64>> = vec![Vec::new(); leaves.len()];
+    let mut made = 0;
+    let leave = leave_changes();
     for _ in 0..ROUNDS {
+        for (i, (_, policy)) in leaves.iter().enumerate() {
+            let d = fresh(&rounds, &mut made);
+            let sb = Sandbox::new(policy(&d)).unwrap();
+            let (ms, _) = timed(&sb, &["python3", "-c", &leave]);
+            leave_ms[i].push(ms);
+            let changed = std::fs::read_to_string(d.join("old0")).unwrap().len() > 100;
+            assert_eq!(changed, i < 2, "{}", leaves[i].0);
+            std::fs::remove_dir_all(&d).unwrap();
+        }
         for (i, (_, sb, _)) in starts.iter().enumerate() {
             let mut total = 0.0;
             for _ in 0..STARTS {
@@ -166,17 +249,19 @@ fn main() {
         md,
         "# What a filesystem view costs\n\n\
          Produced by `scripts/bench.sh fsview` (`cargo bench -p sandlock-core --bench fsview`, \
-         source: `crates/sandlock-core/benches/fsview.rs`). Kernel {}, {} CPUs, uid {}. Medians of \
-         {ROUNDS} alternating rounds; every ratio is against the sandbox without a view, measured \
-         in the same rounds. A policy without `fs_mount` or `private_tmp` keeps the filter it had \
-         before views existed (no path syscall reaches the supervisor), so the baseline is what \
-         every other sandbox still costs.\n",
+         source: `crates/sandlock-core/benches/fsview.rs`). Kernel {}, {} CPUs, uid {}, load \
+         average {load_before} before and {} after (the machine is shared). Medians of {ROUNDS} \
+         alternating rounds; every ratio is against the sandbox without a view, measured in the \
+         same rounds. A policy without a view (`fs_mount`, `private_tmp`, `workdir`) keeps the \
+         filter it had before views existed (no path syscall reaches the supervisor), so the \
+         baseline is what every other sandbox still costs.\n",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         // SAFETY: geteuid takes no arguments.
         unsafe { libc::geteuid() },
+        load(),
     )
     .unwrap();
     writeln!(
@@ -203,6 +288,20 @@ fn main() {
     for (i, (name, _, _)) in loops.iter().enumerate() {
         let m = median(loop_us[i].clone());
         let line = format!("| {name} | {m:.1} | {:.2}x |", m / base_loop);
+        println!("{line}");
+        writeln!(md, "{line}").unwrap();
+    }
+    writeln!(
+        md,
+        "\n## A run that leaves changes: {FILES} files appended to and {FILES} new ones, wall time \
+         of the whole run (the work directory's listing and commit included)\n\n\
+         | sandbox | ms per run | vs no view |\n|---|---|---|"
+    )
+    .unwrap();
+    let base_leave = median(leave_ms[0].clone());
+    for (i, (name, _)) in leaves.iter().enumerate() {
+        let m = median(leave_ms[i].clone());
+        let line = format!("| {name} | {m:.1} | {:.2}x |", m / base_leave);
         println!("{line}");
         writeln!(md, "{line}").unwrap();
     }
