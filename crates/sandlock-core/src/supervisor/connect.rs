@@ -105,12 +105,13 @@ pub(crate) fn on_connect(
     n: &Notification,
     rules: &SocketRules,
     pgid: libc::pid_t,
+    view: Option<&crate::fsview::View>,
 ) -> Option<Connecting> {
     let fd = n.args[0];
     match sock_proto(n.pid, fd).as_deref() {
-        Ok("UNIX-STREAM") => on_unix_connect(l, n, rules, pgid, libc::SOCK_STREAM),
+        Ok("UNIX-STREAM") => on_unix_connect(l, n, rules, pgid, libc::SOCK_STREAM, view),
         // The filter only lets stream and seqpacket UNIX sockets be made, so "UNIX" is seqpacket.
-        Ok("UNIX") => on_unix_connect(l, n, rules, pgid, libc::SOCK_SEQPACKET),
+        Ok("UNIX") => on_unix_connect(l, n, rules, pgid, libc::SOCK_SEQPACKET, view),
         Ok("TCP") => return on_tcp_connect(l, n, rules, libc::AF_INET),
         Ok("TCPv6") => return on_tcp_connect(l, n, rules, libc::AF_INET6),
         // No other kind of socket can exist in a sandbox.
@@ -305,6 +306,7 @@ fn on_unix_connect(
     rules: &SocketRules,
     pgid: libc::pid_t,
     ty: libc::c_int,
+    view: Option<&crate::fsview::View>,
 ) {
     let (fd, addr, len) = (n.args[0], n.args[1], n.args[2] as usize);
     let size = std::mem::size_of::<libc::sockaddr_un>();
@@ -335,11 +337,19 @@ fn on_unix_connect(
         // descriptor of it: the sandbox may re-point its string, or swap a directory of the
         // path for a symlink, meanwhile.
         let path: Vec<u8> = name.iter().take_while(|b| **b != 0).copied().collect();
-        let file = match super::standin::path::absolute(n.pid, &path)
-            .and_then(|abs| super::standin::path::open_beneath(&abs, &rules.held, 0))
-        {
+        // A path in the filesystem view is the view's socket file, found beneath its mount.
+        let file = match view.and_then(|v| crate::fsview::socket_file(v, n.pid, &path)) {
+            Some(Ok(fd)) => super::standin::path::stat_fd(&fd)
+                .map(|stat| super::standin::path::Beneath { fd, stat })
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOENT)),
+            Some(Err(e)) => Err(e),
+            None => super::standin::path::absolute(n.pid, &path)
+                .and_then(|abs| super::standin::path::open_beneath(&abs, &rules.held, 0))
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOENT)),
+        };
+        let file = match file {
             Ok(f) => f,
-            Err(e) => return l.deny(n.id, e.raw_os_error().unwrap_or(libc::ENOENT)),
+            Err(e) => return l.deny(n.id, e),
         };
         if file.stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
             return l.deny(n.id, libc::ECONNREFUSED);

@@ -188,6 +188,21 @@ pub(crate) fn member_pids(pgid: libc::pid_t) -> Vec<libc::pid_t> {
     }
 }
 
+/// Waits up to `limit` for the last live process of group `pgid` (killed already) to be gone;
+/// whether it is. A process killed in the middle of a system call finishes that call first.
+pub(crate) fn wait_empty(pgid: libc::pid_t, limit: Duration) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if member_pids(pgid).is_empty() {
+            return true;
+        }
+        if t0.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The live (non-zombie) members of process group `pgid`, up to `cap`.
 fn members(pgid: libc::pid_t, cap: Cap) -> Sample {
     let mut out = Vec::new();
