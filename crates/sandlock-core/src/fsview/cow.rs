@@ -284,6 +284,57 @@ fn children(fd: &OwnedFd) -> Result<BTreeMap<OsString, u32>, i32> {
     Ok(out)
 }
 
+/// The access and modification times of `st`, as `utimensat` takes them.
+fn times_of(st: &libc::stat) -> [libc::timespec; 2] {
+    [
+        libc::timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec,
+        },
+        libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        },
+    ]
+}
+
+/// Copies the regular file held by `src` (an `O_PATH` descriptor) to the new name `tmp` in the
+/// directory `dir`, with the mode `perm` and the times of `st`. The caller removes `tmp` on error.
+fn copy_file_to(
+    src: &OwnedFd,
+    st: &libc::stat,
+    perm: u32,
+    dir: i32,
+    tmp: &std::ffi::CStr,
+) -> Result<(), i32> {
+    let link =
+        CString::new(format!("/proc/self/fd/{}", src.as_raw_fd())).map_err(|_| libc::EINVAL)?;
+    // SAFETY: open through the magic link of a descriptor we hold.
+    let from = owned(unsafe {
+        libc::open(
+            link.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY,
+        )
+    })?;
+    // SAFETY: openat of a new name in a directory we hold.
+    let to = owned(unsafe {
+        libc::openat(
+            dir,
+            tmp.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o600,
+        )
+    })?;
+    copy_data(&from, &to)?;
+    let times = times_of(st);
+    // SAFETY: fchmod and futimens on the descriptor we made.
+    unsafe {
+        check(libc::fchmod(to.as_raw_fd(), perm))?;
+        libc::futimens(to.as_raw_fd(), times.as_ptr());
+    }
+    Ok(())
+}
+
 /// Copies the content of `from` into `to` (both open).
 fn copy_data(from: &OwnedFd, to: &OwnedFd) -> Result<(), i32> {
     loop {
@@ -640,16 +691,7 @@ impl Cow {
             // SAFETY: unlinkat on a name in a directory we hold.
             check(unsafe { libc::unlinkat(up.as_raw_fd(), n.as_ptr(), 0) })?;
         }
-        let times = [
-            libc::timespec {
-                tv_sec: st.st_atime,
-                tv_nsec: st.st_atime_nsec,
-            },
-            libc::timespec {
-                tv_sec: st.st_mtime,
-                tv_nsec: st.st_mtime_nsec,
-            },
-        ];
+        let times = times_of(&st);
         match kind(&st) {
             libc::S_IFDIR => {
                 // SAFETY: mkdirat on a name in a directory we hold.
@@ -683,38 +725,12 @@ impl Cow {
                 };
             }
             libc::S_IFREG => {
-                let from = owned(unsafe {
-                    // SAFETY: open through the magic link of a descriptor we hold.
-                    libc::open(
-                        CString::new(format!("/proc/self/fd/{}", src.as_raw_fd()))
-                            .map_err(|_| libc::EINVAL)?
-                            .as_ptr(),
-                        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY,
-                    )
-                })?;
                 let tmp = self.temp_name();
-                let to = owned(unsafe {
-                    // SAFETY: openat of a new name in a directory we hold.
-                    libc::openat(
-                        up.as_raw_fd(),
-                        tmp.as_ptr(),
-                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-                        0o600,
-                    )
-                })?;
-                let done = copy_data(&from, &to).and_then(|()| {
-                    // SAFETY: fchmod, futimens and renameat on what we hold.
-                    unsafe {
-                        libc::fchmod(to.as_raw_fd(), perm);
-                        libc::futimens(to.as_raw_fd(), times.as_ptr());
-                        check(libc::renameat(
-                            up.as_raw_fd(),
-                            tmp.as_ptr(),
-                            up.as_raw_fd(),
-                            n.as_ptr(),
-                        ))
-                        .map(|_| ())
-                    }
+                let done = copy_file_to(&src, &st, perm, up.as_raw_fd(), &tmp).and_then(|()| {
+                    // SAFETY: renameat of our own temporary name in a directory we hold.
+                    check(unsafe {
+                        libc::renameat(up.as_raw_fd(), tmp.as_ptr(), up.as_raw_fd(), n.as_ptr())
+                    })
                 });
                 if let Err(e) = done {
                     // SAFETY: unlinkat of our own temporary name.
@@ -1441,42 +1457,7 @@ impl Cow {
                 // SAFETY: symlinkat of a new name in a directory we hold.
                 check(unsafe { libc::symlinkat(t.as_ptr(), dir, tmp) })?;
             }
-            libc::S_IFREG => {
-                let from = owned(unsafe {
-                    // SAFETY: open through the magic link of a descriptor we hold.
-                    libc::open(
-                        CString::new(format!("/proc/self/fd/{}", src.as_raw_fd()))
-                            .map_err(|_| libc::EINVAL)?
-                            .as_ptr(),
-                        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY,
-                    )
-                })?;
-                let to = owned(unsafe {
-                    // SAFETY: openat of a new name in a directory we hold.
-                    libc::openat(
-                        dir,
-                        tmp,
-                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-                        0o600,
-                    )
-                })?;
-                let times = [
-                    libc::timespec {
-                        tv_sec: st.st_atime,
-                        tv_nsec: st.st_atime_nsec,
-                    },
-                    libc::timespec {
-                        tv_sec: st.st_mtime,
-                        tv_nsec: st.st_mtime_nsec,
-                    },
-                ];
-                copy_data(&from, &to)?;
-                // SAFETY: fchmod and futimens on the descriptor we made.
-                unsafe {
-                    check(libc::fchmod(to.as_raw_fd(), perm))?;
-                    libc::futimens(to.as_raw_fd(), times.as_ptr());
-                }
-            }
+            libc::S_IFREG => copy_file_to(&src, &st, perm, dir, &staged.tmp)?,
             k => {
                 // SAFETY: mknodat of a new name in a directory we hold.
                 check(unsafe { libc::mknodat(dir, tmp, k | perm, st.st_rdev) })?;
