@@ -386,10 +386,19 @@ fn supervise(
                 revents: 0,
             });
         }
+        if let Some(l) = running.listener_fd() {
+            fds.push(libc::pollfd {
+                fd: l,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         let ms = wait.map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32 + 1);
         // SAFETY: poll reads and writes the `fds` array of the given length.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if let Some(s) = &signals {
+        // Only when it has something: this loop turns once per connect the sandbox makes.
+        let signalled = signals.is_some() && fds[1].revents & libc::POLLIN != 0;
+        if let (Some(s), true) = (&signals, signalled) {
             while let Some(sig) = s.read() {
                 received += 1;
                 if received == 1 {

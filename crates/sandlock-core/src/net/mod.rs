@@ -71,14 +71,14 @@ impl NetPolicy {
     /// and a `net_allow` rule does (or there are only deny rules: "everything but").
     pub(crate) fn permits(&self, ip: IpAddr, port: u16) -> bool {
         let ip = canonical(ip);
-        let resolved = |n: &str| self.names.lookup(n).addrs;
-        if self.deny.iter().any(|r| r.matches(ip, port, &resolved)) {
+        let resolves_to = |n: &str, a: IpAddr| self.names.resolves_to(n, a);
+        if self.deny.iter().any(|r| r.matches(ip, port, &resolves_to)) {
             return false;
         }
         if self.allow.is_empty() {
             return !self.deny.is_empty();
         }
-        self.allow.iter().any(|r| r.matches(ip, port, &resolved))
+        self.allow.iter().any(|r| r.matches(ip, port, &resolves_to))
     }
 
     /// Whether a TCP connect to `ip:port` is the sandbox asking its nameserver: port 53, while the
@@ -89,7 +89,7 @@ impl NetPolicy {
             return false;
         }
         let ip = canonical(ip);
-        let none = |_: &str| Vec::new();
+        let none = |_: &str, _: IpAddr| false;
         !self
             .allow
             .iter()

@@ -105,6 +105,36 @@ impl Names {
         }
     }
 
+    /// Whether allowed name `name` currently resolves to `ip` (compared in canonical form), as
+    /// [`Names::lookup`] would answer, without copying the addresses: every connect asks this.
+    pub(crate) fn resolves_to(self: &Arc<Self>, name: &str, ip: IpAddr) -> bool {
+        if !self.allowed(name) {
+            return false;
+        }
+        let held = {
+            let Ok(t) = self.table.lock() else {
+                return false;
+            };
+            t.get(name).map(|e| {
+                let found = e.addrs.iter().any(|a| super::rules::canonical(*a) == ip);
+                (found, e.expires <= Instant::now())
+            })
+        };
+        match held {
+            Some((found, stale)) => {
+                if stale {
+                    self.refresh_in_background(name);
+                }
+                found
+            }
+            None => self
+                .lookup(name)
+                .addrs
+                .iter()
+                .any(|a| super::rules::canonical(*a) == ip),
+        }
+    }
+
     /// Resolves `name` now and stores the answer.
     fn refresh(&self, name: &str) -> Answer {
         let (addrs, ttl) = self.resolve(name);

@@ -26,7 +26,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::notify::{Listener, Notification, read_mem};
+use super::notify::{Listener, Notification, read_mem_into};
 use crate::policy::PortRange;
 use crate::sys;
 
@@ -78,16 +78,34 @@ pub(crate) fn sock_proto(pid: u32, fd: u64) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&bytes[..end]).into_owned())
 }
 
-/// The fd's open flags from `/proc/<pid>/fdinfo/<fd>` (octal `flags:` line).
-pub(crate) fn fd_flags(pid: u32, fd: u64) -> i32 {
-    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("flags:"))
-                .and_then(|v| i32::from_str_radix(v.trim(), 8).ok())
-        })
-        .unwrap_or(0)
+/// The open flags of the sandbox's descriptor (the octal `flags:` line of
+/// `/proc/<pid>/fdinfo/<fd>`), or `None` when it has no such descriptor. Every TCP connect reads
+/// it, so it neither allocates nor reads past the line it needs. Flags that cannot be read for
+/// another reason read as 0 (blocking, inherited across exec).
+pub(crate) fn fd_flags(pid: u32, fd: u64) -> Option<i32> {
+    use std::io::Write;
+    let mut path = [0u8; 64];
+    let mut w = &mut path[..];
+    if write!(w, "/proc/{pid}/fdinfo/{fd}\0").is_err() {
+        return None;
+    }
+    // SAFETY: `path` holds a NUL-terminated string.
+    let raw = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return (sys::errno() != libc::ENOENT).then_some(0);
+    }
+    // SAFETY: open just returned this descriptor.
+    let file = unsafe { sys::owned(raw) };
+    // "pos:\t<offset>\nflags:\t<octal>\n": the second line ends well within this.
+    let mut buf = [0u8; 96];
+    let n = sys::read(file.as_raw_fd(), &mut buf).unwrap_or(0);
+    let text = &buf[..n];
+    let flags = text
+        .split(|b| *b == b'\n')
+        .find_map(|line| line.strip_prefix(b"flags:"))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| i32::from_str_radix(v.trim(), 8).ok());
+    Some(flags.unwrap_or(0))
 }
 
 /// What a `connect` left for the event loop to watch.
@@ -98,21 +116,48 @@ pub(crate) enum Connecting {
     Dns(crate::net::dns::Session),
 }
 
+/// The largest address `connect` takes (`sizeof(struct sockaddr_storage)`); the kernel refuses
+/// longer ones with `EINVAL` whatever the socket.
+const SOCKADDR_MAX: usize = 128;
+
 /// Decides a `connect` notification. Answers it, and returns what the event loop must watch, if
 /// anything.
+///
+/// The address is read once, into our own buffer. An IPv4 or IPv6 address goes straight to the TCP
+/// emulation without asking `/proc` what the descriptor is (that lookup is most of the cost of a
+/// connect): whatever the descriptor holds, it ends up replaced by a TCP socket of ours, connected
+/// to a destination the policy allows, which the sandbox could have made itself (see
+/// docs/security.md, "Emulated connects"). Only other families need the socket's kind.
 pub(crate) fn on_connect(
     l: &Listener,
     n: &Notification,
     rules: &SocketRules,
     pgid: libc::pid_t,
 ) -> Option<Connecting> {
-    let fd = n.args[0];
-    match sock_proto(n.pid, fd).as_deref() {
-        Ok("UNIX-STREAM") => on_unix_connect(l, n, rules, pgid, libc::SOCK_STREAM),
+    let len = n.args[2] as usize;
+    if !(2..=SOCKADDR_MAX).contains(&len) {
+        l.deny(n.id, libc::EINVAL);
+        return None;
+    }
+    let mut buf = [0u8; SOCKADDR_MAX];
+    match read_mem_into(n.pid, n.args[1], &mut buf[..len]) {
+        Ok(got) if got == len => {}
+        _ => {
+            l.deny(n.id, libc::EFAULT);
+            return None;
+        }
+    }
+    let addr = &buf[..len];
+    let family = i32::from(u16::from_ne_bytes([addr[0], addr[1]]));
+    if family == libc::AF_INET || family == libc::AF_INET6 {
+        return on_tcp_connect(l, n, rules, family, addr);
+    }
+    match sock_proto(n.pid, n.args[0]).as_deref() {
+        Ok("UNIX-STREAM") => on_unix_connect(l, n, rules, pgid, libc::SOCK_STREAM, addr),
         // The filter only lets stream and seqpacket UNIX sockets be made, so "UNIX" is seqpacket.
-        Ok("UNIX") => on_unix_connect(l, n, rules, pgid, libc::SOCK_SEQPACKET),
-        Ok("TCP") => return on_tcp_connect(l, n, rules, libc::AF_INET),
-        Ok("TCPv6") => return on_tcp_connect(l, n, rules, libc::AF_INET6),
+        Ok("UNIX") => on_unix_connect(l, n, rules, pgid, libc::SOCK_SEQPACKET, addr),
+        // A TCP socket given another family: AF_UNSPEC (which would disconnect it) or nonsense.
+        Ok("TCP" | "TCPv6") => l.deny(n.id, libc::EAFNOSUPPORT),
         // No other kind of socket can exist in a sandbox.
         Ok(_) => l.deny(n.id, libc::EACCES),
         Err(e) => l.deny(
@@ -128,15 +173,16 @@ pub(crate) fn on_connect(
     None
 }
 
-/// The fd's blocking mode and close-on-exec flag, to give our socket the same.
-pub(crate) fn mode(pid: u32, fd: u64) -> (bool, u32) {
-    let flags = fd_flags(pid, fd);
+/// The fd's blocking mode and close-on-exec flag, to give our socket the same; `None` when the
+/// sandbox has no such descriptor.
+pub(crate) fn mode(pid: u32, fd: u64) -> Option<(bool, u32)> {
+    let flags = fd_flags(pid, fd)?;
     let cloexec = if flags & libc::O_CLOEXEC != 0 {
         libc::O_CLOEXEC as u32
     } else {
         0
     };
-    (flags & libc::O_NONBLOCK != 0, cloexec)
+    Some((flags & libc::O_NONBLOCK != 0, cloexec))
 }
 
 /// Installs `sock` as the sandbox's descriptor and completes the syscall with `result`.
@@ -163,36 +209,24 @@ fn on_tcp_connect(
     n: &Notification,
     rules: &SocketRules,
     family: libc::c_int,
+    addr: &[u8],
 ) -> Option<Connecting> {
-    let (fd, addr, len) = (n.args[0], n.args[1], n.args[2] as usize);
-    if !(2..=std::mem::size_of::<libc::sockaddr_in6>()).contains(&len) {
-        l.deny(n.id, libc::EINVAL);
-        return None;
-    }
-    let Ok(bytes) = read_mem(n.pid, addr, len) else {
-        l.deny(n.id, libc::EFAULT);
-        return None;
-    };
-    let sa_family = i32::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
-    let min = match sa_family {
+    let fd = n.args[0];
+    let min = match family {
         libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>(),
         // The kernel accepts the RFC 2133 size, without the scope id.
-        libc::AF_INET6 => 24,
-        _ => {
-            l.deny(n.id, libc::EAFNOSUPPORT);
-            return None;
-        }
+        _ => 24,
     };
-    if bytes.len() < min {
+    if addr.len() < min {
         l.deny(n.id, libc::EINVAL);
         return None;
     }
-    let port = u16::from_be_bytes([bytes[2], bytes[3]]);
-    let ip = match sa_family {
-        libc::AF_INET => IpAddr::from([bytes[4], bytes[5], bytes[6], bytes[7]]),
+    let port = u16::from_be_bytes([addr[2], addr[3]]);
+    let ip = match family {
+        libc::AF_INET => IpAddr::from([addr[4], addr[5], addr[6], addr[7]]),
         _ => {
             let mut a = [0u8; 16];
-            a.copy_from_slice(&bytes[8..24]);
+            a.copy_from_slice(&addr[8..24]);
             IpAddr::from(a)
         }
     };
@@ -204,6 +238,10 @@ fn on_tcp_connect(
         l.deny(n.id, libc::EACCES);
         return None;
     }
+    let Some((nonblocking, cloexec)) = mode(n.pid, fd) else {
+        l.deny(n.id, libc::EBADF);
+        return None;
+    };
     // SAFETY: socket takes integers and returns a new descriptor.
     let raw = unsafe {
         libc::socket(
@@ -218,13 +256,12 @@ fn on_tcp_connect(
     }
     // SAFETY: socket just returned this descriptor.
     let sock = unsafe { sys::owned(raw) };
-    let (nonblocking, cloexec) = mode(n.pid, fd);
-    // SAFETY: `bytes` holds the sandbox's address, at least `min` bytes long.
+    // SAFETY: `addr` is our own copy of the sandbox's address, at least `min` bytes long.
     let r = unsafe {
         libc::connect(
             sock.as_raw_fd(),
-            bytes.as_ptr().cast(),
-            bytes.len() as libc::socklen_t,
+            addr.as_ptr().cast(),
+            addr.len() as libc::socklen_t,
         )
     };
     let err = if r < 0 { sys::errno() } else { 0 };
@@ -269,7 +306,10 @@ fn dns_session(l: &Listener, n: &Notification) -> Option<Connecting> {
         l.deny(n.id, libc::EIO);
         return None;
     }
-    let (nonblocking, cloexec) = mode(n.pid, fd);
+    let Some((nonblocking, cloexec)) = mode(n.pid, fd) else {
+        l.deny(n.id, libc::EBADF);
+        return None;
+    };
     if nonblocking && sys::set_nonblocking(theirs.as_raw_fd(), true).is_err() {
         l.deny(n.id, libc::EIO);
         return None;
@@ -305,16 +345,14 @@ fn on_unix_connect(
     rules: &SocketRules,
     pgid: libc::pid_t,
     ty: libc::c_int,
+    bytes: &[u8],
 ) {
-    let (fd, addr, len) = (n.args[0], n.args[1], n.args[2] as usize);
+    let fd = n.args[0];
     let size = std::mem::size_of::<libc::sockaddr_un>();
-    if !(3..=size).contains(&len) {
+    if !(3..=size).contains(&bytes.len()) {
         return l.deny(n.id, libc::EINVAL);
     }
-    let Ok(bytes) = read_mem(n.pid, addr, len) else {
-        return l.deny(n.id, libc::EFAULT);
-    };
-    if bytes.len() != len || u16::from_ne_bytes([bytes[0], bytes[1]]) != libc::AF_UNIX as u16 {
+    if u16::from_ne_bytes([bytes[0], bytes[1]]) != libc::AF_UNIX as u16 {
         return l.deny(n.id, libc::EINVAL);
     }
     let name = &bytes[2..];
@@ -348,7 +386,9 @@ fn on_unix_connect(
         _held = Some(file);
         via
     };
-    let (nonblocking, cloexec) = mode(n.pid, fd);
+    let Some((nonblocking, cloexec)) = mode(n.pid, fd) else {
+        return l.deny(n.id, libc::EBADF);
+    };
     let ours = match connect_own(ty, &target) {
         Ok(s) => s,
         Err(e) => return l.deny(n.id, e.raw_os_error().unwrap_or(libc::ECONNREFUSED)),

@@ -57,6 +57,36 @@ fn tcp_connect_to_an_allowed_port_succeeds() {
 }
 
 #[test]
+fn connect_on_a_descriptor_that_is_not_open_fails_with_ebadf() {
+    // TCP connects are decided from the address alone (the descriptor's kind is not looked up),
+    // yet a number that holds nothing still fails as the kernel would have it, and no socket is
+    // installed there.
+    let ws = Ws::new();
+    let (l, port) = listener();
+    let code = format!(
+        r#"
+import ctypes, errno, os, socket, struct
+libc = ctypes.CDLL(None, use_errno=True)
+sa = struct.pack('<HH4s8x', socket.AF_INET, socket.htons({port}), socket.inet_aton('127.0.0.1'))
+r = libc.connect(900, sa, len(sa))
+try:
+    os.fstat(900); held = 'a socket is there'
+except OSError as e:
+    held = errno.errorcode[e.errno]
+print(r, errno.errorcode[ctypes.get_errno()] if r else 'ok', held)
+"#
+    );
+    let mut p = policy(&ws);
+    p.net_allow.push(format!(":{port}"));
+    let o = py(&p, &code);
+    ok(&o);
+    assert_eq!(out(&o), "-1 EBADF EBADF");
+    assert_eq!(accepted(&l), None);
+    // Control: the kernel answers the same outside a sandbox.
+    assert_eq!(host_py(&code), "-1 EBADF EBADF");
+}
+
+#[test]
 fn tcp_connect_to_another_port_is_denied_when_one_is_allowed() {
     let ws = Ws::new();
     let (l, port) = listener();

@@ -74,8 +74,12 @@ pub(crate) fn on_bind(l: &Listener, n: &Notification, scope: &Scope, bound: &mut
             if let Some(i) = own_inode(&sock) {
                 bound.add(i);
             }
-            let (nonblocking, cloexec) = mode(n.pid, fd);
-            install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0);
+            match mode(n.pid, fd) {
+                Some((nonblocking, cloexec)) => {
+                    install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0);
+                }
+                None => l.deny(n.id, libc::EBADF),
+            }
         }
         Err(e) => l.deny(n.id, e),
     }
