@@ -163,6 +163,12 @@ fn parse_host(h: &str) -> Result<HostPattern, String> {
     if let Ok(ip) = h.parse::<IpAddr>() {
         return Ok(HostPattern::Addr(canonical(ip)));
     }
+    parse_name(h, "a host name, an IP address, a CIDR block or *").map(HostPattern::Name)
+}
+
+/// A host name as rules hold it (lowercase, no trailing dot), or why `h` is not one (`expected`
+/// says what the field takes).
+pub(crate) fn parse_name(h: &str, expected: &str) -> Result<String, String> {
     let name = h.trim_end_matches('.').to_ascii_lowercase();
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -173,9 +179,7 @@ fn parse_host(h: &str) -> Result<HostPattern, String> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     if name.len() > 253 || !name.split('.').all(label_ok) {
-        return Err(format!(
-            "{h:?} is not a host name, an IP address, a CIDR block or *"
-        ));
+        return Err(format!("{h:?} is not {expected}"));
     }
     if name
         .split('.')
@@ -183,7 +187,7 @@ fn parse_host(h: &str) -> Result<HostPattern, String> {
     {
         return Err(format!("{h:?} is not a valid IPv4 address"));
     }
-    Ok(HostPattern::Name(name))
+    Ok(name)
 }
 
 /// Parses a `net_allow` or `net_deny` entry (see the module documentation).

@@ -102,7 +102,12 @@ impl SandboxPlan {
                 .all(|r| r.host == crate::net::rules::HostPattern::Any)
             && allow.iter().map(|r| r.ports.count()).sum::<usize>() <= 4096)
             .then(|| allow.iter().map(|r| r.ports).collect());
-        let net = crate::net::NetPolicy::new(allow, deny);
+        let http = crate::net::proxy::rules::HttpRules::parse(
+            &policy.http_allow,
+            &policy.http_deny,
+            &policy.http_auth,
+        )?;
+        let net = crate::net::NetPolicy::new(allow, deny, &http);
         let bind = parse_list(
             &policy.net_allow_bind,
             "net_allow_bind",
@@ -143,7 +148,7 @@ impl SandboxPlan {
             .filter(|r| r.access == Access::Write && !r.optional)
             .map(|r| r.path.clone())
             .collect();
-        let tcp = net.any() || !bind.is_empty();
+        let tcp = net.any() || http.any() || !bind.is_empty();
         let needs = coverage::Needs {
             tcp,
             // Only a kernel without Landlock's ioctl right needs to know (and pays for the look).
@@ -176,6 +181,8 @@ impl SandboxPlan {
         };
         let notify =
             kernel.supports(Protection::SeccompNotify) && kernel.supports(Protection::Seccomp);
+        let reach: Vec<PathBuf> = paths.iter().map(|r| r.path.clone()).collect();
+        let proxy = crate::net::proxy::for_policy(&policy, http, &net, &reach, notify)?;
         let filter = if kernel.supports(Protection::Seccomp) {
             let spec = seccomp::SeccompPolicy {
                 tcp,
@@ -212,6 +219,8 @@ impl SandboxPlan {
                 net,
                 tcp_listen: !bind.is_empty(),
                 bind,
+                proxy,
+                run_log: std::sync::Arc::default(),
             },
             cgroup,
         })

@@ -21,7 +21,7 @@
 //! binding; that decision is still continued, see docs/security.md for the residual race.
 
 use std::ffi::CString;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
@@ -45,6 +45,10 @@ pub(crate) struct SocketRules {
     /// TCP ports the sandbox may bind (decided here only where Landlock cannot, see
     /// `crate::standin::bind`).
     pub(crate) bind: Vec<PortRange>,
+    /// The HTTP proxy, when the policy has HTTP rules: connects it governs go to it.
+    pub(crate) proxy: Option<std::sync::Arc<crate::net::proxy::Proxy>>,
+    /// What the proxy reports about this run's requests (each run gets its own).
+    pub(crate) run_log: std::sync::Arc<crate::net::proxy::RunLog>,
 }
 
 /// A TCP connect in progress for a blocking socket: the sandbox's thread waits in its
@@ -233,7 +237,11 @@ fn on_tcp_connect(
     if rules.net.is_dns(ip, port) {
         return dns_session(l, n);
     }
-    if !rules.net.permits(ip, port) {
+    let proxy = rules
+        .proxy
+        .as_ref()
+        .filter(|p| !rules.net.denies(ip, port) && p.routes(ip, port, &rules.net));
+    if proxy.is_none() && !rules.net.permits(ip, port) {
         // What Landlock answers for a destination the policy does not allow.
         l.deny(n.id, libc::EACCES);
         return None;
@@ -242,6 +250,43 @@ fn on_tcp_connect(
         l.deny(n.id, libc::EBADF);
         return None;
     };
+    let connected = match proxy {
+        Some(p) => p.connect(family, SocketAddr::new(ip, port), &rules.run_log),
+        None => connect_direct(family, addr),
+    };
+    let (sock, in_progress) = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            l.deny(n.id, e);
+            return None;
+        }
+    };
+    match (in_progress, nonblocking) {
+        (false, _) => install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0),
+        (true, true) => install(
+            l,
+            n.id,
+            &sock,
+            fd as u32,
+            cloexec,
+            true,
+            -i64::from(libc::EINPROGRESS),
+        ),
+        (true, false) => {
+            return Some(Connecting::Tcp(PendingConnect {
+                sock,
+                id: n.id,
+                target: fd as u32,
+                cloexec,
+            }));
+        }
+    }
+    None
+}
+
+/// A new socket of ours connected (or connecting) to the sandbox's address, non-blocking:
+/// `(socket, still in progress)`, or the errno to answer.
+fn connect_direct(family: libc::c_int, addr: &[u8]) -> Result<(OwnedFd, bool), i32> {
     // SAFETY: socket takes integers and returns a new descriptor.
     let raw = unsafe {
         libc::socket(
@@ -251,12 +296,11 @@ fn on_tcp_connect(
         )
     };
     if raw < 0 {
-        l.deny(n.id, sys::errno());
-        return None;
+        return Err(sys::errno());
     }
     // SAFETY: socket just returned this descriptor.
     let sock = unsafe { sys::owned(raw) };
-    // SAFETY: `addr` is our own copy of the sandbox's address, at least `min` bytes long.
+    // SAFETY: `addr` is our own copy of the sandbox's address, as long as its family needs.
     let r = unsafe {
         libc::connect(
             sock.as_raw_fd(),
@@ -264,31 +308,11 @@ fn on_tcp_connect(
             addr.len() as libc::socklen_t,
         )
     };
-    let err = if r < 0 { sys::errno() } else { 0 };
-    match err {
-        0 => install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0),
-        libc::EINPROGRESS if nonblocking => {
-            install(
-                l,
-                n.id,
-                &sock,
-                fd as u32,
-                cloexec,
-                true,
-                -i64::from(libc::EINPROGRESS),
-            );
-        }
-        libc::EINPROGRESS => {
-            return Some(Connecting::Tcp(PendingConnect {
-                sock,
-                id: n.id,
-                target: fd as u32,
-                cloexec,
-            }));
-        }
-        e => l.deny(n.id, e),
+    match if r < 0 { sys::errno() } else { 0 } {
+        0 => Ok((sock, false)),
+        libc::EINPROGRESS => Ok((sock, true)),
+        e => Err(e),
     }
-    None
 }
 
 /// Connects the sandbox's socket to the supervisor's resolver: one end of a socket pair goes in

@@ -48,6 +48,9 @@ const TOKEN_CONNECT_BASE: u64 = 1 << 32;
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// How often it measures the tree only to report peak memory and CPU time.
 const SAMPLE_IDLE: Duration = Duration::from_millis(25);
+/// How often a resolver conversation waiting for a name (one an HTTP host pattern admits, asked
+/// for the first time) looks again.
+const DNS_RETRY: Duration = Duration::from_millis(5);
 /// Disk events are read at most this often; in between they pile up (and merge) in the kernel.
 const DISK_EVERY: Duration = Duration::from_millis(5);
 /// How long to keep reading output once the tree has been killed. Everything the sandbox wrote
@@ -98,6 +101,8 @@ pub struct Running {
     connects: HashMap<u64, connect::PendingConnect>,
     /// The sandbox's conversations with its resolver (see `net/dns.rs`), by token.
     dns: HashMap<u64, crate::net::dns::Session>,
+    /// When to look again at conversations waiting for a name to be resolved.
+    dns_retry: Option<Instant>,
     next_connect: u64,
     /// What the stand-ins for Landlock features remember (see `standin/`).
     standin: standin::State,
@@ -163,6 +168,7 @@ impl Running {
             sockets,
             connects: HashMap::new(),
             dns: HashMap::new(),
+            dns_retry: None,
             next_connect: TOKEN_CONNECT_BASE,
             standin: standin::State::default(),
             cgroup,
@@ -233,6 +239,7 @@ impl Running {
             self.next_sample,
             self.drain_until,
             self.disk_rearm,
+            self.dns_retry,
         ]
         .into_iter()
         .flatten()
@@ -470,6 +477,7 @@ impl Running {
             }
             .max(cgroup_peak.unwrap_or(0)),
             not_enforced: std::mem::take(&mut self.not_enforced),
+            warnings: self.sockets.run_log.take(),
             limit_mechanism: if !kernel_limits.is_empty() {
                 LimitMechanism::CgroupV2
             } else if self.limits.max_memory.is_some()
@@ -681,6 +689,9 @@ impl Running {
             self.dns.remove(&token);
             return;
         }
+        if s.waiting() && self.dns_retry.is_none() {
+            self.dns_retry = Some(Instant::now() + DNS_RETRY);
+        }
         let events = if pending {
             libc::EPOLLIN | libc::EPOLLOUT
         } else {
@@ -813,6 +824,18 @@ impl Running {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
+        if self.dns_retry.is_some_and(|t| now >= t) {
+            self.dns_retry = None;
+            let waiting: Vec<u64> = self
+                .dns
+                .iter()
+                .filter(|(_, s)| s.waiting())
+                .map(|(t, _)| *t)
+                .collect();
+            for token in waiting {
+                self.on_dns(token);
+            }
+        }
         if let Some(d) = self.deadline {
             if now >= d && !self.killed {
                 let t = self.limits.timeout.unwrap_or_default();

@@ -4,6 +4,7 @@ mod errors;
 mod fs;
 mod limits;
 mod net;
+mod proxy;
 mod signals;
 mod standin;
 mod stress;

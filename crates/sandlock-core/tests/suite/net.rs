@@ -404,29 +404,6 @@ fn descriptor_swap_race_cannot_reach_a_host_unix_socket() {
     assert!(String::from_utf8_lossy(&c.stdout).starts_with("escaped"));
 }
 
-/// The test names of the network-rule tests, as `scripts/test.sh` puts them in `/etc/hosts`.
-const ALLOWED: (&str, &str) = ("allowed.test", "127.0.0.2");
-const OTHER: (&str, &str) = ("other.test", "127.0.0.3");
-
-/// Whether the host resolves the test names (else the caller skips, saying so).
-fn test_names_present(what: &str) -> bool {
-    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    let has = |(name, ip): (&str, &str)| {
-        hosts.lines().any(|l| {
-            let mut f = l.split_whitespace();
-            f.next() == Some(ip) && f.any(|n| n == name)
-        })
-    };
-    if has(ALLOWED) && has(OTHER) {
-        return true;
-    }
-    skip(
-        what,
-        "/etc/hosts lacks 127.0.0.2 allowed.test and 127.0.0.3 other.test (scripts/test.sh adds them)",
-    );
-    false
-}
-
 /// A listener on `ip` (a loopback address) on a free port, and the port.
 fn listener_on(ip: &str, port: u16) -> TcpListener {
     let l = TcpListener::bind((ip, port)).unwrap();
@@ -444,19 +421,6 @@ fn try_connect(targets: &[(&str, u16)]) -> String {
         "import socket, errno\nfor h, p in [{}]:\n    try:\n        s = socket.create_connection((h, p), timeout=3); s.close(); print('ok')\n    except OSError as e:\n        print(errno.errorcode.get(e.errno, str(e)))",
         list.join(", ")
     )
-}
-
-fn free_port_on_both() -> u16 {
-    loop {
-        let p = TcpListener::bind("127.0.0.2:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if TcpListener::bind(("127.0.0.3", p)).is_ok() {
-            return p;
-        }
-    }
 }
 
 #[test]
