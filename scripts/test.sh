@@ -4,8 +4,8 @@
 #
 # Stages: system packages, build, format and lint, the Rust suites run directly, the same suites
 # under the restricted-pod harness (podsim: uid 1000, no capabilities, RuntimeDefault-like seccomp,
-# read-only root), the suites again with Landlock capped at ABI 2 (the supervisor's stand-ins at
-# work, as on Linux 6.1), the Python SDK and MCP server suites, and the kernel matrix (Debian 12's
+# read-only root), the suites again with Landlock capped at ABI 2 and at ABI 1 (the supervisor's stand-ins at
+# work, as on Linux 6.1 and 5.13-5.18), the Python SDK and MCP server suites, and the kernel matrix (Debian 12's
 # Linux 6.1 under qemu, tests/kernels). Each stage prints its time; the first failure stops the run
 # with its name.
 set -euo pipefail
@@ -33,6 +33,11 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 [ -e /usr/include/python3.11/Python.h ] || ls /usr/include/python3*/Python.h >/dev/null 2>&1 || need+=(python3-dev)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+# The scale-out test runs the shipped HAProxy configuration in front of three servers.
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+# LobeHub's Cloud Sandbox tools fetch uploads and skills with curl and unpack skills with unzip.
+command -v curl >/dev/null || need+=(curl)
+command -v unzip >/dev/null || need+=(unzip)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing: ${need[*]}"
@@ -89,7 +94,7 @@ for line in sys.stdin:
   done <<< "$bins"
 fi
 
-stage "Rust suites against the stand-ins for Landlock features (SANDLOCK_MAX_LANDLOCK_ABI=2), directly and under podsim"
+stage "Rust suites against the stand-ins for Landlock features (SANDLOCK_MAX_LANDLOCK_ABI=2, as on Linux 6.1, and =1, as on 5.13-5.18), directly and under podsim"
 capped_bins=$(cargo test -p sandlock-core -p sandlock-cli --no-run --message-format=json --quiet 2>/dev/null \
   | /usr/bin/python3 -c 'import sys, json
 for line in sys.stdin:
@@ -98,16 +103,19 @@ for line in sys.stdin:
         print(m["target"]["name"], m["executable"])')
 while read -r name exe; do
   [ -n "$exe" ] || continue
-  for how in direct podsim; do
-    if [ "$how" = podsim ]; then
-      [ "$(id -u)" = 0 ] || { echo "SKIP $name under podsim: it must start as root"; continue; }
-      run=("$ROOT/target/debug/podsim" -- "$exe" -q)
-    else
-      run=("$exe" -q)
-    fi
-    echo "--- $name, $how, Landlock ABI 2 at most"
-    (cd "$(dirname "$exe")" && SANDLOCK_MAX_LANDLOCK_ABI=2 "${run[@]}") 2>&1 | tee "/tmp/sandlock-capped-$name-$how.log" | grep -E '^(test result|SKIP)' || true
-    grep -q 'test result: ok' "/tmp/sandlock-capped-$name-$how.log" || fail "$name ($how) with Landlock capped at ABI 2 (see /tmp/sandlock-capped-$name-$how.log)"
+  for abi in 2 1; do
+    for how in direct podsim; do
+      if [ "$how" = podsim ]; then
+        [ "$(id -u)" = 0 ] || { echo "SKIP $name under podsim: it must start as root"; continue; }
+        run=("$ROOT/target/debug/podsim" -- "$exe" -q)
+      else
+        run=("$exe" -q)
+      fi
+      log="/tmp/sandlock-capped$abi-$name-$how.log"
+      echo "--- $name, $how, Landlock ABI $abi at most"
+      (cd "$(dirname "$exe")" && SANDLOCK_MAX_LANDLOCK_ABI=$abi "${run[@]}") 2>&1 | tee "$log" | grep -E '^(test result|SKIP)' || true
+      grep -q 'test result: ok' "$log" || fail "$name ($how) with Landlock capped at ABI $abi (see $log)"
+    done
   done
 done <<< "$capped_bins"
 
@@ -154,8 +162,9 @@ stage "Python SDK and MCP tests against the stand-ins (SANDLOCK_MAX_LANDLOCK_ABI
 pytest_run python-capped env SANDLOCK_MAX_LANDLOCK_ABI=2 .venv/bin/python "${PYTEST[@]}" python/tests
 pytest_run mcp-capped env SANDLOCK_MAX_LANDLOCK_ABI=2 bash -c 'cd tests/mcp && ../../.venv/bin/python "$@"' _ "${PYTEST[@]}"
 
-stage "Kubernetes manifests (offline, strict)"
+stage "Kubernetes manifests (offline, strict) and the HAProxy configuration"
 .venv/bin/kubernetes-validate --strict -k 1.30 deploy/kubernetes/*.yaml
+/usr/sbin/haproxy -c -q -f deploy/haproxy/haproxy.cfg || fail "deploy/haproxy/haproxy.cfg (haproxy -c)"
 
 stage "Kernel matrix: Debian 12's Linux 6.1 under qemu (TCG), root and uid 1000 (tests/kernels)"
 if [ "$(id -u)" = 0 ]; then

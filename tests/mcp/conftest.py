@@ -56,12 +56,18 @@ def wrap(argv: list[str]) -> list[str]:
 class Server:
     """One `sandlock mcp` process on a free loopback port."""
 
-    def __init__(self, *args: str, token: str | None = "auto", env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        *args: str,
+        token: str | None = "auto",
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ):
         if not BIN.exists():
             pytest.skip(f"skipped: {BIN} not built (run `cargo build -p sandlock-cli`)")
         if UNDER_PODSIM and (os.geteuid() != 0 or not PODSIM.exists()):
             pytest.skip("skipped: SANDLOCK_MCP_PODSIM=1 needs root and target/debug/podsim")
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.base = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_urlsafe(24) if token == "auto" else token

@@ -254,7 +254,9 @@ def test_stateless_requests_use_server_minted_workspace_handles(server: Server) 
             return ws, again, fresh, unknown
 
     ws, again, fresh, unknown = run(go())
-    assert ws.startswith("ws-")
+    # <replica>.ws-<32 hex>: the server's replica id (its host name here), then 128 random bits.
+    replica, rest = ws.split(".", 1)
+    assert replica and rest.startswith("ws-") and len(rest) == 35, ws
     assert again.structured_content["content"] == "kept"
     assert fresh.structured_content["workspace"] != ws and fresh.structured_content["entries"] == []
     assert unknown.is_error is True and "unknown or has expired" in unknown.content[0].text

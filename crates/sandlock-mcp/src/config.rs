@@ -40,6 +40,7 @@ use sandlock_core::{ByteSize, Policy, Seconds};
 use serde::Deserialize;
 
 use crate::McpArgs;
+use crate::replica::ReplicaId;
 
 /// Which transport the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -98,6 +99,9 @@ pub struct ServerFile {
     pub log_code: Option<bool>,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: Option<String>,
+    /// This server's identity among its replicas: the prefix of every session id and workspace
+    /// handle it mints (see `crate::replica`).
+    pub replica_id: Option<String>,
 }
 
 /// The `[workspaces]` table.
@@ -170,6 +174,8 @@ pub struct ConfigFile {
     pub python: PythonFile,
     /// `[tools.*]`.
     pub tools: ToolsFile,
+    /// `[onlyboxes]`: LobeHub's sandbox provider API (see `crate::provider`).
+    pub onlyboxes: crate::provider::config::OnlyboxesFile,
 }
 
 impl ConfigFile {
@@ -187,8 +193,8 @@ impl ConfigFile {
                 "{}",
                 e.to_string().trim_end().replace('\n', "\n  ")
                     + "\n  hint: the tables are [server], [workspaces], [limits], [python], \
-                       [tools.execute_python] and [tools.execute_shell]; tool tables take \
-                       sandlock policy fields"
+                       [tools.execute_python], [tools.execute_shell] and [onlyboxes]; tool \
+                       tables and [onlyboxes.policy] take sandlock policy fields"
             )
         })
     }
@@ -236,6 +242,8 @@ pub struct Config {
     pub log_code: bool,
     /// Log level.
     pub log_level: tracing_subscriber::filter::LevelFilter,
+    /// This replica's identity, the prefix of the ids it mints.
+    pub replica: ReplicaId,
     /// Workspace root (absolute).
     pub workspace_root: PathBuf,
     /// Idle TTL of sessions and stateless workspaces.
@@ -260,6 +268,8 @@ pub struct Config {
     pub fork_idle: Duration,
     /// Base policy of `execute_shell`.
     pub shell_policy: Policy,
+    /// LobeHub's sandbox provider API, when a JIT signing key is configured.
+    pub onlyboxes: Option<crate::provider::config::ProviderConfig>,
 }
 
 /// Environment variable that may hold the bearer token.
@@ -433,6 +443,24 @@ impl Config {
             check_isolation(tool, p, &workspace_root)?;
         }
 
+        let max_workspaces = args.max_workspaces.or(w.max_workspaces).unwrap_or(256);
+        let onlyboxes = crate::provider::config::resolve(
+            args.onlyboxes_jit_key_file.clone(),
+            &args.onlyboxes_storage_host,
+            file.onlyboxes,
+            &limits,
+            max_workspaces,
+        )?;
+        if let Some(o) = &onlyboxes {
+            if transport != Transport::Http {
+                bail!(
+                    "the Onlyboxes API is served over HTTP: drop --transport stdio, or the \
+                     signing key (--onlyboxes-jit-key-file / [onlyboxes] jit_key_file)"
+                );
+            }
+            check_isolation_in("onlyboxes.policy", &o.policy, &workspace_root)?;
+        }
+
         // max_cpu counts the CPU of every process of the tree, dead ones included: with a fork
         // server that would be the sum over every call of the workspace.
         let python_start = match (
@@ -459,6 +487,19 @@ impl Config {
             (None, None) => tracing_subscriber::filter::LevelFilter::INFO,
         };
 
+        let replica = match args.replica_id.as_deref().or(s.replica_id.as_deref()) {
+            Some(text) => ReplicaId::parse(text).map_err(|e| {
+                anyhow::anyhow!(
+                    "replica_id: {text:?} is not a replica id: {e}. Use 1 to {} letters, digits, \
+                     '-' and '_' (e.g. the pod name sandlock-0): the id starts every session id \
+                     and workspace handle, up to the first '.', and is the proxy's name for this \
+                     replica",
+                    crate::replica::MAX_LEN
+                )
+            })?,
+            None => ReplicaId::default_for_host(),
+        };
+
         Ok(Config {
             transport,
             listen,
@@ -473,10 +514,11 @@ impl Config {
             log_format: args.log_format.or(s.log_format).unwrap_or(LogFormat::Text),
             log_code: args.log_code || s.log_code.unwrap_or(false),
             log_level,
+            replica,
             workspace_root,
             ttl: args.ttl.or(w.ttl).map_or(DEFAULT_TTL, Seconds::duration),
             max_disk,
-            max_workspaces: args.max_workspaces.or(w.max_workspaces).unwrap_or(256),
+            max_workspaces,
             max_timeout,
             max_concurrent,
             queue_depth: args.queue_depth.or(l.queue_depth).unwrap_or(32),
@@ -492,6 +534,7 @@ impl Config {
                 .fork_idle
                 .map_or(DEFAULT_FORK_IDLE, Seconds::duration),
             shell_policy,
+            onlyboxes,
         })
     }
 
@@ -507,6 +550,11 @@ impl Config {
 /// A readable or writable path that contains the workspace root would let one session's code see
 /// every other session's files, so such a policy is refused at start-up.
 pub fn check_isolation(tool: &str, p: &Policy, root: &Path) -> anyhow::Result<()> {
+    check_isolation_in(&format!("tools.{tool}"), p, root)
+}
+
+/// [`check_isolation`] for the policy of the configuration table `table` (named in the errors).
+pub fn check_isolation_in(table: &str, p: &Policy, root: &Path) -> anyhow::Result<()> {
     let fields = [
         ("fs_readable", &p.fs_readable),
         ("fs_writable", &p.fs_writable),
@@ -516,7 +564,7 @@ pub fn check_isolation(tool: &str, p: &Policy, root: &Path) -> anyhow::Result<()
             let shown = path.canonicalize().unwrap_or_else(|_| path.clone());
             if root.starts_with(&shown) || root.starts_with(path) {
                 bail!(
-                    "tools.{tool}.{field}[{i}]: {:?} contains the workspace root {}; every \
+                    "{table}.{field}[{i}]: {:?} contains the workspace root {}; every \
                      session could read the others' files. Grant a narrower path, or move the \
                      workspace root (--workspace-root) outside it",
                     path.display().to_string(),
@@ -526,9 +574,7 @@ pub fn check_isolation(tool: &str, p: &Policy, root: &Path) -> anyhow::Result<()
         }
     }
     if p.cwd.is_some() {
-        bail!(
-            "tools.{tool}.cwd: the server runs every call in its session's workspace; remove cwd"
-        );
+        bail!("{table}.cwd: the server runs every call in its session's workspace; remove cwd");
     }
     Ok(())
 }
@@ -644,6 +690,34 @@ mod tests {
         assert_eq!(c.python_start, PythonStart::Fresh);
         let e = Config::merge(&args(&["--python-start", "fork"]), cpu(), None).unwrap_err();
         assert!(e.to_string().contains("max_cpu"), "{e}");
+    }
+
+    #[test]
+    fn replica_id_comes_from_the_flag_the_file_or_the_host_name() {
+        let c = Config::merge(&args(&[]), ConfigFile::default(), None).unwrap();
+        assert_eq!(c.replica, ReplicaId::default_for_host());
+        let f = || ConfigFile::parse("[server]\nreplica_id = \"from-file\"\n").unwrap();
+        let c = Config::merge(&args(&[]), f(), None).unwrap();
+        assert_eq!(c.replica.as_str(), "from-file");
+        let c = Config::merge(&args(&["--replica-id", "sandlock-2"]), f(), None).unwrap();
+        assert_eq!(c.replica.as_str(), "sandlock-2");
+    }
+
+    #[test]
+    fn a_bad_replica_id_is_refused_naming_the_field_the_value_and_the_rule() {
+        let e = Config::merge(
+            &args(&["--replica-id", "web.1"]),
+            ConfigFile::default(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("replica_id: \"web.1\""), "{e}");
+        assert!(e.contains("'.' (character 4) is not allowed"), "{e}");
+        assert!(e.contains("letters, digits, '-' and '_'"), "{e}");
+        let f = ConfigFile::parse("[server]\nreplica_id = \"\"\n").unwrap();
+        let e = Config::merge(&args(&[]), f, None).unwrap_err().to_string();
+        assert!(e.contains("it is empty"), "{e}");
     }
 
     #[test]

@@ -1,140 +1,23 @@
-//! Running code: the per-workspace policy, the Python interpreter's paths, the concurrency gate, and
-//! driving a sandbox from tokio without a thread per run.
-//!
-//! A run is driven on the server's own event loop: [`sandlock_core::Running::fd`] (an epoll fd) is
-//! registered with tokio through [`AsyncFd`], and [`sandlock_core::Running::next_wakeup`] becomes a
-//! timer. Each wake-up calls `step` with a zero wait, so no worker thread ever blocks on a sandbox.
+//! Running code for the execution tools: the per-workspace policy, the command of a call, the
+//! concurrency gate, and the [`Executor`] that holds them with the configuration and the Python
+//! interpreter. Driving a run is [`crate::drive`]'s; forking Python is [`crate::warm`]'s.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use sandlock_core::{Command, Outcome, Policy, Reason, Sandbox, SandboxError, Stdio};
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
+use sandlock_core::{Command, Outcome, Policy, Sandbox, Stdio};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ExecTool};
-use crate::workspace::Workspace;
-
-/// Reads the code from descriptor 3 (so that its size is not bound by the argument limit), runs it
-/// as `__main__`, and prints an uncaught exception the way `python -c` would (`File "<string>"`),
-/// with the lines of the submitted code and without this bootstrap's frame.
-///
-/// Start-up cost matters here (it is on every call's path), so the bootstrap avoids two costly
-/// things: `linecache` and `traceback` are imported only when an exception is printed (importing
-/// them costs more than the rest of the bootstrap), and the code is given to `exec` as a string,
-/// not through the `compile()` builtin, whose first call builds CPython's AST types (measured at
-/// 1.2 ms, more than everything else the bootstrap does).
-pub(crate) const PYTHON_BOOTSTRAP: &str = "import sys\n\
-with open(3,encoding='utf-8',closefd=True) as _f: _c=_f.read()\n\
-sys.argv=['-c']\n\
-del _f\n\
-try: exec(_c,{'__name__':'__main__','__builtins__':__builtins__})\n\
-except SystemExit: raise\n\
-except BaseException as _e: import linecache as _l,traceback as _t; \
-_l.cache['<string>']=(len(_c),None,_c.splitlines(True),'<string>'); \
-_t.print_exception(type(_e),_e,_e.__traceback__.tb_next); sys.exit(1)\n";
+use crate::python::{Interpreter, PYTHON_BOOTSTRAP, memfd_with};
+use crate::warm::Zygote;
+use crate::workspace::{Workspace, short};
 
 /// The largest `execute_shell` command (the kernel's limit on one argument is 128 KiB).
 pub const MAX_COMMAND: usize = 128 * 1024 - 1;
-
-/// The Python interpreter and the paths it needs to read.
-#[derive(Debug, Clone)]
-pub struct Interpreter {
-    /// The executable (absolute).
-    pub path: PathBuf,
-    /// Its version, as `sys.version` says.
-    pub version: String,
-    /// Prefixes, site-packages and `sys.path` directories that become readable.
-    pub readable: Vec<PathBuf>,
-}
-
-impl Interpreter {
-    /// Asks `python` (a path or a name in `PATH`) where it lives. This runs the operator's
-    /// interpreter, unsandboxed, once at start-up, with a fixed script.
-    pub fn discover(python: &Path, workspace_root: &Path) -> anyhow::Result<Interpreter> {
-        let script = "import sys, site, json, os\n\
-            paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]\n\
-            try: paths += site.getsitepackages()\n\
-            except Exception: pass\n\
-            paths += [p for p in sys.path if p]\n\
-            print(json.dumps({'exe': sys.executable, 'real': os.path.realpath(sys.executable), 'version': sys.version.split()[0], 'paths': paths}))\n";
-        let out = std::process::Command::new(python)
-            .args(["-I", "-c", script])
-            .env_remove("PYTHONPATH")
-            .current_dir("/")
-            .output()
-            .with_context(|| {
-                format!(
-                    "cannot run the Python interpreter {:?}; set [python] interpreter or --python \
-                     to an installed python3",
-                    python.display().to_string()
-                )
-            })?;
-        if !out.status.success() {
-            bail!(
-                "the Python interpreter {:?} failed to report its paths ({}): {}",
-                python.display().to_string(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        #[derive(serde::Deserialize)]
-        struct Report {
-            exe: PathBuf,
-            real: PathBuf,
-            version: String,
-            paths: Vec<PathBuf>,
-        }
-        let r: Report = serde_json::from_slice(&out.stdout)
-            .context("the Python interpreter printed something unexpected")?;
-        // Run `sys.executable`, not the real file behind it: a venv's bin/python is a symlink, and
-        // Python finds its venv from the path it was started by. A pyenv shim (a shell script)
-        // is replaced by the interpreter it picks.
-        let exe = if r.exe.is_absolute() {
-            r.exe.clone()
-        } else {
-            which(python).unwrap_or_else(|| r.real.clone())
-        };
-        let mut readable: Vec<PathBuf> = Vec::new();
-        let candidates = r.paths.iter().cloned().chain([exe.clone(), r.real.clone()]);
-        for p in candidates {
-            let Ok(real) = p.canonicalize() else { continue };
-            // "/" or an ancestor of the workspace root would expose every workspace.
-            if real == Path::new("/") || workspace_root.starts_with(&real) {
-                tracing::warn!(
-                    path = %real.display(),
-                    "not granting this Python path: it contains the workspace root"
-                );
-                continue;
-            }
-            if !readable.iter().any(|q| real.starts_with(q)) {
-                readable.retain(|q| !q.starts_with(&real));
-                readable.push(real);
-            }
-        }
-        Ok(Interpreter {
-            path: exe,
-            version: r.version,
-            readable,
-        })
-    }
-}
-
-fn which(p: &Path) -> Option<PathBuf> {
-    if p.components().count() > 1 {
-        return std::path::absolute(p).ok();
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(p))
-        .find(|c| c.is_file())
-}
 
 /// The policy for one tool in one workspace: the configured policy, plus the workspace (readable,
 /// writable, the working directory and `HOME`) and, for Python, the interpreter's paths.
@@ -202,21 +85,6 @@ pub fn command(
         None => cmd.stdin(Stdio::Null),
     };
     Ok(cmd.timeout(timeout))
-}
-
-pub(crate) fn memfd_with(data: &[u8]) -> std::io::Result<OwnedFd> {
-    use std::io::{Seek, Write};
-    use std::os::fd::FromRawFd;
-    // SAFETY: memfd_create takes a C string literal and flags.
-    let fd = unsafe { libc::memfd_create(c"sandlock-code".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: memfd_create returned a new descriptor we own.
-    let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    f.write_all(data)?;
-    f.rewind()?;
-    Ok(OwnedFd::from(f))
 }
 
 /// Why a call did not get to run.
@@ -339,73 +207,6 @@ impl Gate {
     }
 }
 
-/// A raw epoll descriptor, for registering a `Running` with tokio.
-pub(crate) struct EpollFd(pub(crate) RawFd);
-impl AsRawFd for EpollFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
-}
-
-pub(crate) fn still_readable(fd: RawFd) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll on one descriptor we hold, without waiting.
-    unsafe { libc::poll(&mut p, 1, 0) > 0 }
-}
-
-/// Starts `cmd` in `sandbox` and drives it to completion on the tokio event loop. `cancel` (the
-/// client cancelled, or the grace period ended) kills the run; its outcome is still returned.
-pub async fn run(
-    sandbox: &Sandbox,
-    cmd: Command,
-    cancel: &CancellationToken,
-    cancel_why: impl Fn() -> String,
-) -> Result<Outcome, sandlock_core::Error> {
-    let mut running = sandbox.spawn(cmd)?;
-    let io_err = |e: std::io::Error| {
-        SandboxError::io(
-            sandlock_core::Stage::Supervise,
-            &e,
-            "cannot register the sandbox with the server's event loop",
-        )
-    };
-    // SAFETY: the epoll descriptor belongs to `running`, which outlives `afd` (dropped below,
-    // before `into_outcome` consumes `running`), and it is never replaced while registered.
-    let afd = unsafe { AsyncFd::register_with_interest(EpollFd(running.fd()), Interest::READABLE) }
-        .map_err(|e| io_err(e.into()))?;
-    let mut killed = false;
-    loop {
-        if running.step(Some(Duration::ZERO))? {
-            break;
-        }
-        let wake = running.next_wakeup().map(tokio::time::Instant::from_std);
-        tokio::select! {
-            r = afd.readable() => {
-                let mut guard = r.map_err(io_err)?;
-                // The inner epoll set may hold more events than one step handles; only wait for a
-                // new edge once it is empty.
-                if !still_readable(running.fd()) {
-                    guard.clear_ready();
-                }
-            }
-            _ = async { if let Some(w) = wake { tokio::time::sleep_until(w).await } }, if wake.is_some() => {}
-            _ = cancel.cancelled(), if !killed => {
-                running.kill(Reason::Signaled, cancel_why());
-                killed = true;
-            }
-        }
-    }
-    drop(afd);
-    let (outcome, residue) = running.into_outcome_and_residue();
-    // Releasing the max_disk watch waits for a kernel grace period: not on the request path.
-    tokio::task::spawn_blocking(move || drop(residue));
-    Ok(outcome)
-}
-
 /// Everything the execution tools share.
 pub struct Executor {
     /// The effective configuration.
@@ -417,6 +218,29 @@ pub struct Executor {
 }
 
 impl Executor {
+    /// The wall-clock limit of a call of `tool`: the one the caller asked for (`timeout_s`), or
+    /// the tool's default. The error, in words, is for a value that is not a number of seconds
+    /// above 0 and at most `max_timeout`.
+    pub fn timeout(&self, tool: ExecTool, timeout_s: Option<f64>) -> Result<Duration, String> {
+        let cfg = &self.config;
+        match timeout_s {
+            None => Ok(cfg
+                .policy(tool)
+                .timeout
+                .map_or(Duration::from_secs(30), |s| s.duration())),
+            Some(s)
+                if s.is_finite() && s > 0.0 && Duration::from_secs_f64(s) <= cfg.max_timeout =>
+            {
+                Ok(Duration::from_secs_f64(s))
+            }
+            Some(s) => Err(format!(
+                "timeout_s={s} is not allowed: give a number of seconds above 0 and at most {} \
+                 (the server's max_timeout)",
+                cfg.max_timeout.as_secs_f64()
+            )),
+        }
+    }
+
     /// The sandbox for `tool` in `ws` (built once per workspace and tool).
     pub fn sandbox(&self, tool: ExecTool, ws: &Workspace) -> Result<Arc<Sandbox>, String> {
         ws.sandbox(tool, || {
@@ -468,13 +292,13 @@ impl Executor {
                     Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
                 })
                 .and_then(|sandbox| {
-                    crate::warm::Zygote::start(&sandbox, &python, idle)
+                    Zygote::start(&sandbox, &python, idle)
                         .map_err(|e| format!("cannot start the workspace's Python: {e}"))
                 });
             match started {
                 Ok(z) => ws.set_zygote(z),
                 Err(e) => tracing::warn!(
-                    workspace = %crate::workspace::short(&ws.handle),
+                    workspace = %short(&ws.handle),
                     error = %e,
                     "no fork server for this workspace; its calls run fresh interpreters"
                 ),
@@ -511,23 +335,5 @@ mod tests {
         let g = Gate::new(1, 1);
         g.closing.cancel();
         assert!(matches!(g.enter().await, Err(GateError::ShuttingDown)));
-    }
-
-    #[test]
-    fn interpreter_paths_never_include_the_workspace_root() {
-        let Ok(py) = Interpreter::discover(Path::new("python3"), Path::new("/tmp/sandlock-mcp"))
-        else {
-            eprintln!("skipped: no python3 in PATH");
-            return;
-        };
-        assert!(py.path.is_absolute());
-        assert!(!py.readable.is_empty());
-        for p in &py.readable {
-            assert!(
-                !Path::new("/tmp/sandlock-mcp").starts_with(p),
-                "{}",
-                p.display()
-            );
-        }
     }
 }

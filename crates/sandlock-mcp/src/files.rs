@@ -314,6 +314,25 @@ impl Beneath {
         Ok(out)
     }
 
+    /// Opens the regular file `path` for reading (symlinks are followed only while they stay
+    /// beneath the workspace) and returns it with its size.
+    pub fn open_file(&self, path: &str) -> Result<(std::fs::File, u64), FileError> {
+        let parts = components(path)?;
+        if parts.is_empty() {
+            return Err(FileError::Invalid(path.into()));
+        }
+        let fd = self.open_at(&parts.join("/"), libc::O_RDONLY | libc::O_NONBLOCK, 0, path)?;
+        let st = fstat(&fd).map_err(|err| FileError::Io {
+            op: "stat",
+            path: path.into(),
+            err,
+        })?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(FileError::NotRegular(path.into(), kind_of(st.st_mode)));
+        }
+        Ok((std::fs::File::from(fd), st.st_size as u64))
+    }
+
     /// Writes `content` to `path`, creating missing parent directories, refusing to exceed
     /// `disk_cap` bytes for the whole workspace.
     pub fn write(&self, path: &str, content: &[u8], disk_cap: u64) -> Result<(), FileError> {

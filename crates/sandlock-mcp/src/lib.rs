@@ -5,11 +5,19 @@
 //! and offers six tools: `execute_python`, `execute_shell`, `read_file`, `write_file`,
 //! `list_files` and `delete_file`.
 //!
-//! The flow of one call: [`tools`] (the rmcp handler) finds the caller's [`workspace`], waits for a
-//! slot at the concurrency gate and runs the code through [`exec`], which drives a
-//! `sandlock_core::Sandbox` on the tokio event loop; file tools go through [`files`], which resolves
-//! every path beneath the workspace with `openat2(RESOLVE_BENEATH)`. [`http`] adds authentication,
-//! health, readiness, [`metrics`] and graceful shutdown. [`config`] merges the TOML file and flags.
+//! The flow of one call: [`tools`] (the rmcp handler, one module per family of tools) finds the
+//! caller's [`workspace`], waits for a slot at the concurrency gate and runs the code through
+//! [`exec`] (the policy and command of a call), which forks the workspace's Python fork server
+//! ([`warm`]) or starts a fresh run that [`drive`] supervises on the tokio event loop; [`python`]
+//! knows the interpreter and how code reaches it, and [`output`] turns long output into an excerpt
+//! and a saved file. File tools go through [`files`], which resolves every path beneath the
+//! workspace with `openat2(RESOLVE_BENEATH)`. [`http`] adds authentication, health, readiness,
+//! [`metrics`] and graceful shutdown. [`config`] merges the TOML file and flags. [`provider`]
+//! serves LobeHub's Cloud Sandbox (the Onlyboxes provider API) beside `/mcp`, on the same
+//! workspaces, gate and metrics.
+//!
+//! Modules depend downwards only: `http -> provider -> tools -> exec -> workspace -> warm ->
+//! {drive, python}`.
 //!
 //! # Isolation
 //!
@@ -29,11 +37,15 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
+pub mod drive;
 pub mod exec;
 pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod output;
+pub mod provider;
+pub mod python;
+pub mod replica;
 pub mod tools;
 pub mod warm;
 pub mod workspace;
@@ -51,14 +63,16 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{Config, ExecTool, LogFormat, PythonStart, Transport};
-use crate::exec::{Executor, Gate, Interpreter};
+use crate::exec::{Executor, Gate};
+use crate::python::Interpreter;
 use crate::tools::{App, SandlockTools};
 use crate::workspace::Registry;
 
 /// Flags of `sandlock mcp`. Every flag can also be set in the `--config` TOML file; flags win.
 #[derive(Debug, Clone, clap::Args)]
 pub struct McpArgs {
-    /// TOML configuration file (tables `[server]`, `[workspaces]`, `[limits]`, `[python]`, `[tools.*]`).
+    /// TOML configuration file (tables `[server]`, `[workspaces]`, `[limits]`, `[python]`,
+    /// `[tools.*]`, `[onlyboxes]`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Transport: Streamable HTTP, or stdio for a client that starts the server itself.
@@ -84,6 +98,12 @@ pub struct McpArgs {
     /// Serve every request statelessly (no sessions; workspaces by handle).
     #[arg(long)]
     pub stateless: bool,
+    /// This server's name among replicas behind one proxy: every session id and workspace handle
+    /// it mints starts with `ID.`, so the proxy can route each request to the replica that holds
+    /// its session (deploy/haproxy/haproxy.cfg). 1 to 63 letters, digits, `-` and `_`; unique per
+    /// replica [default: the host name, other characters turned into `-`].
+    #[arg(long, value_name = "ID")]
+    pub replica_id: Option<String>,
     /// Directory for the per-session workspaces [default: $TMPDIR/sandlock-mcp].
     #[arg(long, value_name = "DIR")]
     pub workspace_root: Option<PathBuf>,
@@ -138,6 +158,15 @@ pub struct McpArgs {
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<LevelFilter>,
+    /// Serve LobeHub's Cloud Sandbox (the Onlyboxes provider API, /api/v1/...) on the same
+    /// listener, authenticating its JIT tokens with the key in FILE: the value LobeHub has as
+    /// ONLYBOXES_JIT_SIGNING_KEY, at least 32 bytes. See docs/lobehub.md.
+    #[arg(long, value_name = "FILE")]
+    pub onlyboxes_jit_key_file: Option<PathBuf>,
+    /// HOST[:PORT] of the object store LobeHub's presigned URLs point at (repeatable): session
+    /// commands may connect there (uploaded-file sync), and file exports may only go there.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub onlyboxes_storage_host: Vec<String>,
 }
 
 fn init_logging(format: LogFormat, level: LevelFilter) {
@@ -159,7 +188,11 @@ fn init_logging(format: LogFormat, level: LevelFilter) {
 /// Builds the shared state and proves, before serving anything, that a sandbox can be built for
 /// each tool with the configured policy on this machine.
 pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
-    let workspaces = Registry::new(&config.workspace_root, config.max_workspaces)?;
+    let workspaces = Registry::new(
+        &config.workspace_root,
+        config.max_workspaces,
+        config.replica.clone(),
+    )?;
     // Again with the root resolved (it may sit behind a symlink, e.g. /var/tmp -> /tmp).
     for tool in [ExecTool::Python, ExecTool::Shell] {
         config::check_isolation(tool.name(), config.policy(tool), workspaces.root())?;
@@ -201,6 +234,15 @@ pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         workspaces,
         metrics: metrics::Metrics::default(),
     }))
+}
+
+/// Builds LobeHub's sandbox provider when a signing key is configured, proving first that a
+/// session's sandbox can be built here.
+pub fn build_provider(app: &App) -> anyhow::Result<Option<Arc<provider::Provider>>> {
+    let Some(c) = app.exec.config.onlyboxes.clone() else {
+        return Ok(None);
+    };
+    Ok(Some(Arc::new(provider::Provider::new(c, &app.workspaces)?)))
 }
 
 async fn reap_idle(app: Arc<App>, stop: CancellationToken) {
@@ -252,6 +294,7 @@ pub fn run(args: McpArgs) -> anyhow::Result<()> {
     init_logging(config.log_format, config.log_level);
     let transport = config.transport;
     let app = build_app(config)?;
+    let provider = build_provider(&app)?;
     let workspaces = app.workspaces.clone();
     workspaces
         .remove_in_background()
@@ -272,12 +315,18 @@ pub fn run(args: McpArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let stop = CancellationToken::new();
         let reaper = tokio::spawn(reap_idle(app.clone(), stop.clone()));
+        let leases = provider
+            .clone()
+            .map(|p| tokio::spawn(provider::reap(p, stop.clone())));
         let r = match transport {
-            Transport::Http => http::serve(app.clone()).await,
+            Transport::Http => http::serve(app.clone(), provider).await,
             Transport::Stdio => serve_stdio(app.clone()).await,
         };
         stop.cancel();
         let _ = reaper.await;
+        if let Some(l) = leases {
+            let _ = l.await;
+        }
         r
     })?;
     rt.shutdown_timeout(Duration::from_secs(1));

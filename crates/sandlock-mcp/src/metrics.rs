@@ -23,6 +23,7 @@ struct Histogram {
 pub struct Metrics {
     calls: Mutex<BTreeMap<(String, String), u64>>,
     durations: Mutex<BTreeMap<String, Histogram>>,
+    misrouted: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Gauges read at scrape time.
@@ -57,6 +58,14 @@ impl Metrics {
             }
             h.count += 1;
             h.sum += s;
+        }
+    }
+
+    /// Counts a request that carried an id another replica minted: `kind` is `session` (an
+    /// `Mcp-Session-Id`) or `workspace` (a workspace handle).
+    pub fn misrouted(&self, kind: &'static str) {
+        if let Ok(mut m) = self.misrouted.lock() {
+            *m.entry(kind).or_insert(0) += 1;
         }
     }
 
@@ -99,6 +108,19 @@ impl Metrics {
                      sandlock_mcp_call_duration_seconds_count{{tool=\"{tool}\"}} {}",
                     h.count, h.sum, h.count
                 );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP sandlock_mcp_misrouted_total Requests that carried a session id or workspace \
+             handle of another replica (the proxy does not route by the id's prefix, or the \
+             owner is down).\n\
+             # TYPE sandlock_mcp_misrouted_total counter"
+        );
+        if let Ok(m) = self.misrouted.lock() {
+            for kind in ["session", "workspace"] {
+                let n = m.get(kind).copied().unwrap_or(0);
+                let _ = writeln!(o, "sandlock_mcp_misrouted_total{{id=\"{kind}\"}} {n}");
             }
         }
         let gauges = [
@@ -144,6 +166,7 @@ mod tests {
         let m = Metrics::default();
         m.record("execute_python", "exited", Duration::from_millis(20));
         m.record("execute_python", "timeout", Duration::from_secs(3));
+        m.misrouted("workspace");
         let t = m.render(&Gauges {
             active_sandboxes: 2,
             queue_depth: 1,
@@ -164,5 +187,7 @@ mod tests {
         assert!(t.contains("sandlock_mcp_active_sandboxes 2"));
         assert!(t.contains("sandlock_mcp_queue_depth 1"));
         assert!(t.contains("sandlock_mcp_fork_servers 4"));
+        assert!(t.contains("sandlock_mcp_misrouted_total{id=\"workspace\"} 1"));
+        assert!(t.contains("sandlock_mcp_misrouted_total{id=\"session\"} 0"));
     }
 }

@@ -62,12 +62,13 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::exec::{EpollFd, Interpreter, memfd_with, still_readable};
+use crate::drive::{EpollFd, still_readable};
+use crate::python::{Interpreter, memfd_with};
 
 /// The fork server, then the call. `_serve` returns only in a forked child, after it has put the
 /// call's descriptors on 0-3; what follows it reads the code from descriptor 3 and runs it as
-/// `__main__` (as `crate::exec::PYTHON_BOOTSTRAP` does for a fresh interpreter: same traceback,
-/// same exit status), then ends the call as described in the module documentation.
+/// `__main__` (as `crate::python::PYTHON_BOOTSTRAP` does for a fresh interpreter: same
+/// traceback, same exit status), then ends the call as described in the module documentation.
 const ZYGOTE: &str = r#"def _retry(f, *a):
     # A syscall the supervisor decides (pidfd_open, where it stands in for Landlock's signal
     # scoping) fails with EINTR when SIGCHLD arrives while it waits for the decision: before

@@ -1,7 +1,8 @@
 //! Workspaces: one directory per MCP session (or per stateless handle), and their lifetime.
 //!
-//! A workspace is named by a random 128-bit handle (`ws-<32 hex>`). The handle is not the session
-//! id and is not derived from it. The directory is `<root>/<handle>`, mode 0700.
+//! A workspace is named by a handle, `<replica>.ws-<32 hex>`: the server's replica id, then 128
+//! random bits (see [`crate::replica`]). The handle is not the session id and is not derived from
+//! it. The directory is `<root>/<handle>`, mode 0700.
 //!
 //! - A **session** (MCP 2025-11-25, or stdio) gets a workspace on its first tool call; it is removed
 //!   when the session ends (DELETE, idle TTL, shutdown).
@@ -23,6 +24,7 @@ use sandlock_core::Sandbox;
 
 use crate::config::ExecTool;
 use crate::files::Beneath;
+use crate::replica::ReplicaId;
 
 /// One workspace directory.
 pub struct Workspace {
@@ -138,6 +140,7 @@ struct Janitor {
 struct Inner {
     root: PathBuf,
     max: usize,
+    replica: ReplicaId,
     live: AtomicUsize,
     /// When set, dropped workspaces are removed by this thread instead of in place.
     janitor: Mutex<Option<Janitor>>,
@@ -160,6 +163,22 @@ pub enum WorkspaceError {
          omit the workspace argument to get a new one"
     )]
     Unknown(String),
+    /// The handle was minted by another replica: the request should have gone there.
+    #[error(
+        "workspace {handle:?} belongs to replica {owner:?}, but this call reached replica \
+         {here:?}: its files live only on {owner:?}. The proxy in front of the replicas must \
+         send each request to the replica named before the first '.' of its workspace handle \
+         (see deploy/haproxy/haproxy.cfg); if it does, {owner:?} is down or was replaced and the \
+         workspace is lost. Omit the workspace argument to start a new one"
+    )]
+    OtherReplica {
+        /// The handle.
+        handle: String,
+        /// The replica that minted it.
+        owner: String,
+        /// This replica.
+        here: String,
+    },
     /// Too many workspaces are alive.
     #[error(
         "the server already holds {0} workspaces (max_workspaces); end idle sessions or retry later"
@@ -178,8 +197,9 @@ pub enum WorkspaceError {
 }
 
 impl Registry {
-    /// A registry under `root` (created 0700 if missing) holding at most `max` workspaces.
-    pub fn new(root: &Path, max: usize) -> anyhow::Result<Registry> {
+    /// A registry under `root` (created 0700 if missing) holding at most `max` workspaces, whose
+    /// handles carry `replica`'s prefix.
+    pub fn new(root: &Path, max: usize, replica: ReplicaId) -> anyhow::Result<Registry> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -197,6 +217,7 @@ impl Registry {
             inner: Arc::new(Inner {
                 root,
                 max,
+                replica,
                 live: AtomicUsize::new(0),
                 janitor: Mutex::new(None),
             }),
@@ -265,7 +286,7 @@ impl Registry {
                 err,
             }
         };
-        let handle = new_handle().map_err(fail)?;
+        let handle = self.inner.replica.new_handle().map_err(fail)?;
         let dir = self.inner.root.join(&handle);
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -301,6 +322,13 @@ impl Registry {
 
     /// The stateless workspace named `handle`.
     pub fn get(&self, handle: &str) -> Result<Arc<Workspace>, WorkspaceError> {
+        if let Some(owner) = self.inner.replica.other_owner(handle) {
+            return Err(WorkspaceError::OtherReplica {
+                handle: handle.into(),
+                owner: owner.into(),
+                here: self.inner.replica.to_string(),
+            });
+        }
         let m = self
             .stateless
             .lock()
@@ -363,33 +391,15 @@ impl Registry {
     }
 }
 
-/// The first characters of a handle or session id, enough to follow it through the logs without
-/// writing the whole capability down.
+/// A handle or session id cut after the replica's prefix and 8 characters of its random part:
+/// enough to follow it through the logs without writing the whole capability down.
 pub fn short(id: &str) -> &str {
-    let n = id.len().min(11);
+    let mut start = id.find('.').map_or(0, |i| i + 1);
+    if id[start..].starts_with(crate::replica::HANDLE_KIND) {
+        start += crate::replica::HANDLE_KIND.len();
+    }
+    let n = id.len().min(start + 8);
     id.get(..n).unwrap_or(id)
-}
-
-fn new_handle() -> std::io::Result<String> {
-    let mut b = [0u8; 16];
-    let mut got = 0;
-    while got < b.len() {
-        // SAFETY: getrandom writes at most the given length into our buffer.
-        let n = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), b.len() - got, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(e);
-        }
-        got += n as usize;
-    }
-    let mut s = String::from("ws-");
-    for x in b {
-        s.push_str(&format!("{x:02x}"));
-    }
-    Ok(s)
 }
 
 /// Removes a directory tree the sandbox may have made awkward (directories without write or
@@ -425,13 +435,18 @@ mod tests {
         std::env::temp_dir().join(format!("sandlock-mcp-reg-{name}-{}", std::process::id()))
     }
 
+    fn here() -> ReplicaId {
+        ReplicaId::parse("here").unwrap()
+    }
+
     #[test]
     fn a_session_workspace_is_removed_when_dropped() {
-        let r = Registry::new(&root("drop"), 10).unwrap();
+        let r = Registry::new(&root("drop"), 10, here()).unwrap();
         let ws = r.create(true).unwrap();
         let dir = ws.dir.clone();
         assert!(dir.is_dir());
-        assert!(ws.handle.starts_with("ws-") && ws.handle.len() == 35);
+        assert!(ws.handle.starts_with("here.ws-") && ws.handle.len() == 40);
+        assert_eq!(dir.file_name().unwrap().to_str(), Some(ws.handle.as_str()));
         assert_eq!(r.live(), 1);
         drop(ws);
         assert!(!dir.exists());
@@ -441,7 +456,7 @@ mod tests {
 
     #[test]
     fn background_removal_is_complete_after_finish() {
-        let r = Registry::new(&root("bg"), 10).unwrap();
+        let r = Registry::new(&root("bg"), 10, here()).unwrap();
         r.remove_in_background().unwrap();
         let ws = r.create(true).unwrap();
         std::fs::create_dir_all(ws.dir.join("a/b")).unwrap();
@@ -461,7 +476,7 @@ mod tests {
 
     #[test]
     fn stateless_workspaces_expire_after_the_ttl_and_a_fresh_one_does_not() {
-        let r = Registry::new(&root("ttl"), 10).unwrap();
+        let r = Registry::new(&root("ttl"), 10, here()).unwrap();
         let old = r.create(false).unwrap();
         let (old_handle, old_dir) = (old.handle.clone(), old.dir.clone());
         drop(old);
@@ -478,8 +493,36 @@ mod tests {
     }
 
     #[test]
+    fn a_handle_of_another_replica_is_refused_naming_its_owner() {
+        let r = Registry::new(&root("other"), 10, here()).unwrap();
+        let theirs = ReplicaId::parse("there").unwrap().new_handle().unwrap();
+        match r.get(&theirs) {
+            Err(e @ WorkspaceError::OtherReplica { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("belongs to replica \"there\"")
+                        && text.contains("reached replica \"here\""),
+                    "{text}"
+                );
+            }
+            other => panic!("expected OtherReplica, got {other:?}"),
+        }
+        // Controls: an unknown handle of this replica, and one without a prefix, are unknown; a
+        // handle this replica minted is found.
+        let ours = here().new_handle().unwrap();
+        assert!(matches!(r.get(&ours), Err(WorkspaceError::Unknown(_))));
+        assert!(matches!(
+            r.get("ws-00000000000000000000000000000000"),
+            Err(WorkspaceError::Unknown(_))
+        ));
+        let ws = r.create(false).unwrap();
+        assert!(r.get(&ws.handle).is_ok());
+        let _ = std::fs::remove_dir_all(r.root());
+    }
+
+    #[test]
     fn max_workspaces_is_enforced() {
-        let r = Registry::new(&root("max"), 2).unwrap();
+        let r = Registry::new(&root("max"), 2, here()).unwrap();
         let _a = r.create(true).unwrap();
         let _b = r.create(true).unwrap();
         assert!(matches!(r.create(true), Err(WorkspaceError::Full(2))));
@@ -490,7 +533,7 @@ mod tests {
 
     #[test]
     fn a_full_registry_evicts_the_oldest_idle_stateless_workspace_but_no_session() {
-        let r = Registry::new(&root("evict"), 2).unwrap();
+        let r = Registry::new(&root("evict"), 2, here()).unwrap();
         let session = r.create(true).unwrap();
         let old = r.create(false).unwrap().handle.clone();
         std::thread::sleep(Duration::from_millis(5));
@@ -504,6 +547,15 @@ mod tests {
         assert!(matches!(r.create(false), Err(WorkspaceError::Full(2))));
         assert!(session.dir.is_dir());
         let _ = std::fs::remove_dir_all(r.root());
+    }
+
+    #[test]
+    fn logs_show_the_replica_and_eight_random_characters() {
+        let h = "sandlock-0.ws-0123456789abcdef0123456789abcdef";
+        assert_eq!(short(h), "sandlock-0.ws-01234567");
+        assert_eq!(short("r1.0123456789abcdef0123456789abcdef"), "r1.01234567");
+        assert_eq!(short("c94b661c-a6f0-4f63"), "c94b661c");
+        assert_eq!(short("stdio"), "stdio");
     }
 
     #[test]

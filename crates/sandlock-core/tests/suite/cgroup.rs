@@ -196,10 +196,15 @@ fn cpu_time_comes_from_the_cgroup_and_counts_orphans_that_already_exited() {
         );
         return;
     }
-    // Orphans (nobody waits for them, so no rusage reaches us) each burn about 40 ms of CPU and
-    // exit between the supervisor's samples; only the cgroup's cpu.stat sees all of them.
-    let burn = "for i in 1 2 3 4 5 6 7 8; do (sh -c 'i=0; t=$(($(date +%s%N)+40000000)); \
-                while [ $(date +%s%N) -lt $t ]; do i=$((i+1)); done' &); sleep 0.06; done; sleep 0.1";
+    // Orphans (nobody waits for them, so no rusage reaches us) each burn 40 ms of their own CPU
+    // time and exit; only the cgroup's cpu.stat sees all of them. They count CPU, not wall time,
+    // and the main shell waits for each one's marker, so a loaded machine (which gives each orphan
+    // a smaller share of a CPU) cannot make them burn less.
+    let burn = "for i in 1 2 3 4 5 6 7 8; do (python3 -c 'import sys, time\n\
+                while time.process_time() < 0.04: pass\n\
+                open(sys.argv[1], \"w\").close()' \"$HOME/burnt.$i\" &); sleep 0.06; done; \
+                n=0; while [ $(ls \"$HOME\"/burnt.* 2>/dev/null | wc -l) -lt 8 ] && [ $n -lt 1500 ]; do \
+                sleep 0.02; n=$((n+1)); done; rm -f \"$HOME\"/burnt.*; sleep 0.05";
     let run = |mode: CgroupMode| {
         let mut p = policy(&ws);
         p.cgroup = mode;
