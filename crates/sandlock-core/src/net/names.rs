@@ -40,6 +40,8 @@ pub const HOSTS_TTL: Duration = Duration::from_secs(30);
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most names admitted by a pattern that the table keeps answers for.
 pub const MAX_ADMITTED: usize = 1024;
+/// Most names being resolved in the background at once.
+pub const MAX_REFRESHING: usize = 8;
 
 /// Addresses of one name and until when they hold.
 #[derive(Debug, Clone)]
@@ -206,7 +208,9 @@ impl Names {
         let Ok(mut busy) = self.refreshing.lock() else {
             return;
         };
-        if !busy.insert(name.to_string()) {
+        // A sandbox asking for many names a pattern admits gets them a few at a time (its resolver
+        // conversation waits), not a thread each.
+        if busy.len() >= MAX_REFRESHING || !busy.insert(name.to_string()) {
             return;
         }
         drop(busy);

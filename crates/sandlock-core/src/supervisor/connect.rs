@@ -11,8 +11,10 @@
 //! a socket of its own with its own copy of the address, and installs that socket in place of the
 //! sandbox's with `SECCOMP_IOCTL_NOTIF_ADDFD` (which atomically replaces whatever the descriptor
 //! number holds by then). For UNIX sockets it accepts a peer that belongs to this sandbox, or a
-//! server bound beneath a writable policy path; for TCP it applies the policy's ports, as Landlock
-//! would. A blocking TCP connect waits in the supervisor's event loop, not in a thread.
+//! server bound beneath a writable policy path; for TCP it applies the policy's destinations
+//! (`crate::net`), and a destination the HTTP rules govern gets a socket connected to the HTTP
+//! proxy instead (`crate::net::proxy`). A blocking TCP connect waits in the supervisor's event
+//! loop, not in a thread.
 //!
 //! What the sandbox had set on its own socket before `connect` (socket options, an explicit
 //! `bind`) does not carry over to the installed one.
@@ -58,6 +60,9 @@ pub(crate) struct PendingConnect {
     id: u64,
     target: u32,
     cloexec: u32,
+    /// For a connection to the HTTP proxy: the proxy, and the port it expects the connection
+    /// from (withdrawn if the connect fails).
+    proxied: Option<(std::sync::Arc<crate::net::proxy::Proxy>, u16)>,
 }
 
 /// How the kernel names the protocol of a socket (`system.sockprotoname`).
@@ -273,11 +278,17 @@ fn on_tcp_connect(
             -i64::from(libc::EINPROGRESS),
         ),
         (true, false) => {
+            let proxied = proxy.and_then(|p| {
+                sys::local_port(&sock)
+                    .ok()
+                    .map(|port| (std::sync::Arc::clone(p), port))
+            });
             return Some(Connecting::Tcp(PendingConnect {
                 sock,
                 id: n.id,
                 target: fd as u32,
                 cloexec,
+                proxied,
             }));
         }
     }
@@ -356,11 +367,18 @@ pub(crate) fn finish_connect(l: &Listener, p: PendingConnect) {
             &mut len,
         )
     };
-    match (r, err) {
-        (0, 0) => install(l, p.id, &p.sock, p.target, p.cloexec, false, 0),
-        (0, e) => l.deny(p.id, e),
-        _ => l.deny(p.id, sys::errno()),
+    let failed = match (r, err) {
+        (0, 0) => {
+            install(l, p.id, &p.sock, p.target, p.cloexec, false, 0);
+            return;
+        }
+        (0, e) => e,
+        _ => sys::errno(),
+    };
+    if let Some((proxy, port)) = &p.proxied {
+        proxy.forget(*port);
     }
+    l.deny(p.id, failed);
 }
 
 fn on_unix_connect(

@@ -153,10 +153,19 @@ pub(crate) struct Registration {
     at: Instant,
 }
 
+/// What the supervisor tells the proxy.
+pub(crate) enum Message {
+    /// A connection is on its way.
+    Expect(Registration),
+    /// The connection from this port will not come: forget it before the port is reused by
+    /// someone else.
+    Forget(u16),
+}
+
 /// The running proxy of one sandbox, as the supervisor sees it.
 pub(crate) struct Proxy {
     listen: SocketAddr,
-    tx: mpsc::UnboundedSender<Registration>,
+    tx: mpsc::UnboundedSender<Message>,
     routing: Vec<rules::HttpRule>,
     names: Arc<super::names::Names>,
     ca_pem: String,
@@ -210,6 +219,8 @@ impl Proxy {
             .enable_io()
             .enable_time()
             .thread_name("sandlock-proxy-lookup")
+            // Name lookups only; more at once would only mean more threads waiting on the network.
+            .max_blocking_threads(4)
             .build()
             .map_err(|e| SandboxError::io(Stage::Proxy, &e, "cannot start the proxy's runtime"))?;
         std::thread::Builder::new()
@@ -273,19 +284,27 @@ impl Proxy {
         sys::bind_inet(&sock, local).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
         let port = sys::local_port(&sock).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
         self.tx
-            .send(Registration {
+            .send(Message::Expect(Registration {
                 port,
                 dest,
                 log: Arc::clone(log),
                 at: Instant::now(),
-            })
+            }))
             // The proxy thread is gone (it failed); nothing can serve this connection.
             .map_err(|_| libc::ECONNREFUSED)?;
         match sys::connect_inet(&sock, to) {
             Ok(()) => Ok((sock, false)),
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok((sock, true)),
-            Err(e) => Err(e.raw_os_error().unwrap_or(libc::ECONNREFUSED)),
+            Err(e) => {
+                self.forget(port);
+                Err(e.raw_os_error().unwrap_or(libc::ECONNREFUSED))
+            }
         }
+    }
+
+    /// Withdraws the registration of a connection that failed (`port` is its local port).
+    pub(crate) fn forget(&self, port: u16) {
+        let _ = self.tx.send(Message::Forget(port));
     }
 }
 
@@ -303,4 +322,62 @@ fn new_socket(family: libc::c_int) -> Result<OwnedFd, i32> {
     }
     // SAFETY: socket just returned this descriptor.
     Ok(unsafe { sys::owned(raw) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    fn ask(mut s: TcpStream) -> String {
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // A request the rules refuse: the answer comes from the proxy itself, no upstream needed.
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n");
+        let mut got = String::new();
+        let _ = s.read_to_string(&mut got);
+        got
+    }
+
+    #[test]
+    fn only_connections_the_supervisor_registered_are_served() {
+        let rules = HttpRules::parse(&["GET 127.0.0.1".to_string()], &[], &[]).unwrap();
+        let net = NetPolicy::new(Vec::new(), Vec::new(), &rules);
+        let proxy = Proxy::start(Config {
+            rules,
+            credentials: credentials::Credentials::default(),
+            upstream_ca: None,
+            net,
+        })
+        .unwrap();
+        // Anyone else on the machine can reach the listener, and gets nothing from it.
+        assert_eq!(ask(TcpStream::connect(proxy.listen).unwrap()), "");
+        // A connection the supervisor made (and registered) is served.
+        let log = Arc::new(RunLog::default());
+        let (sock, _) = proxy
+            .connect(libc::AF_INET, "127.0.0.1:80".parse().unwrap(), &log)
+            .unwrap();
+        let answer = ask(TcpStream::from(sock));
+        assert!(answer.starts_with("HTTP/1.1 403 Forbidden"), "{answer}");
+        assert!(answer.contains("no http_allow rule matches GET other.example:80/"));
+        // A registration withdrawn (its connect failed) no longer lets its port in.
+        let sock = new_socket(libc::AF_INET).unwrap();
+        sys::bind_inet(&sock, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = sys::local_port(&sock).unwrap();
+        proxy
+            .tx
+            .send(Message::Expect(Registration {
+                port,
+                dest: "127.0.0.1:80".parse().unwrap(),
+                log,
+                at: Instant::now(),
+            }))
+            .unwrap();
+        proxy.forget(port);
+        // The connection then comes from that very port, as a stranger that got it would.
+        let _in_progress = sys::connect_inet(&sock, proxy.listen);
+        assert_eq!(ask(TcpStream::from(sock)), "");
+    }
 }

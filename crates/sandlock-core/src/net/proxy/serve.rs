@@ -21,11 +21,14 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::credentials::Credentials;
 use super::rules::{self, AuthScheme, HttpRules, Verdict};
 use super::tls::Authority;
-use super::{Registration, RunLog};
+use super::{Message, Registration, RunLog};
 use crate::net::NetPolicy;
 
-/// How long a registration waits for its connection (the supervisor connects right after).
-const REGISTRATION_TTL: Duration = Duration::from_secs(30);
+/// How long a registration waits for its connection (the supervisor connects right after; this
+/// only covers a proxy thread starved of CPU).
+const REGISTRATION_TTL: Duration = Duration::from_secs(10);
+/// Most connections a sandbox has open through the proxy at once; more are closed on arrival.
+const MAX_CONNECTIONS: usize = 512;
 /// How long the proxy tries to reach an upstream address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection may take to say whether it speaks TLS.
@@ -46,35 +49,47 @@ type Body = BoxBody<Bytes, hyper::Error>;
 /// Accepts connections until the last handle to the proxy is gone.
 pub(crate) async fn run(
     listener: std::net::TcpListener,
-    mut rx: UnboundedReceiver<Registration>,
+    mut rx: UnboundedReceiver<Message>,
     state: Arc<State>,
 ) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
         return;
     };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut waiting: HashMap<u16, Registration> = HashMap::new();
+    let note = |waiting: &mut HashMap<u16, Registration>, m: Message| match m {
+        Message::Expect(r) => {
+            waiting.insert(r.port, r);
+        }
+        Message::Forget(port) => {
+            waiting.remove(&port);
+        }
+    };
     loop {
         tokio::select! {
-            reg = rx.recv() => match reg {
-                Some(r) => {
-                    waiting.insert(r.port, r);
-                }
+            m = rx.recv() => match m {
+                Some(m) => note(&mut waiting, m),
                 None => return,
             },
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
                 // The registration was sent before the supervisor connected: it is in the queue.
-                while let Ok(r) = rx.try_recv() {
-                    waiting.insert(r.port, r);
+                while let Ok(m) = rx.try_recv() {
+                    note(&mut waiting, m);
                 }
                 waiting.retain(|_, r| r.at.elapsed() < REGISTRATION_TTL);
-                match waiting.remove(&peer.port()) {
-                    Some(reg) if peer.ip().is_loopback() => {
-                        tokio::spawn(connection(stream, reg, Arc::clone(&state)));
-                    }
-                    // Not a connection the supervisor made for a sandbox.
-                    _ => drop(stream),
-                }
+                let reg = waiting
+                    .remove(&peer.port())
+                    .filter(|_| peer.ip().is_loopback());
+                // Not a connection the supervisor made for a sandbox, or one too many.
+                let (Some(reg), Ok(slot)) = (reg, Arc::clone(&slots).try_acquire_owned()) else {
+                    continue;
+                };
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    connection(stream, reg, state).await;
+                    drop(slot);
+                });
             }
         }
     }
