@@ -29,6 +29,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::notify::{Listener, Notification, read_mem_into};
+use super::reconnect::{self, Reconnects};
 use crate::policy::PortRange;
 use crate::sys;
 
@@ -87,11 +88,20 @@ pub(crate) fn sock_proto(pid: u32, fd: u64) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&bytes[..end]).into_owned())
 }
 
-/// The open flags of the sandbox's descriptor (the octal `flags:` line of
-/// `/proc/<pid>/fdinfo/<fd>`), or `None` when it has no such descriptor. Every TCP connect reads
-/// it, so it neither allocates nor reads past the line it needs. Flags that cannot be read for
-/// another reason read as 0 (blocking, inherited across exec).
-pub(crate) fn fd_flags(pid: u32, fd: u64) -> Option<i32> {
+/// What `/proc/<pid>/fdinfo/<fd>` says about a descriptor of the sandbox.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FdInfo {
+    /// Its open flags (the octal `flags:` line); 0 (blocking, inherited across exec) if they
+    /// cannot be read.
+    pub(crate) flags: i32,
+    /// The inode of what it refers to (`ino:`), 0 if unknown.
+    pub(crate) ino: u64,
+}
+
+/// Reads what `fdinfo` says about the sandbox's descriptor `fd`, or `None` when it has no such
+/// descriptor. Every TCP connect reads it, so it neither allocates nor reads past the lines it
+/// needs.
+pub(crate) fn fd_info(pid: u32, fd: u64) -> Option<FdInfo> {
     use std::io::Write;
     let mut path = [0u8; 64];
     let mut w = &mut path[..];
@@ -101,20 +111,24 @@ pub(crate) fn fd_flags(pid: u32, fd: u64) -> Option<i32> {
     // SAFETY: `path` holds a NUL-terminated string.
     let raw = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if raw < 0 {
-        return (sys::errno() != libc::ENOENT).then_some(0);
+        return (sys::errno() != libc::ENOENT).then_some(FdInfo { flags: 0, ino: 0 });
     }
     // SAFETY: open just returned this descriptor.
     let file = unsafe { sys::owned(raw) };
-    // "pos:\t<offset>\nflags:\t<octal>\n": the second line ends well within this.
-    let mut buf = [0u8; 96];
+    // "pos:\t<offset>\nflags:\t<octal>\nmnt_id:\t<n>\nino:\t<n>\n": well within this.
+    let mut buf = [0u8; 128];
     let n = sys::read(file.as_raw_fd(), &mut buf).unwrap_or(0);
-    let text = &buf[..n];
-    let flags = text
-        .split(|b| *b == b'\n')
-        .find_map(|line| line.strip_prefix(b"flags:"))
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| i32::from_str_radix(v.trim(), 8).ok());
-    Some(flags.unwrap_or(0))
+    let field = |name: &[u8], radix: u32| {
+        buf[..n]
+            .split(|b| *b == b'\n')
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| u64::from_str_radix(v.trim(), radix).ok())
+    };
+    Some(FdInfo {
+        flags: field(b"flags:", 8).map_or(0, |f| f as i32),
+        ino: field(b"ino:", 10).unwrap_or(0),
+    })
 }
 
 /// What a `connect` left for the event loop to watch.
@@ -142,6 +156,7 @@ pub(crate) fn on_connect(
     n: &Notification,
     rules: &SocketRules,
     pgid: libc::pid_t,
+    reconnects: &mut Reconnects,
 ) -> Option<Connecting> {
     let len = n.args[2] as usize;
     if !(2..=SOCKADDR_MAX).contains(&len) {
@@ -159,7 +174,7 @@ pub(crate) fn on_connect(
     let addr = &buf[..len];
     let family = i32::from(u16::from_ne_bytes([addr[0], addr[1]]));
     if family == libc::AF_INET || family == libc::AF_INET6 {
-        return on_tcp_connect(l, n, rules, family, addr);
+        return on_tcp_connect(l, n, rules, reconnects, family, addr);
     }
     match sock_proto(n.pid, n.args[0]).as_deref() {
         Ok("UNIX-STREAM") => on_unix_connect(l, n, rules, pgid, libc::SOCK_STREAM, addr),
@@ -185,16 +200,23 @@ pub(crate) fn on_connect(
 /// The fd's blocking mode and close-on-exec flag, to give our socket the same; `None` when the
 /// sandbox has no such descriptor.
 pub(crate) fn mode(pid: u32, fd: u64) -> Option<(bool, u32)> {
-    let flags = fd_flags(pid, fd)?;
-    let cloexec = if flags & libc::O_CLOEXEC != 0 {
-        libc::O_CLOEXEC as u32
-    } else {
-        0
-    };
-    Some((flags & libc::O_NONBLOCK != 0, cloexec))
+    fd_info(pid, fd).map(|i| i.mode())
 }
 
-/// Installs `sock` as the sandbox's descriptor and completes the syscall with `result`.
+impl FdInfo {
+    /// Whether it is non-blocking, and its close-on-exec flag as `ADDFD` takes it.
+    pub(crate) fn mode(self) -> (bool, u32) {
+        let cloexec = if self.flags & libc::O_CLOEXEC != 0 {
+            libc::O_CLOEXEC as u32
+        } else {
+            0
+        };
+        (self.flags & libc::O_NONBLOCK != 0, cloexec)
+    }
+}
+
+/// Installs `sock` as the sandbox's descriptor and completes the syscall with `result`; whether
+/// it was installed.
 pub(crate) fn install(
     l: &Listener,
     id: u64,
@@ -203,13 +225,20 @@ pub(crate) fn install(
     cloexec: u32,
     nonblocking: bool,
     result: i64,
-) {
+) -> bool {
     if !nonblocking && sys::set_nonblocking(sock.as_raw_fd(), false).is_err() {
-        return l.deny(id, libc::EIO);
+        l.deny(id, libc::EIO);
+        return false;
     }
     match l.replace_fd(id, sock, target, cloexec) {
-        Ok(()) => l.reply(id, result),
-        Err(e) => l.deny(id, e.raw_os_error().unwrap_or(libc::EIO)),
+        Ok(()) => {
+            l.reply(id, result);
+            true
+        }
+        Err(e) => {
+            l.deny(id, e.raw_os_error().unwrap_or(libc::EIO));
+            false
+        }
     }
 }
 
@@ -217,10 +246,21 @@ fn on_tcp_connect(
     l: &Listener,
     n: &Notification,
     rules: &SocketRules,
+    reconnects: &mut Reconnects,
     family: libc::c_int,
     addr: &[u8],
 ) -> Option<Connecting> {
     let fd = n.args[0];
+    let Some(info) = fd_info(n.pid, fd) else {
+        l.deny(n.id, libc::EBADF);
+        return None;
+    };
+    // A second connect on a socket we installed: answered, nothing connected (see reconnect.rs).
+    if let Some(answer) = reconnects.answer(info.ino) {
+        l.reply(n.id, answer);
+        return None;
+    }
+    let (nonblocking, cloexec) = info.mode();
     let min = match family {
         libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>(),
         // The kernel accepts the RFC 2133 size, without the scope id.
@@ -240,7 +280,7 @@ fn on_tcp_connect(
         }
     };
     if rules.net.is_dns(ip, port) {
-        return dns_session(l, n);
+        return dns_session(l, n, info);
     }
     let proxy = rules
         .proxy
@@ -251,10 +291,6 @@ fn on_tcp_connect(
         l.deny(n.id, libc::EACCES);
         return None;
     }
-    let Some((nonblocking, cloexec)) = mode(n.pid, fd) else {
-        l.deny(n.id, libc::EBADF);
-        return None;
-    };
     let connected = match proxy {
         Some(p) => p.connect(family, SocketAddr::new(ip, port), &rules.run_log),
         None => connect_direct(family, addr),
@@ -267,16 +303,25 @@ fn on_tcp_connect(
         }
     };
     match (in_progress, nonblocking) {
-        (false, _) => install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0),
-        (true, true) => install(
-            l,
-            n.id,
-            &sock,
-            fd as u32,
-            cloexec,
-            true,
-            -i64::from(libc::EINPROGRESS),
-        ),
+        (false, _) => {
+            if install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0) {
+                reconnects.connected(&sock);
+            }
+        }
+        (true, true) => {
+            let installed = install(
+                l,
+                n.id,
+                &sock,
+                fd as u32,
+                cloexec,
+                true,
+                -i64::from(libc::EINPROGRESS),
+            );
+            if let Some(ino) = reconnect::inode(&sock).filter(|_| installed) {
+                reconnects.hold(ino, sock);
+            }
+        }
         (true, false) => {
             let proxied = proxy.and_then(|p| {
                 sys::local_port(&sock)
@@ -328,7 +373,7 @@ fn connect_direct(family: libc::c_int, addr: &[u8]) -> Result<(OwnedFd, bool), i
 
 /// Connects the sandbox's socket to the supervisor's resolver: one end of a socket pair goes in
 /// place of its descriptor, the other is the session the supervisor answers on.
-fn dns_session(l: &Listener, n: &Notification) -> Option<Connecting> {
+fn dns_session(l: &Listener, n: &Notification, info: FdInfo) -> Option<Connecting> {
     let fd = n.args[0];
     let (ours, theirs) = match sys::socketpair(libc::SOCK_STREAM) {
         Ok(p) => p,
@@ -341,10 +386,7 @@ fn dns_session(l: &Listener, n: &Notification) -> Option<Connecting> {
         l.deny(n.id, libc::EIO);
         return None;
     }
-    let Some((nonblocking, cloexec)) = mode(n.pid, fd) else {
-        l.deny(n.id, libc::EBADF);
-        return None;
-    };
+    let (nonblocking, cloexec) = info.mode();
     if nonblocking && sys::set_nonblocking(theirs.as_raw_fd(), true).is_err() {
         l.deny(n.id, libc::EIO);
         return None;
@@ -354,7 +396,7 @@ fn dns_session(l: &Listener, n: &Notification) -> Option<Connecting> {
 }
 
 /// Completes a blocking TCP connect once our socket is writable (connected, or failed).
-pub(crate) fn finish_connect(l: &Listener, p: PendingConnect) {
+pub(crate) fn finish_connect(l: &Listener, p: PendingConnect, reconnects: &mut Reconnects) {
     let mut err: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: SO_ERROR writes one int.
@@ -369,7 +411,9 @@ pub(crate) fn finish_connect(l: &Listener, p: PendingConnect) {
     };
     let failed = match (r, err) {
         (0, 0) => {
-            install(l, p.id, &p.sock, p.target, p.cloexec, false, 0);
+            if install(l, p.id, &p.sock, p.target, p.cloexec, false, 0) {
+                reconnects.connected(&p.sock);
+            }
             return;
         }
         (0, e) => e,

@@ -17,6 +17,7 @@ mod disk;
 pub(crate) mod group;
 pub(crate) mod notify;
 mod output;
+mod reconnect;
 mod standin;
 
 use std::collections::HashMap;
@@ -103,6 +104,10 @@ pub struct Running {
     dns: HashMap<u64, crate::net::dns::Session>,
     /// When to look again at conversations waiting for a name to be resolved.
     dns_retry: Option<Instant>,
+    /// Sockets installed with their connect in progress, for a second `connect` on them.
+    reconnects: reconnect::Reconnects,
+    /// When to look at those again.
+    next_sweep: Option<Instant>,
     next_connect: u64,
     /// What the stand-ins for Landlock features remember (see `standin/`).
     standin: standin::State,
@@ -169,6 +174,8 @@ impl Running {
             connects: HashMap::new(),
             dns: HashMap::new(),
             dns_retry: None,
+            reconnects: reconnect::Reconnects::default(),
+            next_sweep: None,
             next_connect: TOKEN_CONNECT_BASE,
             standin: standin::State::default(),
             cgroup,
@@ -240,6 +247,7 @@ impl Running {
             self.drain_until,
             self.disk_rearm,
             self.dns_retry,
+            self.next_sweep,
         ]
         .into_iter()
         .flatten()
@@ -672,7 +680,7 @@ impl Running {
         };
         self.unwatch(p.sock.as_raw_fd());
         if let Some(l) = self.listener.as_ref() {
-            connect::finish_connect(l, p);
+            connect::finish_connect(l, p, &mut self.reconnects);
         }
     }
 
@@ -782,30 +790,32 @@ impl Running {
             }
         };
         match n.nr {
-            libc::SYS_connect => match connect::on_connect(l, &n, &self.sockets, self.pid) {
-                Some(connect::Connecting::Tcp(p)) => {
-                    let token = self.next_connect;
-                    self.next_connect += 1;
-                    match self.watch(p.sock.as_raw_fd(), libc::EPOLLOUT, token) {
-                        Ok(()) => {
-                            self.connects.insert(token, p);
-                        }
-                        Err(_) => {
-                            if let Some(l) = self.listener.as_ref() {
-                                connect::finish_connect(l, p);
+            libc::SYS_connect => {
+                match connect::on_connect(l, &n, &self.sockets, self.pid, &mut self.reconnects) {
+                    Some(connect::Connecting::Tcp(p)) => {
+                        let token = self.next_connect;
+                        self.next_connect += 1;
+                        match self.watch(p.sock.as_raw_fd(), libc::EPOLLOUT, token) {
+                            Ok(()) => {
+                                self.connects.insert(token, p);
+                            }
+                            Err(_) => {
+                                if let Some(l) = self.listener.as_ref() {
+                                    connect::finish_connect(l, p, &mut self.reconnects);
+                                }
                             }
                         }
                     }
-                }
-                Some(connect::Connecting::Dns(s)) => {
-                    let token = self.next_connect;
-                    self.next_connect += 1;
-                    if self.watch(s.fd(), libc::EPOLLIN, token).is_ok() {
-                        self.dns.insert(token, s);
+                    Some(connect::Connecting::Dns(s)) => {
+                        let token = self.next_connect;
+                        self.next_connect += 1;
+                        if self.watch(s.fd(), libc::EPOLLIN, token).is_ok() {
+                            self.dns.insert(token, s);
+                        }
                     }
+                    None => {}
                 }
-                None => {}
-            },
+            }
             libc::SYS_listen => connect::on_listen(l, &n, &self.sockets),
             nr if standin::handles(nr) => standin::handle(
                 l,
@@ -824,6 +834,13 @@ impl Running {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
+        if self.next_sweep.is_some_and(|t| now >= t) {
+            self.next_sweep = None;
+            self.reconnects.sweep();
+        }
+        if self.next_sweep.is_none() && self.reconnects.holding() {
+            self.next_sweep = Some(now + reconnect::SWEEP_EVERY);
+        }
         if self.dns_retry.is_some_and(|t| now >= t) {
             self.dns_retry = None;
             let waiting: Vec<u64> = self

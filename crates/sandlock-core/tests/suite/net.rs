@@ -87,6 +87,38 @@ print(r, errno.errorcode[ctypes.get_errno()] if r else 'ok', held)
 }
 
 #[test]
+fn a_second_connect_is_answered_as_the_kernel_answers_it_and_connects_nothing() {
+    // The idiom of APR (ab) and hiredis (redis-cli): connect without blocking, wait until
+    // writable, connect again to learn how the first ended.
+    let ws = Ws::new();
+    let (l, port) = listener();
+    let code = format!(
+        r#"
+import errno, select, socket
+s = socket.socket(); s.setblocking(False)
+print(errno.errorcode.get(s.connect_ex(('127.0.0.1', {port})), 'ok'))
+select.select([], [s], [], 5)
+for _ in range(2):
+    print(errno.errorcode.get(s.connect_ex(('127.0.0.1', {port})), 'ok'))
+s.setblocking(True); s.sendall(b'one'); s.close()
+b = socket.create_connection(('127.0.0.1', {port}))
+print(errno.errorcode.get(b.connect_ex(('127.0.0.1', {port})), 'ok'))
+b.close()
+"#
+    );
+    let mut p = policy(&ws);
+    p.net_allow.push(format!(":{port}"));
+    let o = py(&p, &code);
+    ok(&o);
+    assert_eq!(out(&o), "EINPROGRESS\nok\nEISCONN\nEISCONN", "{}", err(&o));
+    assert_eq!(accepted(&l).as_deref(), Some("one"));
+    assert_eq!(accepted(&l).as_deref(), Some(""), "the blocking one");
+    assert!(l.accept().is_err(), "a connection too many was made");
+    // Control: the kernel's own answers, outside a sandbox.
+    assert_eq!(host_py(&code), "EINPROGRESS\nok\nEISCONN\nEISCONN");
+}
+
+#[test]
 fn tcp_connect_to_another_port_is_denied_when_one_is_allowed() {
     let ws = Ws::new();
     let (l, port) = listener();
