@@ -334,7 +334,8 @@ def main() -> None:
     head = (
         f"Produced by `scripts/bench.sh net` (`scripts/bench_net.py`) on "
         f"{time.strftime('%Y-%m-%d')}: Linux {platform.release()}, {os.cpu_count()} CPUs, "
-        f"uid {os.getuid()}, load average {os.getloadavg()[0]:.1f} at the start."
+        f"uid {os.getuid()}, niceness {os.nice(0)}, load average {os.getloadavg()[0]:.1f} at the "
+        "start."
     )
     lines = ["## Network", "", head, "", *redis_part(a), "", *http_part(a)]
     Path(a.out).write_text("\n".join(lines) + "\n")

@@ -236,14 +236,18 @@ impl HttpRules {
     /// does (or there are only deny rules).
     pub(crate) fn decide(&self, r: &Request<'_>) -> Verdict {
         let forms = path_forms(r.path);
-        let shown = format!("{} {}:{}{}", r.method, r.host, r.port, r.path);
+        let shown = || format!("{} {}:{}{}", r.method, r.host, r.port, r.path);
         if let Some((i, rule)) = self
             .deny
             .iter()
             .enumerate()
             .find(|(_, rule)| forms.iter().any(|p| rule.matches_with(r, p)))
         {
-            return Verdict::Deny(format!("{shown} matches http_deny[{i}] {:?}", rule.text));
+            return Verdict::Deny(format!(
+                "{} matches http_deny[{i}] {:?}",
+                shown(),
+                rule.text
+            ));
         }
         if self.allow.is_empty() {
             // Deny rules alone: every request to a host they name, but theirs.
@@ -264,7 +268,7 @@ impl HttpRules {
         {
             Verdict::Allow
         } else {
-            Verdict::Deny(format!("no http_allow rule matches {shown}"))
+            Verdict::Deny(format!("no http_allow rule matches {}", shown()))
         }
     }
 

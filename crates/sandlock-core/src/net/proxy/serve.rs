@@ -288,6 +288,9 @@ impl Conn {
         let auth = self.state.rules.auth_for(&r).map(|(i, a)| (i, a.clone()));
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        // The upstream connection is the proxy's own hop: it speaks HTTP/1.1 there (and keeps the
+        // connection alive) whatever the sandbox spoke, as a proxy sends its own version.
+        parts.version = http::Version::HTTP_11;
         if let Some((i, a)) = auth {
             let Some(secret) = self.state.credentials.get(&a.credential) else {
                 return Ok(answer(
