@@ -6,6 +6,9 @@ Environment:
                         needs root); the clients stay outside it
   SANDLOCK_MCP_PYTHON   interpreter for execute_python (default: the repo's .venv, else python3)
 
+Servers get `--tsx tests/mcp/node_modules/tsx` when `npm ci` installed it, so that execute_code's
+typescript has a runner whatever the host's Node.js.
+
 A test that needs something missing is skipped with the reason, never passed silently.
 """
 
@@ -32,6 +35,7 @@ from mcp.client.streamable_http import streamable_http_client
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("SANDLOCK_BIN", REPO / "target/debug/sandlock"))
 PODSIM = REPO / "target/debug/podsim"
+TSX = Path(__file__).resolve().parent / "node_modules/tsx"
 UNDER_PODSIM = os.environ.get("SANDLOCK_MCP_PODSIM") == "1"
 
 
@@ -61,6 +65,7 @@ class Server:
         *args: str,
         token: str | None = "auto",
         env: dict[str, str] | None = None,
+        tsx: bool = True,
         port: int | None = None,
     ):
         if not BIN.exists():
@@ -87,6 +92,7 @@ class Server:
             default_python(),
             "--log-format",
             "json",
+            *(["--tsx", str(TSX)] if tsx and TSX.exists() else []),
             *args,
         ]
         argv = wrap(argv)

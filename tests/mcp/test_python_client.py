@@ -33,11 +33,19 @@ def test_tools_are_listed_with_output_schemas(server: Server, mode: str) -> None
     assert set(tools) == {
         "execute_python",
         "execute_shell",
+        "execute_code",
+        "command_output",
+        "kill_command",
         "read_file",
         "write_file",
+        "edit_file",
         "list_files",
+        "glob_files",
+        "grep_files",
+        "move_file",
         "delete_file",
     }
+    assert all(t.output_schema for t in tools.values())
     props = tools["execute_python"].output_schema["properties"]
     assert {"stdout", "stderr", "exit_code", "reason", "duration_ms", "truncated"} <= set(props)
     assert set(tools["execute_python"].input_schema["required"]) == {"code"}
@@ -442,7 +450,8 @@ def test_per_call_limits_end_runs_with_the_reason_in_words() -> None:
         bombs = {
             "memory": "x = bytearray(2 << 30)\nprint(len(x))",
             "processes": "import os, time\nfor i in range(200):\n"
-            "    if os.fork() == 0:\n        time.sleep(5)\n        os._exit(0)\nprint('forked')",
+            "    if os.fork() == 0:\n        time.sleep(5)\n        os._exit(0)\n"
+            "time.sleep(2)\nprint('forked')",
             "disk": "f = open('big', 'wb')\nfor i in range(400):\n    f.write(b'x' * (1 << 20))\n"
             "f.close()\nprint('wrote')",
         }

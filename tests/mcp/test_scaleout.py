@@ -252,7 +252,10 @@ async def scenario(cluster: Cluster) -> None:
                 async with slots:
                     results = await state_calls(c, rec["secret"], stateless=True)
                 rec["handle"] = results[0].structured_content["workspace"]
-                rec["ok"] = consistent(results, rec["secret"])
+                # The proxy also routes a resource read by the handle in its URI.
+                res = await c.read_resource(f"sandlock://{rec['handle']}/out.txt")
+                exported = res.contents[0].text == rec["secret"][::-1]
+                rec["ok"] = consistent(results, rec["secret"]) and exported
                 await reports.put(rec)
                 await killed.wait()
                 args = {"path": "out.txt", "workspace": rec["handle"]}

@@ -27,6 +27,10 @@
 //! start = "fork"              # or "fresh" (see crate::warm)
 //! fork_idle = 300
 //!
+//! [node]                      # execute_code's javascript and typescript
+//! interpreter = "node"
+//! tsx = "/usr/local/bin/tsx"
+//!
 //! [tools.execute_python]      # a sandlock Policy
 //! net_allow = [":443"]
 //! ```
@@ -136,6 +140,8 @@ pub struct LimitsFile {
     pub max_concurrent: Option<usize>,
     /// Calls that may wait for a free slot; past this a call is refused as busy.
     pub queue_depth: Option<usize>,
+    /// Background commands a workspace may run at once.
+    pub max_background: Option<usize>,
 }
 
 /// The `[python]` table.
@@ -150,6 +156,16 @@ pub struct PythonFile {
     pub fork_idle: Option<Seconds>,
 }
 
+/// The `[node]` table: the runtime of `execute_code`'s `javascript` and `typescript`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeFile {
+    /// Node.js (a path, or a name looked up in `PATH`).
+    pub interpreter: Option<PathBuf>,
+    /// The `tsx` TypeScript runner (its `bin/tsx`, or its package directory).
+    pub tsx: Option<PathBuf>,
+}
+
 /// The `[tools]` table: a policy per execution tool.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -158,6 +174,9 @@ pub struct ToolsFile {
     pub execute_python: Option<Policy>,
     /// Policy for `execute_shell`.
     pub execute_shell: Option<Policy>,
+    /// Policy for `execute_code`'s `javascript` and `typescript` (its `python` runs with
+    /// `execute_python`'s).
+    pub execute_code: Option<Policy>,
 }
 
 /// The whole TOML file.
@@ -172,6 +191,8 @@ pub struct ConfigFile {
     pub limits: LimitsFile,
     /// `[python]`.
     pub python: PythonFile,
+    /// `[node]`.
+    pub node: NodeFile,
     /// `[tools.*]`.
     pub tools: ToolsFile,
     /// `[onlyboxes]`: LobeHub's sandbox provider API (see `crate::provider`).
@@ -193,28 +214,35 @@ impl ConfigFile {
                 "{}",
                 e.to_string().trim_end().replace('\n', "\n  ")
                     + "\n  hint: the tables are [server], [workspaces], [limits], [python], \
-                       [tools.execute_python], [tools.execute_shell] and [onlyboxes]; tool \
-                       tables and [onlyboxes.policy] take sandlock policy fields"
+                       [node], [tools.execute_python], [tools.execute_shell], \
+                       [tools.execute_code] and [onlyboxes]; tool tables and [onlyboxes.policy] \
+                       take sandlock policy fields"
             )
         })
     }
 }
 
-/// The two execution tools.
+/// The policies code runs under: one per execution tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExecTool {
-    /// `execute_python`.
+    /// `execute_python` (and `execute_code` in Python).
     Python,
     /// `execute_shell`.
     Shell,
+    /// `execute_code` in JavaScript or TypeScript (Node.js).
+    Node,
 }
 
 impl ExecTool {
-    /// The MCP tool name.
+    /// Every one of them.
+    pub const ALL: [ExecTool; 3] = [ExecTool::Python, ExecTool::Shell, ExecTool::Node];
+
+    /// The MCP tool whose policy this is (`[tools.<name>]`).
     pub fn name(self) -> &'static str {
         match self {
             ExecTool::Python => "execute_python",
             ExecTool::Shell => "execute_shell",
+            ExecTool::Node => "execute_code",
         }
     }
 }
@@ -258,6 +286,8 @@ pub struct Config {
     pub max_concurrent: usize,
     /// Waiting calls allowed.
     pub queue_depth: usize,
+    /// Background commands per workspace at once.
+    pub max_background: usize,
     /// Python interpreter as configured (resolved later).
     pub python: PathBuf,
     /// Base policy of `execute_python` (before the workspace and interpreter are added).
@@ -268,6 +298,12 @@ pub struct Config {
     pub fork_idle: Duration,
     /// Base policy of `execute_shell`.
     pub shell_policy: Policy,
+    /// Node.js as configured (resolved later; `None`: `node` in `PATH`, if there is one).
+    pub node: Option<PathBuf>,
+    /// The tsx runner as configured, if it was (else it is looked up in `PATH`).
+    pub tsx: Option<PathBuf>,
+    /// Base policy of `execute_code` in JavaScript and TypeScript.
+    pub node_policy: Policy,
     /// LobeHub's sandbox provider API, when a JIT signing key is configured.
     pub onlyboxes: Option<crate::provider::config::ProviderConfig>,
 }
@@ -286,6 +322,7 @@ const DEFAULT_MAX_DISK: ByteSize = ByteSize::mib(256);
 const DEFAULT_TTL: Duration = Duration::from_secs(900);
 const DEFAULT_FORK_IDLE: Duration = Duration::from_secs(300);
 const DEFAULT_GRACE: Duration = Duration::from_secs(20);
+const DEFAULT_MAX_BACKGROUND: usize = 4;
 
 impl Config {
     /// Merges defaults, the config file named by `args.config` (if any) and the flags.
@@ -436,9 +473,11 @@ impl Config {
         };
         let python_policy = limits(file.tools.execute_python.unwrap_or_else(default_policy));
         let shell_policy = limits(file.tools.execute_shell.unwrap_or_else(default_policy));
+        let node_policy = limits(file.tools.execute_code.unwrap_or_else(default_policy));
         for (tool, p) in [
             ("execute_python", &python_policy),
             ("execute_shell", &shell_policy),
+            ("execute_code", &node_policy),
         ] {
             check_isolation(tool, p, &workspace_root)?;
         }
@@ -476,6 +515,11 @@ impl Config {
             (None, Some(_)) => PythonStart::Fresh,
             (None, None) => PythonStart::Fork,
         };
+
+        let max_background = args
+            .max_background
+            .or(l.max_background)
+            .unwrap_or(DEFAULT_MAX_BACKGROUND);
 
         let log_level = match (args.log_level, s.log_level) {
             (Some(l), _) => l,
@@ -522,6 +566,7 @@ impl Config {
             max_timeout,
             max_concurrent,
             queue_depth: args.queue_depth.or(l.queue_depth).unwrap_or(32),
+            max_background,
             python: args
                 .python
                 .clone()
@@ -534,6 +579,9 @@ impl Config {
                 .fork_idle
                 .map_or(DEFAULT_FORK_IDLE, Seconds::duration),
             shell_policy,
+            node: args.node.clone().or(file.node.interpreter),
+            tsx: args.tsx.clone().or(file.node.tsx),
+            node_policy,
             onlyboxes,
         })
     }
@@ -543,6 +591,7 @@ impl Config {
         match tool {
             ExecTool::Python => &self.python_policy,
             ExecTool::Shell => &self.shell_policy,
+            ExecTool::Node => &self.node_policy,
         }
     }
 }
@@ -690,6 +739,29 @@ mod tests {
         assert_eq!(c.python_start, PythonStart::Fresh);
         let e = Config::merge(&args(&["--python-start", "fork"]), cpu(), None).unwrap_err();
         assert!(e.to_string().contains("max_cpu"), "{e}");
+    }
+
+    #[test]
+    fn node_background_and_execute_code_settings_are_read() {
+        let c = Config::merge(&args(&[]), ConfigFile::default(), None).unwrap();
+        assert_eq!((c.node.as_deref(), c.tsx.as_deref()), (None, None));
+        assert_eq!(c.max_background, DEFAULT_MAX_BACKGROUND);
+        assert_eq!(c.node_policy.max_memory, Some(DEFAULT_MAX_MEMORY));
+        let f = ConfigFile::parse(
+            "[limits]\nmax_background = 1\n[node]\ninterpreter = \"/opt/node/bin/node\"\n\
+             tsx = \"/opt/tsx\"\n[tools.execute_code]\nmax_memory = \"1G\"\n",
+        )
+        .unwrap();
+        let c = Config::merge(&args(&["--max-background", "3"]), f, None).unwrap();
+        assert_eq!(c.max_background, 3, "the flag wins");
+        assert_eq!(c.node.as_deref(), Some(Path::new("/opt/node/bin/node")));
+        assert_eq!(c.tsx.as_deref(), Some(Path::new("/opt/tsx")));
+        assert_eq!(
+            c.policy(ExecTool::Node).max_memory,
+            Some(ByteSize::mib(1024))
+        );
+        let e = ConfigFile::parse("[node]\ntxs = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("txs"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use sandlock_core::{Command, Outcome, Reason, Sandbox, SandboxError};
+use sandlock_core::{Command, Outcome, Reason, Running, Sandbox, SandboxError};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,7 @@ impl AsRawFd for EpollFd {
     }
 }
 
+/// Whether `fd` has something to read right now (without waiting).
 pub(crate) fn still_readable(fd: RawFd) -> bool {
     let mut p = libc::pollfd {
         fd,
@@ -49,9 +50,20 @@ pub async fn run_observed(
     cmd: Command,
     cancel: &CancellationToken,
     cancel_why: impl Fn() -> String,
-    mut observe: impl FnMut(&mut sandlock_core::Running),
+    observe: impl FnMut(&mut Running),
 ) -> Result<Outcome, sandlock_core::Error> {
-    let mut running = sandbox.spawn(cmd)?;
+    let running = sandbox.spawn(cmd)?;
+    Ok(supervise(running, cancel, cancel_why, observe).await?)
+}
+
+/// Drives a run already started to completion, as [`run_observed`] does (a background command
+/// is started by the call that asks for it, and supervised by a task of its own).
+pub async fn supervise(
+    mut running: Running,
+    cancel: &CancellationToken,
+    cancel_why: impl Fn() -> String,
+    mut observe: impl FnMut(&mut Running),
+) -> Result<Outcome, SandboxError> {
     let io_err = |e: std::io::Error| {
         SandboxError::io(
             sandlock_core::Stage::Supervise,

@@ -2,7 +2,7 @@
 //! concurrency gate, and the [`Executor`] that holds them with the configuration and the Python
 //! interpreter. Driving a run is [`crate::drive`]'s; forking Python is [`crate::warm`]'s.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ExecTool};
+use crate::node::{Node, Script};
 use crate::python::{Interpreter, PYTHON_BOOTSTRAP, memfd_with};
 use crate::warm::Zygote;
 use crate::workspace::{Workspace, short};
@@ -20,23 +21,17 @@ use crate::workspace::{Workspace, short};
 pub const MAX_COMMAND: usize = 128 * 1024 - 1;
 
 /// The policy for one tool in one workspace: the configured policy, plus the workspace (readable,
-/// writable, the working directory and `HOME`) and, for Python, the interpreter's paths.
-pub fn workspace_policy(
-    base: &Policy,
-    tool: ExecTool,
-    ws: &Path,
-    python: Option<&Interpreter>,
-) -> Policy {
+/// writable, the working directory and `HOME`) and the runtime's own paths (`readable`: the
+/// Python interpreter's, or Node's and its TypeScript runner's).
+pub fn workspace_policy(base: &Policy, tool: ExecTool, ws: &Path, readable: &[PathBuf]) -> Policy {
     let mut p = base.clone();
     p.fs_writable.push(ws.to_path_buf());
+    p.fs_readable.extend(readable.iter().cloned());
     p.cwd = Some(ws.to_path_buf());
     let ws_s = ws.display().to_string();
     p.env.entry("HOME".into()).or_insert_with(|| ws_s.clone());
     p.env.entry("TMPDIR".into()).or_insert(ws_s);
     if tool == ExecTool::Python {
-        if let Some(py) = python {
-            p.fs_readable.extend(py.readable.iter().cloned());
-        }
         p.env
             .entry("PYTHONDONTWRITEBYTECODE".into())
             .or_insert_with(|| "1".into());
@@ -47,16 +42,38 @@ pub fn workspace_policy(
     p
 }
 
+/// What a call runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// Python code (passed on descriptor 3).
+    Python(&'a str),
+    /// A command line for `/bin/sh -c`.
+    Shell(&'a str),
+    /// A JavaScript or TypeScript snippet, saved in the workspace at this relative path.
+    Node(Script, &'a str),
+}
+
+impl Source<'_> {
+    /// Whose policy it runs under.
+    pub fn tool(&self) -> ExecTool {
+        match self {
+            Source::Python(_) => ExecTool::Python,
+            Source::Shell(_) => ExecTool::Shell,
+            Source::Node(..) => ExecTool::Node,
+        }
+    }
+}
+
 /// Builds the command for a call.
-pub fn command(
-    tool: ExecTool,
+fn command(
+    source: Source<'_>,
     python: &Interpreter,
-    code: &str,
+    node: Option<&Node>,
     stdin: Option<String>,
     timeout: Duration,
 ) -> Result<Command, String> {
-    let cmd = match tool {
-        ExecTool::Python => {
+    let cmd = match source {
+        Source::Python(code) => {
             let fd = memfd_with(code.as_bytes())
                 .map_err(|e| format!("cannot pass the code to the interpreter: {e}"))?;
             Command::new([
@@ -66,7 +83,7 @@ pub fn command(
             ])
             .pass_fd(fd, 3)
         }
-        ExecTool::Shell => {
+        Source::Shell(code) => {
             if code.len() > MAX_COMMAND {
                 return Err(format!(
                     "the command is {} bytes; the limit is {MAX_COMMAND} (write a script with \
@@ -79,6 +96,10 @@ pub fn command(
             }
             Command::new(["/bin/sh", "-c", code])
         }
+        Source::Node(script, file) => match node {
+            Some(n) => n.command(script, file)?,
+            None => return Err(NO_NODE.into()),
+        },
     };
     let cmd = match stdin {
         Some(s) => cmd.stdin(Stdio::Bytes(s.into_bytes())),
@@ -86,6 +107,11 @@ pub fn command(
     };
     Ok(cmd.timeout(timeout))
 }
+
+/// The answer to JavaScript or TypeScript on a server without Node.js.
+const NO_NODE: &str = "Node.js is not installed on this server, so javascript and typescript \
+                       cannot run; ask the operator to install it (e.g. apt-get install nodejs, or \
+                       --node PATH). language=python works meanwhile";
 
 /// Why a call did not get to run.
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +239,8 @@ pub struct Executor {
     pub config: Config,
     /// The Python interpreter.
     pub python: Interpreter,
+    /// Node.js, when the host has it.
+    pub node: Option<Node>,
     /// The concurrency gate.
     pub gate: Gate,
 }
@@ -241,11 +269,31 @@ impl Executor {
         }
     }
 
+    /// The command for a call (`invalid` in words when it cannot be one).
+    pub fn command(
+        &self,
+        source: Source<'_>,
+        stdin: Option<String>,
+        timeout: Duration,
+    ) -> Result<Command, String> {
+        command(source, &self.python, self.node.as_ref(), stdin, timeout)
+    }
+
+    /// The policy of `tool` in the workspace directory `ws`.
+    pub fn policy(&self, tool: ExecTool, ws: &Path) -> Policy {
+        let readable = match tool {
+            ExecTool::Python => self.python.readable.as_slice(),
+            ExecTool::Shell => &[],
+            ExecTool::Node => self.node.as_ref().map_or(&[][..], |n| &n.readable),
+        };
+        workspace_policy(self.config.policy(tool), tool, ws, readable)
+    }
+
     /// The sandbox for `tool` in `ws` (built once per workspace and tool).
     pub fn sandbox(&self, tool: ExecTool, ws: &Workspace) -> Result<Arc<Sandbox>, String> {
         ws.sandbox(tool, || {
-            let p = workspace_policy(self.config.policy(tool), tool, &ws.dir, Some(&self.python));
-            Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
+            Sandbox::new(self.policy(tool, &ws.dir))
+                .map_err(|e| format!("cannot set up the sandbox: {e}"))
         })
     }
 
@@ -287,7 +335,8 @@ impl Executor {
             let Some(ws) = weak.upgrade() else { return };
             let started = ws
                 .fork_sandbox(|| {
-                    let mut p = workspace_policy(&policy, ExecTool::Python, &ws.dir, Some(&python));
+                    let mut p =
+                        workspace_policy(&policy, ExecTool::Python, &ws.dir, &python.readable);
                     p.timeout = None;
                     Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
                 })

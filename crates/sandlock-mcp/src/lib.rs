@@ -2,8 +2,9 @@
 //!
 //! A self-hosted "execute code" tool for agent platforms. It speaks Streamable HTTP (the
 //! 2025-11-25 revision with `Mcp-Session-Id` sessions, and stateless 2026-07-28 requests) or stdio,
-//! and offers six tools: `execute_python`, `execute_shell`, `read_file`, `write_file`,
-//! `list_files` and `delete_file`.
+//! and offers the tools an agent needs to run code and work with files in a private workspace
+//! (`execute_python`, `execute_shell`, `execute_code`, background commands, and file tools from
+//! `read_file` to `grep_files`), with the workspace's files as MCP resources.
 //!
 //! The flow of one call: [`tools`] (the rmcp handler, one module per family of tools) finds the
 //! caller's [`workspace`], waits for a slot at the concurrency gate and runs the code through
@@ -16,8 +17,11 @@
 //! serves LobeHub's Cloud Sandbox (the Onlyboxes provider API) beside `/mcp`, on the same
 //! workspaces, gate and metrics.
 //!
-//! Modules depend downwards only: `http -> provider -> tools -> exec -> workspace -> warm ->
-//! {drive, python}`.
+//! Background commands live in [`background`], per workspace; [`node`] finds Node.js and a
+//! TypeScript runner for `execute_code`, and [`images`] returns the charts code saves.
+//!
+//! Modules depend downwards only: `http -> provider -> tools -> exec -> workspace -> {warm,
+//! background} -> {drive, python, files}`.
 //!
 //! # Isolation
 //!
@@ -36,12 +40,15 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod background;
 pub mod config;
 pub mod drive;
 pub mod exec;
 pub mod files;
 pub mod http;
+pub mod images;
 pub mod metrics;
+pub mod node;
 pub mod output;
 pub mod provider;
 pub mod python;
@@ -64,6 +71,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{Config, ExecTool, LogFormat, PythonStart, Transport};
 use crate::exec::{Executor, Gate};
+use crate::node::Node;
 use crate::python::Interpreter;
 use crate::tools::{App, SandlockTools};
 use crate::workspace::Registry;
@@ -137,6 +145,10 @@ pub struct McpArgs {
     /// Calls that may wait for a slot; past this, calls are refused as busy [default: 32].
     #[arg(long, value_name = "N")]
     pub queue_depth: Option<usize>,
+    /// Background commands (execute_shell with background=true) a workspace may run at once
+    /// [default: 4]. They do not take a run slot; each has the tool's limits.
+    #[arg(long, value_name = "N")]
+    pub max_background: Option<usize>,
     /// Python interpreter for execute_python; its prefix and site-packages become readable
     /// [default: python3].
     #[arg(long, value_name = "PATH")]
@@ -146,6 +158,14 @@ pub struct McpArgs {
     /// per call, with every limit per call) [default: fork, or fresh when the policy sets max_cpu].
     #[arg(long, value_enum, value_name = "MODE")]
     pub python_start: Option<PythonStart>,
+    /// Node.js for execute_code's javascript and typescript [default: node]. Without it, those
+    /// languages answer with an error that says what to install.
+    #[arg(long, value_name = "PATH")]
+    pub node: Option<PathBuf>,
+    /// The tsx TypeScript runner (its bin/tsx or its package directory) [default: tsx in PATH,
+    /// else Node's own type stripping where Node is 22.6 or newer].
+    #[arg(long, value_name = "PATH")]
+    pub tsx: Option<PathBuf>,
     /// Seconds runs in progress get to finish after SIGTERM [default: 20].
     #[arg(long, value_name = "SECS")]
     pub grace: Option<Seconds>,
@@ -194,7 +214,7 @@ pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         config.replica.clone(),
     )?;
     // Again with the root resolved (it may sit behind a symlink, e.g. /var/tmp -> /tmp).
-    for tool in [ExecTool::Python, ExecTool::Shell] {
+    for tool in ExecTool::ALL {
         config::check_isolation(tool.name(), config.policy(tool), workspaces.root())?;
     }
     let python = Interpreter::discover(&config.python, workspaces.root())?;
@@ -203,23 +223,29 @@ pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         PythonStart::Fresh => "fresh",
     };
     tracing::info!(python = %python.path.display(), version = %python.version, python_start, readable = ?python.readable, "python interpreter");
+    let node = Node::discover(
+        config.node.as_deref(),
+        config.tsx.as_deref(),
+        workspaces.root(),
+    )?;
+    if let Some(n) = &node {
+        tracing::info!(node = %n.path.display(), runtime = %n.describe(), readable = ?n.readable, "node for execute_code");
+    }
     let gate = Gate::new(config.max_concurrent, config.queue_depth);
     let exec = Executor {
         config,
         python,
+        node,
         gate,
     };
     let probe = workspaces
         .create(true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    for tool in [ExecTool::Python, ExecTool::Shell] {
-        let p = exec::workspace_policy(
-            exec.config.policy(tool),
-            tool,
-            &probe.dir,
-            Some(&exec.python),
-        );
-        Sandbox::new(p).map_err(|e| {
+    for tool in ExecTool::ALL {
+        if tool == ExecTool::Node && exec.node.is_none() {
+            continue;
+        }
+        Sandbox::new(exec.policy(tool, &probe.dir)).map_err(|e| {
             anyhow::anyhow!(
                 "cannot build the sandbox for {}: {e}\n  hint: `sandlock check` shows what this \
                  machine supports; set best_effort = true in [tools.{}] to run with what it has",

@@ -36,6 +36,8 @@ pub struct Gauges {
     pub workspaces: usize,
     /// Python fork servers alive (at most one per workspace).
     pub fork_servers: usize,
+    /// Background commands running.
+    pub background_commands: usize,
     /// Whether the server is draining for shutdown.
     pub draining: bool,
 }
@@ -75,8 +77,8 @@ impl Metrics {
         let _ = writeln!(
             o,
             "# HELP sandlock_mcp_calls_total Tool calls by tool and outcome (the run's reason: exited, \
-             timeout, memory, ...; or busy, shutting_down, invalid, cancelled; file tools: ok, \
-             error).\n\
+             timeout, memory, ...; or busy, shutting_down, invalid, cancelled; file and command \
+             tools: ok, error; a background command started: background).\n\
              # TYPE sandlock_mcp_calls_total counter"
         );
         if let Ok(c) = self.calls.lock() {
@@ -145,6 +147,11 @@ impl Metrics {
                 g.fork_servers,
             ),
             (
+                "sandlock_mcp_background_commands",
+                "Background commands running (execute_shell with background=true).",
+                g.background_commands,
+            ),
+            (
                 "sandlock_mcp_draining",
                 "1 while the server shuts down.",
                 usize::from(g.draining),
@@ -172,6 +179,7 @@ mod tests {
             queue_depth: 1,
             workspaces: 3,
             fork_servers: 4,
+            background_commands: 5,
             draining: false,
         });
         assert!(
@@ -187,6 +195,7 @@ mod tests {
         assert!(t.contains("sandlock_mcp_active_sandboxes 2"));
         assert!(t.contains("sandlock_mcp_queue_depth 1"));
         assert!(t.contains("sandlock_mcp_fork_servers 4"));
+        assert!(t.contains("sandlock_mcp_background_commands 5"));
         assert!(t.contains("sandlock_mcp_misrouted_total{id=\"workspace\"} 1"));
         assert!(t.contains("sandlock_mcp_misrouted_total{id=\"session\"} 0"));
     }

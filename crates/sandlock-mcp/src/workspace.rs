@@ -12,7 +12,9 @@
 //!   the "explicit, server-minted handle passed as an ordinary tool argument" the 2026-07-28
 //!   revision prescribes. A stateless workspace is removed after the TTL without use.
 //!
-//! Removal happens when the last user lets go: a run in progress keeps its directory alive.
+//! Removal happens when the last user lets go: a run in progress keeps its directory alive, and so
+//! does a background command (see [`crate::background`]), which is killed when its session ends
+//! or its stateless workspace expires.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use sandlock_core::Sandbox;
 
+use crate::background::Commands;
 use crate::config::ExecTool;
 use crate::files::Beneath;
 use crate::replica::ReplicaId;
@@ -37,7 +40,7 @@ pub struct Workspace {
     /// Whether a session owns it (otherwise it is a stateless one, expired by the reaper).
     pub session: bool,
     last_used: Mutex<Instant>,
-    sandboxes: [OnceLock<Result<Arc<Sandbox>, String>>; 2],
+    sandboxes: [OnceLock<Result<Arc<Sandbox>, String>>; 3],
     /// The sandbox of the Python fork server (the Python policy without a timeout).
     fork_sandbox: OnceLock<Result<Arc<Sandbox>, String>>,
     /// The Python fork server, while one runs (see `crate::warm`).
@@ -46,6 +49,8 @@ pub struct Workspace {
     pub python_calls: AtomicU32,
     /// A fork server is being started.
     pub fork_starting: AtomicBool,
+    /// Background commands.
+    pub commands: Commands,
     registry: Arc<Inner>,
 }
 
@@ -305,11 +310,12 @@ impl Registry {
             files,
             session,
             last_used: Mutex::new(Instant::now()),
-            sandboxes: [OnceLock::new(), OnceLock::new()],
+            sandboxes: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
             fork_sandbox: OnceLock::new(),
             zygote: Mutex::new(None),
             python_calls: AtomicU32::new(0),
             fork_starting: AtomicBool::new(false),
+            commands: Commands::default(),
             registry: self.inner.clone(),
         });
         if !session {
@@ -350,10 +356,16 @@ impl Registry {
         };
         let before = m.len();
         m.retain(|_, ws| {
-            ws.last_used
+            let keep = ws
+                .last_used
                 .lock()
                 .map(|t| now.duration_since(*t) < ttl)
-                .unwrap_or(false)
+                .unwrap_or(false);
+            if !keep {
+                ws.commands
+                    .stop_all("killed: its stateless workspace expired (unused for the TTL)");
+            }
+            keep
         });
         before - m.len()
     }
@@ -383,9 +395,12 @@ impl Registry {
         }
     }
 
-    /// Forgets every stateless workspace (at shutdown).
+    /// Forgets every stateless workspace (at shutdown), killing their background commands.
     pub fn clear(&self) {
         if let Ok(mut m) = self.stateless.lock() {
+            for ws in m.values() {
+                ws.commands.stop_all("killed: the server shut down");
+            }
             m.clear();
         }
     }

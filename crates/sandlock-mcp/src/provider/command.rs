@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::ApiError;
 use super::session::{Session, session_policy};
-use crate::config::ExecTool;
+use crate::drive;
+use crate::exec::Source;
 use crate::tools::App;
-use crate::{drive, exec};
 
 /// One output stream, bounded.
 #[derive(Debug, Default, Clone)]
@@ -145,7 +145,9 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> Result<Ended, ApiError> {
     let sandbox = sandbox_for(app, session)?;
-    let cmd = exec::command(ExecTool::Shell, &app.exec.python, command, None, timeout)
+    let cmd = app
+        .exec
+        .command(Source::Shell(command), None, timeout)
         .map_err(ApiError::invalid)?;
     let kill = &app.exec.gate.kill;
     let why = || {

@@ -1,17 +1,19 @@
-//! The execution tools: `execute_python` and `execute_shell`.
+//! The execution tools: `execute_python`, `execute_shell` and `execute_code`.
 //!
 //! A call, top to bottom ([`SandlockTools::execute`]): check the arguments and build the command,
-//! wait for a slot at the concurrency gate, find the caller's workspace and its sandbox, run
-//! (forking the workspace's Python fork server when it has one, see [`crate::warm`], else a fresh
-//! run driven by [`crate::drive`]), then show the outcome: the headline in words, and each stream
-//! inline or, when long, as its head and tail with the whole saved in the workspace
-//! ([`crate::output`]).
+//! wait for a slot at the concurrency gate, find the caller's workspace and its sandbox, note what
+//! its `outputs/` holds, run (forking the workspace's Python fork server when it has one, see
+//! [`crate::warm`], else a fresh run driven by [`crate::drive`]), then show the outcome: the
+//! headline in words, each stream inline or, when long, as its head and tail with the whole saved
+//! in the workspace ([`crate::output`]), and the images the run saved in `outputs/`
+//! ([`crate::images`]). `execute_shell` with `background: true` starts a background command
+//! instead ([`super::commands`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::CallToolResult;
+use rmcp::model::{CallToolResult, ContentBlock};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, tool, tool_router};
 use sandlock_core::{Outcome, Reason};
@@ -19,10 +21,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::{SandlockTools, failure, output_schema, structured};
+use super::{SandlockTools, failure, output_schema, resources, structured};
 use crate::config::{ExecTool, PythonStart};
 use crate::drive;
-use crate::exec::{self, Gate, GateError, Slot};
+use crate::exec::{Gate, GateError, Slot, Source};
+use crate::images::{self, ImageRef};
+use crate::node::{self, Script};
 use crate::output;
 use crate::workspace::Workspace;
 
@@ -48,15 +52,55 @@ pub struct ExecutePythonArgs {
 pub struct ExecuteShellArgs {
     /// A command line for `/bin/sh -c`, run in the workspace directory.
     pub command: String,
-    /// Wall-clock limit in seconds (default and maximum are set by the server).
+    /// Wall-clock limit in seconds (default and maximum are set by the server). A background
+    /// command is killed when it runs out.
     #[serde(default)]
     pub timeout_s: Option<f64>,
+    /// Start the command in the background and return its `command_id` at once; read its output
+    /// with `command_output` and stop it with `kill_command`.
+    #[serde(default)]
+    pub background: Option<bool>,
     /// Stateless requests only: see `execute_python`.
     #[serde(default)]
     pub workspace: Option<String>,
 }
 
-/// The structured result of `execute_python` and `execute_shell`.
+/// A language of `execute_code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// Python, with the server's interpreter (as `execute_python`).
+    #[serde(alias = "py", alias = "python3")]
+    Python,
+    /// JavaScript, with Node.js.
+    #[serde(alias = "js", alias = "node")]
+    JavaScript,
+    /// TypeScript, with tsx or Node's type stripping.
+    #[serde(alias = "ts")]
+    TypeScript,
+}
+
+/// Arguments of `execute_code`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExecuteCodeArgs {
+    /// The source code. JavaScript runs as `node file.js` would run it (CommonJS, or an ES module
+    /// when it uses import, export or top-level await); TypeScript runs as an ES module, with
+    /// `require`, `__filename` and `__dirname` also available.
+    pub code: String,
+    /// `python`, `javascript` or `typescript`.
+    pub language: Language,
+    /// Wall-clock limit in seconds (default and maximum are set by the server).
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+    /// Text given to the program on standard input.
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Stateless requests only: see `execute_python`.
+    #[serde(default)]
+    pub workspace: Option<String>,
+}
+
+/// The structured result of `execute_python`, `execute_shell` and `execute_code`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RunResult {
     /// Captured standard output (UTF-8, invalid bytes replaced); when it is long, its head and
@@ -69,7 +113,8 @@ pub struct RunResult {
     /// Bytes of standard error.
     pub stderr_bytes: u64,
     /// Where the whole standard output was saved in the workspace, when it was too long to show
-    /// (read it with `read_file`, `start_line` and `end_line`).
+    /// (read it with `read_file`, `start_line` and `end_line`); for a background command, the
+    /// file its standard output goes to.
     pub stdout_file: Option<String>,
     /// Where the whole standard error was saved, when it was too long to show.
     pub stderr_file: Option<String>,
@@ -78,14 +123,40 @@ pub struct RunResult {
     /// The exit code, when the program exited by itself.
     pub exit_code: Option<i32>,
     /// Why the run ended: exited, signaled, timeout, memory, processes, cpu, output, disk,
-    /// sandbox_error; or, when it never ran, busy, invalid or shutting_down.
+    /// sandbox_error; `running` for a background command just started; or, when it never ran,
+    /// busy, invalid or shutting_down.
     pub reason: String,
     /// Wall-clock milliseconds of the run (0 when it never ran).
     pub duration_ms: u64,
     /// Whether stdout or stderr was cut at the output cap.
     pub truncated: bool,
+    /// The background command's id (`execute_shell` with `background: true`), for
+    /// `command_output` and `kill_command`.
+    pub command_id: Option<String>,
+    /// Images the run saved in `outputs/` (PNG, JPEG, GIF, WebP or SVG, new or changed during the
+    /// call); those with `shown` true follow the text as image content.
+    pub images: Vec<ImageRef>,
     /// The workspace handle (pass it back in stateless requests).
     pub workspace: String,
+}
+
+/// What a call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Program {
+    Python,
+    Shell,
+    Node(Script),
+}
+
+/// One call of an execution tool, as the handler hands it over.
+struct Call {
+    /// The tool, for the log and the metrics.
+    label: &'static str,
+    program: Program,
+    code: String,
+    stdin: Option<String>,
+    timeout_s: Option<f64>,
+    workspace: Option<String>,
 }
 
 /// The words a caller sees first: what happened, then the output.
@@ -153,7 +224,7 @@ fn run_text(headline: &str, stdout: &str, stderr: &str, truncated: bool) -> Stri
 impl RunResult {
     /// The result of a call that never ran: `reason` says why (`invalid`, `busy`,
     /// `shutting_down`, `sandbox_error`).
-    fn never_ran(reason: &str, workspace: String) -> RunResult {
+    pub(super) fn never_ran(reason: &str, workspace: String) -> RunResult {
         RunResult {
             stdout: String::new(),
             stderr: String::new(),
@@ -166,6 +237,8 @@ impl RunResult {
             reason: reason.into(),
             duration_ms: 0,
             truncated: false,
+            command_id: None,
+            images: Vec::new(),
             workspace,
         }
     }
@@ -232,7 +305,7 @@ async fn wait_for_slot<'g>(
 /// What an ended run becomes: the text block (the headline in words, then the output) and the
 /// structured result. Long output is saved in the workspace, which is file work: it runs on the
 /// blocking pool, off the event loop.
-pub(super) async fn show_outcome(
+async fn show_outcome(
     mut outcome: Outcome,
     timeout: Duration,
     ws: &Arc<Workspace>,
@@ -277,38 +350,86 @@ pub(super) async fn show_outcome(
         reason: outcome.reason.as_str().into(),
         duration_ms: outcome.wall_time.as_millis() as u64,
         truncated,
+        command_id: None,
+        images: Vec::new(),
         workspace: ws.handle.clone(),
     };
     (text, r)
 }
 
+/// The images in `outputs/` before a run, noted only where there is such a directory (one
+/// `openat2` on the event loop; the listing, when there is one, on the blocking pool).
+async fn note_outputs(ws: &Arc<Workspace>) -> images::Snapshot {
+    if !images::has_outputs(&ws.files) {
+        return images::Snapshot::default();
+    }
+    let ws = ws.clone();
+    tokio::task::spawn_blocking(move || images::snapshot(&ws.files))
+        .await
+        .unwrap_or_default()
+}
+
+/// After a run: deletes the snippet's file (`execute_code` in Node), and collects the images the
+/// run saved in `outputs/`.
+async fn after_run(
+    ws: &Arc<Workspace>,
+    script: Option<String>,
+    before: images::Snapshot,
+) -> images::Found {
+    let outputs = images::has_outputs(&ws.files);
+    if script.is_none() && !outputs {
+        return images::Found::default();
+    }
+    let ws = ws.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Some(f) = script {
+            let _ = ws.files.delete(&f);
+        }
+        if outputs {
+            images::collect(&ws.files, &before)
+        } else {
+            images::Found::default()
+        }
+    })
+    .await
+    .unwrap_or_default()
+}
+
 impl SandlockTools {
     /// One call of an execution tool, from its arguments to its result.
-    async fn execute(
-        &self,
-        ctx: RequestContext<RoleServer>,
-        tool: ExecTool,
-        code: String,
-        stdin: Option<String>,
-        timeout_s: Option<f64>,
-        requested: Option<String>,
-    ) -> CallToolResult {
+    async fn execute(&self, ctx: RequestContext<RoleServer>, call: Call) -> CallToolResult {
         let t0 = Instant::now();
         let exec = &self.app.exec;
-        let _call = exec.gate.call();
+        let _in_progress = exec.gate.call();
         let refuse = |reason: &str, words: String, workspace: String| {
-            self.log_call(&ctx, tool.name(), reason, t0.elapsed(), "");
+            self.log_call(&ctx, call.label, reason, t0.elapsed(), "");
             structured(words, &RunResult::never_ran(reason, workspace), true)
         };
-        let timeout = match exec.timeout(tool, timeout_s) {
+        let requested = call.workspace.clone();
+        // A snippet for Node is saved in the workspace (see crate::node) under a name of its own.
+        let script = match call.program {
+            Program::Node(s) => Some(format!(
+                ".sandlock-code-{}.{}",
+                output::call_name(),
+                node::extension(s)
+            )),
+            _ => None,
+        };
+        let source = match call.program {
+            Program::Python => Source::Python(&call.code),
+            Program::Shell => Source::Shell(&call.code),
+            Program::Node(s) => Source::Node(s, script.as_deref().unwrap_or_default()),
+        };
+        let tool = source.tool();
+        let timeout = match exec.timeout(tool, call.timeout_s) {
             Ok(t) => t,
             Err(words) => return refuse("invalid", words, String::new()),
         };
         // Python in fork mode forks the workspace's fork server when it has one ready; every
         // other call is a fresh run.
         let forked = tool == ExecTool::Python && exec.config.python_start == PythonStart::Fork;
-        let fork_stdin = if forked { stdin.clone() } else { None };
-        let cmd = match exec::command(tool, &exec.python, &code, stdin, timeout) {
+        let fork_stdin = if forked { call.stdin.clone() } else { None };
+        let cmd = match exec.command(source, call.stdin, timeout) {
             Ok(c) => c,
             Err(words) => return refuse("invalid", words, requested.unwrap_or_default()),
         };
@@ -322,7 +443,7 @@ impl SandlockTools {
                 return refuse(reason, e.to_string(), requested.unwrap_or_default());
             }
             Err(None) => {
-                self.log_call(&ctx, tool.name(), "cancelled", t0.elapsed(), "");
+                self.log_call(&ctx, call.label, "cancelled", t0.elapsed(), "");
                 return failure("the call was cancelled while it waited for a free slot");
             }
         };
@@ -335,11 +456,25 @@ impl SandlockTools {
             Ok(s) => s,
             Err(words) => return refuse("sandbox_error", words, ws.handle.clone()),
         };
+        if let Some(file) = &script {
+            let (w, f, code) = (ws.clone(), file.clone(), call.code.clone());
+            let cap = exec.config.max_disk.bytes();
+            let saved =
+                tokio::task::spawn_blocking(move || w.files.write(&f, code.as_bytes(), cap))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(e) = saved {
+                let words = format!("cannot save the code in the workspace to run it: {e}");
+                return refuse("sandbox_error", words, ws.handle.clone());
+            }
+        }
+        let before = note_outputs(&ws).await;
         let cancel = CallCancel::new(&exec.gate, &ctx);
         let why = cancel.why();
         let outcome = match forked {
             true => {
-                exec.run_forked(&ws, &code, fork_stdin, timeout, &cancel.token, &why)
+                exec.run_forked(&ws, &call.code, fork_stdin, timeout, &cancel.token, &why)
                     .await
             }
             false => None,
@@ -356,11 +491,29 @@ impl SandlockTools {
             }
         };
         cancel.finish().await;
+        let found = after_run(&ws, script, before).await;
         ws.touch();
         let is_error = !outcome.success();
-        let (text, r) = show_outcome(outcome, timeout, &ws, exec.config.max_disk.bytes()).await;
-        self.log_call(&ctx, tool.name(), &r.reason, t0.elapsed(), &code);
-        structured(text, &r, is_error)
+        let (mut text, mut r) =
+            show_outcome(outcome, timeout, &ws, exec.config.max_disk.bytes()).await;
+        if !found.refs.is_empty() {
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&images::describe(&found.refs, |p| {
+                resources::uri(&ws.handle, p)
+            }));
+        }
+        r.images = found.refs;
+        self.log_call(&ctx, call.label, &r.reason, t0.elapsed(), &call.code);
+        let mut result = structured(text, &r, is_error);
+        result.content.extend(
+            found
+                .content
+                .into_iter()
+                .map(|(data, mime)| ContentBlock::image(data, mime)),
+        );
+        result
     }
 }
 
@@ -373,7 +526,8 @@ impl SandlockTools {
                        file tools); nothing outside it is writable, there is no network unless the \
                        server allows it, and the run is limited in time, memory, processes and \
                        output. Installed packages of the server's interpreter can be imported. \
-                       Returns stdout, stderr, exit_code and why the run ended.",
+                       Images saved in outputs/ (e.g. plt.savefig('outputs/chart.png')) come back \
+                       as images. Returns stdout, stderr, exit_code and why the run ended.",
         output_schema = output_schema::<RunResult>(),
         annotations(open_world_hint = false)
     )]
@@ -382,23 +536,25 @@ impl SandlockTools {
         ctx: RequestContext<RoleServer>,
         Parameters(a): Parameters<ExecutePythonArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(self
-            .execute(
-                ctx,
-                ExecTool::Python,
-                a.code,
-                a.stdin,
-                a.timeout_s,
-                a.workspace,
-            )
-            .await)
+        let call = Call {
+            label: "execute_python",
+            program: Program::Python,
+            code: a.code,
+            stdin: a.stdin,
+            timeout_s: a.timeout_s,
+            workspace: a.workspace,
+        };
+        Ok(self.execute(ctx, call).await)
     }
 
-    /// Runs a shell command in the session's sandboxed workspace.
+    /// Runs a shell command in the session's sandboxed workspace, or starts it in the background.
     #[tool(
         description = "Run a shell command (/bin/sh -c) in a sandbox, in this session's private \
                        workspace, with the same confinement and limits as execute_python. Returns \
-                       stdout, stderr, exit_code and why the run ended.",
+                       stdout, stderr, exit_code and why the run ended. With background=true it \
+                       returns a command_id at once instead (for servers, watchers, long builds): \
+                       read its new output with command_output, stop it with kill_command; it \
+                       still has the timeout (timeout_s) and the other limits.",
         output_schema = output_schema::<RunResult>(),
         annotations(open_world_hint = false)
     )]
@@ -407,15 +563,50 @@ impl SandlockTools {
         ctx: RequestContext<RoleServer>,
         Parameters(a): Parameters<ExecuteShellArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(self
-            .execute(
-                ctx,
-                ExecTool::Shell,
-                a.command,
-                None,
-                a.timeout_s,
-                a.workspace,
-            )
-            .await)
+        if a.background == Some(true) {
+            return Ok(self
+                .start_background(ctx, a.command, a.timeout_s, a.workspace)
+                .await);
+        }
+        let call = Call {
+            label: "execute_shell",
+            program: Program::Shell,
+            code: a.command,
+            stdin: None,
+            timeout_s: a.timeout_s,
+            workspace: a.workspace,
+        };
+        Ok(self.execute(ctx, call).await)
+    }
+
+    /// Runs Python, JavaScript or TypeScript in the session's sandboxed workspace.
+    #[tool(
+        description = "Run code in python, javascript (Node.js) or typescript in a sandbox, in \
+                       this session's private workspace, with the same confinement and limits as \
+                       execute_python (python runs exactly as there). Returns stdout, stderr, \
+                       exit_code and why the run ended; images saved in outputs/ come back as \
+                       images.",
+        output_schema = output_schema::<RunResult>(),
+        annotations(open_world_hint = false)
+    )]
+    async fn execute_code(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<ExecuteCodeArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let program = match a.language {
+            Language::Python => Program::Python,
+            Language::JavaScript => Program::Node(Script::JavaScript),
+            Language::TypeScript => Program::Node(Script::TypeScript),
+        };
+        let call = Call {
+            label: "execute_code",
+            program,
+            code: a.code,
+            stdin: a.stdin,
+            timeout_s: a.timeout_s,
+            workspace: a.workspace,
+        };
+        Ok(self.execute(ctx, call).await)
     }
 }
