@@ -149,11 +149,11 @@ Examples:
   sandlock run -p system -w ./work --cwd ./work -m 512M -t 30 -- python3 job.py
   sandlock run -p system --net-allow example.com:443 -- curl -sI https://example.com
   sandlock run -p system --net-deny 169.254.169.254 --net-deny 10.0.0.0/8 -- python3 job.py
-  sandlock run -p system -w ./work --http-allow 'GET pypi.org/simple/*' \
-      --http-allow 'GET files.pythonhosted.org/packages/*' \
+  sandlock run -p system -w ./work --http-allow 'GET pypi.org/simple/*' \\
+      --http-allow 'GET files.pythonhosted.org/packages/*' \\
       --http-ca-out ./work/ca.pem -e PIP_CERT=./work/ca.pem -- pip download requests
-  sandlock run -p system -w ./work --http-allow 'POST api.example.com/v1/*' \
-      --credential token=env:API_TOKEN --http-auth 'POST api.example.com/v1/* bearer token' \
+  sandlock run -p system -w ./work --http-allow 'POST api.example.com/v1/*' \\
+      --credential token=env:API_TOKEN --http-auth 'POST api.example.com/v1/* bearer token' \\
       --http-ca-out ./work/ca.pem -e SSL_CERT_FILE=./work/ca.pem -- python3 agent.py
   sandlock run --profile agent.toml --status-json - -- node script.js
 

@@ -68,7 +68,8 @@ pub(crate) fn for_policy(
             return Err(PolicyError::new(
                 *field,
                 "",
-                "only the HTTP proxy uses this, and there is none without http_allow or http_deny                  rules",
+                "only the HTTP proxy uses this, and there is none without http_allow or http_deny \
+                 rules",
             )
             .into());
         }
@@ -78,7 +79,8 @@ pub(crate) fn for_policy(
         return Err(SandboxError::new(
             Stage::Unsupported,
             None,
-            "http_allow and http_deny need seccomp user notification (Linux 5.9 or newer, not              refused by the runtime's seccomp profile), which routes connections to the proxy",
+            "http_allow and http_deny need seccomp user notification (Linux 5.9 or newer, not \
+             refused by the runtime's seccomp profile), which routes connections to the proxy",
         )
         .into());
     }
