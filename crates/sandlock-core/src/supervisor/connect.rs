@@ -29,7 +29,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::notify::{Listener, Notification, read_mem_into};
-use super::reconnect::{self, Reconnects};
+use super::reconnect::Reconnects;
 use crate::policy::PortRange;
 use crate::sys;
 
@@ -127,8 +127,30 @@ pub(crate) fn fd_info(pid: u32, fd: u64) -> Option<FdInfo> {
     };
     Some(FdInfo {
         flags: field(b"flags:", 8).map_or(0, |f| f as i32),
-        ino: field(b"ino:", 10).unwrap_or(0),
+        // Older kernels do not show the inode in fdinfo; the link names it for a socket.
+        ino: field(b"ino:", 10).unwrap_or_else(|| socket_inode(pid, fd).unwrap_or(0)),
     })
+}
+
+/// The inode of the socket at descriptor `fd` of process `pid` (`socket:[N]` in `/proc`).
+pub(crate) fn socket_inode(pid: u32, fd: u64) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    link.to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// The inode of a socket we hold.
+pub(crate) fn own_inode(sock: &OwnedFd) -> Option<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` has room for one struct stat.
+    if unsafe { libc::fstat(sock.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded.
+    Some(unsafe { st.assume_init() }.st_ino)
 }
 
 /// What a `connect` left for the event loop to watch.
@@ -318,7 +340,7 @@ fn on_tcp_connect(
                 true,
                 -i64::from(libc::EINPROGRESS),
             );
-            if let Some(ino) = reconnect::inode(&sock).filter(|_| installed) {
+            if let Some(ino) = own_inode(&sock).filter(|_| installed) {
                 reconnects.hold(ino, sock);
             }
         }

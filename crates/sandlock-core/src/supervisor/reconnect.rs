@@ -97,14 +97,6 @@ fn progress(sock: &OwnedFd) -> Progress {
     }
 }
 
-/// The inode of a socket of ours.
-pub(crate) fn inode(sock: &OwnedFd) -> Option<u64> {
-    // SAFETY: stat is plain data; fstat fills it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is valid for writing.
-    (unsafe { libc::fstat(sock.as_raw_fd(), &mut st) } == 0).then_some(st.st_ino)
-}
-
 impl Reconnects {
     /// Keeps `sock` (inode `ino`), just installed with its connect in progress.
     pub(crate) fn hold(&mut self, ino: u64, sock: OwnedFd) {
@@ -114,7 +106,7 @@ impl Reconnects {
     /// Remembers that `sock`, just installed, is connected (its connect returned 0): a second
     /// connect on it gets `EISCONN`.
     pub(crate) fn connected(&mut self, sock: &OwnedFd) {
-        if let Some(ino) = inode(sock) {
+        if let Some(ino) = super::connect::own_inode(sock) {
             self.remember(ino, Ended::Connected { told: true });
         }
     }
@@ -217,7 +209,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut r = Reconnects::default();
         let sock = connecting_to(l.local_addr().unwrap());
-        let ino = inode(&sock).unwrap();
+        let ino = crate::supervisor::connect::own_inode(&sock).unwrap();
         r.hold(ino, sock);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(r.answer(ino), Some(0), "the first one after the handshake");
@@ -228,7 +220,7 @@ mod tests {
         let port = l.local_addr().unwrap();
         drop(l);
         let sock = connecting_to(port);
-        let ino = inode(&sock).unwrap();
+        let ino = crate::supervisor::connect::own_inode(&sock).unwrap();
         r.hold(ino, sock);
         std::thread::sleep(Duration::from_millis(20));
         r.sweep();

@@ -25,7 +25,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use super::Scope;
 use super::path::{Creds, absolute, fd_path, open_beneath};
-use crate::supervisor::connect::{install, mode, sock_proto};
+use crate::supervisor::connect::{install, mode, own_inode, sock_proto, socket_inode};
 use crate::supervisor::notify::{Listener, Notification, read_mem};
 use crate::sys;
 
@@ -284,27 +284,6 @@ fn umask_of(tid: u32) -> Option<libc::mode_t> {
     text.lines()
         .find_map(|l| l.strip_prefix("Umask:"))
         .and_then(|v| libc::mode_t::from_str_radix(v.trim(), 8).ok())
-}
-
-/// The inode of the socket at descriptor `fd` of process `pid` (`socket:[N]` in `/proc`).
-fn socket_inode(pid: u32, fd: u64) -> Option<u64> {
-    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    link.to_str()?
-        .strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
-/// The inode of a socket we hold.
-fn own_inode(sock: &OwnedFd) -> Option<u64> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` has room for one struct stat.
-    if unsafe { libc::fstat(sock.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: fstat succeeded.
-    Some(unsafe { st.assume_init() }.st_ino)
 }
 
 /// The sockets this stand-in bound, so that binding one again fails with `EINVAL` as it would in
