@@ -45,6 +45,10 @@ class Policy:
     max_disk: Optional[int]
     cgroup: str
     cgroup_parent: Optional[str]
+    fs_mount: dict[str, str]
+    private_tmp: bool
+    workdir: Optional[str]
+    commit: str
     def __init__(
         self,
         *,
@@ -76,6 +80,10 @@ class Policy:
         max_disk: Union[int, str, None] = ...,
         cgroup: Optional[str] = ...,
         cgroup_parent: Optional[_Path] = ...,
+        fs_mount: Optional[Mapping[str, _Path]] = ...,
+        private_tmp: Optional[bool] = ...,
+        workdir: Optional[_Path] = ...,
+        commit: Optional[str] = ...,
     ) -> None: ...
     @staticmethod
     def from_toml(text: str) -> Policy: ...

@@ -446,6 +446,208 @@ fn help_teaches_with_examples() {
     assert!(
         h.contains("--http-allow") && h.contains("--credential") && h.contains("--http-ca-out")
     );
+    assert!(
+        h.contains("--fs-mount <VIRT:HOST[:ro]>") && h.contains("--private-tmp"),
+        "{h}"
+    );
+    assert!(
+        h.contains("--workdir <DIR>") && h.contains("--commit <WHEN>") && h.contains("--dry-run"),
+        "{h}"
+    );
+}
+
+#[test]
+fn fs_mount_and_private_tmp_from_the_command_line() {
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in"), "from the host").unwrap();
+    let mount = format!("/mnt/data:{}", host.path().display());
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--fs-mount",
+        &mount,
+        "--private-tmp",
+        "--",
+        "sh",
+        "-c",
+        "cat /mnt/data/in; echo tmp > /tmp/t; cat /tmp/t; echo out > /mnt/data/out",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "from the hosttmp\n");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("out")).unwrap(),
+        "out\n"
+    );
+    // A read-only mount, and the flags as the resolved policy shows them.
+    let ro = format!("{mount}:ro");
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--fs-mount",
+        &ro,
+        "--",
+        "touch",
+        "/mnt/data/x",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sandlock(&["run", "--fs-mount", &ro, "--private-tmp", "--print-policy"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["fs_mount"]["/mnt/data"],
+        format!("{}:ro", host.path().display())
+    );
+    assert_eq!(v["private_tmp"], true);
+}
+
+#[test]
+fn bad_mounts_exit_125_naming_the_flag() {
+    let o = sandlock(&["run", "--fs-mount", "/mnt/data", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("write VIRT:HOST"), "{}", stderr(&o));
+    let o = sandlock(&["run", "--fs-mount", "/mnt/data:/no/such/dir", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("--fs-mount") && stderr(&o).contains("does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sandlock(&["run", "-w", "/tmp", "--private-tmp", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("--fs-write") && stderr(&o).contains("hides"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn dry_run_lists_the_changes_and_discards_them() {
+    let w = tempfile::tempdir().unwrap();
+    std::fs::write(w.path().join("edit"), "one\n").unwrap();
+    std::fs::write(w.path().join("gone"), "bye\n").unwrap();
+    let dir = w.path().to_str().unwrap();
+    let script = "echo two >> edit; rm gone; mkdir new; echo n > new/f; echo ran";
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--cwd",
+        dir,
+        "--dry-run",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("ran\nM {dir}/edit\nD {dir}/gone\nA {dir}/new/\nA {dir}/new/f\n")
+    );
+    // Control: nothing changed on the host.
+    assert_eq!(
+        std::fs::read_to_string(w.path().join("edit")).unwrap(),
+        "one\n"
+    );
+    assert!(w.path().join("gone").exists() && !w.path().join("new").exists());
+    // As JSON: the outcome, with the command's output and the changes.
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--cwd",
+        dir,
+        "--dry-run",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["stdout"], "ran\n");
+    let changes: Vec<String> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {}",
+                c["kind"].as_str().unwrap(),
+                c["path"].as_str().unwrap(),
+                c["dir"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            format!("M {dir}/edit false"),
+            format!("D {dir}/gone false"),
+            format!("A {dir}/new true"),
+            format!("A {dir}/new/f false"),
+        ]
+    );
+    assert_eq!(v["commit"]["attempted"], false);
+    // --json without --dry-run is a usage error.
+    let o = sandlock(&["run", "--json", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+}
+
+#[test]
+fn workdir_commits_as_commit_says() {
+    let w = tempfile::tempdir().unwrap();
+    let dir = w.path().to_str().unwrap();
+    let run = |commit: &str, script: &str| {
+        sandlock(&[
+            "run",
+            "-p",
+            "system",
+            "--workdir",
+            dir,
+            "--cwd",
+            dir,
+            "--commit",
+            commit,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    // A failed command's changes are discarded by default (on-success) and by never.
+    let o = run("on-success", "echo a > a; exit 4");
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(!w.path().join("a").exists());
+    let o = run("never", "echo a > a");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!w.path().join("a").exists());
+    // Control: applied on success, and by always whatever the status.
+    let o = run("on-success", "echo a > a");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(w.path().join("a")).unwrap(), "a\n");
+    let o = run("always", "rm a; exit 5");
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(!w.path().join("a").exists());
+    // Bad values name the flag; a work directory also granted writable is refused.
+    let o = run("sometimes", "true");
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("--commit"), "{}", stderr(&o));
+    let o = sandlock(&["run", "-w", dir, "--workdir", dir, "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("--fs-write"), "{}", stderr(&o));
+    let o = sandlock(&["run", "--workdir", "/no/such/dir", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("--workdir"), "{}", stderr(&o));
 }
 
 #[test]

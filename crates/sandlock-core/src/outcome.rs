@@ -126,6 +126,10 @@ pub struct Outcome {
     pub detail: Option<String>,
     /// The failure, when `reason` is `sandbox_error`.
     pub error: Option<SandboxError>,
+    /// What the run changed in its copy-on-write work directory (`workdir`), sorted by path.
+    pub changes: Vec<crate::Change>,
+    /// What became of those changes (applied, or not, and why), when there is a work directory.
+    pub commit: Option<crate::CommitReport>,
 }
 
 impl Outcome {
@@ -166,6 +170,8 @@ impl Outcome {
             kernel_limits: Vec::new(),
             detail: Some(detail.into()),
             error: None,
+            changes: Vec::new(),
+            commit: None,
         }
     }
 

@@ -21,12 +21,30 @@ use crate::workspace::{Workspace, short};
 pub const MAX_COMMAND: usize = 128 * 1024 - 1;
 
 /// The policy for one tool in one workspace: the configured policy, plus the workspace (readable,
-/// writable, the working directory and `HOME`) and the runtime's own paths (`readable`: the
-/// Python interpreter's, or Node's and its TypeScript runner's).
-pub fn workspace_policy(base: &Policy, tool: ExecTool, ws: &Path, readable: &[PathBuf]) -> Policy {
+/// writable, the working directory and `HOME`), the runtime's own paths (`readable`: the Python
+/// interpreter's, or Node's and its TypeScript runner's) and the workspace's `mounts` (VIRT ->
+/// `SUBDIR[:ro]`, whose subdirectories are made here if missing).
+pub fn workspace_policy(
+    base: &Policy,
+    tool: ExecTool,
+    ws: &Path,
+    readable: &[PathBuf],
+    mounts: &std::collections::BTreeMap<PathBuf, String>,
+) -> Policy {
     let mut p = base.clone();
     p.fs_writable.push(ws.to_path_buf());
     p.fs_readable.extend(readable.iter().cloned());
+    for (virt, sub) in mounts {
+        let (dir, ro) = match sub.strip_suffix(":ro") {
+            Some(d) => (d, ":ro"),
+            None => (sub.as_str(), ""),
+        };
+        let host = ws.join(dir);
+        // A failure shows when the sandbox is made: the mount's host directory is missing.
+        let _ = std::fs::create_dir_all(&host);
+        p.fs_mount
+            .insert(virt.clone(), format!("{}{ro}", host.display()));
+    }
     p.cwd = Some(ws.to_path_buf());
     let ws_s = ws.display().to_string();
     p.env.entry("HOME".into()).or_insert_with(|| ws_s.clone());
@@ -286,7 +304,13 @@ impl Executor {
             ExecTool::Shell => &[],
             ExecTool::Node => self.node.as_ref().map_or(&[][..], |n| &n.readable),
         };
-        workspace_policy(self.config.policy(tool), tool, ws, readable)
+        workspace_policy(
+            self.config.policy(tool),
+            tool,
+            ws,
+            readable,
+            &self.config.mounts,
+        )
     }
 
     /// The sandbox for `tool` in `ws` (built once per workspace and tool).
@@ -327,6 +351,7 @@ impl Executor {
         }
         let weak = Arc::downgrade(ws);
         let policy = self.config.python_policy.clone();
+        let mounts = self.config.mounts.clone();
         let python = self.python.clone();
         let idle = self.config.fork_idle;
         tokio::spawn(async move {
@@ -335,8 +360,13 @@ impl Executor {
             let Some(ws) = weak.upgrade() else { return };
             let started = ws
                 .fork_sandbox(|| {
-                    let mut p =
-                        workspace_policy(&policy, ExecTool::Python, &ws.dir, &python.readable);
+                    let mut p = workspace_policy(
+                        &policy,
+                        ExecTool::Python,
+                        &ws.dir,
+                        &python.readable,
+                        &mounts,
+                    );
                     p.timeout = None;
                     Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
                 })

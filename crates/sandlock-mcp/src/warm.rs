@@ -619,6 +619,8 @@ impl Zygote {
             kernel_limits: Vec::new(),
             detail,
             error: None,
+            changes: Vec::new(),
+            commit: None,
         })
     }
 }

@@ -107,6 +107,34 @@ pub struct Policy {
     /// The delegated cgroup v2 directory runs' cgroups are created in (default: this process's own
     /// cgroup).
     pub cgroup_parent: Option<PathBuf>,
+    /// Per-sandbox mounts: inside the sandbox, paths beneath each key (VIRT, absolute; it need not
+    /// exist on the host) are served from the value (HOST, an existing directory, granted to the
+    /// sandbox), read-write, or read-only when written `HOST:ro`. Emulated by the supervisor, no
+    /// root needed (see `docs/fsview.md`).
+    pub fs_mount: BTreeMap<PathBuf, String>,
+    /// Mount a fresh private directory, created for each run and removed after it, on `/tmp` and
+    /// `/var/tmp`, so that sandboxes never see each other's temporary files.
+    pub private_tmp: bool,
+    /// A copy-on-write work directory: the sandbox sees it as it is, but everything it changes
+    /// beneath it goes to a private upper layer, applied to the directory when the run ends as
+    /// `commit` says (the outcome lists the changes either way).
+    pub workdir: Option<PathBuf>,
+    /// When a work directory's changes are applied: `on-success` (the default: the command exited
+    /// 0), `always`, or `never` (a dry run: the changes are only listed).
+    pub commit: CommitMode,
+}
+
+/// When the changes made in a copy-on-write work directory are applied to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitMode {
+    /// Never: the run is a dry run, its changes are listed and discarded.
+    Never,
+    /// When the command exited with status 0.
+    #[default]
+    OnSuccess,
+    /// Whatever the command did.
+    Always,
 }
 
 /// How a sandbox uses cgroup v2 (see `docs/limits.md`).
@@ -129,7 +157,8 @@ macro_rules! policy_fields {
             fs_readable, fs_writable, presets, cwd, env, pass_env, net_allow, net_deny, net_allow_bind,
             http_allow, http_deny, http_auth, credentials, http_ca_out, http_upstream_ca,
             extra_deny_syscalls, best_effort, timeout, max_memory, max_processes, max_threads, max_cpu,
-            max_output, max_file_size, max_open_files, max_disk, cgroup, cgroup_parent
+            max_output, max_file_size, max_open_files, max_disk, cgroup, cgroup_parent, fs_mount,
+            private_tmp, workdir, commit
         }
     };
 }

@@ -179,6 +179,7 @@ pub(crate) fn on_connect(
     rules: &SocketRules,
     pgid: libc::pid_t,
     reconnects: &mut Reconnects,
+    view: Option<&crate::fsview::View>,
 ) -> Option<Connecting> {
     let len = n.args[2] as usize;
     if !(2..=SOCKADDR_MAX).contains(&len) {
@@ -199,9 +200,9 @@ pub(crate) fn on_connect(
         return on_tcp_connect(l, n, rules, reconnects, family, addr);
     }
     match sock_proto(n.pid, n.args[0]).as_deref() {
-        Ok("UNIX-STREAM") => on_unix_connect(l, n, rules, pgid, libc::SOCK_STREAM, addr),
+        Ok("UNIX-STREAM") => on_unix_connect(l, n, rules, pgid, libc::SOCK_STREAM, addr, view),
         // The filter only lets stream and seqpacket UNIX sockets be made, so "UNIX" is seqpacket.
-        Ok("UNIX") => on_unix_connect(l, n, rules, pgid, libc::SOCK_SEQPACKET, addr),
+        Ok("UNIX") => on_unix_connect(l, n, rules, pgid, libc::SOCK_SEQPACKET, addr, view),
         // A TCP socket given another family: AF_UNSPEC (which would disconnect it) or nonsense.
         Ok("TCP" | "TCPv6") => l.deny(n.id, libc::EAFNOSUPPORT),
         // No other kind of socket can exist in a sandbox.
@@ -454,6 +455,7 @@ fn on_unix_connect(
     pgid: libc::pid_t,
     ty: libc::c_int,
     bytes: &[u8],
+    view: Option<&crate::fsview::View>,
 ) {
     let fd = n.args[0];
     let size = std::mem::size_of::<libc::sockaddr_un>();
@@ -481,11 +483,19 @@ fn on_unix_connect(
         // descriptor of it: the sandbox may re-point its string, or swap a directory of the
         // path for a symlink, meanwhile.
         let path: Vec<u8> = name.iter().take_while(|b| **b != 0).copied().collect();
-        let file = match super::standin::path::absolute(n.pid, &path)
-            .and_then(|abs| super::standin::path::open_beneath(&abs, &rules.held, 0))
-        {
+        // A path in the filesystem view is the view's socket file, found beneath its mount.
+        let file = match view.and_then(|v| crate::fsview::socket_file(v, n.pid, &path)) {
+            Some(Ok(fd)) => super::standin::path::stat_fd(&fd)
+                .map(|stat| super::standin::path::Beneath { fd, stat })
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOENT)),
+            Some(Err(e)) => Err(e),
+            None => super::standin::path::absolute(n.pid, &path)
+                .and_then(|abs| super::standin::path::open_beneath(&abs, &rules.held, 0))
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOENT)),
+        };
+        let file = match file {
             Ok(f) => f,
-            Err(e) => return l.deny(n.id, e.raw_os_error().unwrap_or(libc::ENOENT)),
+            Err(e) => return l.deny(n.id, e),
         };
         if file.stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
             return l.deny(n.id, libc::ECONNREFUSED);

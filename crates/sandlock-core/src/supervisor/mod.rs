@@ -18,7 +18,7 @@ pub(crate) mod group;
 pub(crate) mod notify;
 mod output;
 mod reconnect;
-mod standin;
+pub(crate) mod standin;
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -113,15 +113,39 @@ pub struct Running {
     standin: standin::State,
     /// The run's own cgroup v2, when it has one (see `cgroup.rs`).
     cgroup: Option<crate::cgroup::RunCgroup>,
+    /// The filesystem view, and what it remembers (see `crate::fsview`).
+    view: Option<std::sync::Arc<crate::fsview::View>>,
+    fsview: crate::fsview::State,
+    /// The run's private `/tmp`, removed when the run is over.
+    private_tmp: Option<crate::fsview::tmp::PrivateTmp>,
+    /// The copy-on-write work directory's layers, and when its changes are applied.
+    cow: Option<(
+        std::sync::Arc<crate::fsview::cow::Cow>,
+        crate::policy::CommitMode,
+    )>,
+    /// Which syscalls the stand-ins decide (a view routes some of them for its own reasons).
+    standin_routes: standin::Routes,
 }
 
-/// Pipes and meters the supervisor takes over from a freshly started child.
+/// The filesystem view of one run.
+pub(crate) struct RunView {
+    pub(crate) view: Option<std::sync::Arc<crate::fsview::View>>,
+    pub(crate) private_tmp: Option<crate::fsview::tmp::PrivateTmp>,
+    pub(crate) cow: Option<(
+        std::sync::Arc<crate::fsview::cow::Cow>,
+        crate::policy::CommitMode,
+    )>,
+    pub(crate) standins: standin::Routes,
+}
+
+/// Pipes, meters and the filesystem view the supervisor takes over from a freshly started child.
 pub(crate) struct Io {
     pub(crate) stdout: Option<Capture>,
     pub(crate) stderr: Option<Capture>,
     pub(crate) stdin: Option<Feeder>,
     /// The `max_disk` meter, started before the child (see [`watch_disk`]).
     pub(crate) disk: Option<DiskMeter>,
+    pub(crate) fs: RunView,
 }
 
 impl Running {
@@ -179,6 +203,11 @@ impl Running {
             next_connect: TOKEN_CONNECT_BASE,
             standin: standin::State::default(),
             cgroup,
+            view: io.fs.view,
+            fsview: crate::fsview::State::default(),
+            private_tmp: io.fs.private_tmp,
+            cow: io.fs.cow,
+            standin_routes: io.fs.standins,
         };
         // One sample right away, while the command has surely just started: one that ends before
         // the first periodic sample still gets a peak memory (ru_maxrss cannot be trusted for it,
@@ -254,15 +283,17 @@ impl Running {
         .min()
     }
 
-    /// Changes how often the tree is sampled for the memory and CPU limits, from now on. The
-    /// process and thread caps do not depend on it (they are checked at each `fork`/`clone`). A
-    /// caller that knows the tree is idle (a fork server between calls) samples it rarely, and
-    /// goes back to the default ([`Running::default_sample_every`]) when work arrives.
+    /// Changes how often the tree is sampled for its limits (memory, CPU, processes, threads),
+    /// from now on; sampled more slowly than usual, it is also rescanned whole (for processes
+    /// whose parent exited unseen) only once in ten samples. A caller that knows the tree is idle
+    /// (a fork server between calls) samples it rarely, and goes back to the default
+    /// ([`Running::default_sample_every`]) when work arrives.
     pub fn set_sample_every(&mut self, every: Duration) {
         if every == self.sample_every {
             return;
         }
         self.sample_every = every;
+        self.tree.set_sample_every(every);
         if self.exit.is_none() {
             let next = Instant::now() + every;
             self.next_sample = Some(self.next_sample.map_or(next, |n| n.min(next)));
@@ -399,6 +430,8 @@ impl Running {
         let residue = Residue {
             _disk: self.disk.take(),
             _cgroup: self.cgroup.take(),
+            _private_tmp: self.private_tmp.take(),
+            _view: (self.view.take(), self.cow.take().map(|(c, _)| c)),
         };
         (outcome, residue)
     }
@@ -463,6 +496,17 @@ impl Running {
         );
         let (stdout_truncated, stdout) = take_capture(self.stdout.take());
         let (stderr_truncated, stderr) = take_capture(self.stderr.take());
+        let success = reason == Reason::Exited && exit.code == Some(0);
+        // The work directory's changes are read and applied once nothing of the run is left to
+        // change them.
+        let (changes, commit) = match &self.cow {
+            Some((cow, mode)) => {
+                let quiet = group::wait_empty(self.pid, COW_SETTLE);
+                let (changes, report) = cow.settle(*mode, success, quiet);
+                (changes, Some(report))
+            }
+            None => (Vec::new(), None),
+        };
         Outcome {
             reason,
             exit_code: exit.code,
@@ -500,6 +544,8 @@ impl Running {
             kernel_limits,
             detail,
             error: None,
+            changes,
+            commit,
         }
     }
 
@@ -789,9 +835,31 @@ impl Running {
                 ));
             }
         };
+        if let Some(view) = self.view.as_deref() {
+            if crate::fsview::handles(n.nr)
+                && crate::fsview::handle(l, &n, view, &mut self.fsview)
+                    == crate::fsview::Verdict::Answered
+            {
+                return Ok(());
+            }
+            if !self.standin_routes.routes(n.nr) {
+                // Routed for the view only, and not the view's: the kernel decides, as without one.
+                if crate::fsview::handles(n.nr) {
+                    l.allow(n.id);
+                    return Ok(());
+                }
+            }
+        }
         match n.nr {
             libc::SYS_connect => {
-                match connect::on_connect(l, &n, &self.sockets, self.pid, &mut self.reconnects) {
+                match connect::on_connect(
+                    l,
+                    &n,
+                    &self.sockets,
+                    self.pid,
+                    &mut self.reconnects,
+                    self.view.as_deref(),
+                ) {
                     Some(connect::Connecting::Tcp(p)) => {
                         let token = self.next_connect;
                         self.next_connect += 1;
@@ -1016,7 +1084,17 @@ pub struct Residue {
     _disk: Option<disk::DiskMeter>,
     /// Removing the run's cgroup waits until the kernel has let its last member go.
     _cgroup: Option<crate::cgroup::RunCgroup>,
+    /// Removing a private `/tmp` takes as long as what the sandbox left in it.
+    _private_tmp: Option<crate::fsview::tmp::PrivateTmp>,
+    /// So does removing a work directory's upper layer.
+    _view: (
+        Option<std::sync::Arc<crate::fsview::View>>,
+        Option<std::sync::Arc<crate::fsview::cow::Cow>>,
+    ),
 }
+
+/// How long the end of a run with a work directory waits for its killed processes to be gone.
+const COW_SETTLE: Duration = Duration::from_secs(5);
 
 fn default_sample_every(limits: &TreeLimits) -> Duration {
     if limits.max_memory.is_some()

@@ -135,6 +135,42 @@ impl Listener {
         Ok(r)
     }
 
+    /// Installs `fd` in the notifying process at its lowest free descriptor number and completes
+    /// the syscall with that number, in one step where the kernel can (`SECCOMP_ADDFD_FLAG_SEND`,
+    /// Linux 5.14): then a process killed meanwhile cannot leave the descriptor installed but the
+    /// syscall unanswered. Errors (`EMFILE` at the process's descriptor limit) are answered too.
+    pub(crate) fn answer_fd(&self, id: u64, fd: &OwnedFd, cloexec: bool) {
+        const SECCOMP_ADDFD_FLAG_SEND: u32 = 1 << 1;
+        static SEND_KNOWN: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+        let flags = if cloexec { libc::O_CLOEXEC as u32 } else { 0 };
+        if SEND_KNOWN.load(std::sync::atomic::Ordering::Relaxed) != 2 {
+            let add = libc::seccomp_notif_addfd {
+                id,
+                flags: SECCOMP_ADDFD_FLAG_SEND,
+                srcfd: fd.as_raw_fd() as u32,
+                newfd: 0,
+                newfd_flags: flags,
+            };
+            // SAFETY: NOTIF_ADDFD reads one seccomp_notif_addfd.
+            let r =
+                unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ADDFD, &add) };
+            if r >= 0 {
+                SEND_KNOWN.store(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            let e = crate::sys::errno();
+            if e != libc::EINVAL {
+                return self.deny(id, e);
+            }
+            // EINVAL: a kernel before 5.14 (the flag is unknown).
+            SEND_KNOWN.store(2, std::sync::atomic::Ordering::Relaxed);
+        }
+        match self.add_fd(id, fd, flags) {
+            Ok(n) => self.reply(id, i64::from(n)),
+            Err(e) => self.deny(id, e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    }
+
     fn send(&self, id: u64, error: i32, flags: u32) {
         self.respond(id, 0, error, flags);
     }
@@ -179,6 +215,28 @@ pub(crate) fn read_mem_into(pid: u32, addr: u64, buf: &mut [u8]) -> std::io::Res
         return Err(std::io::Error::last_os_error());
     }
     Ok(n as usize)
+}
+
+/// Writes `data` at `addr` in process `pid`: `EFAULT` unless all of it could be written (as the
+/// kernel answers a syscall whose output buffer is not writable).
+pub(crate) fn write_mem(pid: u32, addr: u64, data: &[u8]) -> Result<(), i32> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let local = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: `local` covers our own buffer; the kernel checks the remote range.
+    let n = unsafe { libc::process_vm_writev(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if n < 0 || n as usize != data.len() {
+        return Err(libc::EFAULT);
+    }
+    Ok(())
 }
 
 /// Reads the NUL-terminated string at `addr` in process `pid`, at most `max` bytes before the

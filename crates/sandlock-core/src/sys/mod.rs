@@ -170,6 +170,33 @@ pub(crate) fn capget() -> io::Result<(u64, u64, u64)> {
     ))
 }
 
+/// Sets this thread's capability sets (64-bit masks), as [`capget`] returns them.
+pub(crate) fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let hdr = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let half = |v: u64, hi: bool| if hi { (v >> 32) as u32 } else { v as u32 };
+    let data = [false, true].map(|hi| Data {
+        effective: half(effective, hi),
+        permitted: half(permitted, hi),
+        inheritable: half(inheritable, hi),
+    });
+    // SAFETY: capset with a v3 header reads two `Data` entries.
+    cvt_long(unsafe { libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) }).map(|_| ())
+}
+
 /// `_LINUX_CAPABILITY_VERSION_3`: 64-bit capability sets in two 32-bit halves.
 pub(crate) const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
