@@ -45,8 +45,9 @@ if [ "$what" = all ] || [ "$what" = fsview ]; then
 fi
 
 if [ "$what" = all ] || [ "$what" = net ]; then
-  echo "==> network by host name (issue 12): redis-benchmark bare and in a sandbox"
-  command -v redis-benchmark >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null
+  echo "==> network (issue 12): redis-benchmark by host name, and HTTP through the ACL proxy (ab against nginx), bare and in a sandbox"
+  command -v redis-benchmark >/dev/null && command -v nginx >/dev/null && command -v ab >/dev/null \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server redis-tools nginx-light apache2-utils >/dev/null
   python3 scripts/bench_net.py "$CARGO_TARGET_DIR/release/sandlock"
 fi
 

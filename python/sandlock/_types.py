@@ -171,6 +171,9 @@ class Result:
     """A sentence about what ended the run, when a limit or an error did."""
     not_enforced: Tuple[str, ...] = ()
     """Protections the kernel could not apply (only with ``best_effort``)."""
+    warnings: Tuple[str, ...] = ()
+    """Things the run did that were allowed but worth knowing, each once (a credential the HTTP
+    proxy sent over plain HTTP)."""
     limit_mechanism: str = "none"
     """How tree-wide limits were enforced (``supervisor``, ``cgroup_v2``, or ``none``)."""
     kernel_limits: Tuple[str, ...] = ()

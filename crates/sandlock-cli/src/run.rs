@@ -52,6 +52,35 @@ pub struct RunArgs {
     /// Allow binding TCP ports: `PORT` or `LOW-HIGH` (0 = an ephemeral port).
     #[arg(long = "net-allow-bind", value_name = "PORTS")]
     net_allow_bind: Vec<String>,
+    /// Allow HTTP requests "METHOD HOST[:PORT][/PATH]", each part a glob (* = any run of
+    /// characters), e.g. "GET api.example.com/v1/*" or "* *.pypi.org". Without a port: 80 and
+    /// 443. Connections to those ports of the hosts named go through sandlock's proxy, which
+    /// answers any other request with 403 before it leaves; the hosts resolve inside the sandbox.
+    /// HTTPS is intercepted: the sandbox must trust the CA of --http-ca-out.
+    #[arg(long = "http-allow", value_name = "RULE")]
+    http_allow: Vec<String>,
+    /// Refuse HTTP requests "METHOD HOST[:PORT][/PATH]"; wins over --http-allow. Alone, every
+    /// other request to the hosts named is allowed.
+    #[arg(long = "http-deny", value_name = "RULE")]
+    http_deny: Vec<String>,
+    /// Add a credential to the requests the HTTP rules let through: "METHOD HOST[:PORT][/PATH]
+    /// bearer NAME" (Authorization: Bearer) or "... header HEADER-NAME NAME", NAME given by
+    /// --credential. The sandbox never sees it. Over plain HTTP the outcome warns.
+    #[arg(long = "http-auth", value_name = "RULE")]
+    http_auth: Vec<String>,
+    /// A secret for --http-auth: NAME=env:VAR (from sandlock's environment) or NAME=file:PATH,
+    /// read once before the command starts.
+    #[arg(long = "credential", value_name = "NAME=SOURCE")]
+    credential: Vec<String>,
+    /// Write the certificate of the sandbox's HTTPS CA (PEM) to FILE, for programs that take
+    /// extra CAs from a file (NODE_EXTRA_CA_CERTS, SSL_CERT_FILE, REQUESTS_CA_BUNDLE, curl
+    /// --cacert). Put it where the sandbox can read it.
+    #[arg(long = "http-ca-out", value_name = "FILE")]
+    http_ca_out: Option<PathBuf>,
+    /// Verify upstream HTTPS servers against the CAs in this PEM file instead of the host's
+    /// trust store.
+    #[arg(long = "http-upstream-ca", value_name = "FILE")]
+    http_upstream_ca: Option<PathBuf>,
     /// Mount HOST (an existing directory) at VIRT inside the sandbox, Docker-style but without
     /// root: paths under VIRT (which need not exist on the host) are served from HOST, read-write,
     /// or read-only with `:ro`. Repeatable; the longest VIRT wins. HOST is granted to the sandbox;
@@ -150,6 +179,12 @@ Examples:
   sandlock run -p system -w ./work --cwd ./work -m 512M -t 30 -- python3 job.py
   sandlock run -p system --net-allow example.com:443 -- curl -sI https://example.com
   sandlock run -p system --net-deny 169.254.169.254 --net-deny 10.0.0.0/8 -- python3 job.py
+  sandlock run -p system -w ./work --http-allow 'GET pypi.org/simple/*' \\
+      --http-allow 'GET files.pythonhosted.org/packages/*' \\
+      --http-ca-out ./work/ca.pem -e PIP_CERT=./work/ca.pem -- pip download requests
+  sandlock run -p system -w ./work --http-allow 'POST api.example.com/v1/*' \\
+      --credential token=env:API_TOKEN --http-auth 'POST api.example.com/v1/* bearer token' \\
+      --http-ca-out ./work/ca.pem -e SSL_CERT_FILE=./work/ca.pem -- python3 agent.py
   sandlock run --profile agent.toml --status-json - -- node script.js
   sandlock run -p system --private-tmp --fs-mount /mnt/data:./data -- python3 /mnt/data/job.py
   sandlock run -p system --dry-run -- make install       # what would it change here?
@@ -195,6 +230,9 @@ pub fn policy(a: &RunArgs) -> anyhow::Result<Policy> {
     extend("net_allow", strs(&a.net_allow));
     extend("net_deny", strs(&a.net_deny));
     extend("net_allow_bind", strs(&a.net_allow_bind));
+    extend("http_allow", strs(&a.http_allow));
+    extend("http_deny", strs(&a.http_deny));
+    extend("http_auth", strs(&a.http_auth));
     extend("extra_deny_syscalls", strs(&a.deny_syscall));
     let obj = v
         .as_object_mut()
@@ -207,6 +245,23 @@ pub fn policy(a: &RunArgs) -> anyhow::Result<Policy> {
     }
     if let Some(p) = &a.cgroup_parent {
         obj.insert("cgroup_parent".into(), json!(p));
+    }
+    for (field, value) in [
+        ("http_ca_out", &a.http_ca_out),
+        ("http_upstream_ca", &a.http_upstream_ca),
+    ] {
+        if let Some(p) = value {
+            obj.insert(field.into(), json!(p));
+        }
+    }
+    if !a.credential.is_empty() {
+        let creds = obj.entry("credentials").or_insert_with(|| json!({}));
+        for kv in &a.credential {
+            let (k, val) = kv.split_once('=').with_context(|| {
+                format!("--credential {kv:?}: write NAME=env:VARIABLE or NAME=file:PATH")
+            })?;
+            creds[k] = json!(val);
+        }
     }
     if !a.env.is_empty() {
         let env = obj.entry("env").or_insert_with(|| json!({}));
@@ -302,6 +357,12 @@ fn flag_of(field: &str) -> &'static str {
         "net_allow" => "net-allow",
         "net_deny" => "net-deny",
         "net_allow_bind" => "net-allow-bind",
+        "http_allow" => "http-allow",
+        "http_deny" => "http-deny",
+        "http_auth" => "http-auth",
+        "credentials" => "credential",
+        "http_ca_out" => "http-ca-out",
+        "http_upstream_ca" => "http-upstream-ca",
         "extra_deny_syscalls" => "deny-syscall",
         "timeout" => "timeout",
         "max_memory" => "max-memory",
@@ -516,10 +577,19 @@ fn supervise(
                 revents: 0,
             });
         }
+        if let Some(l) = running.listener_fd() {
+            fds.push(libc::pollfd {
+                fd: l,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         let ms = wait.map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32 + 1);
         // SAFETY: poll reads and writes the `fds` array of the given length.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if let Some(s) = &signals {
+        // Only when it has something: this loop turns once per connect the sandbox makes.
+        let signalled = signals.is_some() && fds[1].revents & libc::POLLIN != 0;
+        if let (Some(s), true) = (&signals, signalled) {
             while let Some(sig) = s.read() {
                 received += 1;
                 if received == 1 {
@@ -545,6 +615,9 @@ fn report(o: &Outcome, status_json: Option<&std::path::Path>, quiet: bool) {
         if let Some(d) = &o.detail {
             eprintln!("sandlock: {d}");
         }
+    }
+    for w in &o.warnings {
+        eprintln!("sandlock: warning: {w}");
     }
     if !o.not_enforced.is_empty() && !quiet {
         let list: Vec<&str> = o.not_enforced.iter().map(|p| p.as_str()).collect();

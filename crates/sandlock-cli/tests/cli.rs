@@ -152,6 +152,142 @@ fn net_rules_by_host_from_the_command_line() {
     assert_eq!(v["net_deny"][0], "10.9.0.0/16");
 }
 
+/// An HTTP server on 127.0.0.2 that answers `200 hi` and hands back the head of each request.
+fn recording_upstream() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let mut r = BufReader::new(c);
+            let mut head = String::new();
+            while r.read_line(&mut head).unwrap_or(0) > 0 && !head.ends_with("\r\n\r\n") {}
+            let _ = tx.send(head);
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi");
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn http_rules_and_credentials_from_the_command_line() {
+    let (port, heads) = recording_upstream();
+    let ws = tempfile::tempdir().unwrap();
+    let secret = format!(
+        "sl-secret-{:032x}",
+        std::process::id() as u128 * 0x9e37_79b9_7f4a_7c15
+    );
+    let digest = {
+        let o = Command::new("python3")
+            .args([
+                "-c",
+                "import hashlib, sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest())",
+            ])
+            .arg(&secret)
+            .output()
+            .unwrap();
+        stdout(&o).trim().to_string()
+    };
+    let code = format!(
+        "import urllib.request\nfor p in ('ok', 'no'):\n    try:\n        print(urllib.request.urlopen('http://127.0.0.2:{port}/' + p, timeout=10).read().decode())\n    except Exception as e:\n        print(e)\n{}",
+        include_str!("../../sandlock-core/tests/suite/hunt_secret.py")
+    );
+    let ws_path = ws.path().to_str().unwrap();
+    // The secret sits in sandlock's own environment: the sandbox must not find it there
+    // (/proc/<sandlock>/environ) or anywhere else, even with /proc readable.
+    let o = Command::new(env!("CARGO_BIN_EXE_sandlock"))
+        .env("SL_TEST_TOKEN", &secret)
+        .args([
+            "run",
+            "-p",
+            "system",
+            "-r",
+            "/proc",
+            "-w",
+            ws_path,
+            "--http-allow",
+            &format!("GET 127.0.0.2:{port}/ok"),
+            "--credential",
+            "tok=env:SL_TEST_TOKEN",
+            "--http-auth",
+            &format!("GET 127.0.0.2:{port}/* bearer tok"),
+            "--",
+            "python3",
+            "-c",
+            &code,
+            &digest,
+            "/nonexistent",
+            ws_path,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "hi");
+    assert!(lines[1].contains("403"), "{out}");
+    assert_eq!(lines[2], "nowhere", "{out}");
+    let head = heads
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    assert!(head.starts_with("GET /ok HTTP/1.1"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("authorization: bearer {secret}")),
+        "{head}"
+    );
+    assert!(
+        heads.try_recv().is_err(),
+        "the refused request reached the upstream"
+    );
+    assert!(
+        stderr(&o).contains("sandlock: warning: http_auth[0] sent credential tok to 127.0.0.2")
+            && stderr(&o).contains("plain HTTP")
+            && !stderr(&o).contains(&secret),
+        "{}",
+        stderr(&o)
+    );
+    // The policy keeps where the secret comes from, never the secret.
+    let o = sandlock(&[
+        "run",
+        "--http-allow",
+        "GET api.example.com/v1/*",
+        "--credential",
+        "tok=env:SL_TEST_TOKEN",
+        "--http-auth",
+        "* api.example.com bearer tok",
+        "--print-policy",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["credentials"]["tok"], "env:SL_TEST_TOKEN");
+    assert_eq!(v["http_allow"][0], "GET api.example.com/v1/*");
+    // Bad input names the flag.
+    for (args, says) in [
+        (vec!["--http-allow", "FETCH"], "--http-allow"),
+        (vec!["--credential", "tok"], "--credential"),
+        (
+            vec![
+                "--http-allow",
+                "GET h.test",
+                "--credential",
+                "t=env:SL_SURELY_UNSET_VAR",
+            ],
+            "--credential",
+        ),
+        (vec!["--http-ca-out", "/tmp/x.pem"], "--http-ca-out"),
+    ] {
+        let mut a = vec!["run", "-p", "system"];
+        a.extend(args);
+        a.extend(["--", "true"]);
+        let o = sandlock(&a);
+        assert_eq!(o.status.code(), Some(125), "{a:?}");
+        assert!(stderr(&o).contains(says), "{a:?}: {}", stderr(&o));
+    }
+}
+
 #[test]
 fn timeout_exits_124_and_says_so() {
     let o = sandlock(&["run", "-p", "system", "-t", "300ms", "--", "sleep", "10"]);
@@ -307,6 +443,9 @@ fn help_teaches_with_examples() {
     let h = stdout(&o);
     assert!(h.contains("Examples:") && h.contains("Exit status"), "{h}");
     assert!(h.contains("--net-allow") && h.contains("--max-memory"));
+    assert!(
+        h.contains("--http-allow") && h.contains("--credential") && h.contains("--http-ca-out")
+    );
     assert!(
         h.contains("--fs-mount <VIRT:HOST[:ro]>") && h.contains("--private-tmp"),
         "{h}"

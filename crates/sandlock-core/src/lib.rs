@@ -33,7 +33,9 @@
 //! created with `clone(CLONE_VM | CLONE_VFORK)`, so its cost does not grow with the host's memory,
 //! and between `clone` and `execve` it only issues raw system calls (no allocation, no locks), so
 //! the state of other threads cannot deadlock it. The supervisor runs on the calling thread: no
-//! threads, no signal handlers, no `waitpid(-1)`.
+//! threads, no signal handlers, no `waitpid(-1)`. A policy with HTTP rules also has a proxy thread,
+//! started by [`Sandbox::new`] and ended with the sandbox's last run (see `net/proxy`); `run` starts
+//! none.
 //!
 //! # Test strategy
 //!

@@ -114,6 +114,9 @@ pub struct Outcome {
     pub peak_memory: u64,
     /// Protections the kernel could not apply, when the policy allowed `best_effort`.
     pub not_enforced: Vec<Protection>,
+    /// Things the run did that the caller should know about though they were allowed (a
+    /// credential the HTTP proxy sent in cleartext), each once.
+    pub warnings: Vec<String>,
     /// How tree-wide limits were enforced.
     pub limit_mechanism: LimitMechanism,
     /// The cgroup v2 files that enforced limits in the kernel (`memory.max`, `pids.max`); empty
@@ -162,6 +165,7 @@ impl Outcome {
             cpu_time: Duration::ZERO,
             peak_memory: 0,
             not_enforced: Vec::new(),
+            warnings: Vec::new(),
             limit_mechanism: LimitMechanism::None,
             kernel_limits: Vec::new(),
             detail: Some(detail.into()),

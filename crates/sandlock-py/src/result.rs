@@ -34,6 +34,7 @@ pub(crate) fn to_result<'py>(
     kw.set_item("detail", outcome.detail.as_deref())?;
     let not_enforced: Vec<&str> = outcome.not_enforced.iter().map(|p| p.as_str()).collect();
     kw.set_item("not_enforced", PyTuple::new(py, not_enforced)?)?;
+    kw.set_item("warnings", PyTuple::new(py, &outcome.warnings)?)?;
     let mechanism = serde_json::to_value(outcome.limit_mechanism)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

@@ -1043,10 +1043,11 @@ fn bind(l: &Listener, view: &View, n: &Notification) -> Result<Answer, i32> {
     if r.same_as_kernel {
         return Ok(Answer::Kernel);
     }
+    // Read before the socket file is made, so that a descriptor gone meanwhile leaves none behind.
+    let (nonblocking, cloexec) = crate::supervisor::connect::mode(n.pid, fd).ok_or(libc::EBADF)?;
     let (s, cow) = new_spot(view, r)?;
     let sock = ops::bind(&s, ty, n.pid)?;
     made(cow, false);
-    let (nonblocking, cloexec) = crate::supervisor::connect::mode(n.pid, fd);
     crate::supervisor::connect::install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0);
     Ok(Answer::Done)
 }

@@ -144,7 +144,12 @@ impl SandboxPlan {
                 .all(|r| r.host == crate::net::rules::HostPattern::Any)
             && allow.iter().map(|r| r.ports.count()).sum::<usize>() <= 4096)
             .then(|| allow.iter().map(|r| r.ports).collect());
-        let net = crate::net::NetPolicy::new(allow, deny);
+        let http = crate::net::proxy::rules::HttpRules::parse(
+            &policy.http_allow,
+            &policy.http_deny,
+            &policy.http_auth,
+        )?;
+        let net = crate::net::NetPolicy::new(allow, deny, &http);
         let bind = parse_list(
             &policy.net_allow_bind,
             "net_allow_bind",
@@ -189,7 +194,7 @@ impl SandboxPlan {
             .filter(|r| r.access == Access::Write && !r.optional)
             .map(|r| r.path.clone())
             .collect();
-        let tcp = net.any() || !bind.is_empty();
+        let tcp = net.any() || http.any() || !bind.is_empty();
         let needs = coverage::Needs {
             tcp,
             // Only a kernel without Landlock's ioctl right needs to know (and pays for the look).
@@ -239,6 +244,8 @@ impl SandboxPlan {
             .into());
         }
         let mut view_filter = None;
+        let reach: Vec<PathBuf> = paths.iter().map(|r| r.path.clone()).collect();
+        let proxy = crate::net::proxy::for_policy(&policy, http, &net, &reach, notify)?;
         let filter = if kernel.supports(Protection::Seccomp) {
             let spec = seccomp::SeccompPolicy {
                 tcp,
@@ -281,6 +288,8 @@ impl SandboxPlan {
                 net,
                 tcp_listen: !bind.is_empty(),
                 bind,
+                proxy,
+                run_log: std::sync::Arc::default(),
             },
             cgroup,
             standin_routes: crate::supervisor::standin::Routes {

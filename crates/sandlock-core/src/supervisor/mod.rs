@@ -17,6 +17,7 @@ mod disk;
 pub(crate) mod group;
 pub(crate) mod notify;
 mod output;
+mod reconnect;
 pub(crate) mod standin;
 
 use std::collections::HashMap;
@@ -48,6 +49,9 @@ const TOKEN_CONNECT_BASE: u64 = 1 << 32;
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// How often it measures the tree only to report peak memory and CPU time.
 const SAMPLE_IDLE: Duration = Duration::from_millis(25);
+/// How often a resolver conversation waiting for a name (one an HTTP host pattern admits, asked
+/// for the first time) looks again.
+const DNS_RETRY: Duration = Duration::from_millis(5);
 /// Disk events are read at most this often; in between they pile up (and merge) in the kernel.
 const DISK_EVERY: Duration = Duration::from_millis(5);
 /// How long to keep reading output once the tree has been killed. Everything the sandbox wrote
@@ -98,6 +102,12 @@ pub struct Running {
     connects: HashMap<u64, connect::PendingConnect>,
     /// The sandbox's conversations with its resolver (see `net/dns.rs`), by token.
     dns: HashMap<u64, crate::net::dns::Session>,
+    /// When to look again at conversations waiting for a name to be resolved.
+    dns_retry: Option<Instant>,
+    /// Sockets installed with their connect in progress, for a second `connect` on them.
+    reconnects: reconnect::Reconnects,
+    /// When to look at those again.
+    next_sweep: Option<Instant>,
     next_connect: u64,
     /// What the stand-ins for Landlock features remember (see `standin/`).
     standin: standin::State,
@@ -187,6 +197,9 @@ impl Running {
             sockets,
             connects: HashMap::new(),
             dns: HashMap::new(),
+            dns_retry: None,
+            reconnects: reconnect::Reconnects::default(),
+            next_sweep: None,
             next_connect: TOKEN_CONNECT_BASE,
             standin: standin::State::default(),
             cgroup,
@@ -223,6 +236,7 @@ impl Running {
             regs.push((f.fd(), libc::EPOLLOUT, TOKEN_STDIN));
         }
         if let Some(l) = &r.listener {
+            l.prefer_same_cpu();
             regs.push((l.fd(), libc::EPOLLIN, TOKEN_LISTENER));
         }
         for (fd, events, token) in regs {
@@ -245,6 +259,14 @@ impl Running {
         self.epoll.as_raw_fd()
     }
 
+    /// The seccomp listener, while the sandbox can still notify. [`Running::fd`] covers it too; a
+    /// caller that blocks in `poll` can add this descriptor to its set so that a notification
+    /// hands the CPU straight to it (a direct wakeup does, one through the epoll set does not),
+    /// which is most of what a supervised `connect` costs.
+    pub fn listener_fd(&self) -> Option<i32> {
+        self.listener.as_ref().map(notify::Listener::fd)
+    }
+
     /// The next moment `step` must run even if [`Running::fd`] stays quiet (a deadline or a sample).
     pub fn next_wakeup(&self) -> Option<Instant> {
         let deadline = if self.killed { None } else { self.deadline };
@@ -253,6 +275,8 @@ impl Running {
             self.next_sample,
             self.drain_until,
             self.disk_rearm,
+            self.dns_retry,
+            self.next_sweep,
         ]
         .into_iter()
         .flatten()
@@ -307,6 +331,28 @@ impl Running {
             // Round up so that we do not wake a millisecond early and spin.
             i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
         });
+        let ms = match (ms, self.listener_fd()) {
+            (0, _) | (_, None) => ms,
+            (ms, Some(l)) => {
+                // Wait on the listener itself beside the set, for the direct wakeup (see
+                // `listener_fd`); the set then says what is ready.
+                let mut fds = [
+                    libc::pollfd {
+                        fd: self.epoll.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                    libc::pollfd {
+                        fd: l,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ];
+                // SAFETY: poll reads and writes the two entries of `fds`.
+                unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+                0
+            }
+        };
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
         // SAFETY: epoll_wait writes at most `events.len()` entries.
         let n = unsafe {
@@ -483,6 +529,7 @@ impl Running {
             }
             .max(cgroup_peak.unwrap_or(0)),
             not_enforced: std::mem::take(&mut self.not_enforced),
+            warnings: self.sockets.run_log.take(),
             limit_mechanism: if !kernel_limits.is_empty() {
                 LimitMechanism::CgroupV2
             } else if self.limits.max_memory.is_some()
@@ -679,7 +726,7 @@ impl Running {
         };
         self.unwatch(p.sock.as_raw_fd());
         if let Some(l) = self.listener.as_ref() {
-            connect::finish_connect(l, p);
+            connect::finish_connect(l, p, &mut self.reconnects);
         }
     }
 
@@ -695,6 +742,9 @@ impl Running {
             self.unwatch(fd);
             self.dns.remove(&token);
             return;
+        }
+        if s.waiting() && self.dns_retry.is_none() {
+            self.dns_retry = Some(Instant::now() + DNS_RETRY);
         }
         let events = if pending {
             libc::EPOLLIN | libc::EPOLLOUT
@@ -802,7 +852,14 @@ impl Running {
         }
         match n.nr {
             libc::SYS_connect => {
-                match connect::on_connect(l, &n, &self.sockets, self.pid, self.view.as_deref()) {
+                match connect::on_connect(
+                    l,
+                    &n,
+                    &self.sockets,
+                    self.pid,
+                    &mut self.reconnects,
+                    self.view.as_deref(),
+                ) {
                     Some(connect::Connecting::Tcp(p)) => {
                         let token = self.next_connect;
                         self.next_connect += 1;
@@ -812,7 +869,7 @@ impl Running {
                             }
                             Err(_) => {
                                 if let Some(l) = self.listener.as_ref() {
-                                    connect::finish_connect(l, p);
+                                    connect::finish_connect(l, p, &mut self.reconnects);
                                 }
                             }
                         }
@@ -845,6 +902,25 @@ impl Running {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
+        if self.next_sweep.is_some_and(|t| now >= t) {
+            self.next_sweep = None;
+            self.reconnects.sweep();
+        }
+        if self.next_sweep.is_none() && self.reconnects.holding() {
+            self.next_sweep = Some(now + reconnect::SWEEP_EVERY);
+        }
+        if self.dns_retry.is_some_and(|t| now >= t) {
+            self.dns_retry = None;
+            let waiting: Vec<u64> = self
+                .dns
+                .iter()
+                .filter(|(_, s)| s.waiting())
+                .map(|(t, _)| *t)
+                .collect();
+            for token in waiting {
+                self.on_dns(token);
+            }
+        }
         if let Some(d) = self.deadline {
             if now >= d && !self.killed {
                 let t = self.limits.timeout.unwrap_or_default();

@@ -5,6 +5,7 @@ mod fs;
 mod fsview;
 mod limits;
 mod net;
+mod proxy;
 mod signals;
 mod standin;
 mod stress;

@@ -26,7 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use super::Scope;
 use super::path::{Creds, absolute, fd_path, open_beneath};
 use crate::fsview::creds::umask_of;
-use crate::supervisor::connect::{install, mode, sock_proto};
+use crate::supervisor::connect::{install, mode, own_inode, sock_proto, socket_inode};
 use crate::supervisor::notify::{Listener, Notification, read_mem};
 use crate::sys;
 
@@ -75,8 +75,12 @@ pub(crate) fn on_bind(l: &Listener, n: &Notification, scope: &Scope, bound: &mut
             if let Some(i) = own_inode(&sock) {
                 bound.add(i);
             }
-            let (nonblocking, cloexec) = mode(n.pid, fd);
-            install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0);
+            match mode(n.pid, fd) {
+                Some((nonblocking, cloexec)) => {
+                    install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0);
+                }
+                None => l.deny(n.id, libc::EBADF),
+            }
         }
         Err(e) => l.deny(n.id, e),
     }
@@ -285,27 +289,6 @@ fn unprivileged_port_start() -> u32 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(1024)
-}
-
-/// The inode of the socket at descriptor `fd` of process `pid` (`socket:[N]` in `/proc`).
-fn socket_inode(pid: u32, fd: u64) -> Option<u64> {
-    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    link.to_str()?
-        .strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
-/// The inode of a socket we hold.
-fn own_inode(sock: &OwnedFd) -> Option<u64> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` has room for one struct stat.
-    if unsafe { libc::fstat(sock.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: fstat succeeded.
-    Some(unsafe { st.assume_init() }.st_ino)
 }
 
 /// The sockets this stand-in bound, so that binding one again fails with `EINVAL` as it would in
