@@ -58,6 +58,7 @@ def test_typescript_sdk_client(server: Server) -> None:
         "execute_shell",
         "list_files",
         "read_file",
+        "reset_python",
         "write_file",
     ]
     assert out["outputSchema"] is True

@@ -37,6 +37,7 @@ def test_tools_are_listed_with_output_schemas(server: Server, mode: str) -> None
         "write_file",
         "list_files",
         "delete_file",
+        "reset_python",
     }
     props = tools["execute_python"].output_schema["properties"]
     assert {"stdout", "stderr", "exit_code", "reason", "duration_ms", "truncated"} <= set(props)

@@ -1,6 +1,7 @@
 //! Running code for the execution tools: the per-workspace policy, the command of a call, the
 //! concurrency gate, and the [`Executor`] that holds them with the configuration and the Python
-//! interpreter. Driving a run is [`crate::drive`]'s; forking Python is [`crate::warm`]'s.
+//! interpreter. Driving a run is [`crate::drive`]'s; the interpreters a workspace keeps (the fork
+//! server, the persistent interpreter) are [`crate::warm`]'s.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ExecTool};
 use crate::python::{Interpreter, PYTHON_BOOTSTRAP, memfd_with};
-use crate::warm::Zygote;
+use crate::warm::{Cell, Gone, Persistent, Zygote};
 use crate::workspace::{Workspace, short};
 
 /// The largest `execute_shell` command (the kernel's limit on one argument is 128 KiB).
@@ -45,6 +46,29 @@ pub fn workspace_policy(
             .or_insert_with(|| "1".into());
     }
     p
+}
+
+/// The sandbox of the interpreters `ws` keeps: the Python policy in that workspace, without a
+/// timeout (they live across calls, and each call has its own deadline).
+fn kept_sandbox(
+    policy: &Policy,
+    python: &Interpreter,
+    ws: &Workspace,
+) -> Result<Arc<Sandbox>, String> {
+    ws.kept_sandbox(|| {
+        let mut p = workspace_policy(policy, ExecTool::Python, &ws.dir, Some(python));
+        p.timeout = None;
+        Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
+    })
+}
+
+/// A persistent cell's result.
+pub struct PersistentRun {
+    /// The cell.
+    pub cell: Cell,
+    /// Why the state of earlier cells is gone, when the interpreter that held it ended by itself
+    /// (a limit, a crash) and this cell started a new one.
+    pub lost: Option<String>,
 }
 
 /// Builds the command for a call.
@@ -268,6 +292,63 @@ impl Executor {
             .ok()
     }
 
+    /// Runs a cell in `ws`'s persistent interpreter, starting one if it has none alive. The caller
+    /// holds `ws.persistent_turn`. `Err`: no interpreter could be started (words).
+    pub async fn run_persistent(
+        &self,
+        ws: &Workspace,
+        code: &str,
+        stdin: Option<String>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        cancel_why: impl Fn() -> String,
+    ) -> Result<PersistentRun, String> {
+        let cap = self.config.python_policy.output_cap().0;
+        let stdin = stdin.map(String::into_bytes);
+        let mut lost = None;
+        // An interpreter that ends just as a cell is sent gets one replacement.
+        for _ in 0..2 {
+            let p = match ws.persistent() {
+                Some(p) if p.ended().is_none() => p,
+                previous => {
+                    if let Some(why) = previous.and_then(|p| p.ended()) {
+                        lost = Some(why);
+                    }
+                    let sandbox = kept_sandbox(&self.config.python_policy, &self.python, ws)?;
+                    let p = Persistent::start(&sandbox, &self.python)
+                        .map_err(|e| format!("cannot start the persistent interpreter: {e}"))?;
+                    ws.set_persistent(p.clone());
+                    p
+                }
+            };
+            match p
+                .run(
+                    code.as_bytes(),
+                    stdin.clone(),
+                    timeout,
+                    cap,
+                    cancel,
+                    &cancel_why,
+                )
+                .await
+            {
+                Ok(cell) => return Ok(PersistentRun { cell, lost }),
+                Err(Gone) => continue,
+            }
+        }
+        Err("the persistent interpreter ended twice before the cell reached it".into())
+    }
+
+    /// Stops `ws`'s persistent interpreter (`reset_python`); its state is gone, and the next
+    /// persistent cell starts a new one. True when a live one was stopped.
+    pub fn reset_python(&self, ws: &Workspace) -> bool {
+        ws.take_persistent().is_some_and(|p| {
+            let alive = p.ended().is_none();
+            p.stop("was stopped by reset_python");
+            alive
+        })
+    }
+
     /// Called for a Python call that runs fresh in fork mode: from a workspace's second such call
     /// on, starts its fork server in the background (once at a time), so that the calls after it
     /// fork. A workspace that makes a single call never pays for a fork server.
@@ -285,16 +366,10 @@ impl Executor {
             // After this call's answer is on its way: starting an interpreter is 10-20 ms of CPU.
             tokio::time::sleep(FORK_START_DELAY).await;
             let Some(ws) = weak.upgrade() else { return };
-            let started = ws
-                .fork_sandbox(|| {
-                    let mut p = workspace_policy(&policy, ExecTool::Python, &ws.dir, Some(&python));
-                    p.timeout = None;
-                    Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
-                })
-                .and_then(|sandbox| {
-                    Zygote::start(&sandbox, &python, idle)
-                        .map_err(|e| format!("cannot start the workspace's Python: {e}"))
-                });
+            let started = kept_sandbox(&policy, &python, &ws).and_then(|sandbox| {
+                Zygote::start(&sandbox, &python, idle)
+                    .map_err(|e| format!("cannot start the workspace's Python: {e}"))
+            });
             match started {
                 Ok(z) => ws.set_zygote(z),
                 Err(e) => tracing::warn!(

@@ -2,13 +2,14 @@
 //!
 //! A self-hosted "execute code" tool for agent platforms. It speaks Streamable HTTP (the
 //! 2025-11-25 revision with `Mcp-Session-Id` sessions, and stateless 2026-07-28 requests) or stdio,
-//! and offers six tools: `execute_python`, `execute_shell`, `read_file`, `write_file`,
-//! `list_files` and `delete_file`.
+//! and offers seven tools: `execute_python` (also as persistent cells), `execute_shell`,
+//! `reset_python`, `read_file`, `write_file`, `list_files` and `delete_file`.
 //!
 //! The flow of one call: [`tools`] (the rmcp handler, one module per family of tools) finds the
 //! caller's [`workspace`], waits for a slot at the concurrency gate and runs the code through
-//! [`exec`] (the policy and command of a call), which forks the workspace's Python fork server
-//! ([`warm`]) or starts a fresh run that [`drive`] supervises on the tokio event loop; [`python`]
+//! [`exec`] (the policy and command of a call), which forks the workspace's Python fork server or
+//! hands a cell to its persistent interpreter ([`warm`]), or starts a fresh run that [`drive`]
+//! supervises on the tokio event loop; [`python`]
 //! knows the interpreter and how code reaches it, and [`output`] turns long output into an excerpt
 //! and a saved file. File tools go through [`files`], which resolves every path beneath the
 //! workspace with `openat2(RESOLVE_BENEATH)`. [`http`] adds authentication, health, readiness,

@@ -35,6 +35,8 @@ pub struct Gauges {
     pub workspaces: usize,
     /// Python fork servers alive (at most one per workspace).
     pub fork_servers: usize,
+    /// Persistent Python interpreters alive (at most one per workspace).
+    pub python_persistent: usize,
     /// Whether the server is draining for shutdown.
     pub draining: bool,
 }
@@ -123,6 +125,12 @@ impl Metrics {
                 g.fork_servers,
             ),
             (
+                "sandlock_mcp_python_persistent",
+                "Persistent Python interpreters alive (execute_python with persistent: true; at \
+                 most one per workspace).",
+                g.python_persistent,
+            ),
+            (
                 "sandlock_mcp_draining",
                 "1 while the server shuts down.",
                 usize::from(g.draining),
@@ -149,6 +157,7 @@ mod tests {
             queue_depth: 1,
             workspaces: 3,
             fork_servers: 4,
+            python_persistent: 5,
             draining: false,
         });
         assert!(
@@ -164,5 +173,6 @@ mod tests {
         assert!(t.contains("sandlock_mcp_active_sandboxes 2"));
         assert!(t.contains("sandlock_mcp_queue_depth 1"));
         assert!(t.contains("sandlock_mcp_fork_servers 4"));
+        assert!(t.contains("sandlock_mcp_python_persistent 5"));
     }
 }

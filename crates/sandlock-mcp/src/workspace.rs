@@ -36,10 +36,15 @@ pub struct Workspace {
     pub session: bool,
     last_used: Mutex<Instant>,
     sandboxes: [OnceLock<Result<Arc<Sandbox>, String>>; 2],
-    /// The sandbox of the Python fork server (the Python policy without a timeout).
-    fork_sandbox: OnceLock<Result<Arc<Sandbox>, String>>,
+    /// The sandbox of the Python interpreters the workspace keeps (the Python policy without a
+    /// timeout).
+    kept_sandbox: OnceLock<Result<Arc<Sandbox>, String>>,
     /// The Python fork server, while one runs (see `crate::warm`).
     zygote: Mutex<Option<Arc<crate::warm::Zygote>>>,
+    /// The persistent Python interpreter, once started (it may have ended since).
+    persistent: Mutex<Option<Arc<crate::warm::Persistent>>>,
+    /// Held for the whole of a persistent cell, so that the workspace's cells run one at a time.
+    pub persistent_turn: tokio::sync::Mutex<()>,
     /// Python calls that ran fresh in fork mode (the second one starts the fork server).
     pub python_calls: AtomicU32,
     /// A fork server is being started.
@@ -85,14 +90,35 @@ impl Workspace {
         }
     }
 
-    /// The fork server's sandbox, built on first use by `make`.
-    pub fn fork_sandbox(
+    /// The sandbox of the interpreters the workspace keeps, built on first use by `make`.
+    pub fn kept_sandbox(
         &self,
         make: impl FnOnce() -> Result<Sandbox, String>,
     ) -> Result<Arc<Sandbox>, String> {
-        self.fork_sandbox
+        self.kept_sandbox
             .get_or_init(|| make().map(Arc::new))
             .clone()
+    }
+
+    /// The persistent interpreter last started (alive, or ended with its reason).
+    pub fn persistent(&self) -> Option<Arc<crate::warm::Persistent>> {
+        self.persistent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Installs a newly started persistent interpreter.
+    pub fn set_persistent(&self, p: Arc<crate::warm::Persistent>) {
+        *self.persistent.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+    }
+
+    /// Removes the persistent interpreter (to stop it), if there is one.
+    pub fn take_persistent(&self) -> Option<Arc<crate::warm::Persistent>> {
+        self.persistent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 
@@ -100,6 +126,9 @@ impl Drop for Workspace {
     fn drop(&mut self) {
         if let Some(z) = self.zygote.get_mut().ok().and_then(|z| z.take()) {
             z.stop();
+        }
+        if let Some(p) = self.persistent.get_mut().ok().and_then(|p| p.take()) {
+            p.stop("was stopped: its workspace ended");
         }
         self.registry.live.fetch_sub(1, Ordering::Relaxed);
         let job = (
@@ -285,8 +314,10 @@ impl Registry {
             session,
             last_used: Mutex::new(Instant::now()),
             sandboxes: [OnceLock::new(), OnceLock::new()],
-            fork_sandbox: OnceLock::new(),
+            kept_sandbox: OnceLock::new(),
             zygote: Mutex::new(None),
+            persistent: Mutex::new(None),
+            persistent_turn: tokio::sync::Mutex::new(()),
             python_calls: AtomicU32::new(0),
             fork_starting: AtomicBool::new(false),
             registry: self.inner.clone(),

@@ -3,7 +3,7 @@
 //! The tools come in families, one module each; this module owns what they share (the handler,
 //! its session and workspace, the call log, the shape of a result) and the dispatch, which is
 //! rmcp's router made of each family's routes:
-//! - [`execution`]: `execute_python`, `execute_shell`;
+//! - [`execution`]: `execute_python`, `execute_shell`, `reset_python`;
 //! - [`files`]: `read_file`, `write_file`, `list_files`, `delete_file`.
 //!
 //! rmcp calls the handler factory once per session (2025-11-25 over HTTP, or stdio) and once per
@@ -48,6 +48,7 @@ impl App {
             queue_depth: self.exec.gate.queued(),
             workspaces: self.workspaces.live(),
             fork_servers: crate::warm::live_fork_servers(),
+            python_persistent: crate::warm::live_persistent(),
             draining: self.exec.gate.closing.is_cancelled(),
         }
     }
@@ -240,6 +241,8 @@ impl ServerHandler for SandlockTools {
                 "Sandboxed code execution. execute_python and execute_shell run in a private \
                  workspace directory that persists for this session; read_file, write_file, \
                  list_files and delete_file work on the same directory with relative paths. \
+                 execute_python with persistent: true keeps variables between calls, like \
+                 notebook cells; reset_python starts over. \
                  Stateless (2026-07-28) clients: pass back the `workspace` handle from a result \
                  to reach the same files.",
             )

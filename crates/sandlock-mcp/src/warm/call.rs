@@ -31,6 +31,11 @@ impl Captured {
         }
     }
 
+    /// Starts the capture with `data` (written before the call began), up to `cap` bytes.
+    pub(super) fn prefill(&mut self, data: &[u8], cap: usize) {
+        self.cut |= keep(&mut self.data, data, cap);
+    }
+
     /// Takes the result of one read into `buf`: keeps up to `cap` bytes in all, notes the end of
     /// the stream, and returns why the call must end when output was dropped.
     pub(super) fn took(

@@ -6,18 +6,54 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use sandlock_core::{Outcome, Reason, Running};
+use sandlock_core::{Command, Outcome, Reason, Running, Sandbox, SandboxError, Stage, Stdio};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
 
-use super::control::recv_with_fds;
+use super::control::{recv_with_fds, seqpacket_pair};
 use crate::drive::{EpollFd, still_readable};
+use crate::python::Interpreter;
 
 /// How often an idle interpreter's tree is sampled. Between calls nothing in a fork server runs (a
 /// finished call's leftovers are swept), so its memory cannot grow; sampling it at the normal rate
 /// would cost every idle workspace 100 reads of `/proc` a second.
 pub(super) const IDLE_SAMPLE: Duration = Duration::from_secs(1);
+
+/// Starts `python -c script` in `sandbox` with the interpreter's end of a new control socket on
+/// descriptor 3 (stdin empty, stdout and stderr captured by the sandbox); returns its sandbox and
+/// the server's end of the socket, registered with the event loop. `what` names the interpreter
+/// in errors.
+pub(super) fn spawn_kept(
+    sandbox: &Sandbox,
+    python: &Interpreter,
+    script: &str,
+    what: &str,
+) -> Result<(Running, AsyncFd<OwnedFd>), sandlock_core::Error> {
+    let (ours, theirs) = seqpacket_pair().map_err(|e| {
+        SandboxError::io(
+            Stage::Prepare,
+            &e,
+            format!("cannot create the control socket of {what}"),
+        )
+    })?;
+    let cmd = Command::new([python.path.as_os_str(), "-c".as_ref(), script.as_ref()])
+        .stdin(Stdio::Null)
+        .pass_fd(theirs, 3);
+    let running = sandbox.spawn(cmd)?;
+    // SAFETY: `ours` is owned by the AsyncFd from here on and is never closed or replaced while
+    // registered.
+    let ctl =
+        unsafe { AsyncFd::register_with_interest(ours, Interest::READABLE | Interest::WRITABLE) }
+            .map_err(|e| {
+            SandboxError::io(
+                Stage::Supervise,
+                &e.into(),
+                format!("cannot register the control socket of {what}"),
+            )
+        })?;
+    Ok((running, ctl))
+}
 
 /// The owner of a kept interpreter, as its supervision sees it.
 pub(super) trait Host: Send + Sync + 'static {

@@ -41,6 +41,15 @@ fn alive(pid: libc::pid_t) -> bool {
     stat(pid).is_some_and(|(s, _)| s != b'Z' && s != b'X')
 }
 
+/// The children of `root` that are zombies (ended, not yet reaped), at most `max`.
+pub(super) fn zombie_children(root: libc::pid_t, max: usize) -> Vec<libc::pid_t> {
+    children(root)
+        .into_iter()
+        .filter(|p| stat(*p).is_some_and(|(s, _)| s == b'Z'))
+        .take(max)
+        .collect()
+}
+
 /// Kills every live child of `root` (the main process of a sandbox, so also its process group)
 /// that is not in `keep`, with everything beneath it. True when there was nothing to kill.
 pub(super) fn kill_strays(root: libc::pid_t, keep: &HashSet<libc::pid_t>) -> bool {

@@ -55,15 +55,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sandlock_core::{Command, LimitMechanism, Outcome, Reason, Running, Sandbox, Stdio};
+use sandlock_core::{LimitMechanism, Outcome, Reason, Running, Sandbox};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::call::{CallIo, Captured, ended, failed};
-use super::control::{send_with_fds, seqpacket_pair};
-use super::supervise::{Host, supervise};
+use super::control::send_with_fds;
+use super::supervise::{Host, spawn_kept, supervise};
 use super::tree::{kill_strays, pidfd_signal};
 use crate::python::Interpreter;
 
@@ -273,36 +273,10 @@ impl Zygote {
         python: &Interpreter,
         idle: Duration,
     ) -> Result<Arc<Zygote>, sandlock_core::Error> {
-        let (ours, theirs) = seqpacket_pair().map_err(|e| {
-            sandlock_core::SandboxError::io(
-                sandlock_core::Stage::Prepare,
-                &e,
-                "cannot create the fork server's control socket",
-            )
-        })?;
-        let script = ZYGOTE;
-        let cmd = Command::new([python.path.as_os_str(), "-c".as_ref(), script.as_ref()])
-            .stdin(Stdio::Null)
-            .pass_fd(theirs, 3);
-        let running = sandbox.spawn(cmd)?;
-        // Counted until `drive` has reaped it, or until this function fails (dropping `running`
-        // kills and reaps it).
+        let (running, ctl) = spawn_kept(sandbox, python, ZYGOTE, "the fork server")?;
+        // Counted until `supervise` has reaped it, or until this function fails (dropping
+        // `running` kills and reaps it).
         let counted = Counted::new();
-        // SAFETY: `ours` is owned by the AsyncFd from here on and is never closed or replaced
-        // while registered.
-        let ctl = unsafe {
-            AsyncFd::register_with_interest(ours, Interest::READABLE | Interest::WRITABLE)
-        }
-        .map_err(|e| {
-            let e: std::io::Error = e.into();
-            {
-                sandlock_core::SandboxError::io(
-                    sandlock_core::Stage::Supervise,
-                    &e,
-                    "cannot register the fork server's control socket",
-                )
-            }
-        })?;
         let z = Arc::new(Zygote {
             pid: running.pid(),
             ctl,
