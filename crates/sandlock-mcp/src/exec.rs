@@ -48,6 +48,20 @@ pub fn workspace_policy(
     p
 }
 
+/// The sandbox for `tool` in `ws`, from the tool's configured policy (built once per workspace and
+/// tool).
+fn tool_sandbox(
+    policy: &Policy,
+    tool: ExecTool,
+    python: &Interpreter,
+    ws: &Workspace,
+) -> Result<Arc<Sandbox>, String> {
+    ws.sandbox(tool, || {
+        let p = workspace_policy(policy, tool, &ws.dir, Some(python));
+        Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
+    })
+}
+
 /// The sandbox of the interpreters `ws` keeps: the Python policy in that workspace, without a
 /// timeout (they live across calls, and each call has its own deadline).
 fn kept_sandbox(
@@ -60,6 +74,21 @@ fn kept_sandbox(
         p.timeout = None;
         Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
     })
+}
+
+/// Starts `ws`'s fork server and installs it (it stops after `idle` without calls; never, for
+/// `None`).
+fn start_fork_server(
+    policy: &Policy,
+    python: &Interpreter,
+    ws: &Workspace,
+    idle: Option<Duration>,
+) -> Result<Arc<Zygote>, String> {
+    let sandbox = kept_sandbox(policy, python, ws)?;
+    let z = Zygote::start(&sandbox, python, idle)
+        .map_err(|e| format!("cannot start the workspace's Python: {e}"))?;
+    ws.set_zygote(z.clone());
+    Ok(z)
 }
 
 /// A persistent cell's result.
@@ -267,10 +296,7 @@ impl Executor {
 
     /// The sandbox for `tool` in `ws` (built once per workspace and tool).
     pub fn sandbox(&self, tool: ExecTool, ws: &Workspace) -> Result<Arc<Sandbox>, String> {
-        ws.sandbox(tool, || {
-            let p = workspace_policy(self.config.policy(tool), tool, &ws.dir, Some(&self.python));
-            Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
-        })
+        tool_sandbox(self.config.policy(tool), tool, &self.python, ws)
     }
 
     /// Runs Python `code` in `ws` by forking the workspace's fork server (see `crate::warm`), if
@@ -339,6 +365,34 @@ impl Executor {
         Err("the persistent interpreter ended twice before the cell reached it".into())
     }
 
+    /// Makes `ws` a ready workspace for the pool (`crate::pool`): builds its sandboxes and starts
+    /// its fork server, which does not stop for being idle until the workspace is claimed. Returns
+    /// once the fork server waits for calls.
+    pub async fn ready_workspace(&self, ws: &Arc<Workspace>) -> Result<(), String> {
+        // Building a sandbox (the Landlock ruleset, the seccomp program) is CPU work: on the
+        // blocking pool, so that the event loop keeps serving calls meanwhile.
+        let (policy, python, w) = (
+            self.config.python_policy.clone(),
+            self.python.clone(),
+            ws.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            tool_sandbox(&policy, ExecTool::Python, &python, &w)?;
+            kept_sandbox(&policy, &python, &w).map(drop)
+        })
+        .await
+        .map_err(|e| format!("building the workspace's sandboxes failed: {e}"))??;
+        let z = start_fork_server(&self.config.python_policy, &self.python, ws, None)?;
+        match tokio::time::timeout(READY_WITHIN, z.started()).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the workspace's Python fork server ended as it started".into()),
+            Err(_) => Err(format!(
+                "the workspace's Python fork server did not start within {} s",
+                READY_WITHIN.as_secs()
+            )),
+        }
+    }
+
     /// Stops `ws`'s persistent interpreter (`reset_python`); its state is gone, and the next
     /// persistent cell starts a new one. True when a live one was stopped.
     pub fn reset_python(&self, ws: &Workspace) -> bool {
@@ -366,17 +420,12 @@ impl Executor {
             // After this call's answer is on its way: starting an interpreter is 10-20 ms of CPU.
             tokio::time::sleep(FORK_START_DELAY).await;
             let Some(ws) = weak.upgrade() else { return };
-            let started = kept_sandbox(&policy, &python, &ws).and_then(|sandbox| {
-                Zygote::start(&sandbox, &python, idle)
-                    .map_err(|e| format!("cannot start the workspace's Python: {e}"))
-            });
-            match started {
-                Ok(z) => ws.set_zygote(z),
-                Err(e) => tracing::warn!(
+            if let Err(e) = start_fork_server(&policy, &python, &ws, Some(idle)) {
+                tracing::warn!(
                     workspace = %short(&ws.handle),
                     error = %e,
                     "no fork server for this workspace; its calls run fresh interpreters"
-                ),
+                );
             }
             ws.fork_starting.store(false, Ordering::Release);
         });
@@ -385,6 +434,9 @@ impl Executor {
 
 /// How long after a call a workspace's fork server is started.
 const FORK_START_DELAY: Duration = Duration::from_millis(10);
+
+/// How long a pooled workspace's fork server may take to start.
+const READY_WITHIN: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

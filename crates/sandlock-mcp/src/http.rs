@@ -240,6 +240,7 @@ pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
         Ok(r) => r??,
         Err(_) => tracing::warn!("closing connections that were still open after shutdown"),
     }
+    app.pool.clear();
     app.workspaces.clear();
     tracing::info!("sandlock mcp stopped");
     Ok(())

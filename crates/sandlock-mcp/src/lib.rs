@@ -6,16 +6,16 @@
 //! `reset_python`, `read_file`, `write_file`, `list_files` and `delete_file`.
 //!
 //! The flow of one call: [`tools`] (the rmcp handler, one module per family of tools) finds the
-//! caller's [`workspace`], waits for a slot at the concurrency gate and runs the code through
-//! [`exec`] (the policy and command of a call), which forks the workspace's Python fork server or
-//! hands a cell to its persistent interpreter ([`warm`]), or starts a fresh run that [`drive`]
-//! supervises on the tokio event loop; [`python`]
+//! caller's [`workspace`] (a new one from the [`pool`] of ready workspaces), waits for a slot at
+//! the concurrency gate and runs the code through [`exec`] (the policy and command of a call),
+//! which forks the workspace's Python fork server or hands a cell to its persistent interpreter
+//! ([`warm`]), or starts a fresh run that [`drive`] supervises on the tokio event loop; [`python`]
 //! knows the interpreter and how code reaches it, and [`output`] turns long output into an excerpt
 //! and a saved file. File tools go through [`files`], which resolves every path beneath the
 //! workspace with `openat2(RESOLVE_BENEATH)`. [`http`] adds authentication, health, readiness,
 //! [`metrics`] and graceful shutdown. [`config`] merges the TOML file and flags.
 //!
-//! Modules depend downwards only: `tools -> exec -> workspace -> warm -> {drive, python}`.
+//! Modules depend downwards only: `tools -> pool -> exec -> workspace -> warm -> {drive, python}`.
 //!
 //! # Isolation
 //!
@@ -41,6 +41,7 @@ pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod output;
+pub mod pool;
 pub mod python;
 pub mod tools;
 pub mod warm;
@@ -135,6 +136,12 @@ pub struct McpArgs {
     /// per call, with every limit per call) [default: fork, or fresh when the policy sets max_cpu].
     #[arg(long, value_enum, value_name = "MODE")]
     pub python_start: Option<PythonStart>,
+    /// Workspaces kept ready for new sessions, each with its own sandboxed Python fork server
+    /// started, so that a new session's first execute_python forks instead of starting an
+    /// interpreter; refilled in the background; 0 turns the pool off. Fork mode only
+    /// [default: max_concurrent over HTTP (at most half of max_workspaces), 0 with stdio].
+    #[arg(long, value_name = "N")]
+    pub python_pool: Option<usize>,
     /// Seconds runs in progress get to finish after SIGTERM [default: 20].
     #[arg(long, value_name = "SECS")]
     pub grace: Option<Seconds>,
@@ -178,7 +185,7 @@ pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         PythonStart::Fork => "fork",
         PythonStart::Fresh => "fresh",
     };
-    tracing::info!(python = %python.path.display(), version = %python.version, python_start, readable = ?python.readable, "python interpreter");
+    tracing::info!(python = %python.path.display(), version = %python.version, python_start, python_pool = config.python_pool, readable = ?python.readable, "python interpreter");
     let gate = Gate::new(config.max_concurrent, config.queue_depth);
     let exec = Executor {
         config,
@@ -205,9 +212,11 @@ pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         })?;
     }
     drop(probe);
+    let pool = pool::Pool::new(exec.config.python_pool);
     Ok(Arc::new(App {
         exec,
         workspaces,
+        pool,
         metrics: metrics::Metrics::default(),
     }))
 }
@@ -250,6 +259,7 @@ async fn serve_stdio(app: Arc<App>) -> anyhow::Result<()> {
         _ = stop.cancelled() => { ct.cancel(); }
     }
     drain.abort();
+    app.pool.clear();
     app.workspaces.clear();
     Ok(())
 }
@@ -281,12 +291,18 @@ pub fn run(args: McpArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let stop = CancellationToken::new();
         let reaper = tokio::spawn(reap_idle(app.clone(), stop.clone()));
+        let filler = {
+            let (app, stop) = (app.clone(), stop.clone());
+            tokio::spawn(async move { app.pool.fill(&app.exec, &app.workspaces, stop).await })
+        };
         let r = match transport {
             Transport::Http => http::serve(app.clone()).await,
             Transport::Stdio => serve_stdio(app.clone()).await,
         };
         stop.cancel();
         let _ = reaper.await;
+        let _ = filler.await;
+        app.pool.clear();
         r
     })?;
     rt.shutdown_timeout(Duration::from_secs(1));

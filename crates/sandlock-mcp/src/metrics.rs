@@ -37,6 +37,8 @@ pub struct Gauges {
     pub fork_servers: usize,
     /// Persistent Python interpreters alive (at most one per workspace).
     pub python_persistent: usize,
+    /// The pool of ready workspaces.
+    pub pool: crate::pool::PoolStats,
     /// Whether the server is draining for shutdown.
     pub draining: bool,
 }
@@ -139,6 +141,24 @@ impl Metrics {
         for (name, help, v) in gauges {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        let p = &g.pool;
+        let _ = writeln!(
+            o,
+            "# HELP sandlock_mcp_python_pool_ready Ready workspaces in the pool (each with its Python \
+             fork server started), out of sandlock_mcp_python_pool_size.\n\
+             # TYPE sandlock_mcp_python_pool_ready gauge\n\
+             sandlock_mcp_python_pool_ready {}\n\
+             # HELP sandlock_mcp_python_pool_size How many ready workspaces the pool holds when full \
+             (--python-pool).\n\
+             # TYPE sandlock_mcp_python_pool_size gauge\n\
+             sandlock_mcp_python_pool_size {}\n\
+             # HELP sandlock_mcp_python_pool_claims_total New workspaces, by whether the pool had a \
+             ready one (ready) or not (empty).\n\
+             # TYPE sandlock_mcp_python_pool_claims_total counter\n\
+             sandlock_mcp_python_pool_claims_total{{result=\"ready\"}} {}\n\
+             sandlock_mcp_python_pool_claims_total{{result=\"empty\"}} {}",
+            p.ready, p.target, p.hits, p.misses
+        );
         o
     }
 }
@@ -158,6 +178,12 @@ mod tests {
             workspaces: 3,
             fork_servers: 4,
             python_persistent: 5,
+            pool: crate::pool::PoolStats {
+                ready: 1,
+                target: 2,
+                hits: 7,
+                misses: 3,
+            },
             draining: false,
         });
         assert!(
@@ -174,5 +200,9 @@ mod tests {
         assert!(t.contains("sandlock_mcp_queue_depth 1"));
         assert!(t.contains("sandlock_mcp_fork_servers 4"));
         assert!(t.contains("sandlock_mcp_python_persistent 5"));
+        assert!(t.contains("sandlock_mcp_python_pool_ready 1\n"));
+        assert!(t.contains("sandlock_mcp_python_pool_size 2\n"));
+        assert!(t.contains("sandlock_mcp_python_pool_claims_total{result=\"ready\"} 7\n"));
+        assert!(t.contains("sandlock_mcp_python_pool_claims_total{result=\"empty\"} 3\n"));
     }
 }

@@ -11,6 +11,9 @@
 //!   the "explicit, server-minted handle passed as an ordinary tool argument" the 2026-07-28
 //!   revision prescribes. A stateless workspace is removed after the TTL without use.
 //!
+//! - A workspace may be created ahead of time for the pool of ready workspaces (`crate::pool`),
+//!   and adopted by a session or a stateless request when one needs a new workspace.
+//!
 //! Removal happens when the last user lets go: a run in progress keeps its directory alive.
 
 use std::collections::HashMap;
@@ -32,8 +35,6 @@ pub struct Workspace {
     pub dir: PathBuf,
     /// The directory, held open for the file tools.
     pub files: Beneath,
-    /// Whether a session owns it (otherwise it is a stateless one, expired by the reaper).
-    pub session: bool,
     last_used: Mutex<Instant>,
     sandboxes: [OnceLock<Result<Arc<Sandbox>, String>>; 2],
     /// The sandbox of the Python interpreters the workspace keeps (the Python policy without a
@@ -278,14 +279,37 @@ impl Registry {
     /// removed to make room (stateless clients that never pass a handle back would otherwise fill
     /// the server until their workspaces expire); sessions' workspaces are never evicted.
     pub fn create(&self, session: bool) -> Result<Arc<Workspace>, WorkspaceError> {
+        let ws = self.make(true)?;
+        self.adopt(&ws, session);
+        Ok(ws)
+    }
+
+    /// Creates a workspace for the pool of ready workspaces: nobody's yet (see
+    /// [`Registry::adopt`]). At `max_workspaces` it fails rather than evict anything.
+    pub fn create_unowned(&self) -> Result<Arc<Workspace>, WorkspaceError> {
+        self.make(false)
+    }
+
+    /// Hands a workspace made by [`Registry::create_unowned`] to a session, or to stateless
+    /// requests (it is then kept until its TTL runs out).
+    pub fn adopt(&self, ws: &Arc<Workspace>, session: bool) {
+        ws.touch();
+        if !session {
+            if let Ok(mut m) = self.stateless.lock() {
+                m.insert(ws.handle.clone(), ws.clone());
+            }
+        }
+    }
+
+    fn make(&self, evict: bool) -> Result<Arc<Workspace>, WorkspaceError> {
         use std::os::unix::fs::DirBuilderExt;
         let live = self.inner.live.fetch_add(1, Ordering::Relaxed);
         if live >= self.inner.max {
             self.inner.live.fetch_sub(1, Ordering::Relaxed);
-            if !self.evict_one() {
+            if !evict || !self.evict_one() {
                 return Err(WorkspaceError::Full(self.inner.max));
             }
-            return self.create(session);
+            return self.make(evict);
         }
         let fail = |err| {
             self.inner.live.fetch_sub(1, Ordering::Relaxed);
@@ -307,11 +331,10 @@ impl Registry {
                 return Err(fail(e));
             }
         };
-        let ws = Arc::new(Workspace {
-            handle: handle.clone(),
+        Ok(Arc::new(Workspace {
+            handle,
             dir,
             files,
-            session,
             last_used: Mutex::new(Instant::now()),
             sandboxes: [OnceLock::new(), OnceLock::new()],
             kept_sandbox: OnceLock::new(),
@@ -321,13 +344,7 @@ impl Registry {
             python_calls: AtomicU32::new(0),
             fork_starting: AtomicBool::new(false),
             registry: self.inner.clone(),
-        });
-        if !session {
-            if let Ok(mut m) = self.stateless.lock() {
-                m.insert(handle, ws.clone());
-            }
-        }
-        Ok(ws)
+        }))
     }
 
     /// The stateless workspace named `handle`.
@@ -534,6 +551,21 @@ mod tests {
         // Nothing idle to evict: the session and a stateless workspace in use.
         assert!(matches!(r.create(false), Err(WorkspaceError::Full(2))));
         assert!(session.dir.is_dir());
+        let _ = std::fs::remove_dir_all(r.root());
+    }
+
+    #[test]
+    fn an_unowned_workspace_evicts_nothing_and_is_adopted_by_whoever_takes_it() {
+        let r = Registry::new(&root("unowned"), 2).unwrap();
+        let idle = r.create(false).unwrap().handle.clone();
+        let pooled = r.create_unowned().unwrap();
+        // Full: a pooled workspace never evicts a stateless one to make room; a call does.
+        assert!(matches!(r.create_unowned(), Err(WorkspaceError::Full(2))));
+        assert!(r.get(&idle).is_ok());
+        // Not reachable by its handle until a stateless request adopts it.
+        assert!(r.get(&pooled.handle).is_err());
+        r.adopt(&pooled, false);
+        assert!(r.get(&pooled.handle).is_ok());
         let _ = std::fs::remove_dir_all(r.root());
     }
 

@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use crate::exec::Executor;
 use crate::metrics::{Gauges, Metrics};
+use crate::pool::Pool;
 use crate::workspace::{Registry, Workspace, WorkspaceError, short};
 
 /// State shared by every handler of the server.
@@ -36,6 +37,8 @@ pub struct App {
     pub exec: Executor,
     /// Workspaces.
     pub workspaces: Registry,
+    /// Ready workspaces, for new sessions.
+    pub pool: Pool,
     /// Metrics.
     pub metrics: Metrics,
 }
@@ -49,6 +52,7 @@ impl App {
             workspaces: self.workspaces.live(),
             fork_servers: crate::warm::live_fork_servers(),
             python_persistent: crate::warm::live_persistent(),
+            pool: self.pool.stats(),
             draining: self.exec.gate.closing.is_cancelled(),
         }
     }
@@ -203,14 +207,21 @@ impl SandlockTools {
                         .into(),
                 ));
             }
-            let ws = self.app.workspaces.create(true)?;
+            let ws = self.new_workspace(true)?;
             *g = Some(ws.clone());
             return Ok(ws);
         }
         Ok(match requested {
             Some(h) => self.app.workspaces.get(h)?,
-            None => self.app.workspaces.create(false)?,
+            None => self.new_workspace(false)?,
         })
+    }
+
+    /// A new workspace, from the pool of ready ones when it has one.
+    fn new_workspace(&self, session: bool) -> Result<Arc<Workspace>, WorkspaceError> {
+        let app = &self.app;
+        app.pool
+            .new_workspace(&app.workspaces, session, app.exec.config.fork_idle)
     }
 
     fn log_call(

@@ -3,7 +3,9 @@
 //!
 //! A workspace's first two calls run fresh interpreters; the second starts the fork server in the
 //! background (`crate::exec::Executor::prepare_fork_server`), and later calls fork it while it
-//! lives. A call that finds no live fork server runs fresh, and starts a new one.
+//! lives. A call that finds no live fork server runs fresh, and starts a new one. A workspace
+//! taken from the pool of ready workspaces (`crate::pool`) comes with its fork server running, so
+//! its first call forks.
 //!
 //! Starting CPython costs about 13 ms of CPU on the reference machine; forking an initialized one,
 //! running `print(1)` and reaping it costs under 1 ms. At concurrency 8 on 2 cores every
@@ -37,7 +39,8 @@
 //!   of their fork server, so they may signal each other (they are one trust domain; workspaces
 //!   never share a fork server).
 //!
-//! # Protocol (a `SOCK_SEQPACKET` pair; the server's end is descriptor 3)
+//! # Protocol (a `SOCK_SEQPACKET` pair; the fork server's end is its descriptor 3)
+//! - `H 0 0`: the fork server has started and waits for calls.
 //! - `R <id>` with four descriptors (code, stdin, stdout, stderr): fork a call.
 //! - `P <id> <pid>` with a pidfd: the call's process started.
 //! - `X <id> <pid> <wait status> <cpu µs> <max rss KiB>`: it ended and was reaped.
@@ -95,6 +98,7 @@ def _serve():
     p.register(3, select.POLLIN)
     p.register(wake_r, select.POLLIN)
     space = _socket.CMSG_SPACE(4 * 4)
+    ctl.send(b"H 0 0")
     while True:
         for fd, _ in p.poll():
             if fd == wake_r:
@@ -238,9 +242,11 @@ struct State {
     /// Calls' processes the fork server has forked and not yet reaped.
     leaders: HashSet<libc::pid_t>,
     ended: bool,
+    /// The fork server said it has started (`H`).
+    ready: bool,
     last_used: Option<Instant>,
-    /// Stopped after this long without calls.
-    idle: Duration,
+    /// Stopped after this long without calls (never while it waits in the pool).
+    idle: Option<Duration>,
 }
 
 /// A workspace's fork server.
@@ -253,8 +259,11 @@ pub struct Zygote {
     state: Mutex<State>,
     next_id: AtomicU64,
     stop: CancellationToken,
-    /// Wakes the supervising task when a call arrives (to sample the tree at the normal rate).
+    /// Wakes the supervising task when a call arrives (to sample the tree at the normal rate) or
+    /// the idle time changes.
     busy: tokio::sync::Notify,
+    /// Notified when the fork server has started, or ended.
+    came_up: tokio::sync::Notify,
     not_enforced: Vec<sandlock_core::Protection>,
 }
 
@@ -266,12 +275,12 @@ impl Drop for Zygote {
 
 impl Zygote {
     /// Starts a fork server in `sandbox` (a sandbox without a timeout: the server lives as long as
-    /// the workspace uses it). It stops after `idle` without calls, or when [`Zygote::stop`] is
-    /// called.
+    /// the workspace uses it). It stops after `idle` without calls (never, for `None`), or when
+    /// [`Zygote::stop`] is called.
     pub fn start(
         sandbox: &Sandbox,
         python: &Interpreter,
-        idle: Duration,
+        idle: Option<Duration>,
     ) -> Result<Arc<Zygote>, sandlock_core::Error> {
         let (running, ctl) = spawn_kept(sandbox, python, ZYGOTE, "the fork server")?;
         // Counted until `supervise` has reaped it, or until this function fails (dropping
@@ -289,6 +298,7 @@ impl Zygote {
             next_id: AtomicU64::new(1),
             stop: CancellationToken::new(),
             busy: tokio::sync::Notify::new(),
+            came_up: tokio::sync::Notify::new(),
             not_enforced: sandbox.not_enforced().to_vec(),
         });
         tokio::spawn(supervise(
@@ -303,6 +313,37 @@ impl Zygote {
     /// Whether the fork server has ended (a new one is needed).
     pub fn ended(&self) -> bool {
         self.state.lock().map(|s| s.ended).unwrap_or(true)
+    }
+
+    /// Waits until the fork server has started and waits for calls (true), or has ended (false).
+    pub async fn started(&self) -> bool {
+        loop {
+            let up = self.came_up.notified();
+            tokio::pin!(up);
+            up.as_mut().enable();
+            {
+                let st = self.state();
+                if st.ended {
+                    return false;
+                }
+                if st.ready {
+                    return true;
+                }
+            }
+            up.await;
+        }
+    }
+
+    /// From now on, stops after `idle` without calls (counted from now).
+    pub fn set_idle(&self, idle: Duration) {
+        {
+            let mut st = self.state();
+            st.idle = Some(idle);
+            if st.calls.is_empty() {
+                st.last_used = Some(Instant::now());
+            }
+        }
+        self.busy.notify_one();
     }
 
     /// Kills the fork server and every call in progress.
@@ -321,6 +362,12 @@ impl Zygote {
         let f: Vec<&str> = text.split_ascii_whitespace().collect();
         let num = |i: usize| f.get(i).and_then(|v| v.parse::<i64>().ok());
         let mut st = self.state();
+        if f.first() == Some(&"H") {
+            st.ready = true;
+            drop(st);
+            self.came_up.notify_waiters();
+            return false;
+        }
         let (Some(id), Some(pid)) = (num(1), num(2)) else {
             tracing::warn!(message = %text, "the fork server sent a malformed message");
             return false;
@@ -375,6 +422,8 @@ impl Zygote {
                 detail: detail.clone(),
             });
         }
+        drop(st);
+        self.came_up.notify_waiters();
     }
 
     /// Sends `R <id>` with the call's descriptors.
@@ -618,7 +667,10 @@ impl Host for Zygote {
 
     fn activity(&self) -> (bool, Option<Instant>) {
         let st = self.state();
-        (!st.calls.is_empty(), st.last_used.map(|t| t + st.idle))
+        (
+            !st.calls.is_empty(),
+            st.last_used.zip(st.idle).map(|(t, idle)| t + idle),
+        )
     }
 
     fn end_if_idle(&self) -> bool {
