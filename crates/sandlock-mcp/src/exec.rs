@@ -332,13 +332,14 @@ impl Executor {
         let cap = self.config.python_policy.output_cap().0;
         let stdin = stdin.map(String::into_bytes);
         let mut lost = None;
+        let mut replace = false;
         // An interpreter that ends just as a cell is sent gets one replacement.
         for _ in 0..2 {
             let p = match ws.persistent() {
-                Some(p) if p.ended().is_none() => p,
+                Some(p) if p.ended().is_none() && !replace => p,
                 previous => {
                     if let Some(why) = previous.and_then(|p| p.ended()) {
-                        lost = Some(why);
+                        lost.get_or_insert(why);
                     }
                     let sandbox = kept_sandbox(&self.config.python_policy, &self.python, ws)?;
                     let p = Persistent::start(&sandbox, &self.python)
@@ -359,7 +360,15 @@ impl Executor {
                 .await
             {
                 Ok(cell) => return Ok(PersistentRun { cell, lost }),
-                Err(Gone) => continue,
+                Err(Gone) => {
+                    // Ended, or its control socket failed before its end was reported: either
+                    // way its state is out of reach.
+                    lost = Some(p.ended().unwrap_or_else(|| {
+                        p.stop("stopped taking cells");
+                        "stopped taking cells".into()
+                    }));
+                    replace = true;
+                }
             }
         }
         Err("the persistent interpreter ended twice before the cell reached it".into())
