@@ -374,9 +374,9 @@ impl Executor {
         Err("the persistent interpreter ended twice before the cell reached it".into())
     }
 
-    /// Makes `ws` a ready workspace for the pool (`crate::pool`): builds its sandboxes and starts
-    /// its fork server, which does not stop for being idle until the workspace is claimed. Returns
-    /// once the fork server waits for calls.
+    /// Makes `ws` a ready workspace for the pool (`crate::pool`): builds its sandbox and starts its
+    /// fork server, which does not stop for being idle until the workspace is claimed. Returns once
+    /// the fork server waits for calls.
     pub async fn ready_workspace(&self, ws: &Arc<Workspace>) -> Result<(), String> {
         // Building a sandbox (the Landlock ruleset, the seccomp program) is CPU work: on the
         // blocking pool, so that the event loop keeps serving calls meanwhile.
@@ -385,12 +385,9 @@ impl Executor {
             self.python.clone(),
             ws.clone(),
         );
-        tokio::task::spawn_blocking(move || {
-            tool_sandbox(&policy, ExecTool::Python, &python, &w)?;
-            kept_sandbox(&policy, &python, &w).map(drop)
-        })
-        .await
-        .map_err(|e| format!("building the workspace's sandboxes failed: {e}"))??;
+        tokio::task::spawn_blocking(move || kept_sandbox(&policy, &python, &w).map(drop))
+            .await
+            .map_err(|e| format!("building the workspace's sandbox failed: {e}"))??;
         let z = start_fork_server(&self.config.python_policy, &self.python, ws, None)?;
         match tokio::time::timeout(READY_WITHIN, z.started()).await {
             Ok(true) => Ok(()),

@@ -1,9 +1,9 @@
 //! The execution tools: `execute_python`, `execute_shell` and `reset_python`.
 //!
 //! A call, top to bottom ([`SandlockTools::execute`]): check the arguments and build the command,
-//! wait for a slot at the concurrency gate, find the caller's workspace and its sandbox, run
-//! (forking the workspace's Python fork server when it has one, see [`crate::warm`], else a fresh
-//! run driven by [`crate::drive`]), then show the outcome: the headline in words, and each stream
+//! wait for a slot at the concurrency gate, find the caller's workspace, run (forking the
+//! workspace's Python fork server when it has one, see [`crate::warm`], else a fresh run in the
+//! workspace's sandbox, driven by [`crate::drive`]), then show the outcome: the headline in words, and each stream
 //! inline or, when long, as its head and tail with the whole saved in the workspace
 //! ([`crate::output`]).
 //!
@@ -376,10 +376,6 @@ impl SandlockTools {
             Ok(ws) => ws,
             Err((reason, words)) => return refuse(reason, words, String::new()),
         };
-        let sandbox = match exec.sandbox(tool, &ws) {
-            Ok(s) => s,
-            Err(words) => return refuse("sandbox_error", words, ws.handle.clone()),
-        };
         let cancel = CallCancel::new(&exec.gate, &ctx);
         let why = cancel.why();
         let outcome = match forked {
@@ -392,6 +388,14 @@ impl SandlockTools {
         let outcome = match outcome {
             Some(o) => o,
             None => {
+                // Built on first use: a workspace whose calls all fork never needs it.
+                let sandbox = match exec.sandbox(tool, &ws) {
+                    Ok(s) => s,
+                    Err(words) => {
+                        cancel.finish().await;
+                        return refuse("sandbox_error", words, ws.handle.clone());
+                    }
+                };
                 if forked {
                     exec.prepare_fork_server(&ws);
                 }

@@ -59,7 +59,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::call::{CallIo, Captured, failed};
 use super::control::send_with_fds;
-use super::supervise::{Host, spawn_kept, supervise};
+use super::supervise::{Host, Pace, spawn_kept, supervise};
 use super::tree::{kill_strays, pidfd_open, pidfd_signal, zombie_children};
 use super::zygote::Gone;
 use crate::python::Interpreter;
@@ -596,9 +596,14 @@ impl Host for Persistent {
         &self.woken
     }
 
-    fn activity(&self) -> (bool, Option<Instant>) {
+    fn activity(&self) -> (Pace, Option<Instant>) {
         let st = self.state();
-        (st.cell.is_some() || st.threads, None)
+        let pace = if st.cell.is_some() || st.threads {
+            Pace::Busy
+        } else {
+            Pace::Idle
+        };
+        (pace, None)
     }
 
     fn end_if_idle(&self) -> bool {

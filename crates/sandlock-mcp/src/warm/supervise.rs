@@ -18,7 +18,23 @@ use crate::python::Interpreter;
 /// How often an idle interpreter's tree is sampled. Between calls nothing in a fork server runs (a
 /// finished call's leftovers are swept), so its memory cannot grow; sampling it at the normal rate
 /// would cost every idle workspace 100 reads of `/proc` a second.
-pub(super) const IDLE_SAMPLE: Duration = Duration::from_secs(1);
+const IDLE_SAMPLE: Duration = Duration::from_secs(1);
+
+/// How often a fork server that has never had a call (one waiting in the pool) is sampled: no
+/// code has reached it, so nothing in it can grow, and a sample (which also rescans `/proc` for
+/// the sandbox's process group) costs a few milliseconds on a busy host.
+const PARKED_SAMPLE: Duration = Duration::from_secs(60);
+
+/// What may run in a kept interpreter now, which decides how often its tree is sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pace {
+    /// A call, or threads a call left: the normal rate.
+    Busy,
+    /// Between calls: [`IDLE_SAMPLE`].
+    Idle,
+    /// No code has ever reached it: [`PARKED_SAMPLE`].
+    Parked,
+}
 
 /// Starts `python -c script` in `sandbox` with the interpreter's end of a new control socket on
 /// descriptor 3 (stdin empty, stdout and stderr captured by the sandbox); returns its sandbox and
@@ -61,9 +77,9 @@ pub(super) trait Host: Send + Sync + 'static {
     fn ctl(&self) -> &AsyncFd<OwnedFd>;
     /// Notified when work arrives, so that the tree is sampled at the normal rate at once.
     fn woken(&self) -> &tokio::sync::Notify;
-    /// Whether something may run in the tree now (it is then sampled at the normal rate), and
-    /// when the interpreter is to be stopped for having been idle.
-    fn activity(&self) -> (bool, Option<Instant>);
+    /// What may run in the tree now, and when the interpreter is to be stopped for having been
+    /// idle.
+    fn activity(&self) -> (Pace, Option<Instant>);
     /// The idle deadline passed. If the interpreter is still idle, marks it ended under its
     /// owner's lock (so that no call reaches it any more) and returns true: it is stopped.
     fn end_if_idle(&self) -> bool;
@@ -123,11 +139,11 @@ pub(super) async fn supervise<H: Host, G: Send>(
                 break;
             }
         }
-        let (busy, idle_at) = h.activity();
-        let every = if busy {
-            running.default_sample_every()
-        } else {
-            IDLE_SAMPLE
+        let (pace, idle_at) = h.activity();
+        let every = match pace {
+            Pace::Busy => running.default_sample_every(),
+            Pace::Idle => IDLE_SAMPLE,
+            Pace::Parked => PARKED_SAMPLE,
         };
         running.set_sample_every(every);
         let wake = running.next_wakeup().map(tokio::time::Instant::from_std);

@@ -66,7 +66,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::call::{CallIo, Captured, ended, failed};
 use super::control::send_with_fds;
-use super::supervise::{Host, spawn_kept, supervise};
+use super::supervise::{Host, Pace, spawn_kept, supervise};
 use super::tree::{kill_strays, pidfd_signal};
 use crate::python::Interpreter;
 
@@ -665,12 +665,16 @@ impl Host for Zygote {
         &self.busy
     }
 
-    fn activity(&self) -> (bool, Option<Instant>) {
+    fn activity(&self) -> (Pace, Option<Instant>) {
         let st = self.state();
-        (
-            !st.calls.is_empty(),
-            st.last_used.zip(st.idle).map(|(t, idle)| t + idle),
-        )
+        let pace = if !st.calls.is_empty() {
+            Pace::Busy
+        } else if self.next_id.load(Ordering::Relaxed) == 1 {
+            Pace::Parked
+        } else {
+            Pace::Idle
+        };
+        (pace, st.last_used.zip(st.idle).map(|(t, idle)| t + idle))
     }
 
     fn end_if_idle(&self) -> bool {
