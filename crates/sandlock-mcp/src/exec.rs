@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sandlock_core::{Command, Outcome, Policy, Sandbox, Stdio};
@@ -168,6 +168,9 @@ pub struct Gate {
     waiting: AtomicUsize,
     running: AtomicUsize,
     calls: AtomicUsize,
+    /// When the gate was made, and when a run last entered (µs after that).
+    born: std::time::Instant,
+    last_entry: AtomicU64,
     /// Cancelled when the server starts shutting down: no new runs enter.
     pub closing: CancellationToken,
     /// Cancelled when the grace period is over: runs in progress are killed.
@@ -203,6 +206,8 @@ impl Gate {
             waiting: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             calls: AtomicUsize::new(0),
+            born: std::time::Instant::now(),
+            last_entry: AtomicU64::new(0),
             closing: CancellationToken::new(),
             kill: CancellationToken::new(),
         }
@@ -216,6 +221,14 @@ impl Gate {
     /// Calls waiting for a slot.
     pub fn queued(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Whether no run is in progress or waiting, and none has entered for `quiet`.
+    pub fn quiet_for(&self, quiet: Duration) -> bool {
+        let last = Duration::from_micros(self.last_entry.load(Ordering::Relaxed));
+        self.running() == 0
+            && self.queued() == 0
+            && self.born.elapsed().saturating_sub(last) >= quiet
     }
 
     /// Execution calls in progress, from their arrival until their result is built (a run ends a
@@ -253,6 +266,8 @@ impl Gate {
             }
         };
         self.running.fetch_add(1, Ordering::Relaxed);
+        let now = u64::try_from(self.born.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_entry.store(now, Ordering::Relaxed);
         Ok(Slot {
             _permit: permit,
             gate: self,
@@ -461,6 +476,21 @@ mod tests {
         drop(first);
         queued.await.unwrap().unwrap();
         assert_eq!((g.running(), g.queued()), (0, 0));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_gate_is_quiet_once_no_run_has_entered_for_a_while() {
+        let g = Gate::new(2, 2);
+        assert!(g.quiet_for(Duration::ZERO));
+        let slot = g.enter().await.unwrap();
+        assert!(!g.quiet_for(Duration::ZERO), "a run is in progress");
+        drop(slot);
+        assert!(
+            !g.quiet_for(Duration::from_secs(60)),
+            "a run entered just now"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(g.quiet_for(Duration::from_millis(20)));
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -4,7 +4,7 @@
 //! A new workspace's first call would start an interpreter, which costs about 13 ms of CPU, and its
 //! fork server only comes after its second call (`crate::exec::Executor::prepare_fork_server`). So
 //! the server keeps a few workspaces *made ahead of time*, each complete: its own directory, its
-//! own sandboxes built with its own path in the policy, and its own fork server started in that
+//! own sandbox built with its own path in the policy, and its own fork server started in that
 //! sandbox and waiting. A session that needs a workspace takes one, and its first call forks.
 //!
 //! Nothing is shared between pooled workspaces, or with the workspace that takes one: the Landlock
@@ -16,8 +16,11 @@
 //!   `max_workspaces`, and a refill never evicts another workspace).
 //! - **Refilled in the background**, one workspace at a time (at most one interpreter start in
 //!   progress, so at most one CPU), never while calls wait for a run slot, and, for up to
-//!   [`REFILL_DEFER`], not while runs are in progress (such as the call that just took a
-//!   workspace). Building the sandboxes runs on the blocking pool, off the event loop.
+//!   [`REFILL_DEFER`], only once no run is in progress and none has entered for [`QUIET`]: a
+//!   burst of new sessions takes ready workspaces without sharing the CPU with their refill.
+//!   Under sustained load the pool empties, and new workspaces are made on the spot (their first
+//!   call starts an interpreter, as without a pool). The sandbox is built on the blocking pool,
+//!   off the event loop.
 //! - **Cheap while idle**: a ready fork server sleeps on its control socket; its tree is sampled
 //!   once a second. It does not stop for being idle while it waits in the pool; once taken, the
 //!   workspace's `fork_idle` applies.
@@ -139,12 +142,13 @@ impl Pool {
                 }
                 continue;
             }
-            // A pooled workspace is a full interpreter start, so it gives way: to calls waiting
-            // for a slot, always; to runs in progress (the call that just took a workspace, say),
-            // for up to REFILL_DEFER.
+            // A pooled workspace is a full interpreter start, so it waits for a quiet moment:
+            // always while calls wait for a slot; and while runs are in progress or have just
+            // entered (a burst of new sessions), for up to REFILL_DEFER, so that a burst the pool
+            // can hold is not slowed by its refill.
             let deferred_until = tokio::time::Instant::now() + REFILL_DEFER;
             while exec.gate.queued() > 0
-                || (exec.gate.running() > 0 && tokio::time::Instant::now() < deferred_until)
+                || (!exec.gate.quiet_for(QUIET) && tokio::time::Instant::now() < deferred_until)
             {
                 tokio::select! {
                     _ = tokio::time::sleep(QUEUE_POLL) => {}
@@ -187,10 +191,12 @@ impl Pool {
     }
 }
 
-/// How often the filler looks again while it gives way to calls.
+/// How often the filler looks again while it waits for a quiet moment.
 const QUEUE_POLL: Duration = Duration::from_millis(5);
-/// How long a refill waits at most for the runs in progress to finish.
-const REFILL_DEFER: Duration = Duration::from_millis(500);
+/// How long after the last run entered the server counts as quiet.
+const QUIET: Duration = Duration::from_millis(250);
+/// How long a refill waits at most for a quiet moment (unless calls wait for a slot).
+const REFILL_DEFER: Duration = Duration::from_secs(2);
 /// The first wait after a failed refill, doubled after each failure in a row up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(30);
