@@ -33,6 +33,11 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 [ -e /usr/include/python3.11/Python.h ] || ls /usr/include/python3*/Python.h >/dev/null 2>&1 || need+=(python3-dev)
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+# The scale-out test runs the shipped HAProxy configuration in front of three servers.
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+# LobeHub's Cloud Sandbox tools fetch uploads and skills with curl and unpack skills with unzip.
+command -v curl >/dev/null || need+=(curl)
+command -v unzip >/dev/null || need+=(unzip)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing: ${need[*]}"
@@ -157,8 +162,9 @@ stage "Python SDK and MCP tests against the stand-ins (SANDLOCK_MAX_LANDLOCK_ABI
 pytest_run python-capped env SANDLOCK_MAX_LANDLOCK_ABI=2 .venv/bin/python "${PYTEST[@]}" python/tests
 pytest_run mcp-capped env SANDLOCK_MAX_LANDLOCK_ABI=2 bash -c 'cd tests/mcp && ../../.venv/bin/python "$@"' _ "${PYTEST[@]}"
 
-stage "Kubernetes manifests (offline, strict)"
+stage "Kubernetes manifests (offline, strict) and the HAProxy configuration"
 .venv/bin/kubernetes-validate --strict -k 1.30 deploy/kubernetes/*.yaml
+/usr/sbin/haproxy -c -q -f deploy/haproxy/haproxy.cfg || fail "deploy/haproxy/haproxy.cfg (haproxy -c)"
 
 stage "Kernel matrix: Debian 12's Linux 6.1 under qemu (TCG), root and uid 1000 (tests/kernels)"
 if [ "$(id -u)" = 0 ]; then

@@ -6,6 +6,9 @@ Environment:
                         needs root); the clients stay outside it
   SANDLOCK_MCP_PYTHON   interpreter for execute_python (default: the repo's .venv, else python3)
 
+Servers get `--tsx tests/mcp/node_modules/tsx` when `npm ci` installed it, so that execute_code's
+typescript has a runner whatever the host's Node.js.
+
 A test that needs something missing is skipped with the reason, never passed silently.
 """
 
@@ -32,6 +35,7 @@ from mcp.client.streamable_http import streamable_http_client
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("SANDLOCK_BIN", REPO / "target/debug/sandlock"))
 PODSIM = REPO / "target/debug/podsim"
+TSX = Path(__file__).resolve().parent / "node_modules/tsx"
 UNDER_PODSIM = os.environ.get("SANDLOCK_MCP_PODSIM") == "1"
 
 
@@ -56,12 +60,19 @@ def wrap(argv: list[str]) -> list[str]:
 class Server:
     """One `sandlock mcp` process on a free loopback port."""
 
-    def __init__(self, *args: str, token: str | None = "auto", env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        *args: str,
+        token: str | None = "auto",
+        env: dict[str, str] | None = None,
+        tsx: bool = True,
+        port: int | None = None,
+    ):
         if not BIN.exists():
             pytest.skip(f"skipped: {BIN} not built (run `cargo build -p sandlock-cli`)")
         if UNDER_PODSIM and (os.geteuid() != 0 or not PODSIM.exists()):
             pytest.skip("skipped: SANDLOCK_MCP_PODSIM=1 needs root and target/debug/podsim")
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.base = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_urlsafe(24) if token == "auto" else token
@@ -81,6 +92,7 @@ class Server:
             default_python(),
             "--log-format",
             "json",
+            *(["--tsx", str(TSX)] if tsx and TSX.exists() else []),
             *args,
         ]
         argv = wrap(argv)

@@ -214,7 +214,8 @@ def test_tree_limits_hold_for_forked_calls_and_a_new_fork_server_follows() -> No
     memory_bomb = "x = bytearray(1 << 30)\nprint(len(x))"
     fork_bomb = (
         "import os, time\nfor i in range(100):\n"
-        "    if os.fork() == 0:\n        time.sleep(5)\n        os._exit(0)\nprint('forked')"
+        "    if os.fork() == 0:\n        time.sleep(5)\n        os._exit(0)\n"
+        "time.sleep(2)\nprint('forked')"
     )
     control = "x = bytearray(64 << 20)\nprint(len(x))"
 

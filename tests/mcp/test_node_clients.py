@@ -53,14 +53,22 @@ def test_typescript_sdk_client(server: Server) -> None:
     out = json.loads(r.stdout)
     assert out["protocolVersion"] == "2025-11-25" and out["sessionId"] is True
     assert out["tools"] == [
+        "command_output",
         "delete_file",
+        "edit_file",
+        "execute_code",
         "execute_python",
         "execute_shell",
+        "glob_files",
+        "grep_files",
+        "kill_command",
         "list_files",
+        "move_file",
         "read_file",
         "reset_python",
         "write_file",
     ]
+    assert out["allOutputSchemas"] is True
     assert out["outputSchema"] is True
     assert out["python"]["isError"] is False and out["python"]["structured"]["stdout"] == "45\n"
     assert out["read"] == "from ts"
@@ -73,6 +81,36 @@ def test_typescript_sdk_client(server: Server) -> None:
     ]
     assert out["isolated"]["isError"] is True and "does not exist" in out["isolated"]["text"]
     assert "unknown format" not in r.stderr  # output schemas are plain JSON Schema
+
+
+def test_typescript_sdk_client_uses_the_agent_tools(server: Server) -> None:
+    need(SDK, "@modelcontextprotocol/sdk")
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run(
+            ["node", str(HERE / "node/agent_tools.mjs"), server.url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=node_env(tmp, server.token),
+            cwd=HERE,
+        )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["js"] == {"isError": False, "stdout": "2,4,6\n"}
+    assert out["background"] == {
+        "reason": "running",
+        "stdout": "start\nend\n",
+        "last": {"running": False, "exit_code": 3, "reason": "exited"},
+    }
+    assert out["edit"]["replacements"] == 1 and "+const port = 8080;" in out["edit"]["diff"]
+    assert out["glob"] == ["src/app.js"] and out["grep"] == ["src/app.js:1", "src/app.js:2"]
+    assert out["moved"] == {"isError": False, "replaced": False}
+    assert out["escape"]["isError"] is True and '".."' in out["escape"]["text"]
+    assert out["image"] == ["image/svg+xml"]
+    assert out["resources"] == ["lib/app.js", "outputs/dot.svg"]
+    assert out["read"] == "const port = 8080;\nconsole.log(port);\n"
+    assert "unknown format" not in r.stderr  # every output schema is plain JSON Schema
 
 
 def test_typescript_sdk_client_without_token_is_rejected(server: Server) -> None:

@@ -33,12 +33,20 @@ def test_tools_are_listed_with_output_schemas(server: Server, mode: str) -> None
     assert set(tools) == {
         "execute_python",
         "execute_shell",
+        "execute_code",
+        "command_output",
+        "kill_command",
         "read_file",
         "write_file",
+        "edit_file",
         "list_files",
+        "glob_files",
+        "grep_files",
+        "move_file",
         "delete_file",
         "reset_python",
     }
+    assert all(t.output_schema for t in tools.values())
     props = tools["execute_python"].output_schema["properties"]
     assert {"stdout", "stderr", "exit_code", "reason", "duration_ms", "truncated"} <= set(props)
     assert set(tools["execute_python"].input_schema["required"]) == {"code"}
@@ -255,7 +263,9 @@ def test_stateless_requests_use_server_minted_workspace_handles(server: Server) 
             return ws, again, fresh, unknown
 
     ws, again, fresh, unknown = run(go())
-    assert ws.startswith("ws-")
+    # <replica>.ws-<32 hex>: the server's replica id (its host name here), then 128 random bits.
+    replica, rest = ws.split(".", 1)
+    assert replica and rest.startswith("ws-") and len(rest) == 35, ws
     assert again.structured_content["content"] == "kept"
     assert fresh.structured_content["workspace"] != ws and fresh.structured_content["entries"] == []
     assert unknown.is_error is True and "unknown or has expired" in unknown.content[0].text
@@ -442,7 +452,8 @@ def test_per_call_limits_end_runs_with_the_reason_in_words() -> None:
         bombs = {
             "memory": "x = bytearray(2 << 30)\nprint(len(x))",
             "processes": "import os, time\nfor i in range(200):\n"
-            "    if os.fork() == 0:\n        time.sleep(5)\n        os._exit(0)\nprint('forked')",
+            "    if os.fork() == 0:\n        time.sleep(5)\n        os._exit(0)\n"
+            "time.sleep(2)\nprint('forked')",
             "disk": "f = open('big', 'wb')\nfor i in range(400):\n    f.write(b'x' * (1 << 20))\n"
             "f.close()\nprint('wrote')",
         }

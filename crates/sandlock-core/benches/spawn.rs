@@ -1,9 +1,9 @@
-//! Benchmarks for the core engine and the CLI (issues 2 and 3). Not tests: each measures sandlock
-//! against a baseline measured in the same run, interleaved, and reports the ratio. Results are
-//! written as markdown to docs/perf/core.md (or the path in SANDLOCK_BENCH_OUT).
+//! Benchmarks for the core engine (issues 2 and 3). Not tests: each measures sandlock against a
+//! baseline measured in the same run, interleaved, and reports the ratio. Results are written as
+//! markdown to docs/perf/core.md (or the path in SANDLOCK_BENCH_OUT). The CLI's start-up is
+//! measured by scripts/bench_startup.py (docs/perf/startup.md).
 //!
-//! Run with `scripts/bench.sh` (it builds the release CLI first), or
-//! `cargo bench -p sandlock-core --bench spawn` after `cargo build --release -p sandlock-cli`.
+//! Run with `scripts/bench.sh core`, or `cargo bench -p sandlock-core --bench spawn`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -61,20 +61,6 @@ fn system_policy(ws: &std::path::Path) -> Policy {
     }
 }
 
-fn cli_path() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let p = target.join("release/sandlock");
-    assert!(
-        p.exists(),
-        "{} is missing: build it with `cargo build --release -p sandlock-cli` (scripts/bench.sh does)",
-        p.display()
-    );
-    p
-}
-
 struct Row {
     name: &'static str,
     sandlock: String,
@@ -82,41 +68,6 @@ struct Row {
     ratio: f64,
     goal: &'static str,
     met: bool,
-}
-
-fn cli_vs_true(rounds: usize) -> (Row, Row) {
-    let cli = cli_path();
-    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..20 {
-        host_true();
-    }
-    for _ in 0..rounds {
-        a.push(time(host_true));
-        b.push(time(|| {
-            run_quiet(&cli, &["run", "-p", "system", "--", "/bin/true"])
-        }));
-        c.push(time(|| run_quiet(&cli, &["--version"])));
-    }
-    let (base, ours, start) = (median(a), median(b), median(c));
-    let ratio = ours / base;
-    (
-        Row {
-            name: "`sandlock --version` vs `/bin/true` (median): starting the CLI process alone",
-            sandlock: format!("{start:.3} ms"),
-            baseline: format!("{base:.3} ms"),
-            ratio: start / base,
-            goal: "(context)",
-            met: true,
-        },
-        Row {
-            name: "`sandlock run -p system -- /bin/true` vs `/bin/true` (median)",
-            sandlock: format!("{ours:.3} ms"),
-            baseline: format!("{base:.3} ms"),
-            ratio,
-            goal: "≤ 1.6x",
-            met: ratio <= 1.6,
-        },
-    )
 }
 
 fn lib_run(sb: &Sandbox) {
@@ -314,8 +265,6 @@ fn main() {
     let ws = tempfile::tempdir().unwrap();
     let sb = Arc::new(Sandbox::new(system_policy(ws.path())).unwrap());
     let rounds = if quick { 50 } else { 300 };
-    eprintln!("bench: CLI vs /bin/true ({rounds} interleaved rounds)...");
-    let (startup, cli) = cli_vs_true(rounds);
     eprintln!("bench: library run, small then 4 GiB host...");
     let (big, lib) = big_host(&sb, rounds);
     eprintln!("bench: 8 threads, 3 s each side, twice...");
@@ -330,7 +279,7 @@ fn main() {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
-    let _ = writeln!(md, "# Core and CLI benchmarks\n");
+    let _ = writeln!(md, "# Core benchmarks\n");
     let _ = writeln!(
         md,
         "Produced by `scripts/bench.sh` (`cargo bench -p sandlock-core --bench spawn`, source: \
@@ -345,7 +294,7 @@ fn main() {
         "| measurement | sandlock | baseline | ratio | goal | met |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|");
-    for r in [&cli, &startup, &big, &lib, &tput, &io, &dl] {
+    for r in [&big, &lib, &tput, &io, &dl] {
         let ratio = if r.goal.ends_with("ms p99") {
             format!("{:.1} ms", r.ratio)
         } else {

@@ -188,14 +188,20 @@ impl Sandbox {
         let (err_r, err_w) =
             sys::pipe(libc::O_NONBLOCK).map_err(|e| prep(e, "cannot create the error pipe"))?;
         let (err_r, err_w) = (above(err_r)?, above(err_w)?);
-        // The shared ruleset may sit on any number (even 0-2 if the host had closed them when the
-        // Sandbox was made); this run's copy sits clear of every target.
-        let ruleset = plan
-            .ruleset
+        // The child applies the shared ruleset before it installs the targets, so the ruleset must
+        // not sit on a target's number. It usually sits above them all and is used as it is; one
+        // made while the host had 0-2 closed (or below a passed fd's target) is copied for this run.
+        let ruleset_copy = match &plan.ruleset {
+            Some(r) if r.as_raw_fd() < floor => Some(
+                sys::dup_above(r.as_raw_fd(), floor)
+                    .map_err(|e| prep(e, "cannot copy the Landlock ruleset descriptor"))?,
+            ),
+            _ => None,
+        };
+        let ruleset_fd = ruleset_copy
             .as_ref()
-            .map(|r| sys::dup_above(r.as_raw_fd(), floor))
-            .transpose()
-            .map_err(|e| prep(e, "cannot copy the Landlock ruleset descriptor"))?;
+            .or(plan.ruleset.as_ref())
+            .map_or(-1, AsRawFd::as_raw_fd);
         let (listener_ours, listener_theirs) = if plan.notify {
             let (a, b) = sys::socketpair(libc::SOCK_SEQPACKET)
                 .map_err(|e| prep(e, "cannot create the listener socket pair"))?;
@@ -293,7 +299,7 @@ impl Sandbox {
             .chain([err_r.as_raw_fd(), err_w.as_raw_fd()])
             .chain(listener_theirs.iter().map(AsRawFd::as_raw_fd))
             .chain(listener_ours.iter().map(AsRawFd::as_raw_fd))
-            .chain(ruleset.iter().map(AsRawFd::as_raw_fd))
+            .chain([ruleset_fd])
             .max()
             .unwrap_or(2);
 
@@ -322,7 +328,7 @@ impl Sandbox {
             rlimits: &plan.rlimits,
             drop_caps: true,
             drop_bounding: plan.drop_bounding,
-            ruleset_fd: ruleset.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+            ruleset_fd,
             filter: fprog.as_ref(),
             filter_flags: match (plan.notify, crate::kernel::seccomp_wait_killable()) {
                 (false, _) => 0,

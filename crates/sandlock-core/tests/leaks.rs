@@ -76,6 +76,67 @@ fn repeated_runs_leak_no_fds_threads_or_zombies() {
     );
 }
 
+/// Mappings of this process that look like a child stack: 128 KiB read-write right above a
+/// 4 KiB guard page.
+fn child_stacks() -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let spans: Vec<(u64, u64, bool, bool)> = maps
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (lo, hi) = f.next()?.split_once('-')?;
+            let perms = f.next()?;
+            let (lo, hi) = (
+                u64::from_str_radix(lo, 16).ok()?,
+                u64::from_str_radix(hi, 16).ok()?,
+            );
+            Some((lo, hi, perms.starts_with("---p"), perms.starts_with("rw-p")))
+        })
+        .collect();
+    spans
+        .windows(2)
+        .filter(|w| {
+            let ((glo, ghi, guard, _), (lo, hi, _, rw)) = (w[0], w[1]);
+            guard && rw && ghi - glo == 4096 && ghi == lo && hi - lo == 128 << 10
+        })
+        .count()
+}
+
+/// A thread keeps its child stack from one run to the next; one that ends leaves none behind.
+#[test]
+fn threads_that_ran_sandboxes_leave_no_child_stack_behind() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let sb = Sandbox::new(Policy {
+        presets: vec![Preset::System],
+        ..Policy::default()
+    })
+    .unwrap();
+    let before = child_stacks();
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..3 {
+                        assert!(sb.run(Command::new(["/bin/true"])).unwrap().success());
+                    }
+                    child_stacks()
+                })
+            })
+            .collect();
+        let seen: Vec<usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(
+            seen.iter().all(|&n| n >= 1),
+            "a thread that ran sandboxes kept no stack: {seen:?}"
+        );
+    });
+    // A test that ran before may still be unmapping its thread's stack: fewer is fine, more leak.
+    let after = child_stacks();
+    assert!(
+        after <= before,
+        "stacks of ended threads are still mapped: {after}, {before} before"
+    );
+}
+
 /// Peak memory is the sandbox's, not the host's: a CLONE_VM child inherits the host's high-water
 /// mark at exec, which must not show up in the outcome. In this binary because it inflates the
 /// host on purpose.

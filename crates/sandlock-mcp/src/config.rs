@@ -28,6 +28,10 @@
 //! fork_idle = 300
 //! pool = 2                    # ready workspaces for new sessions (see crate::pool)
 //!
+//! [node]                      # execute_code's javascript and typescript
+//! interpreter = "node"
+//! tsx = "/usr/local/bin/tsx"
+//!
 //! [tools.execute_python]      # a sandlock Policy
 //! net_allow = [":443"]
 //! ```
@@ -41,6 +45,7 @@ use sandlock_core::{ByteSize, Policy, Seconds};
 use serde::Deserialize;
 
 use crate::McpArgs;
+use crate::replica::ReplicaId;
 
 /// Which transport the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -99,6 +104,9 @@ pub struct ServerFile {
     pub log_code: Option<bool>,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: Option<String>,
+    /// This server's identity among its replicas: the prefix of every session id and workspace
+    /// handle it mints (see `crate::replica`).
+    pub replica_id: Option<String>,
 }
 
 /// The `[workspaces]` table.
@@ -133,6 +141,8 @@ pub struct LimitsFile {
     pub max_concurrent: Option<usize>,
     /// Calls that may wait for a free slot; past this a call is refused as busy.
     pub queue_depth: Option<usize>,
+    /// Background commands a workspace may run at once.
+    pub max_background: Option<usize>,
 }
 
 /// The `[python]` table.
@@ -149,6 +159,16 @@ pub struct PythonFile {
     pub pool: Option<usize>,
 }
 
+/// The `[node]` table: the runtime of `execute_code`'s `javascript` and `typescript`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeFile {
+    /// Node.js (a path, or a name looked up in `PATH`).
+    pub interpreter: Option<PathBuf>,
+    /// The `tsx` TypeScript runner (its `bin/tsx`, or its package directory).
+    pub tsx: Option<PathBuf>,
+}
+
 /// The `[tools]` table: a policy per execution tool.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -157,6 +177,9 @@ pub struct ToolsFile {
     pub execute_python: Option<Policy>,
     /// Policy for `execute_shell`.
     pub execute_shell: Option<Policy>,
+    /// Policy for `execute_code`'s `javascript` and `typescript` (its `python` runs with
+    /// `execute_python`'s).
+    pub execute_code: Option<Policy>,
 }
 
 /// The whole TOML file.
@@ -171,8 +194,12 @@ pub struct ConfigFile {
     pub limits: LimitsFile,
     /// `[python]`.
     pub python: PythonFile,
+    /// `[node]`.
+    pub node: NodeFile,
     /// `[tools.*]`.
     pub tools: ToolsFile,
+    /// `[onlyboxes]`: LobeHub's sandbox provider API (see `crate::provider`).
+    pub onlyboxes: crate::provider::config::OnlyboxesFile,
 }
 
 impl ConfigFile {
@@ -190,28 +217,35 @@ impl ConfigFile {
                 "{}",
                 e.to_string().trim_end().replace('\n', "\n  ")
                     + "\n  hint: the tables are [server], [workspaces], [limits], [python], \
-                       [tools.execute_python] and [tools.execute_shell]; tool tables take \
-                       sandlock policy fields"
+                       [node], [tools.execute_python], [tools.execute_shell], \
+                       [tools.execute_code] and [onlyboxes]; tool tables and [onlyboxes.policy] \
+                       take sandlock policy fields"
             )
         })
     }
 }
 
-/// The two execution tools.
+/// The policies code runs under: one per execution tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExecTool {
-    /// `execute_python`.
+    /// `execute_python` (and `execute_code` in Python).
     Python,
     /// `execute_shell`.
     Shell,
+    /// `execute_code` in JavaScript or TypeScript (Node.js).
+    Node,
 }
 
 impl ExecTool {
-    /// The MCP tool name.
+    /// Every one of them.
+    pub const ALL: [ExecTool; 3] = [ExecTool::Python, ExecTool::Shell, ExecTool::Node];
+
+    /// The MCP tool whose policy this is (`[tools.<name>]`).
     pub fn name(self) -> &'static str {
         match self {
             ExecTool::Python => "execute_python",
             ExecTool::Shell => "execute_shell",
+            ExecTool::Node => "execute_code",
         }
     }
 }
@@ -239,6 +273,8 @@ pub struct Config {
     pub log_code: bool,
     /// Log level.
     pub log_level: tracing_subscriber::filter::LevelFilter,
+    /// This replica's identity, the prefix of the ids it mints.
+    pub replica: ReplicaId,
     /// Workspace root (absolute).
     pub workspace_root: PathBuf,
     /// Idle TTL of sessions and stateless workspaces.
@@ -253,6 +289,8 @@ pub struct Config {
     pub max_concurrent: usize,
     /// Waiting calls allowed.
     pub queue_depth: usize,
+    /// Background commands per workspace at once.
+    pub max_background: usize,
     /// Python interpreter as configured (resolved later).
     pub python: PathBuf,
     /// Base policy of `execute_python` (before the workspace and interpreter are added).
@@ -265,6 +303,14 @@ pub struct Config {
     pub python_pool: usize,
     /// Base policy of `execute_shell`.
     pub shell_policy: Policy,
+    /// Node.js as configured (resolved later; `None`: `node` in `PATH`, if there is one).
+    pub node: Option<PathBuf>,
+    /// The tsx runner as configured, if it was (else it is looked up in `PATH`).
+    pub tsx: Option<PathBuf>,
+    /// Base policy of `execute_code` in JavaScript and TypeScript.
+    pub node_policy: Policy,
+    /// LobeHub's sandbox provider API, when a JIT signing key is configured.
+    pub onlyboxes: Option<crate::provider::config::ProviderConfig>,
 }
 
 /// Environment variable that may hold the bearer token.
@@ -281,6 +327,7 @@ const DEFAULT_MAX_DISK: ByteSize = ByteSize::mib(256);
 const DEFAULT_TTL: Duration = Duration::from_secs(900);
 const DEFAULT_FORK_IDLE: Duration = Duration::from_secs(300);
 const DEFAULT_GRACE: Duration = Duration::from_secs(20);
+const DEFAULT_MAX_BACKGROUND: usize = 4;
 
 impl Config {
     /// Merges defaults, the config file named by `args.config` (if any) and the flags.
@@ -431,11 +478,31 @@ impl Config {
         };
         let python_policy = limits(file.tools.execute_python.unwrap_or_else(default_policy));
         let shell_policy = limits(file.tools.execute_shell.unwrap_or_else(default_policy));
+        let node_policy = limits(file.tools.execute_code.unwrap_or_else(default_policy));
         for (tool, p) in [
             ("execute_python", &python_policy),
             ("execute_shell", &shell_policy),
+            ("execute_code", &node_policy),
         ] {
             check_isolation(tool, p, &workspace_root)?;
+        }
+
+        let max_workspaces = args.max_workspaces.or(w.max_workspaces).unwrap_or(256);
+        let onlyboxes = crate::provider::config::resolve(
+            args.onlyboxes_jit_key_file.clone(),
+            &args.onlyboxes_storage_host,
+            file.onlyboxes,
+            &limits,
+            max_workspaces,
+        )?;
+        if let Some(o) = &onlyboxes {
+            if transport != Transport::Http {
+                bail!(
+                    "the Onlyboxes API is served over HTTP: drop --transport stdio, or the \
+                     signing key (--onlyboxes-jit-key-file / [onlyboxes] jit_key_file)"
+                );
+            }
+            check_isolation_in("onlyboxes.policy", &o.policy, &workspace_root)?;
         }
 
         // max_cpu counts the CPU of every process of the tree, dead ones included: with a fork
@@ -454,7 +521,6 @@ impl Config {
             (None, None) => PythonStart::Fork,
         };
 
-        let max_workspaces = args.max_workspaces.or(w.max_workspaces).unwrap_or(256);
         let python_pool = match (args.python_pool.or(file.python.pool), python_start) {
             (Some(n), PythonStart::Fresh) if n > 0 => bail!(
                 "python.pool = {n} needs start = \"fork\": the pool holds workspaces whose Python \
@@ -469,6 +535,10 @@ impl Config {
             (None, PythonStart::Fork) if transport == Transport::Stdio => 0,
             (None, PythonStart::Fork) => max_concurrent.min(max_workspaces / 2),
         };
+        let max_background = args
+            .max_background
+            .or(l.max_background)
+            .unwrap_or(DEFAULT_MAX_BACKGROUND);
 
         let log_level = match (args.log_level, s.log_level) {
             (Some(l), _) => l,
@@ -478,6 +548,19 @@ impl Config {
                 )
             })?,
             (None, None) => tracing_subscriber::filter::LevelFilter::INFO,
+        };
+
+        let replica = match args.replica_id.as_deref().or(s.replica_id.as_deref()) {
+            Some(text) => ReplicaId::parse(text).map_err(|e| {
+                anyhow::anyhow!(
+                    "replica_id: {text:?} is not a replica id: {e}. Use 1 to {} letters, digits, \
+                     '-' and '_' (e.g. the pod name sandlock-0): the id starts every session id \
+                     and workspace handle, up to the first '.', and is the proxy's name for this \
+                     replica",
+                    crate::replica::MAX_LEN
+                )
+            })?,
+            None => ReplicaId::default_for_host(),
         };
 
         Ok(Config {
@@ -494,6 +577,7 @@ impl Config {
             log_format: args.log_format.or(s.log_format).unwrap_or(LogFormat::Text),
             log_code: args.log_code || s.log_code.unwrap_or(false),
             log_level,
+            replica,
             workspace_root,
             ttl: args.ttl.or(w.ttl).map_or(DEFAULT_TTL, Seconds::duration),
             max_disk,
@@ -501,6 +585,7 @@ impl Config {
             max_timeout,
             max_concurrent,
             queue_depth: args.queue_depth.or(l.queue_depth).unwrap_or(32),
+            max_background,
             python: args
                 .python
                 .clone()
@@ -514,6 +599,10 @@ impl Config {
                 .map_or(DEFAULT_FORK_IDLE, Seconds::duration),
             python_pool,
             shell_policy,
+            node: args.node.clone().or(file.node.interpreter),
+            tsx: args.tsx.clone().or(file.node.tsx),
+            node_policy,
+            onlyboxes,
         })
     }
 
@@ -522,6 +611,7 @@ impl Config {
         match tool {
             ExecTool::Python => &self.python_policy,
             ExecTool::Shell => &self.shell_policy,
+            ExecTool::Node => &self.node_policy,
         }
     }
 }
@@ -529,6 +619,11 @@ impl Config {
 /// A readable or writable path that contains the workspace root would let one session's code see
 /// every other session's files, so such a policy is refused at start-up.
 pub fn check_isolation(tool: &str, p: &Policy, root: &Path) -> anyhow::Result<()> {
+    check_isolation_in(&format!("tools.{tool}"), p, root)
+}
+
+/// [`check_isolation`] for the policy of the configuration table `table` (named in the errors).
+pub fn check_isolation_in(table: &str, p: &Policy, root: &Path) -> anyhow::Result<()> {
     let fields = [
         ("fs_readable", &p.fs_readable),
         ("fs_writable", &p.fs_writable),
@@ -538,7 +633,7 @@ pub fn check_isolation(tool: &str, p: &Policy, root: &Path) -> anyhow::Result<()
             let shown = path.canonicalize().unwrap_or_else(|_| path.clone());
             if root.starts_with(&shown) || root.starts_with(path) {
                 bail!(
-                    "tools.{tool}.{field}[{i}]: {:?} contains the workspace root {}; every \
+                    "{table}.{field}[{i}]: {:?} contains the workspace root {}; every \
                      session could read the others' files. Grant a narrower path, or move the \
                      workspace root (--workspace-root) outside it",
                     path.display().to_string(),
@@ -548,9 +643,7 @@ pub fn check_isolation(tool: &str, p: &Policy, root: &Path) -> anyhow::Result<()
         }
     }
     if p.cwd.is_some() {
-        bail!(
-            "tools.{tool}.cwd: the server runs every call in its session's workspace; remove cwd"
-        );
+        bail!("{table}.cwd: the server runs every call in its session's workspace; remove cwd");
     }
     Ok(())
 }
@@ -686,6 +779,57 @@ mod tests {
         let e = merge(&["--python-pool", "4", "--max-workspaces", "4"]).unwrap_err();
         assert!(e.to_string().contains("below max_workspaces (4)"), "{e}");
         assert_eq!(merge(&["--python-pool", "0"]).unwrap().python_pool, 0);
+    }
+
+    #[test]
+    fn node_background_and_execute_code_settings_are_read() {
+        let c = Config::merge(&args(&[]), ConfigFile::default(), None).unwrap();
+        assert_eq!((c.node.as_deref(), c.tsx.as_deref()), (None, None));
+        assert_eq!(c.max_background, DEFAULT_MAX_BACKGROUND);
+        assert_eq!(c.node_policy.max_memory, Some(DEFAULT_MAX_MEMORY));
+        let f = ConfigFile::parse(
+            "[limits]\nmax_background = 1\n[node]\ninterpreter = \"/opt/node/bin/node\"\n\
+             tsx = \"/opt/tsx\"\n[tools.execute_code]\nmax_memory = \"1G\"\n",
+        )
+        .unwrap();
+        let c = Config::merge(&args(&["--max-background", "3"]), f, None).unwrap();
+        assert_eq!(c.max_background, 3, "the flag wins");
+        assert_eq!(c.node.as_deref(), Some(Path::new("/opt/node/bin/node")));
+        assert_eq!(c.tsx.as_deref(), Some(Path::new("/opt/tsx")));
+        assert_eq!(
+            c.policy(ExecTool::Node).max_memory,
+            Some(ByteSize::mib(1024))
+        );
+        let e = ConfigFile::parse("[node]\ntxs = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("txs"), "{e}");
+    }
+
+    #[test]
+    fn replica_id_comes_from_the_flag_the_file_or_the_host_name() {
+        let c = Config::merge(&args(&[]), ConfigFile::default(), None).unwrap();
+        assert_eq!(c.replica, ReplicaId::default_for_host());
+        let f = || ConfigFile::parse("[server]\nreplica_id = \"from-file\"\n").unwrap();
+        let c = Config::merge(&args(&[]), f(), None).unwrap();
+        assert_eq!(c.replica.as_str(), "from-file");
+        let c = Config::merge(&args(&["--replica-id", "sandlock-2"]), f(), None).unwrap();
+        assert_eq!(c.replica.as_str(), "sandlock-2");
+    }
+
+    #[test]
+    fn a_bad_replica_id_is_refused_naming_the_field_the_value_and_the_rule() {
+        let e = Config::merge(
+            &args(&["--replica-id", "web.1"]),
+            ConfigFile::default(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("replica_id: \"web.1\""), "{e}");
+        assert!(e.contains("'.' (character 4) is not allowed"), "{e}");
+        assert!(e.contains("letters, digits, '-' and '_'"), "{e}");
+        let f = ConfigFile::parse("[server]\nreplica_id = \"\"\n").unwrap();
+        let e = Config::merge(&args(&[]), f, None).unwrap_err().to_string();
+        assert!(e.contains("it is empty"), "{e}");
     }
 
     #[test]

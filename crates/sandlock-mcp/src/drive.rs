@@ -8,7 +8,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use sandlock_core::{Command, Outcome, Reason, Sandbox, SandboxError};
+use sandlock_core::{Command, Outcome, Reason, Running, Sandbox, SandboxError};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,7 @@ impl AsRawFd for EpollFd {
     }
 }
 
+/// Whether `fd` has something to read right now (without waiting).
 pub(crate) fn still_readable(fd: RawFd) -> bool {
     let mut p = libc::pollfd {
         fd,
@@ -39,7 +40,30 @@ pub async fn run(
     cancel: &CancellationToken,
     cancel_why: impl Fn() -> String,
 ) -> Result<Outcome, sandlock_core::Error> {
-    let mut running = sandbox.spawn(cmd)?;
+    run_observed(sandbox, cmd, cancel, cancel_why, |_| {}).await
+}
+
+/// [`run`], calling `observe` after every step of the run (for example to take the output
+/// captured so far with [`sandlock_core::Running::take_stdout`]).
+pub async fn run_observed(
+    sandbox: &Sandbox,
+    cmd: Command,
+    cancel: &CancellationToken,
+    cancel_why: impl Fn() -> String,
+    observe: impl FnMut(&mut Running),
+) -> Result<Outcome, sandlock_core::Error> {
+    let running = sandbox.spawn(cmd)?;
+    Ok(supervise(running, cancel, cancel_why, observe).await?)
+}
+
+/// Drives a run already started to completion, as [`run_observed`] does (a background command
+/// is started by the call that asks for it, and supervised by a task of its own).
+pub async fn supervise(
+    mut running: Running,
+    cancel: &CancellationToken,
+    cancel_why: impl Fn() -> String,
+    mut observe: impl FnMut(&mut Running),
+) -> Result<Outcome, SandboxError> {
     let io_err = |e: std::io::Error| {
         SandboxError::io(
             sandlock_core::Stage::Supervise,
@@ -53,7 +77,9 @@ pub async fn run(
         .map_err(|e| io_err(e.into()))?;
     let mut killed = false;
     loop {
-        if running.step(Some(Duration::ZERO))? {
+        let done = running.step(Some(Duration::ZERO))?;
+        observe(&mut running);
+        if done {
             break;
         }
         let wake = running.next_wakeup().map(tokio::time::Instant::from_std);

@@ -3,7 +3,7 @@
 //! interpreter. Driving a run is [`crate::drive`]'s; the interpreters a workspace keeps (the fork
 //! server, the persistent interpreter) are [`crate::warm`]'s.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ExecTool};
+use crate::node::{Node, Script};
 use crate::python::{Interpreter, PYTHON_BOOTSTRAP, memfd_with};
 use crate::warm::{Cell, Gone, Persistent, Zygote};
 use crate::workspace::{Workspace, short};
@@ -21,23 +22,17 @@ use crate::workspace::{Workspace, short};
 pub const MAX_COMMAND: usize = 128 * 1024 - 1;
 
 /// The policy for one tool in one workspace: the configured policy, plus the workspace (readable,
-/// writable, the working directory and `HOME`) and, for Python, the interpreter's paths.
-pub fn workspace_policy(
-    base: &Policy,
-    tool: ExecTool,
-    ws: &Path,
-    python: Option<&Interpreter>,
-) -> Policy {
+/// writable, the working directory and `HOME`) and the runtime's own paths (`readable`: the
+/// Python interpreter's, or Node's and its TypeScript runner's).
+pub fn workspace_policy(base: &Policy, tool: ExecTool, ws: &Path, readable: &[PathBuf]) -> Policy {
     let mut p = base.clone();
     p.fs_writable.push(ws.to_path_buf());
+    p.fs_readable.extend(readable.iter().cloned());
     p.cwd = Some(ws.to_path_buf());
     let ws_s = ws.display().to_string();
     p.env.entry("HOME".into()).or_insert_with(|| ws_s.clone());
     p.env.entry("TMPDIR".into()).or_insert(ws_s);
     if tool == ExecTool::Python {
-        if let Some(py) = python {
-            p.fs_readable.extend(py.readable.iter().cloned());
-        }
         p.env
             .entry("PYTHONDONTWRITEBYTECODE".into())
             .or_insert_with(|| "1".into());
@@ -48,20 +43,6 @@ pub fn workspace_policy(
     p
 }
 
-/// The sandbox for `tool` in `ws`, from the tool's configured policy (built once per workspace and
-/// tool).
-fn tool_sandbox(
-    policy: &Policy,
-    tool: ExecTool,
-    python: &Interpreter,
-    ws: &Workspace,
-) -> Result<Arc<Sandbox>, String> {
-    ws.sandbox(tool, || {
-        let p = workspace_policy(policy, tool, &ws.dir, Some(python));
-        Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
-    })
-}
-
 /// The sandbox of the interpreters `ws` keeps: the Python policy in that workspace, without a
 /// timeout (they live across calls, and each call has its own deadline).
 fn kept_sandbox(
@@ -70,7 +51,7 @@ fn kept_sandbox(
     ws: &Workspace,
 ) -> Result<Arc<Sandbox>, String> {
     ws.kept_sandbox(|| {
-        let mut p = workspace_policy(policy, ExecTool::Python, &ws.dir, Some(python));
+        let mut p = workspace_policy(policy, ExecTool::Python, &ws.dir, &python.readable);
         p.timeout = None;
         Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
     })
@@ -100,16 +81,38 @@ pub struct PersistentRun {
     pub lost: Option<String>,
 }
 
+/// What a call runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// Python code (passed on descriptor 3).
+    Python(&'a str),
+    /// A command line for `/bin/sh -c`.
+    Shell(&'a str),
+    /// A JavaScript or TypeScript snippet, saved in the workspace at this relative path.
+    Node(Script, &'a str),
+}
+
+impl Source<'_> {
+    /// Whose policy it runs under.
+    pub fn tool(&self) -> ExecTool {
+        match self {
+            Source::Python(_) => ExecTool::Python,
+            Source::Shell(_) => ExecTool::Shell,
+            Source::Node(..) => ExecTool::Node,
+        }
+    }
+}
+
 /// Builds the command for a call.
-pub fn command(
-    tool: ExecTool,
+fn command(
+    source: Source<'_>,
     python: &Interpreter,
-    code: &str,
+    node: Option<&Node>,
     stdin: Option<String>,
     timeout: Duration,
 ) -> Result<Command, String> {
-    let cmd = match tool {
-        ExecTool::Python => {
+    let cmd = match source {
+        Source::Python(code) => {
             let fd = memfd_with(code.as_bytes())
                 .map_err(|e| format!("cannot pass the code to the interpreter: {e}"))?;
             Command::new([
@@ -119,7 +122,7 @@ pub fn command(
             ])
             .pass_fd(fd, 3)
         }
-        ExecTool::Shell => {
+        Source::Shell(code) => {
             if code.len() > MAX_COMMAND {
                 return Err(format!(
                     "the command is {} bytes; the limit is {MAX_COMMAND} (write a script with \
@@ -132,6 +135,10 @@ pub fn command(
             }
             Command::new(["/bin/sh", "-c", code])
         }
+        Source::Node(script, file) => match node {
+            Some(n) => n.command(script, file)?,
+            None => return Err(NO_NODE.into()),
+        },
     };
     let cmd = match stdin {
         Some(s) => cmd.stdin(Stdio::Bytes(s.into_bytes())),
@@ -139,6 +146,11 @@ pub fn command(
     };
     Ok(cmd.timeout(timeout))
 }
+
+/// The answer to JavaScript or TypeScript on a server without Node.js.
+const NO_NODE: &str = "Node.js is not installed on this server, so javascript and typescript \
+                       cannot run; ask the operator to install it (e.g. apt-get install nodejs, or \
+                       --node PATH). language=python works meanwhile";
 
 /// Why a call did not get to run.
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +293,8 @@ pub struct Executor {
     pub config: Config,
     /// The Python interpreter.
     pub python: Interpreter,
+    /// Node.js, when the host has it.
+    pub node: Option<Node>,
     /// The concurrency gate.
     pub gate: Gate,
 }
@@ -309,9 +323,32 @@ impl Executor {
         }
     }
 
+    /// The command for a call (`invalid` in words when it cannot be one).
+    pub fn command(
+        &self,
+        source: Source<'_>,
+        stdin: Option<String>,
+        timeout: Duration,
+    ) -> Result<Command, String> {
+        command(source, &self.python, self.node.as_ref(), stdin, timeout)
+    }
+
+    /// The policy of `tool` in the workspace directory `ws`.
+    pub fn policy(&self, tool: ExecTool, ws: &Path) -> Policy {
+        let readable = match tool {
+            ExecTool::Python => self.python.readable.as_slice(),
+            ExecTool::Shell => &[],
+            ExecTool::Node => self.node.as_ref().map_or(&[][..], |n| &n.readable),
+        };
+        workspace_policy(self.config.policy(tool), tool, ws, readable)
+    }
+
     /// The sandbox for `tool` in `ws` (built once per workspace and tool).
     pub fn sandbox(&self, tool: ExecTool, ws: &Workspace) -> Result<Arc<Sandbox>, String> {
-        tool_sandbox(self.config.policy(tool), tool, &self.python, ws)
+        ws.sandbox(tool, || {
+            Sandbox::new(self.policy(tool, &ws.dir))
+                .map_err(|e| format!("cannot set up the sandbox: {e}"))
+        })
     }
 
     /// Runs Python `code` in `ws` by forking the workspace's fork server (see `crate::warm`), if

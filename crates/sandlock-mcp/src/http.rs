@@ -1,9 +1,11 @@
 //! The Streamable HTTP face: `/mcp` (rmcp's service behind bearer authentication), `/healthz`,
 //! `/readyz` and `/metrics`, and graceful shutdown.
 //!
-//! Checks on `/mcp`, in order: the bearer token (401), then, inside rmcp, the `Host` header against
-//! `allowed_hosts` and the `Origin` header against `allowed_origins` (403; a request without
-//! `Origin`, as non-browser clients send, passes). Origin validation is always on.
+//! Checks on `/mcp`, in order: the bearer token (401); in session mode, that an `Mcp-Session-Id`
+//! names a session alive on this replica (404 in words otherwise, see
+//! [`crate::replica::misroute`]); then, inside rmcp, the `Host` header against `allowed_hosts` and
+//! the `Origin` header against `allowed_origins` (403; a request without `Origin`, as non-browser
+//! clients send, passes). Origin validation is always on.
 //!
 //! Shutdown (SIGTERM or SIGINT): stop accepting new runs (new and queued calls get a "shutting down"
 //! result, `/readyz` turns 503 so that Kubernetes stops routing here), let runs in progress finish
@@ -22,10 +24,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
+use rmcp::transport::streamable_http_server::session::local::SessionConfig;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+use crate::provider::{Provider, ProviderState};
+use crate::replica::misroute::{SessionCheck, check_session};
+use crate::replica::sessions::ReplicaSessions;
 use crate::tools::{App, SandlockTools};
 
 /// Compares a presented token with the expected one in time that depends only on the expected
@@ -130,7 +135,10 @@ async fn readyz(State(s): State<Shared>) -> Response {
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
-    let body = s.app.metrics.render(&s.app.gauges());
+    let mut body = s.app.metrics.render(&s.app.gauges());
+    if let Some(p) = &s.provider {
+        body.push_str(&p.render_metrics());
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -145,10 +153,16 @@ async fn metrics(State(s): State<Shared>) -> Response {
 struct Shared {
     app: Arc<App>,
     ready: Arc<Ready>,
+    provider: Option<Arc<Provider>>,
 }
 
-/// Builds the router. `sessions_end` ends every MCP session when cancelled.
-pub fn router(app: Arc<App>, sessions_end: CancellationToken) -> Router {
+/// Builds the router: `/mcp`, health, metrics, and LobeHub's provider API when `provider` is given.
+/// `sessions_end` ends every MCP session when cancelled.
+pub fn router(
+    app: Arc<App>,
+    provider: Option<Arc<Provider>>,
+    sessions_end: CancellationToken,
+) -> Router {
     let cfg = &app.exec.config;
     let mut http_cfg = StreamableHttpServerConfig::default()
         .with_cancellation_token(sessions_end)
@@ -167,35 +181,54 @@ pub fn router(app: Arc<App>, sessions_end: CancellationToken) -> Router {
     let keep_alive = cfg.ttl.max(cfg.max_timeout + Duration::from_secs(5));
     let mut session_cfg = SessionConfig::default();
     session_cfg.keep_alive = Some(keep_alive);
-    let mut manager = LocalSessionManager::default();
-    manager.session_config = session_cfg;
+    let sessions = Arc::new(ReplicaSessions::new(cfg.replica.clone(), session_cfg));
     let factory_app = app.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(SandlockTools::new(factory_app.clone())),
-        Arc::new(manager),
+        sessions.clone(),
         http_cfg,
     );
     let mut mcp_routes = Router::new().route_service("/mcp", mcp);
+    if !cfg.stateless {
+        let check = SessionCheck {
+            sessions,
+            app: app.clone(),
+            idle: keep_alive,
+        };
+        mcp_routes = mcp_routes.layer(middleware::from_fn_with_state(check, check_session));
+    }
+    // Added last, so it runs first: nothing is said about sessions to a caller without the token.
     if let Some(token) = &cfg.token {
         mcp_routes = mcp_routes.layer(middleware::from_fn_with_state(
             Arc::new(token.clone()),
             require_token,
         ));
     }
+    let provider_routes = provider.clone().map(|provider| {
+        crate::provider::api::routes(ProviderState {
+            app: app.clone(),
+            provider,
+        })
+    });
     let shared = Shared {
         app,
         ready: Arc::new(Ready::default()),
+        provider,
     };
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(shared)
-        .merge(mcp_routes)
+        .merge(mcp_routes);
+    match provider_routes {
+        Some(p) => router.merge(p),
+        None => router,
+    }
 }
 
 /// Serves until a signal, then shuts down gracefully.
-pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
+pub async fn serve(app: Arc<App>, provider: Option<Arc<Provider>>) -> anyhow::Result<()> {
     let cfg = &app.exec.config;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -208,11 +241,13 @@ pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
     let local: SocketAddr = listener.local_addr()?;
     let sessions_end = CancellationToken::new();
     let stop_accepting = CancellationToken::new();
-    let router = router(app.clone(), sessions_end.clone());
+    let router = router(app.clone(), provider.clone(), sessions_end.clone());
     tracing::info!(
         listen = %local,
         path = "/mcp",
+        replica = %cfg.replica,
         auth = cfg.token.is_some(),
+        onlyboxes = provider.is_some(),
         stateless = cfg.stateless,
         workspace_root = %app.workspaces.root().display(),
         max_concurrent = cfg.max_concurrent,
@@ -239,6 +274,9 @@ pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
     match tokio::time::timeout(Duration::from_secs(3), server).await {
         Ok(r) => r??,
         Err(_) => tracing::warn!("closing connections that were still open after shutdown"),
+    }
+    if let Some(p) = &provider {
+        p.shutdown();
     }
     app.pool.clear();
     app.workspaces.clear();

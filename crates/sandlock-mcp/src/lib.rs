@@ -2,8 +2,10 @@
 //!
 //! A self-hosted "execute code" tool for agent platforms. It speaks Streamable HTTP (the
 //! 2025-11-25 revision with `Mcp-Session-Id` sessions, and stateless 2026-07-28 requests) or stdio,
-//! and offers seven tools: `execute_python` (also as persistent cells), `execute_shell`,
-//! `reset_python`, `read_file`, `write_file`, `list_files` and `delete_file`.
+//! and offers the tools an agent needs to run code and work with files in a private workspace
+//! (`execute_python`, also as persistent cells that keep their variables, `execute_shell`,
+//! `execute_code`, background commands, and file tools from `read_file` to `grep_files`), with
+//! the workspace's files as MCP resources.
 //!
 //! The flow of one call: [`tools`] (the rmcp handler, one module per family of tools) finds the
 //! caller's [`workspace`] (a new one from the [`pool`] of ready workspaces), waits for a slot at
@@ -13,9 +15,15 @@
 //! knows the interpreter and how code reaches it, and [`output`] turns long output into an excerpt
 //! and a saved file. File tools go through [`files`], which resolves every path beneath the
 //! workspace with `openat2(RESOLVE_BENEATH)`. [`http`] adds authentication, health, readiness,
-//! [`metrics`] and graceful shutdown. [`config`] merges the TOML file and flags.
+//! [`metrics`] and graceful shutdown. [`config`] merges the TOML file and flags. [`provider`]
+//! serves LobeHub's Cloud Sandbox (the Onlyboxes provider API) beside `/mcp`, on the same
+//! workspaces, gate and metrics.
 //!
-//! Modules depend downwards only: `tools -> pool -> exec -> workspace -> warm -> {drive, python}`.
+//! Background commands live in [`background`], per workspace; [`node`] finds Node.js and a
+//! TypeScript runner for `execute_code`, and [`images`] returns the charts code saves.
+//!
+//! Modules depend downwards only: `http -> provider -> tools -> pool -> exec -> workspace ->
+//! {warm, background} -> {drive, python, files}`.
 //!
 //! # Isolation
 //!
@@ -34,15 +42,20 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod background;
 pub mod config;
 pub mod drive;
 pub mod exec;
 pub mod files;
 pub mod http;
+pub mod images;
 pub mod metrics;
+pub mod node;
 pub mod output;
 pub mod pool;
+pub mod provider;
 pub mod python;
+pub mod replica;
 pub mod tools;
 pub mod warm;
 pub mod workspace;
@@ -61,6 +74,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{Config, ExecTool, LogFormat, PythonStart, Transport};
 use crate::exec::{Executor, Gate};
+use crate::node::Node;
 use crate::python::Interpreter;
 use crate::tools::{App, SandlockTools};
 use crate::workspace::Registry;
@@ -68,7 +82,8 @@ use crate::workspace::Registry;
 /// Flags of `sandlock mcp`. Every flag can also be set in the `--config` TOML file; flags win.
 #[derive(Debug, Clone, clap::Args)]
 pub struct McpArgs {
-    /// TOML configuration file (tables `[server]`, `[workspaces]`, `[limits]`, `[python]`, `[tools.*]`).
+    /// TOML configuration file (tables `[server]`, `[workspaces]`, `[limits]`, `[python]`,
+    /// `[tools.*]`, `[onlyboxes]`).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Transport: Streamable HTTP, or stdio for a client that starts the server itself.
@@ -94,6 +109,12 @@ pub struct McpArgs {
     /// Serve every request statelessly (no sessions; workspaces by handle).
     #[arg(long)]
     pub stateless: bool,
+    /// This server's name among replicas behind one proxy: every session id and workspace handle
+    /// it mints starts with `ID.`, so the proxy can route each request to the replica that holds
+    /// its session (deploy/haproxy/haproxy.cfg). 1 to 63 letters, digits, `-` and `_`; unique per
+    /// replica [default: the host name, other characters turned into `-`].
+    #[arg(long, value_name = "ID")]
+    pub replica_id: Option<String>,
     /// Directory for the per-session workspaces [default: $TMPDIR/sandlock-mcp].
     #[arg(long, value_name = "DIR")]
     pub workspace_root: Option<PathBuf>,
@@ -127,6 +148,10 @@ pub struct McpArgs {
     /// Calls that may wait for a slot; past this, calls are refused as busy [default: 32].
     #[arg(long, value_name = "N")]
     pub queue_depth: Option<usize>,
+    /// Background commands (execute_shell with background=true) a workspace may run at once
+    /// [default: 4]. They do not take a run slot; each has the tool's limits.
+    #[arg(long, value_name = "N")]
+    pub max_background: Option<usize>,
     /// Python interpreter for execute_python; its prefix and site-packages become readable
     /// [default: python3].
     #[arg(long, value_name = "PATH")]
@@ -142,6 +167,14 @@ pub struct McpArgs {
     /// [default: max_concurrent over HTTP (at most half of max_workspaces), 0 with stdio].
     #[arg(long, value_name = "N")]
     pub python_pool: Option<usize>,
+    /// Node.js for execute_code's javascript and typescript [default: node]. Without it, those
+    /// languages answer with an error that says what to install.
+    #[arg(long, value_name = "PATH")]
+    pub node: Option<PathBuf>,
+    /// The tsx TypeScript runner (its bin/tsx or its package directory) [default: tsx in PATH,
+    /// else Node's own type stripping where Node is 22.6 or newer].
+    #[arg(long, value_name = "PATH")]
+    pub tsx: Option<PathBuf>,
     /// Seconds runs in progress get to finish after SIGTERM [default: 20].
     #[arg(long, value_name = "SECS")]
     pub grace: Option<Seconds>,
@@ -154,6 +187,15 @@ pub struct McpArgs {
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<LevelFilter>,
+    /// Serve LobeHub's Cloud Sandbox (the Onlyboxes provider API, /api/v1/...) on the same
+    /// listener, authenticating its JIT tokens with the key in FILE: the value LobeHub has as
+    /// ONLYBOXES_JIT_SIGNING_KEY, at least 32 bytes. See docs/lobehub.md.
+    #[arg(long, value_name = "FILE")]
+    pub onlyboxes_jit_key_file: Option<PathBuf>,
+    /// HOST[:PORT] of the object store LobeHub's presigned URLs point at (repeatable): session
+    /// commands may connect there (uploaded-file sync), and file exports may only go there.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub onlyboxes_storage_host: Vec<String>,
 }
 
 fn init_logging(format: LogFormat, level: LevelFilter) {
@@ -175,9 +217,13 @@ fn init_logging(format: LogFormat, level: LevelFilter) {
 /// Builds the shared state and proves, before serving anything, that a sandbox can be built for
 /// each tool with the configured policy on this machine.
 pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
-    let workspaces = Registry::new(&config.workspace_root, config.max_workspaces)?;
+    let workspaces = Registry::new(
+        &config.workspace_root,
+        config.max_workspaces,
+        config.replica.clone(),
+    )?;
     // Again with the root resolved (it may sit behind a symlink, e.g. /var/tmp -> /tmp).
-    for tool in [ExecTool::Python, ExecTool::Shell] {
+    for tool in ExecTool::ALL {
         config::check_isolation(tool.name(), config.policy(tool), workspaces.root())?;
     }
     let python = Interpreter::discover(&config.python, workspaces.root())?;
@@ -186,23 +232,29 @@ pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         PythonStart::Fresh => "fresh",
     };
     tracing::info!(python = %python.path.display(), version = %python.version, python_start, python_pool = config.python_pool, readable = ?python.readable, "python interpreter");
+    let node = Node::discover(
+        config.node.as_deref(),
+        config.tsx.as_deref(),
+        workspaces.root(),
+    )?;
+    if let Some(n) = &node {
+        tracing::info!(node = %n.path.display(), runtime = %n.describe(), readable = ?n.readable, "node for execute_code");
+    }
     let gate = Gate::new(config.max_concurrent, config.queue_depth);
     let exec = Executor {
         config,
         python,
+        node,
         gate,
     };
     let probe = workspaces
         .create(true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    for tool in [ExecTool::Python, ExecTool::Shell] {
-        let p = exec::workspace_policy(
-            exec.config.policy(tool),
-            tool,
-            &probe.dir,
-            Some(&exec.python),
-        );
-        Sandbox::new(p).map_err(|e| {
+    for tool in ExecTool::ALL {
+        if tool == ExecTool::Node && exec.node.is_none() {
+            continue;
+        }
+        Sandbox::new(exec.policy(tool, &probe.dir)).map_err(|e| {
             anyhow::anyhow!(
                 "cannot build the sandbox for {}: {e}\n  hint: `sandlock check` shows what this \
                  machine supports; set best_effort = true in [tools.{}] to run with what it has",
@@ -219,6 +271,15 @@ pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         pool,
         metrics: metrics::Metrics::default(),
     }))
+}
+
+/// Builds LobeHub's sandbox provider when a signing key is configured, proving first that a
+/// session's sandbox can be built here.
+pub fn build_provider(app: &App) -> anyhow::Result<Option<Arc<provider::Provider>>> {
+    let Some(c) = app.exec.config.onlyboxes.clone() else {
+        return Ok(None);
+    };
+    Ok(Some(Arc::new(provider::Provider::new(c, &app.workspaces)?)))
 }
 
 async fn reap_idle(app: Arc<App>, stop: CancellationToken) {
@@ -271,6 +332,7 @@ pub fn run(args: McpArgs) -> anyhow::Result<()> {
     init_logging(config.log_format, config.log_level);
     let transport = config.transport;
     let app = build_app(config)?;
+    let provider = build_provider(&app)?;
     let workspaces = app.workspaces.clone();
     workspaces
         .remove_in_background()
@@ -295,12 +357,18 @@ pub fn run(args: McpArgs) -> anyhow::Result<()> {
             let (app, stop) = (app.clone(), stop.clone());
             tokio::spawn(async move { app.pool.fill(&app.exec, &app.workspaces, stop).await })
         };
+        let leases = provider
+            .clone()
+            .map(|p| tokio::spawn(provider::reap(p, stop.clone())));
         let r = match transport {
-            Transport::Http => http::serve(app.clone()).await,
+            Transport::Http => http::serve(app.clone(), provider).await,
             Transport::Stdio => serve_stdio(app.clone()).await,
         };
         stop.cancel();
         let _ = reaper.await;
+        if let Some(l) = leases {
+            let _ = l.await;
+        }
         let _ = filler.await;
         app.pool.clear();
         r

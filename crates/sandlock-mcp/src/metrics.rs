@@ -23,6 +23,7 @@ struct Histogram {
 pub struct Metrics {
     calls: Mutex<BTreeMap<(String, String), u64>>,
     durations: Mutex<BTreeMap<String, Histogram>>,
+    misrouted: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Gauges read at scrape time.
@@ -35,6 +36,8 @@ pub struct Gauges {
     pub workspaces: usize,
     /// Python fork servers alive (at most one per workspace).
     pub fork_servers: usize,
+    /// Background commands running.
+    pub background_commands: usize,
     /// Persistent Python interpreters alive (at most one per workspace).
     pub python_persistent: usize,
     /// The pool of ready workspaces.
@@ -64,14 +67,22 @@ impl Metrics {
         }
     }
 
+    /// Counts a request that carried an id another replica minted: `kind` is `session` (an
+    /// `Mcp-Session-Id`) or `workspace` (a workspace handle).
+    pub fn misrouted(&self, kind: &'static str) {
+        if let Ok(mut m) = self.misrouted.lock() {
+            *m.entry(kind).or_insert(0) += 1;
+        }
+    }
+
     /// The exposition text.
     pub fn render(&self, g: &Gauges) -> String {
         let mut o = String::new();
         let _ = writeln!(
             o,
             "# HELP sandlock_mcp_calls_total Tool calls by tool and outcome (the run's reason: exited, \
-             timeout, memory, ...; or busy, shutting_down, invalid, cancelled; file tools: ok, \
-             error).\n\
+             timeout, memory, ...; or busy, shutting_down, invalid, cancelled; file and command \
+             tools: ok, error; a background command started: background).\n\
              # TYPE sandlock_mcp_calls_total counter"
         );
         if let Ok(c) = self.calls.lock() {
@@ -105,6 +116,19 @@ impl Metrics {
                 );
             }
         }
+        let _ = writeln!(
+            o,
+            "# HELP sandlock_mcp_misrouted_total Requests that carried a session id or workspace \
+             handle of another replica (the proxy does not route by the id's prefix, or the \
+             owner is down).\n\
+             # TYPE sandlock_mcp_misrouted_total counter"
+        );
+        if let Ok(m) = self.misrouted.lock() {
+            for kind in ["session", "workspace"] {
+                let n = m.get(kind).copied().unwrap_or(0);
+                let _ = writeln!(o, "sandlock_mcp_misrouted_total{{id=\"{kind}\"}} {n}");
+            }
+        }
         let gauges = [
             (
                 "sandlock_mcp_active_sandboxes",
@@ -125,6 +149,11 @@ impl Metrics {
                 "sandlock_mcp_fork_servers",
                 "Python fork servers alive (at most one per workspace; see --python-start).",
                 g.fork_servers,
+            ),
+            (
+                "sandlock_mcp_background_commands",
+                "Background commands running (execute_shell with background=true).",
+                g.background_commands,
             ),
             (
                 "sandlock_mcp_python_persistent",
@@ -172,12 +201,14 @@ mod tests {
         let m = Metrics::default();
         m.record("execute_python", "exited", Duration::from_millis(20));
         m.record("execute_python", "timeout", Duration::from_secs(3));
+        m.misrouted("workspace");
         let t = m.render(&Gauges {
             active_sandboxes: 2,
             queue_depth: 1,
             workspaces: 3,
             fork_servers: 4,
-            python_persistent: 5,
+            background_commands: 5,
+            python_persistent: 6,
             pool: crate::pool::PoolStats {
                 ready: 1,
                 target: 2,
@@ -199,7 +230,10 @@ mod tests {
         assert!(t.contains("sandlock_mcp_active_sandboxes 2"));
         assert!(t.contains("sandlock_mcp_queue_depth 1"));
         assert!(t.contains("sandlock_mcp_fork_servers 4"));
-        assert!(t.contains("sandlock_mcp_python_persistent 5"));
+        assert!(t.contains("sandlock_mcp_background_commands 5"));
+        assert!(t.contains("sandlock_mcp_misrouted_total{id=\"workspace\"} 1"));
+        assert!(t.contains("sandlock_mcp_misrouted_total{id=\"session\"} 0"));
+        assert!(t.contains("sandlock_mcp_python_persistent 6"));
         assert!(t.contains("sandlock_mcp_python_pool_ready 1\n"));
         assert!(t.contains("sandlock_mcp_python_pool_size 2\n"));
         assert!(t.contains("sandlock_mcp_python_pool_claims_total{result=\"ready\"} 7\n"));

@@ -103,10 +103,37 @@ pub fn show(name: &str, data: &[u8], ws: &Workspace, call: &str, disk_cap: u64) 
     if saved.is_ok() {
         prune(ws);
     }
+    let whole = match &saved {
+        Ok(()) => Ok(format!("the whole {name} is in {path}")),
+        Err(e) => Err(e.to_string()),
+    };
+    let mut shown = excerpt(
+        name,
+        (&text, &text),
+        text.len() as u64,
+        &format!("{bytes} in all"),
+        whole,
+    );
+    shown.bytes = bytes;
+    shown.file = saved.ok().map(|()| path);
+    shown
+}
+
+/// The head of `parts.0` and the tail of `parts.1` (the same text, or the two ends of a longer
+/// one), within [`INLINE_BUDGET`], with a marker between them that says how many of `total` bytes
+/// are left out, `counted` (e.g. `"10485760 in all"`), and where the whole is (`whole`: a
+/// sentence such as "the whole stdout is in <path>") or why it could not be saved.
+pub fn excerpt(
+    name: &str,
+    parts: (&str, &str),
+    total: u64,
+    counted: &str,
+    whole: Result<String, String>,
+) -> Shown {
     // Room for the marker out of the budget, then half each for head and tail.
     let half = (INLINE_BUDGET - 512) / 2;
-    let (h, t) = (head(&text, half), tail(&text, half));
-    let omitted = text.len().saturating_sub(h.len() + t.len());
+    let (h, t) = (head(parts.0, half), tail(parts.1, half));
+    let omitted = total.saturating_sub((h.len() + t.len()) as u64);
     let mut shown = String::with_capacity(h.len() + t.len() + 512);
     shown.push_str(h);
     if !shown.ends_with('\n') {
@@ -114,14 +141,13 @@ pub fn show(name: &str, data: &[u8], ws: &Workspace, call: &str, disk_cap: u64) 
     }
     let _ = write!(
         shown,
-        "[... {omitted} bytes of {name} omitted here ({bytes} in all); "
+        "[... {omitted} bytes of {name} omitted here ({counted}); "
     );
-    match &saved {
-        Ok(()) => {
+    match &whole {
+        Ok(sentence) => {
             let _ = writeln!(
                 shown,
-                "the whole {name} is in {path}: read it in pages with read_file \
-                 (start_line, end_line) ...]"
+                "{sentence}: read it in pages with read_file (start_line, end_line) ...]"
             );
         }
         Err(e) => {
@@ -131,8 +157,8 @@ pub fn show(name: &str, data: &[u8], ws: &Workspace, call: &str, disk_cap: u64) 
     shown.push_str(t);
     Shown {
         text: shown,
-        bytes,
-        file: saved.ok().map(|()| path),
+        bytes: total,
+        file: None,
         excerpted: true,
     }
 }

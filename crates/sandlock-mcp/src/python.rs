@@ -111,7 +111,8 @@ impl Interpreter {
     }
 }
 
-fn which(p: &Path) -> Option<PathBuf> {
+/// `p` as an absolute path: as given when it has a directory part, else found in `PATH`.
+pub(crate) fn which(p: &Path) -> Option<PathBuf> {
     if p.components().count() > 1 {
         return std::path::absolute(p).ok();
     }

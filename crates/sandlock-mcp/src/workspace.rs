@@ -1,7 +1,8 @@
 //! Workspaces: one directory per MCP session (or per stateless handle), and their lifetime.
 //!
-//! A workspace is named by a random 128-bit handle (`ws-<32 hex>`). The handle is not the session
-//! id and is not derived from it. The directory is `<root>/<handle>`, mode 0700.
+//! A workspace is named by a handle, `<replica>.ws-<32 hex>`: the server's replica id, then 128
+//! random bits (see [`crate::replica`]). The handle is not the session id and is not derived from
+//! it. The directory is `<root>/<handle>`, mode 0700.
 //!
 //! - A **session** (MCP 2025-11-25, or stdio) gets a workspace on its first tool call; it is removed
 //!   when the session ends (DELETE, idle TTL, shutdown).
@@ -12,9 +13,12 @@
 //!   revision prescribes. A stateless workspace is removed after the TTL without use.
 //!
 //! - A workspace may be created ahead of time for the pool of ready workspaces (`crate::pool`),
-//!   and adopted by a session or a stateless request when one needs a new workspace.
+//!   and adopted by a session or a stateless request when one needs a new workspace. Its handle
+//!   is minted like any other, with this replica's prefix.
 //!
-//! Removal happens when the last user lets go: a run in progress keeps its directory alive.
+//! Removal happens when the last user lets go: a run in progress keeps its directory alive, and so
+//! does a background command (see [`crate::background`]), which is killed when its session ends
+//! or its stateless workspace expires.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,8 +28,10 @@ use std::time::{Duration, Instant};
 
 use sandlock_core::Sandbox;
 
+use crate::background::Commands;
 use crate::config::ExecTool;
 use crate::files::Beneath;
+use crate::replica::ReplicaId;
 
 /// One workspace directory.
 pub struct Workspace {
@@ -36,7 +42,7 @@ pub struct Workspace {
     /// The directory, held open for the file tools.
     pub files: Beneath,
     last_used: Mutex<Instant>,
-    sandboxes: [OnceLock<Result<Arc<Sandbox>, String>>; 2],
+    sandboxes: [OnceLock<Result<Arc<Sandbox>, String>>; 3],
     /// The sandbox of the Python interpreters the workspace keeps (the Python policy without a
     /// timeout).
     kept_sandbox: OnceLock<Result<Arc<Sandbox>, String>>,
@@ -50,6 +56,8 @@ pub struct Workspace {
     pub python_calls: AtomicU32,
     /// A fork server is being started.
     pub fork_starting: AtomicBool,
+    /// Background commands.
+    pub commands: Commands,
     registry: Arc<Inner>,
 }
 
@@ -168,6 +176,7 @@ struct Janitor {
 struct Inner {
     root: PathBuf,
     max: usize,
+    replica: ReplicaId,
     live: AtomicUsize,
     /// When set, dropped workspaces are removed by this thread instead of in place.
     janitor: Mutex<Option<Janitor>>,
@@ -190,6 +199,22 @@ pub enum WorkspaceError {
          omit the workspace argument to get a new one"
     )]
     Unknown(String),
+    /// The handle was minted by another replica: the request should have gone there.
+    #[error(
+        "workspace {handle:?} belongs to replica {owner:?}, but this call reached replica \
+         {here:?}: its files live only on {owner:?}. The proxy in front of the replicas must \
+         send each request to the replica named before the first '.' of its workspace handle \
+         (see deploy/haproxy/haproxy.cfg); if it does, {owner:?} is down or was replaced and the \
+         workspace is lost. Omit the workspace argument to start a new one"
+    )]
+    OtherReplica {
+        /// The handle.
+        handle: String,
+        /// The replica that minted it.
+        owner: String,
+        /// This replica.
+        here: String,
+    },
     /// Too many workspaces are alive.
     #[error(
         "the server already holds {0} workspaces (max_workspaces); end idle sessions or retry later"
@@ -208,8 +233,9 @@ pub enum WorkspaceError {
 }
 
 impl Registry {
-    /// A registry under `root` (created 0700 if missing) holding at most `max` workspaces.
-    pub fn new(root: &Path, max: usize) -> anyhow::Result<Registry> {
+    /// A registry under `root` (created 0700 if missing) holding at most `max` workspaces, whose
+    /// handles carry `replica`'s prefix.
+    pub fn new(root: &Path, max: usize, replica: ReplicaId) -> anyhow::Result<Registry> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -227,6 +253,7 @@ impl Registry {
             inner: Arc::new(Inner {
                 root,
                 max,
+                replica,
                 live: AtomicUsize::new(0),
                 janitor: Mutex::new(None),
             }),
@@ -318,7 +345,7 @@ impl Registry {
                 err,
             }
         };
-        let handle = new_handle().map_err(fail)?;
+        let handle = self.inner.replica.new_handle().map_err(fail)?;
         let dir = self.inner.root.join(&handle);
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -336,19 +363,27 @@ impl Registry {
             dir,
             files,
             last_used: Mutex::new(Instant::now()),
-            sandboxes: [OnceLock::new(), OnceLock::new()],
+            sandboxes: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
             kept_sandbox: OnceLock::new(),
             zygote: Mutex::new(None),
             persistent: Mutex::new(None),
             persistent_turn: tokio::sync::Mutex::new(()),
             python_calls: AtomicU32::new(0),
             fork_starting: AtomicBool::new(false),
+            commands: Commands::default(),
             registry: self.inner.clone(),
         }))
     }
 
     /// The stateless workspace named `handle`.
     pub fn get(&self, handle: &str) -> Result<Arc<Workspace>, WorkspaceError> {
+        if let Some(owner) = self.inner.replica.other_owner(handle) {
+            return Err(WorkspaceError::OtherReplica {
+                handle: handle.into(),
+                owner: owner.into(),
+                here: self.inner.replica.to_string(),
+            });
+        }
         let m = self
             .stateless
             .lock()
@@ -370,10 +405,16 @@ impl Registry {
         };
         let before = m.len();
         m.retain(|_, ws| {
-            ws.last_used
+            let keep = ws
+                .last_used
                 .lock()
                 .map(|t| now.duration_since(*t) < ttl)
-                .unwrap_or(false)
+                .unwrap_or(false);
+            if !keep {
+                ws.commands
+                    .stop_all("killed: its stateless workspace expired (unused for the TTL)");
+            }
+            keep
         });
         before - m.len()
     }
@@ -403,41 +444,26 @@ impl Registry {
         }
     }
 
-    /// Forgets every stateless workspace (at shutdown).
+    /// Forgets every stateless workspace (at shutdown), killing their background commands.
     pub fn clear(&self) {
         if let Ok(mut m) = self.stateless.lock() {
+            for ws in m.values() {
+                ws.commands.stop_all("killed: the server shut down");
+            }
             m.clear();
         }
     }
 }
 
-/// The first characters of a handle or session id, enough to follow it through the logs without
-/// writing the whole capability down.
+/// A handle or session id cut after the replica's prefix and 8 characters of its random part:
+/// enough to follow it through the logs without writing the whole capability down.
 pub fn short(id: &str) -> &str {
-    let n = id.len().min(11);
+    let mut start = id.find('.').map_or(0, |i| i + 1);
+    if id[start..].starts_with(crate::replica::HANDLE_KIND) {
+        start += crate::replica::HANDLE_KIND.len();
+    }
+    let n = id.len().min(start + 8);
     id.get(..n).unwrap_or(id)
-}
-
-fn new_handle() -> std::io::Result<String> {
-    let mut b = [0u8; 16];
-    let mut got = 0;
-    while got < b.len() {
-        // SAFETY: getrandom writes at most the given length into our buffer.
-        let n = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), b.len() - got, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(e);
-        }
-        got += n as usize;
-    }
-    let mut s = String::from("ws-");
-    for x in b {
-        s.push_str(&format!("{x:02x}"));
-    }
-    Ok(s)
 }
 
 /// Removes a directory tree the sandbox may have made awkward (directories without write or
@@ -473,13 +499,18 @@ mod tests {
         std::env::temp_dir().join(format!("sandlock-mcp-reg-{name}-{}", std::process::id()))
     }
 
+    fn here() -> ReplicaId {
+        ReplicaId::parse("here").unwrap()
+    }
+
     #[test]
     fn a_session_workspace_is_removed_when_dropped() {
-        let r = Registry::new(&root("drop"), 10).unwrap();
+        let r = Registry::new(&root("drop"), 10, here()).unwrap();
         let ws = r.create(true).unwrap();
         let dir = ws.dir.clone();
         assert!(dir.is_dir());
-        assert!(ws.handle.starts_with("ws-") && ws.handle.len() == 35);
+        assert!(ws.handle.starts_with("here.ws-") && ws.handle.len() == 40);
+        assert_eq!(dir.file_name().unwrap().to_str(), Some(ws.handle.as_str()));
         assert_eq!(r.live(), 1);
         drop(ws);
         assert!(!dir.exists());
@@ -489,7 +520,7 @@ mod tests {
 
     #[test]
     fn background_removal_is_complete_after_finish() {
-        let r = Registry::new(&root("bg"), 10).unwrap();
+        let r = Registry::new(&root("bg"), 10, here()).unwrap();
         r.remove_in_background().unwrap();
         let ws = r.create(true).unwrap();
         std::fs::create_dir_all(ws.dir.join("a/b")).unwrap();
@@ -509,7 +540,7 @@ mod tests {
 
     #[test]
     fn stateless_workspaces_expire_after_the_ttl_and_a_fresh_one_does_not() {
-        let r = Registry::new(&root("ttl"), 10).unwrap();
+        let r = Registry::new(&root("ttl"), 10, here()).unwrap();
         let old = r.create(false).unwrap();
         let (old_handle, old_dir) = (old.handle.clone(), old.dir.clone());
         drop(old);
@@ -526,8 +557,36 @@ mod tests {
     }
 
     #[test]
+    fn a_handle_of_another_replica_is_refused_naming_its_owner() {
+        let r = Registry::new(&root("other"), 10, here()).unwrap();
+        let theirs = ReplicaId::parse("there").unwrap().new_handle().unwrap();
+        match r.get(&theirs) {
+            Err(e @ WorkspaceError::OtherReplica { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("belongs to replica \"there\"")
+                        && text.contains("reached replica \"here\""),
+                    "{text}"
+                );
+            }
+            other => panic!("expected OtherReplica, got {other:?}"),
+        }
+        // Controls: an unknown handle of this replica, and one without a prefix, are unknown; a
+        // handle this replica minted is found.
+        let ours = here().new_handle().unwrap();
+        assert!(matches!(r.get(&ours), Err(WorkspaceError::Unknown(_))));
+        assert!(matches!(
+            r.get("ws-00000000000000000000000000000000"),
+            Err(WorkspaceError::Unknown(_))
+        ));
+        let ws = r.create(false).unwrap();
+        assert!(r.get(&ws.handle).is_ok());
+        let _ = std::fs::remove_dir_all(r.root());
+    }
+
+    #[test]
     fn max_workspaces_is_enforced() {
-        let r = Registry::new(&root("max"), 2).unwrap();
+        let r = Registry::new(&root("max"), 2, here()).unwrap();
         let _a = r.create(true).unwrap();
         let _b = r.create(true).unwrap();
         assert!(matches!(r.create(true), Err(WorkspaceError::Full(2))));
@@ -538,7 +597,7 @@ mod tests {
 
     #[test]
     fn a_full_registry_evicts_the_oldest_idle_stateless_workspace_but_no_session() {
-        let r = Registry::new(&root("evict"), 2).unwrap();
+        let r = Registry::new(&root("evict"), 2, here()).unwrap();
         let session = r.create(true).unwrap();
         let old = r.create(false).unwrap().handle.clone();
         std::thread::sleep(Duration::from_millis(5));
@@ -556,9 +615,11 @@ mod tests {
 
     #[test]
     fn an_unowned_workspace_evicts_nothing_and_is_adopted_by_whoever_takes_it() {
-        let r = Registry::new(&root("unowned"), 2).unwrap();
+        let r = Registry::new(&root("unowned"), 2, here()).unwrap();
         let idle = r.create(false).unwrap().handle.clone();
         let pooled = r.create_unowned().unwrap();
+        // Minted like any other: the proxy routes a pooled workspace's calls by this prefix.
+        assert!(pooled.handle.starts_with("here.ws-") && pooled.handle.len() == 40);
         // Full: a pooled workspace never evicts a stateless one to make room; a call does.
         assert!(matches!(r.create_unowned(), Err(WorkspaceError::Full(2))));
         assert!(r.get(&idle).is_ok());
@@ -567,6 +628,15 @@ mod tests {
         r.adopt(&pooled, false);
         assert!(r.get(&pooled.handle).is_ok());
         let _ = std::fs::remove_dir_all(r.root());
+    }
+
+    #[test]
+    fn logs_show_the_replica_and_eight_random_characters() {
+        let h = "sandlock-0.ws-0123456789abcdef0123456789abcdef";
+        assert_eq!(short(h), "sandlock-0.ws-01234567");
+        assert_eq!(short("r1.0123456789abcdef0123456789abcdef"), "r1.01234567");
+        assert_eq!(short("c94b661c-a6f0-4f63"), "c94b661c");
+        assert_eq!(short("stdio"), "stdio");
     }
 
     #[test]

@@ -23,10 +23,11 @@ struct Cli {
 
 /// Starts the server, or returns `None` (after printing why) where no python3 is installed.
 async fn start(extra: &[&str]) -> Option<(String, Arc<App>, CancellationToken)> {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let root = std::env::temp_dir().join(format!(
         "sandlock-mcp-it-{}-{}",
         std::process::id(),
-        extra.len()
+        STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let mut argv = vec![
         "t".to_string(),
@@ -45,7 +46,7 @@ async fn start(extra: &[&str]) -> Option<(String, Arc<App>, CancellationToken)> 
         Err(e) => panic!("{e:#}"),
     };
     let end = CancellationToken::new();
-    let router = http::router(app.clone(), end.clone());
+    let router = http::router(app.clone(), None, end.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, router).await });
@@ -239,5 +240,137 @@ async fn stateless_tool_call_runs_in_a_sandbox_on_the_event_loop() {
     .await;
     assert_eq!(r["result"]["isError"], true);
     assert_eq!(app.exec.gate.running(), 0);
+    end.cancel();
+}
+
+/// The JSON body of a response, or of the first SSE event in it.
+fn json_of(body: &str) -> serde_json::Value {
+    let start = body.find('{').expect("a JSON object");
+    let mut de =
+        serde_json::Deserializer::from_str(&body[start..]).into_iter::<serde_json::Value>();
+    de.next().unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_other_replicas_and_unknown_sessions_are_refused_in_words() {
+    let Some((addr, _app, end)) = start(&["--replica-id", "r-a"]).await else {
+        return;
+    };
+    let auth = format!("Bearer {TOKEN}");
+    let post = |sid: Option<String>, body: String, token: bool| {
+        let (addr, auth) = (addr.clone(), auth.clone());
+        async move {
+            let mut h: Vec<(&str, &str)> = MCP_HEADERS.to_vec();
+            if token {
+                h.push(("Authorization", &auth));
+            }
+            h.push(("MCP-Protocol-Version", "2025-11-25"));
+            if let Some(sid) = &sid {
+                h.push(("Mcp-Session-Id", sid));
+            }
+            send(&addr, "POST", "/mcp", &h, &body).await
+        }
+    };
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+    let (status, head, _) = post(None, init.into(), true).await;
+    assert_eq!(status, 200);
+    let sid = head
+        .lines()
+        .find_map(|l| l.strip_prefix("mcp-session-id: "))
+        .expect("a session id")
+        .trim()
+        .to_string();
+    let hex = sid.strip_prefix("r-a.").expect("the replica's prefix");
+    assert_eq!(hex.len(), 32, "{sid}");
+
+    let list = |id: u32| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list"}}"#);
+    // Another replica's session: 404, and the error names the owner and this replica.
+    let theirs = format!("r-b.{hex}");
+    let (status, head, body) = post(Some(theirs.clone()), list(41), true).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let e = json_of(&body);
+    assert_eq!(e["id"], 41, "{e}");
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("session {theirs} belongs to replica \"r-b\""))
+            && msg.contains("reached replica \"r-a\"")
+            && msg.contains("Start a new session"),
+        "{msg}"
+    );
+    // An unknown session with this replica's prefix: it ended, or the replica restarted.
+    let gone = format!("r-a.{}", "0".repeat(32));
+    let (status, _, body) = post(Some(gone), list(42), true).await;
+    assert_eq!(status, 404, "{body}");
+    let msg = json_of(&body)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("is not alive on replica \"r-a\"") && msg.contains("restarted"),
+        "{msg}"
+    );
+    // Without the token, nothing is said about sessions.
+    assert_eq!(post(Some(theirs), list(43), false).await.0, 401);
+
+    // Control: the session this replica minted works.
+    let done = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(post(Some(sid.clone()), done.into(), true).await.0, 202);
+    let (status, _, body) = post(Some(sid), list(44), true).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(json_of(&body)["result"]["tools"].is_array(), "{body}");
+
+    let (_, _, metrics) = send(&addr, "GET", "/metrics", &[], "").await;
+    assert!(
+        metrics.contains("sandlock_mcp_misrouted_total{id=\"session\"} 1"),
+        "{metrics}"
+    );
+    end.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_handle_of_another_replica_is_refused_naming_its_owner() {
+    let Some((addr, _app, end)) = start(&["--replica-id", "r-a"]).await else {
+        return;
+    };
+    let r = call(
+        &addr,
+        "write_file",
+        serde_json::json!({"path": "f", "content": "x"}),
+    )
+    .await;
+    let ws = r["result"]["structuredContent"]["workspace"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hex = ws.strip_prefix("r-a.ws-").expect("the replica's prefix");
+    let theirs = format!("r-b.ws-{hex}");
+    let r = call(
+        &addr,
+        "read_file",
+        serde_json::json!({"path": "f", "workspace": theirs}),
+    )
+    .await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let text = r["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains(&format!(
+            "workspace \"{theirs}\" belongs to replica \"r-b\""
+        )) && text.contains("reached replica \"r-a\""),
+        "{text}"
+    );
+    // Control: the handle this replica minted reaches the file.
+    let r = call(
+        &addr,
+        "read_file",
+        serde_json::json!({"path": "f", "workspace": ws}),
+    )
+    .await;
+    assert_eq!(r["result"]["structuredContent"]["content"], "x", "{r}");
+    let (_, _, metrics) = send(&addr, "GET", "/metrics", &[], "").await;
+    assert!(
+        metrics.contains("sandlock_mcp_misrouted_total{id=\"workspace\"} 1"),
+        "{metrics}"
+    );
     end.cancel();
 }

@@ -21,6 +21,7 @@ out.sessionId = Boolean(a.transport.sessionId);
 const tools = (await a.client.listTools()).tools;
 out.tools = tools.map((t) => t.name).sort();
 out.outputSchema = Boolean(tools.find((t) => t.name === 'execute_python')?.outputSchema);
+out.allOutputSchemas = tools.every((t) => Boolean(t.outputSchema));
 const py = await a.client.callTool({ name: 'execute_python', arguments: { code: 'print(sum(range(10)))' } });
 out.python = { text: py.content[0].text, structured: py.structuredContent, isError: py.isError };
 await a.client.callTool({ name: 'write_file', arguments: { path: 'notes/a.txt', content: 'from ts' } });

@@ -1,10 +1,15 @@
 //! A small classic-BPF back end for seccomp: rules in, `sock_filter` instructions out.
 //!
 //! The front end ([`super::seccomp`]) decides *what* each syscall gets; this module only lays the
-//! decisions out as a program: an architecture check, a binary search over syscall numbers, and one
-//! block of argument checks per syscall. Conditional jumps in classic BPF reach at most 255
-//! instructions, so every long jump is an unconditional `ja` (32-bit offset) and conditional jumps
-//! only ever skip within a rule's own block.
+//! decisions out as a program: an architecture check, then a binary search over intervals of
+//! syscall numbers whose leaves are either a return (numbers that get one answer whatever the
+//! arguments, neighbours merged) or a syscall's argument checks, in place. Conditional jumps in
+//! classic BPF reach at most 255 instructions, so a search node whose left subtree is longer jumps
+//! over it with an unconditional `ja` (32-bit offset).
+//!
+//! The program is small on purpose: the kernel copies, checks, converts and JIT-compiles it on
+//! every `seccomp(SET_MODE_FILTER)`, that is once per run, at a cost that grows with its length
+//! (docs/perf/startup.md measures it).
 
 use std::collections::BTreeMap;
 
@@ -116,7 +121,6 @@ enum Insn {
         jt: Option<Label>,
         jf: Option<Label>,
     },
-    Ja(Label),
     Bind(Label),
 }
 
@@ -181,10 +185,6 @@ impl Asm {
         self.insns.push(Insn::Jump { code, k, jt, jf });
     }
 
-    fn ja(&mut self, l: Label) {
-        self.insns.push(Insn::Ja(l));
-    }
-
     fn finish(self) -> Result<Vec<libc::sock_filter>, String> {
         let mut at = vec![usize::MAX; self.labels];
         let mut pc = 0;
@@ -220,12 +220,6 @@ impl Asm {
                     jf: 0,
                     k,
                 }),
-                Insn::Ja(l) => out.push(libc::sock_filter {
-                    code: BPF_JMP_JA,
-                    jt: 0,
-                    jf: 0,
-                    k: u32::try_from(rel(pc, Some(l))?).map_err(|e| e.to_string())?,
-                }),
                 Insn::Jump { code, k, jt, jf } => {
                     let short = |d: usize| {
                         u8::try_from(d).map_err(|_| {
@@ -260,66 +254,181 @@ pub(crate) fn compile(spec: &FilterSpec) -> Result<Vec<libc::sock_filter>, Strin
         a.ret(spec.foreign_abi);
         a.bind(ok);
     }
+    let mut prog = a.finish()?;
+    prog.extend(tree(&intervals(spec))?);
+    if prog.len() > usize::from(u16::MAX) {
+        return Err(format!(
+            "seccomp program too long ({} instructions)",
+            prog.len()
+        ));
+    }
+    Ok(prog)
+}
 
-    let nrs: Vec<u32> = spec.rules.keys().copied().collect();
-    let blocks: Vec<Label> = nrs.iter().map(|_| a.label()).collect();
-    dispatch(&mut a, &nrs, &blocks, spec.otherwise);
+/// What the syscalls of one interval of numbers get.
+#[derive(Clone, Copy)]
+enum Leaf<'a> {
+    /// The same answer whatever the arguments.
+    Ret(Action),
+    /// Argument checks first.
+    Rule(&'a SyscallRule),
+}
 
-    for (i, rule) in spec.rules.values().enumerate() {
-        a.bind(blocks[i]);
-        for check in &rule.checks {
-            let next = a.label();
-            for cond in &check.all {
-                match *cond {
-                    Cond::Eq { arg, mask, value } => {
-                        a.load(OFF_ARGS + 8 * u32::from(arg));
-                        if mask != u32::MAX {
-                            a.and(mask);
-                        }
-                        a.jump(BPF_JMP_JEQ_K, value, None, Some(next));
-                    }
-                    Cond::AnySet { arg, mask } => {
-                        a.load(OFF_ARGS + 8 * u32::from(arg));
-                        a.jump(BPF_JMP_JSET_K, mask, None, Some(next));
-                    }
-                    Cond::High { arg, value } => {
-                        // seccomp_data.args are u64 in native (little-endian) order.
-                        a.load(OFF_ARGS + 8 * u32::from(arg) + 4);
-                        a.jump(BPF_JMP_JEQ_K, value, None, Some(next));
-                    }
+/// The syscall numbers cut into intervals, each `(first number, what it gets)`, from 0 up; the
+/// last one runs to the end. Neighbours that get the same answer regardless of arguments share
+/// one interval, so the search below has fewer leaves than there are rules.
+fn intervals(spec: &FilterSpec) -> Vec<(u32, Leaf<'_>)> {
+    fn push<'a>(out: &mut Vec<(u32, Leaf<'a>)>, first: u32, leaf: Leaf<'a>) {
+        if let (Some((_, Leaf::Ret(prev))), Leaf::Ret(now)) = (out.last(), leaf) {
+            if *prev == now {
+                return;
+            }
+        }
+        out.push((first, leaf));
+    }
+    let mut out = Vec::with_capacity(2 * spec.rules.len() + 1);
+    let mut next: u64 = 0;
+    for (&nr, rule) in &spec.rules {
+        if u64::from(nr) > next {
+            push(&mut out, next as u32, Leaf::Ret(spec.otherwise));
+        }
+        let leaf = if rule.checks.is_empty() {
+            Leaf::Ret(rule.default)
+        } else {
+            Leaf::Rule(rule)
+        };
+        push(&mut out, nr, leaf);
+        next = u64::from(nr) + 1;
+    }
+    if next <= u64::from(u32::MAX) {
+        push(&mut out, next as u32, Leaf::Ret(spec.otherwise));
+    }
+    out
+}
+
+/// A binary search over `intervals` (the accumulator holds the syscall number), each leaf's code
+/// in place. Built bottom-up, so that every subtree's length is known: a node jumps over its left
+/// subtree directly when a conditional jump reaches that far (255 instructions), and through an
+/// unconditional `ja` otherwise.
+fn tree(intervals: &[(u32, Leaf<'_>)]) -> Result<Vec<libc::sock_filter>, String> {
+    let stmt = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    match intervals {
+        [] => Err("seccomp program without syscall intervals".into()),
+        [(_, Leaf::Ret(action))] => Ok(vec![stmt(BPF_RET_K, action.ret())]),
+        [(_, Leaf::Rule(rule))] => rule_block(rule),
+        _ => {
+            let mid = intervals.len() / 2;
+            let left = tree(&intervals[..mid])?;
+            let right = tree(&intervals[mid..])?;
+            let boundary = intervals[mid].0;
+            let mut out = Vec::with_capacity(2 + left.len() + right.len());
+            match u8::try_from(left.len()) {
+                Ok(skip) => out.push(libc::sock_filter {
+                    code: BPF_JMP_JGE_K,
+                    jt: skip,
+                    jf: 0,
+                    k: boundary,
+                }),
+                Err(_) => {
+                    out.push(libc::sock_filter {
+                        code: BPF_JMP_JGE_K,
+                        jt: 0,
+                        jf: 1,
+                        k: boundary,
+                    });
+                    let skip = u32::try_from(left.len()).map_err(|e| e.to_string())?;
+                    out.push(stmt(BPF_JMP_JA, skip));
                 }
             }
-            a.ret(check.action);
-            a.bind(next);
+            out.extend(left);
+            out.extend(right);
+            Ok(out)
         }
-        a.ret(rule.default);
     }
+}
+
+/// The argument checks of one syscall, in order (first match wins), then its default.
+fn rule_block(rule: &SyscallRule) -> Result<Vec<libc::sock_filter>, String> {
+    let mut a = Asm::new();
+    for check in &rule.checks {
+        let next = a.label();
+        for cond in &check.all {
+            match *cond {
+                Cond::Eq { arg, mask, value } => {
+                    a.load(OFF_ARGS + 8 * u32::from(arg));
+                    if mask != u32::MAX {
+                        a.and(mask);
+                    }
+                    a.jump(BPF_JMP_JEQ_K, value, None, Some(next));
+                }
+                Cond::AnySet { arg, mask } => {
+                    a.load(OFF_ARGS + 8 * u32::from(arg));
+                    a.jump(BPF_JMP_JSET_K, mask, None, Some(next));
+                }
+                Cond::High { arg, value } => {
+                    // seccomp_data.args are u64 in native (little-endian) order.
+                    a.load(OFF_ARGS + 8 * u32::from(arg) + 4);
+                    a.jump(BPF_JMP_JEQ_K, value, None, Some(next));
+                }
+            }
+        }
+        a.ret(check.action);
+        a.bind(next);
+    }
+    a.ret(rule.default);
     a.finish()
 }
 
-/// Binary search over the sorted syscall numbers; the accumulator holds the syscall number.
-fn dispatch(a: &mut Asm, nrs: &[u32], blocks: &[Label], otherwise: Action) {
-    match nrs.len() {
-        0 => a.ret(otherwise),
-        1 => {
-            let miss = a.label();
-            a.jump(BPF_JMP_JEQ_K, nrs[0], None, Some(miss));
-            a.ja(blocks[0]);
-            a.bind(miss);
-            a.ret(otherwise);
-        }
-        n => {
-            let mid = n / 2;
-            let right = a.label();
-            let left = a.label();
-            a.jump(BPF_JMP_JGE_K, nrs[mid], None, Some(left));
-            a.ja(right);
-            a.bind(left);
-            dispatch(a, &nrs[..mid], &blocks[..mid], otherwise);
-            a.bind(right);
-            dispatch(a, &nrs[mid..], &blocks[mid..], otherwise);
-        }
+/// What `spec` says for one `seccomp_data`, read straight from the rules (no program): the
+/// reference the compiled layout is tested against.
+#[cfg(test)]
+pub(crate) fn evaluate(spec: &FilterSpec, arch: u32, nr: u32, args: [u64; 6]) -> u32 {
+    if arch != spec.arch || spec.nr_limit.is_some_and(|l| nr >= l) {
+        return spec.foreign_abi.ret();
     }
+    let Some(rule) = spec.rules.get(&nr) else {
+        return spec.otherwise.ret();
+    };
+    let holds = |c: &Cond| match *c {
+        Cond::Eq { arg, mask, value } => (args[usize::from(arg)] as u32) & mask == value,
+        Cond::AnySet { arg, mask } => (args[usize::from(arg)] as u32) & mask != 0,
+        Cond::High { arg, value } => (args[usize::from(arg)] >> 32) as u32 == value,
+    };
+    rule.checks
+        .iter()
+        .find(|c| c.all.iter().all(holds))
+        .map_or(rule.default, |c| c.action)
+        .ret()
+}
+
+/// Argument vectors that satisfy each check of `spec` (and all zeros): with [`evaluate`], they
+/// reach every branch of every rule.
+#[cfg(test)]
+pub(crate) fn probe_args(spec: &FilterSpec) -> Vec<[u64; 6]> {
+    let mut out = vec![[0u64; 6]];
+    for check in spec.rules.values().flat_map(|r| &r.checks) {
+        let mut args = [0u64; 6];
+        for cond in &check.all {
+            match *cond {
+                Cond::Eq { arg, value, .. } => {
+                    let a = &mut args[usize::from(arg)];
+                    *a = (*a & !0xffff_ffff) | u64::from(value);
+                }
+                Cond::AnySet { arg, mask } => args[usize::from(arg)] |= u64::from(mask),
+                Cond::High { arg, value } => {
+                    let a = &mut args[usize::from(arg)];
+                    *a = (*a & 0xffff_ffff) | (u64::from(value) << 32);
+                }
+            }
+        }
+        out.push(args);
+    }
+    out
 }
 
 /// Runs a compiled program against one `seccomp_data`, as the kernel would. Tests use it to check
@@ -384,6 +493,62 @@ mod tests {
         for nr in 0..320u32 {
             let want = rules.get(&nr).map_or(Action::Allow, |r| r.default).ret();
             assert_eq!(interpret(&prog, ARCH, nr, [0; 6]), want, "nr {nr}");
+        }
+    }
+
+    #[test]
+    fn a_left_subtree_longer_than_a_conditional_jump_is_jumped_over() {
+        // 200 syscalls with argument checks: the top of the search has left subtrees of more
+        // than 255 instructions.
+        let rules: BTreeMap<u32, SyscallRule> = (0..200)
+            .map(|n| {
+                (
+                    2 * n,
+                    SyscallRule {
+                        checks: vec![Check {
+                            all: vec![Cond::eq(0, n), Cond::eq(1, n + 1)],
+                            action: Action::Errno((n % 200) as u16 + 1),
+                        }],
+                        default: Action::Notify,
+                    },
+                )
+            })
+            .collect();
+        let spec = spec(rules);
+        let prog = compile(&spec).unwrap();
+        assert!(
+            prog.iter().any(|i| i.code == BPF_JMP_JA),
+            "the layout never needed a long jump; make the table larger"
+        );
+        for nr in 0..420u32 {
+            for args in [
+                [0; 6],
+                [u64::from(nr / 2), u64::from(nr / 2) + 1, 0, 0, 0, 0],
+            ] {
+                assert_eq!(
+                    interpret(&prog, ARCH, nr, args),
+                    evaluate(&spec, ARCH, nr, args),
+                    "nr {nr} args {args:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn neighbours_with_the_same_answer_share_one_leaf() {
+        let eperm = SyscallRule::always(Action::Errno(1));
+        let rules: BTreeMap<u32, SyscallRule> = (10..=20).map(|n| (n, eperm.clone())).collect();
+        let spec = spec(rules);
+        let prog = compile(&spec).unwrap();
+        // Arch and x32 checks (6), then two search nodes over three leaves: below 10, 10 to
+        // 20, above 20.
+        assert_eq!(prog.len(), 11, "{} instructions", prog.len());
+        for nr in 0..40u32 {
+            assert_eq!(
+                interpret(&prog, ARCH, nr, [0; 6]),
+                evaluate(&spec, ARCH, nr, [0; 6]),
+                "nr {nr}"
+            );
         }
     }
 

@@ -1,5 +1,6 @@
 //! The per-run part of the plan: the program to execute, `argv` and `envp` as C strings.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -9,31 +10,41 @@ use super::{SandboxPlan, check_env_name};
 use crate::error::{Error, PolicyError, SandboxError, Stage};
 
 /// What one run executes, ready for `execve`.
-pub(crate) struct RunPlan {
+pub(crate) struct RunPlan<'a> {
     pub(crate) path: CString,
     _argv: Vec<CString>,
-    _envp: Vec<CString>,
+    /// The sandbox's own environment (built once, in the plan) unless this command adds to it.
+    _envp: Cow<'a, [CString]>,
     argv_ptrs: Vec<*const libc::c_char>,
     envp_ptrs: Vec<*const libc::c_char>,
     pub(crate) cwd: Option<CString>,
 }
 
-impl RunPlan {
+impl<'a> RunPlan<'a> {
     /// Resolves the program and builds `argv` and `envp`.
     pub(crate) fn new(
-        plan: &SandboxPlan,
+        plan: &'a SandboxPlan,
         argv: &[OsString],
         env: &BTreeMap<String, String>,
         cwd: Option<&Path>,
-    ) -> Result<RunPlan, Error> {
+    ) -> Result<RunPlan<'a>, Error> {
         let Some(program) = argv.first() else {
             return Err(PolicyError::new("argv", "", "the command is empty").into());
         };
-        let mut vars = plan.env.clone();
-        for (k, v) in env {
-            check_env_name(&format!("env.{k}"), k)?;
-            vars.insert(k.clone(), v.clone());
-        }
+        let (vars, envp) = if env.is_empty() {
+            (
+                Cow::Borrowed(&plan.env),
+                Cow::Borrowed(plan.envp.as_slice()),
+            )
+        } else {
+            let mut vars = plan.env.clone();
+            for (k, v) in env {
+                check_env_name(&format!("env.{k}"), k)?;
+                vars.insert(k.clone(), v.clone());
+            }
+            let envp = envp(&vars)?;
+            (Cow::Owned(vars), Cow::Owned(envp))
+        };
         let cwd = match cwd {
             Some(c) => Some(super::canonical("cwd", c, true)?),
             None => plan.cwd.clone(),
@@ -44,19 +55,10 @@ impl RunPlan {
             .unwrap_or(super::DEFAULT_PATH);
         let path = resolve_program(program, search, cwd.as_deref())?;
 
-        let cstr = |field: String, bytes: &[u8]| {
-            CString::new(bytes).map_err(|_| {
-                PolicyError::new(field, String::from_utf8_lossy(bytes), "contains a NUL byte")
-            })
-        };
         let argv: Vec<CString> = argv
             .iter()
             .enumerate()
             .map(|(i, a)| cstr(format!("argv[{i}]"), a.as_bytes()))
-            .collect::<Result<_, _>>()?;
-        let envp: Vec<CString> = vars
-            .iter()
-            .map(|(k, v)| cstr(format!("env.{k}"), format!("{k}={v}").as_bytes()))
             .collect::<Result<_, _>>()?;
         let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
             v.iter()
@@ -83,6 +85,18 @@ impl RunPlan {
     pub(crate) fn envp(&self) -> *const *const libc::c_char {
         self.envp_ptrs.as_ptr()
     }
+}
+
+fn cstr(field: String, bytes: &[u8]) -> Result<CString, PolicyError> {
+    CString::new(bytes)
+        .map_err(|_| PolicyError::new(field, String::from_utf8_lossy(bytes), "contains a NUL byte"))
+}
+
+/// `KEY=VALUE` C strings for `execve`, in the order of `vars`.
+pub(crate) fn envp(vars: &BTreeMap<String, String>) -> Result<Vec<CString>, PolicyError> {
+    vars.iter()
+        .map(|(k, v)| cstr(format!("env.{k}"), format!("{k}={v}").as_bytes()))
+        .collect()
 }
 
 /// Finds the program the way `execvp` would, but in the parent, so that a typo is reported as

@@ -1,9 +1,12 @@
 //! The plan: everything a child needs, computed in the parent before anything is spawned.
 //!
 //! [`SandboxPlan`] is built once per [`crate::Sandbox`]: validated paths, the Landlock ruleset fd,
-//! the compiled seccomp program, the base environment, resource limits. [`RunPlan`] adds what one
-//! run needs: the resolved program, `argv`/`envp` as C strings, and the file descriptor layout.
-//! After a `RunPlan` exists, spawning allocates nothing.
+//! the compiled seccomp program, the base environment (also as the C strings `execve` takes),
+//! resource limits. Every run of the sandbox shares it, from any number of threads; nothing in it
+//! changes after `Sandbox::new`, so there is nothing to invalidate (a different policy is a
+//! different `Sandbox`). [`RunPlan`] adds what one run needs: the resolved program, `argv` as C
+//! strings (and `envp` when the command adds variables), and the file descriptor layout. After a
+//! `RunPlan` exists, spawning allocates nothing.
 
 mod bpf;
 mod command;
@@ -27,6 +30,7 @@ use crate::error::{Error, PolicyError, SandboxError, Stage};
 use crate::kernel::{KernelSupport, Protection};
 use crate::policy::{self, ByteSize, Policy, PortRange, Preset};
 use crate::supervisor::SocketRules;
+use crate::sys::Resource;
 
 /// The default `PATH` of a sandboxed command.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -78,8 +82,10 @@ pub(crate) struct SandboxPlan {
     pub(crate) cwd: Option<PathBuf>,
     /// Environment before per-run additions.
     pub(crate) env: BTreeMap<String, String>,
+    /// `env` as `execve` takes it, for every run that adds no variable of its own.
+    pub(crate) envp: Vec<CString>,
     /// `(resource, soft, hard)`.
-    pub(crate) rlimits: Vec<(u32, u64, u64)>,
+    pub(crate) rlimits: Vec<(Resource, u64, u64)>,
     pub(crate) limits: TreeLimits,
     /// What the supervisor needs to mediate UNIX connects and TCP listen.
     pub(crate) sockets: SocketRules,
@@ -203,6 +209,7 @@ impl SandboxPlan {
             enforcement,
             drop_bounding: bounding_to_drop(),
             cwd,
+            envp: command::envp(&env)?,
             env,
             rlimits,
             limits,
@@ -444,9 +451,9 @@ fn tree_limits(policy: &Policy) -> Result<TreeLimits, PolicyError> {
 
 /// Per-process kernel limits. `RLIMIT_CORE` is always 0: a crashing sandbox must not write a core
 /// file into a writable directory.
-fn rlimits(policy: &Policy) -> Result<Vec<(u32, u64, u64)>, PolicyError> {
+fn rlimits(policy: &Policy) -> Result<Vec<(Resource, u64, u64)>, PolicyError> {
     let mut out = vec![(libc::RLIMIT_CORE, 0, 0)];
-    let mut want = |field: &str, res: u32, value: u64| -> Result<(), PolicyError> {
+    let mut want = |field: &str, res: Resource, value: u64| -> Result<(), PolicyError> {
         let hard = host_hard_limit(res);
         if value > hard {
             return Err(PolicyError::new(
@@ -482,7 +489,7 @@ fn rlimits(policy: &Policy) -> Result<Vec<(u32, u64, u64)>, PolicyError> {
     Ok(out)
 }
 
-fn host_hard_limit(res: u32) -> u64 {
+fn host_hard_limit(res: Resource) -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -69,6 +69,9 @@ const SYSTEM_READ: &[&str] = &[
     "/etc/mime.types",
     "/etc/terminfo",
     "/etc/inputrc",
+    // Font configuration: plotting libraries (matplotlib, through fontconfig) read it to find
+    // the fonts under /usr/share/fonts.
+    "/etc/fonts",
     // TLS trust store, and the alternatives symlinks that point into /usr.
     "/etc/ssl",
     "/etc/ca-certificates",

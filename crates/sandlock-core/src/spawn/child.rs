@@ -38,7 +38,7 @@ pub(crate) struct ChildArgs<'a> {
     /// NUL-terminated working directory, if any.
     pub(crate) cwd: Option<&'a [u8]>,
     /// `(resource, soft, hard)` limits to set.
-    pub(crate) rlimits: &'a [(u32, u64, u64)],
+    pub(crate) rlimits: &'a [(crate::sys::Resource, u64, u64)],
     /// Drop all capabilities; when `Some(last_cap)`, also empty the bounding set up to `last_cap`.
     pub(crate) drop_caps: bool,
     pub(crate) drop_bounding: Option<u32>,
@@ -271,7 +271,7 @@ unsafe fn send_fd(sock: i32, fd: i32) -> isize {
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = (&mut cmsg as *mut Cmsg).cast();
-    msg.msg_controllen = std::mem::size_of::<Cmsg>();
+    msg.msg_controllen = std::mem::size_of::<Cmsg>() as _;
     // SAFETY: `msg` points at live stack memory for the duration of the call.
     unsafe { raw_syscall!(libc::SYS_sendmsg, sock, &msg as *const libc::msghdr, 0) }
 }

@@ -11,6 +11,7 @@
 
 pub(crate) mod child;
 
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -68,12 +69,34 @@ impl ChildStack {
 
 impl Drop for ChildStack {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping we created; the child no longer uses it once clone
-        // has returned (it exec'd into a new address space, or exited).
+        // SAFETY: unmapping exactly the mapping we created; no child uses it once the clone that
+        // lent it has returned (it exec'd into a new address space, or exited).
         unsafe {
             libc::munmap(self.base, self.len);
         }
     }
+}
+
+thread_local! {
+    /// The calling thread's child stack, kept from one spawn to the next: mapping a fresh one,
+    /// guarding it, faulting its pages in and unmapping it cost more per run than the child's
+    /// own setup. Reusing it is safe because a spawn returns only once its child has exec'd or
+    /// exited (`CLONE_VFORK`), and a thread runs one spawn at a time. A thread that ends unmaps
+    /// its stack.
+    static STACK: Cell<Option<ChildStack>> = const { Cell::new(None) };
+}
+
+/// This thread's kept stack, or a new one.
+fn take_stack() -> Result<ChildStack, SandboxError> {
+    match STACK.try_with(Cell::take) {
+        Ok(Some(stack)) => Ok(stack),
+        _ => ChildStack::new(),
+    }
+}
+
+/// Keeps `stack` for this thread's next spawn (unmaps it if the thread is being torn down).
+fn keep_stack(stack: ChildStack) {
+    let _ = STACK.try_with(move |s| s.set(Some(stack)));
 }
 
 /// A started child.
@@ -100,7 +123,7 @@ pub(crate) fn spawn(
     err_write: OwnedFd,
     listener_recv: Option<&OwnedFd>,
 ) -> Result<Started, SandboxError> {
-    let stack = ChildStack::new()?;
+    let stack = take_stack()?;
     let mut pidfd: libc::c_int = -1;
     let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD;
 
@@ -142,7 +165,7 @@ pub(crate) fn spawn(
             8usize,
         );
     }
-    drop(stack);
+    keep_stack(stack);
     if pid < 0 {
         return Err(SandboxError::new(
             Stage::Clone,
@@ -233,7 +256,7 @@ fn recv_fd(sock: &OwnedFd) -> std::io::Result<OwnedFd> {
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.0.as_mut_ptr().cast();
-    msg.msg_controllen = cbuf.0.len();
+    msg.msg_controllen = cbuf.0.len() as _;
     // SAFETY: `msg` points at live buffers for the duration of the call.
     let n = unsafe {
         libc::recvmsg(

@@ -145,11 +145,12 @@ impl Count {
 /// The children of process `pid`, from the `children` list of each of its threads (a child is
 /// listed under the thread that created it).
 fn children(pid: libc::pid_t, threads: u32) -> Vec<libc::pid_t> {
-    let read = |tid: &str, out: &mut Vec<libc::pid_t>| {
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")) {
+    let mut buf = Vec::new();
+    let mut read = |tid: &str, out: &mut Vec<libc::pid_t>| {
+        if read_proc(&format!("/proc/{pid}/task/{tid}/children"), &mut buf).is_some() {
             out.extend(
-                text.split_ascii_whitespace()
-                    .filter_map(|p| p.parse::<libc::pid_t>().ok()),
+                buf.split(u8::is_ascii_whitespace)
+                    .filter_map(|p| std::str::from_utf8(p).ok()?.parse::<libc::pid_t>().ok()),
             );
         }
     };
@@ -198,10 +199,25 @@ fn members(pgid: libc::pid_t, cap: Cap) -> Sample {
 }
 
 fn stat(pid: libc::pid_t, pgid: libc::pid_t, buf: &mut Vec<u8>) -> Option<Member> {
-    buf.clear();
-    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
-    f.read_to_end(buf).ok()?;
+    read_proc(&format!("/proc/{pid}/stat"), buf)?;
     parse_stat(pid, buf, pgid)
+}
+
+/// Reads a small `/proc` file whole into `buf`. `read_to_end` on a `File` first asks for its size
+/// and position (a `statx` and an `lseek`, useless here: procfs files report size 0), which would
+/// add two syscalls to every file of every sample, the one at the start of each run included.
+fn read_proc(path: &str, buf: &mut Vec<u8>) -> Option<()> {
+    let mut f = std::fs::File::open(path).ok()?;
+    buf.clear();
+    let mut chunk = [0u8; 1024];
+    loop {
+        match f.read(&mut chunk) {
+            Ok(0) => return Some(()),
+            Ok(n) => buf.extend_from_slice(chunk.get(..n)?),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Parses the fields we need from `/proc/<pid>/stat`; the command name may contain spaces and

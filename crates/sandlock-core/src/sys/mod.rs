@@ -8,6 +8,15 @@ pub(crate) mod raw;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+/// How the C library types an `RLIMIT_*` resource: `unsigned int` in glibc, `int` in musl (the
+/// static release build).
+#[cfg(target_env = "gnu")]
+pub(crate) type Resource = libc::__rlimit_resource_t;
+/// How the C library types an `RLIMIT_*` resource: `unsigned int` in glibc, `int` in musl (the
+/// static release build).
+#[cfg(not(target_env = "gnu"))]
+pub(crate) type Resource = libc::c_int;
+
 /// Converts a C-style `-1`/errno result into an `io::Result`.
 pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {

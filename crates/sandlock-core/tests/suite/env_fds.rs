@@ -210,3 +210,66 @@ fn passing_an_fd_as_descriptor_3_works() {
     std::io::Read::read_to_string(&mut { r }, &mut got).unwrap();
     assert_eq!(got, "through-3\n");
 }
+
+/// Descriptors of this process that are Landlock rulesets.
+fn landlock_rulesets() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|l| l.to_string_lossy().contains("landlock-ruleset"))
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_passed_fd_on_the_ruleset_descriptor_number_still_gets_a_confined_child() {
+    // Every run of a sandbox applies its one Landlock ruleset descriptor, used as it is when it
+    // sits above every target. A passed fd whose target is that very number must not take its
+    // place before the child applies it.
+    let ws = Ws::new();
+    let outside = Ws::new();
+    std::fs::write(outside.join("secret"), "host secret\n").unwrap();
+    std::fs::write(ws.join("inside"), "workspace file\n").unwrap();
+    let before = landlock_rulesets();
+    let sandbox = sandlock_core::Sandbox::new(policy(&ws)).unwrap();
+    let Some(target) = landlock_rulesets()
+        .into_iter()
+        .find(|fd| !before.contains(fd))
+    else {
+        skip(
+            "a_passed_fd_on_the_ruleset_descriptor_number...",
+            "no Landlock ruleset descriptor (a kernel without Landlock)",
+        );
+        return;
+    };
+    let run = |path: String| {
+        let (r, w) = std::io::pipe().unwrap();
+        let code = format!(
+            "import os; print(open(os.environ['F']).read()); os.write({target}, b'via-{target}')"
+        );
+        let o = sandbox
+            .run(
+                sandlock_core::Command::new(["python3", "-c", code.as_str()])
+                    .pass_fd(std::os::fd::OwnedFd::from(w), target)
+                    .env("F", path),
+            )
+            .unwrap();
+        let mut got = String::new();
+        std::io::Read::read_to_string(&mut { r }, &mut got).unwrap();
+        (o, got)
+    };
+    let (o, got) = run(ws.s("inside"));
+    ok(&o);
+    assert_eq!(
+        got,
+        format!("via-{target}"),
+        "the passed fd {target} did not arrive"
+    );
+    let (o, got) = run(outside.s("secret"));
+    refused(&o);
+    assert!(!out(&o).contains("host secret"), "{}", out(&o));
+    assert_eq!(got, "", "the command went on after the refused read");
+}

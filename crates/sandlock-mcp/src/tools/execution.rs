@@ -1,23 +1,25 @@
-//! The execution tools: `execute_python`, `execute_shell` and `reset_python`.
+//! The execution tools: `execute_python`, `execute_shell`, `execute_code` and `reset_python`.
 //!
 //! A call, top to bottom ([`SandlockTools::execute`]): check the arguments and build the command,
-//! wait for a slot at the concurrency gate, find the caller's workspace, run (forking the
-//! workspace's Python fork server when it has one, see [`crate::warm`], else a fresh run in the
-//! workspace's sandbox, driven by [`crate::drive`]), then show the outcome: the headline in words, and each stream
-//! inline or, when long, as its head and tail with the whole saved in the workspace
-//! ([`crate::output`]).
+//! wait for a slot at the concurrency gate, find the caller's workspace, note what its `outputs/`
+//! holds, run (forking the workspace's Python fork server when it has one, see [`crate::warm`],
+//! else a fresh run in the workspace's sandbox, driven by [`crate::drive`]), then show the
+//! outcome: the headline in words, each stream inline or, when long, as its head and tail with the
+//! whole saved in the workspace ([`crate::output`]), and the images the run saved in `outputs/`
+//! ([`crate::images`]). `execute_shell` with `background: true` starts a background command
+//! instead ([`super::commands`]).
 //!
 //! A persistent cell (`execute_python` with `persistent: true`, [`SandlockTools::execute_cell`])
 //! finds its workspace first and waits for the workspace's turn, so that its cells run one at a
 //! time without holding a run slot while they wait; then it takes a slot and runs in the
-//! workspace's persistent interpreter ([`crate::warm::persistent`]). `reset_python` stops that
-//! interpreter.
+//! workspace's persistent interpreter ([`crate::warm::persistent`]), and is shown like any other
+//! run. `reset_python` stops that interpreter.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::CallToolResult;
+use rmcp::model::{CallToolResult, ContentBlock};
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, tool, tool_router};
 use sandlock_core::{Outcome, Reason};
@@ -25,10 +27,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::{SandlockTools, failure, output_schema, structured};
+use super::{SandlockTools, failure, output_schema, resources, structured};
 use crate::config::{ExecTool, PythonStart};
 use crate::drive;
-use crate::exec::{self, Gate, GateError, Slot};
+use crate::exec::{Gate, GateError, Slot, Source};
+use crate::images::{self, ImageRef};
+use crate::node::{self, Script};
 use crate::output;
 use crate::workspace::Workspace;
 
@@ -91,15 +95,55 @@ pub struct PersistentCell {
 pub struct ExecuteShellArgs {
     /// A command line for `/bin/sh -c`, run in the workspace directory.
     pub command: String,
-    /// Wall-clock limit in seconds (default and maximum are set by the server).
+    /// Wall-clock limit in seconds (default and maximum are set by the server). A background
+    /// command is killed when it runs out.
     #[serde(default)]
     pub timeout_s: Option<f64>,
+    /// Start the command in the background and return its `command_id` at once; read its output
+    /// with `command_output` and stop it with `kill_command`.
+    #[serde(default)]
+    pub background: Option<bool>,
     /// Stateless requests only: see `execute_python`.
     #[serde(default)]
     pub workspace: Option<String>,
 }
 
-/// The structured result of `execute_python` and `execute_shell`.
+/// A language of `execute_code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// Python, with the server's interpreter (as `execute_python`).
+    #[serde(alias = "py", alias = "python3")]
+    Python,
+    /// JavaScript, with Node.js.
+    #[serde(alias = "js", alias = "node")]
+    JavaScript,
+    /// TypeScript, with tsx or Node's type stripping.
+    #[serde(alias = "ts")]
+    TypeScript,
+}
+
+/// Arguments of `execute_code`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ExecuteCodeArgs {
+    /// The source code. JavaScript runs as `node file.js` would run it (CommonJS, or an ES module
+    /// when it uses import, export or top-level await); TypeScript runs as an ES module, with
+    /// `require`, `__filename` and `__dirname` also available.
+    pub code: String,
+    /// `python`, `javascript` or `typescript`.
+    pub language: Language,
+    /// Wall-clock limit in seconds (default and maximum are set by the server).
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+    /// Text given to the program on standard input.
+    #[serde(default)]
+    pub stdin: Option<String>,
+    /// Stateless requests only: see `execute_python`.
+    #[serde(default)]
+    pub workspace: Option<String>,
+}
+
+/// The structured result of `execute_python`, `execute_shell` and `execute_code`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RunResult {
     /// Captured standard output (UTF-8, invalid bytes replaced); when it is long, its head and
@@ -112,7 +156,8 @@ pub struct RunResult {
     /// Bytes of standard error.
     pub stderr_bytes: u64,
     /// Where the whole standard output was saved in the workspace, when it was too long to show
-    /// (read it with `read_file`, `start_line` and `end_line`).
+    /// (read it with `read_file`, `start_line` and `end_line`); for a background command, the
+    /// file its standard output goes to.
     pub stdout_file: Option<String>,
     /// Where the whole standard error was saved, when it was too long to show.
     pub stderr_file: Option<String>,
@@ -121,16 +166,42 @@ pub struct RunResult {
     /// The exit code, when the program exited by itself.
     pub exit_code: Option<i32>,
     /// Why the run ended: exited, signaled, timeout, memory, processes, cpu, output, disk,
-    /// sandbox_error; or, when it never ran, busy, invalid or shutting_down.
+    /// sandbox_error; `running` for a background command just started; or, when it never ran,
+    /// busy, invalid or shutting_down.
     pub reason: String,
     /// Wall-clock milliseconds of the run (0 when it never ran).
     pub duration_ms: u64,
     /// Whether stdout or stderr was cut at the output cap.
     pub truncated: bool,
+    /// The background command's id (`execute_shell` with `background: true`), for
+    /// `command_output` and `kill_command`.
+    pub command_id: Option<String>,
+    /// Images the run saved in `outputs/` (PNG, JPEG, GIF, WebP or SVG, new or changed during the
+    /// call); those with `shown` true follow the text as image content.
+    pub images: Vec<ImageRef>,
     /// The workspace handle (pass it back in stateless requests).
     pub workspace: String,
     /// For a persistent cell: what became of the interpreter's state. Null otherwise.
     pub persistent: Option<PersistentCell>,
+}
+
+/// What a call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Program {
+    Python,
+    Shell,
+    Node(Script),
+}
+
+/// One call of an execution tool, as the handler hands it over.
+struct Call {
+    /// The tool, for the log and the metrics.
+    label: &'static str,
+    program: Program,
+    code: String,
+    stdin: Option<String>,
+    timeout_s: Option<f64>,
+    workspace: Option<String>,
 }
 
 /// The words a caller sees first: what happened, then the output.
@@ -198,7 +269,7 @@ fn run_text(headline: &str, stdout: &str, stderr: &str, truncated: bool) -> Stri
 impl RunResult {
     /// The result of a call that never ran: `reason` says why (`invalid`, `busy`,
     /// `shutting_down`, `sandbox_error`).
-    fn never_ran(reason: &str, workspace: String) -> RunResult {
+    pub(super) fn never_ran(reason: &str, workspace: String) -> RunResult {
         RunResult {
             stdout: String::new(),
             stderr: String::new(),
@@ -211,6 +282,8 @@ impl RunResult {
             reason: reason.into(),
             duration_ms: 0,
             truncated: false,
+            command_id: None,
+            images: Vec::new(),
             workspace,
             persistent: None,
         }
@@ -276,15 +349,17 @@ async fn wait_for_slot<'g>(
 }
 
 /// What an ended run becomes: the text block (the headline in words, then `notes`, one a line,
-/// then the output) and the structured result. Long output is saved in the workspace, which is
-/// file work: it runs on the blocking pool, off the event loop.
-pub(super) async fn show_outcome(
+/// then the output, then the images `found` in `outputs/`), the structured result, and the images
+/// to attach as image content. Long output is saved in the workspace, which is file work: it runs
+/// on the blocking pool, off the event loop.
+async fn show_outcome(
     mut outcome: Outcome,
     timeout: Duration,
     ws: &Arc<Workspace>,
     disk_cap: u64,
     notes: &[String],
-) -> (String, RunResult) {
+    found: images::Found,
+) -> (String, RunResult, Vec<ContentBlock>) {
     let truncated = outcome.stdout_truncated || outcome.stderr_truncated;
     let headline = std::iter::once(describe(&outcome, timeout))
         .chain(notes.iter().cloned())
@@ -315,7 +390,15 @@ pub(super) async fn show_outcome(
         };
         (lost.clone(), lost)
     });
-    let text = run_text(&headline, &out.text, &err.text, truncated);
+    let mut text = run_text(&headline, &out.text, &err.text, truncated);
+    if !found.refs.is_empty() {
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&images::describe(&found.refs, |p| {
+            resources::uri(&ws.handle, p)
+        }));
+    }
     let r = RunResult {
         stdout: out.text,
         stderr: err.text,
@@ -328,43 +411,102 @@ pub(super) async fn show_outcome(
         reason: outcome.reason.as_str().into(),
         duration_ms: outcome.wall_time.as_millis() as u64,
         truncated,
+        command_id: None,
+        images: found.refs,
         workspace: ws.handle.clone(),
         persistent: None,
     };
-    (text, r)
+    let images = found
+        .content
+        .into_iter()
+        .map(|(data, mime)| ContentBlock::image(data, mime))
+        .collect();
+    (text, r, images)
+}
+
+/// `result` with `images` after its text, as image content.
+fn with_images(mut result: CallToolResult, images: Vec<ContentBlock>) -> CallToolResult {
+    result.content.extend(images);
+    result
+}
+
+/// The images in `outputs/` before a run, noted only where there is such a directory (one
+/// `openat2` on the event loop; the listing, when there is one, on the blocking pool).
+async fn note_outputs(ws: &Arc<Workspace>) -> images::Snapshot {
+    if !images::has_outputs(&ws.files) {
+        return images::Snapshot::default();
+    }
+    let ws = ws.clone();
+    tokio::task::spawn_blocking(move || images::snapshot(&ws.files))
+        .await
+        .unwrap_or_default()
+}
+
+/// After a run: deletes the snippet's file (`execute_code` in Node), and collects the images the
+/// run saved in `outputs/`.
+async fn after_run(
+    ws: &Arc<Workspace>,
+    script: Option<String>,
+    before: images::Snapshot,
+) -> images::Found {
+    let outputs = images::has_outputs(&ws.files);
+    if script.is_none() && !outputs {
+        return images::Found::default();
+    }
+    let ws = ws.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Some(f) = script {
+            let _ = ws.files.delete(&f);
+        }
+        if outputs {
+            images::collect(&ws.files, &before)
+        } else {
+            images::Found::default()
+        }
+    })
+    .await
+    .unwrap_or_default()
 }
 
 impl SandlockTools {
     /// One call of an execution tool, from its arguments to its result.
-    async fn execute(
-        &self,
-        ctx: RequestContext<RoleServer>,
-        tool: ExecTool,
-        code: String,
-        stdin: Option<String>,
-        timeout_s: Option<f64>,
-        requested: Option<String>,
-    ) -> CallToolResult {
+    async fn execute(&self, ctx: RequestContext<RoleServer>, call: Call) -> CallToolResult {
         let t0 = Instant::now();
         let exec = &self.app.exec;
-        let _call = exec.gate.call();
+        let _in_progress = exec.gate.call();
         let refuse = |reason: &str, words: String, workspace: String| {
-            self.log_call(&ctx, tool.name(), reason, t0.elapsed(), "");
+            self.log_call(&ctx, call.label, reason, t0.elapsed(), "");
             structured(words, &RunResult::never_ran(reason, workspace), true)
         };
-        let timeout = match exec.timeout(tool, timeout_s) {
+        let requested = call.workspace.clone();
+        // A snippet for Node is saved in the workspace (see crate::node) under a name of its own.
+        let script = match call.program {
+            Program::Node(s) => Some(format!(
+                ".sandlock-code-{}.{}",
+                output::call_name(),
+                node::extension(s)
+            )),
+            _ => None,
+        };
+        let source = match call.program {
+            Program::Python => Source::Python(&call.code),
+            Program::Shell => Source::Shell(&call.code),
+            Program::Node(s) => Source::Node(s, script.as_deref().unwrap_or_default()),
+        };
+        let tool = source.tool();
+        let timeout = match exec.timeout(tool, call.timeout_s) {
             Ok(t) => t,
             Err(words) => return refuse("invalid", words, String::new()),
         };
         // Python in fork mode forks the workspace's fork server when it has one ready; every
         // other call is a fresh run.
         let forked = tool == ExecTool::Python && exec.config.python_start == PythonStart::Fork;
-        let fork_stdin = if forked { stdin.clone() } else { None };
-        let cmd = match exec::command(tool, &exec.python, &code, stdin, timeout) {
+        let fork_stdin = if forked { call.stdin.clone() } else { None };
+        let cmd = match exec.command(source, call.stdin, timeout) {
             Ok(c) => c,
             Err(words) => return refuse("invalid", words, requested.unwrap_or_default()),
         };
-        let _slot = match self.slot(&ctx, tool.name(), t0).await {
+        let _slot = match self.slot(&ctx, call.label, t0).await {
             Ok(s) => s,
             Err(Ok((reason, words))) => {
                 return refuse(reason, words, requested.unwrap_or_default());
@@ -376,11 +518,35 @@ impl SandlockTools {
             Ok(ws) => ws,
             Err((reason, words)) => return refuse(reason, words, String::new()),
         };
+        // A call that forks builds the fresh-run sandbox only if it falls back to a fresh run: a
+        // workspace whose calls all fork never needs it. Only Python forks, so a Node snippet's
+        // file is saved once its sandbox exists.
+        let sandbox = match forked {
+            true => None,
+            false => match exec.sandbox(tool, &ws) {
+                Ok(s) => Some(s),
+                Err(words) => return refuse("sandbox_error", words, ws.handle.clone()),
+            },
+        };
+        if let Some(file) = &script {
+            let (w, f, code) = (ws.clone(), file.clone(), call.code.clone());
+            let cap = exec.config.max_disk.bytes();
+            let saved =
+                tokio::task::spawn_blocking(move || w.files.write(&f, code.as_bytes(), cap))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(e) = saved {
+                let words = format!("cannot save the code in the workspace to run it: {e}");
+                return refuse("sandbox_error", words, ws.handle.clone());
+            }
+        }
+        let before = note_outputs(&ws).await;
         let cancel = CallCancel::new(&exec.gate, &ctx);
         let why = cancel.why();
         let outcome = match forked {
             true => {
-                exec.run_forked(&ws, &code, fork_stdin, timeout, &cancel.token, &why)
+                exec.run_forked(&ws, &call.code, fork_stdin, timeout, &cancel.token, &why)
                     .await
             }
             false => None,
@@ -388,8 +554,7 @@ impl SandlockTools {
         let outcome = match outcome {
             Some(o) => o,
             None => {
-                // Built on first use: a workspace whose calls all fork never needs it.
-                let sandbox = match exec.sandbox(tool, &ws) {
+                let sandbox = match sandbox.map_or_else(|| exec.sandbox(tool, &ws), Ok) {
                     Ok(s) => s,
                     Err(words) => {
                         cancel.finish().await;
@@ -405,12 +570,20 @@ impl SandlockTools {
             }
         };
         cancel.finish().await;
+        let found = after_run(&ws, script, before).await;
         ws.touch();
         let is_error = !outcome.success();
-        let (text, r) =
-            show_outcome(outcome, timeout, &ws, exec.config.max_disk.bytes(), &[]).await;
-        self.log_call(&ctx, tool.name(), &r.reason, t0.elapsed(), &code);
-        structured(text, &r, is_error)
+        let (text, r, images) = show_outcome(
+            outcome,
+            timeout,
+            &ws,
+            exec.config.max_disk.bytes(),
+            &[],
+            found,
+        )
+        .await;
+        self.log_call(&ctx, call.label, &r.reason, t0.elapsed(), &call.code);
+        with_images(structured(text, &r, is_error), images)
     }
 
     /// One persistent cell of `execute_python`, from its arguments to its result.
@@ -461,12 +634,14 @@ impl SandlockTools {
             Err(Ok((reason, words))) => return refuse(reason, words, ws.handle.clone()),
             Err(Err(cancelled)) => return cancelled,
         };
+        let before = note_outputs(&ws).await;
         let cancel = CallCancel::new(&exec.gate, &ctx);
         let why = cancel.why();
         let run = exec
             .run_persistent(&ws, &code, stdin, timeout, &cancel.token, &why)
             .await;
         cancel.finish().await;
+        let found = after_run(&ws, None, before).await;
         ws.touch();
         let run = match run {
             Ok(r) => r,
@@ -498,15 +673,22 @@ impl SandlockTools {
             );
         }
         let is_error = !outcome.success();
-        let (text, mut r) =
-            show_outcome(outcome, timeout, &ws, exec.config.max_disk.bytes(), &notes).await;
+        let (text, mut r, images) = show_outcome(
+            outcome,
+            timeout,
+            &ws,
+            exec.config.max_disk.bytes(),
+            &notes,
+            found,
+        )
+        .await;
         r.persistent = Some(PersistentCell {
             cell,
             state_kept: ended.is_none(),
             state_lost: run.lost,
         });
         self.log_call(&ctx, tool.name(), &r.reason, t0.elapsed(), &code);
-        structured(text, &r, is_error)
+        with_images(structured(text, &r, is_error), images)
     }
 
     /// Waits for a run slot at the gate. The error is the call's result when it gets none:
@@ -550,7 +732,8 @@ impl SandlockTools {
                        the call runs like a notebook cell in this workspace's persistent \
                        interpreter, where variables, imports and definitions of earlier \
                        persistent calls are kept and a trailing expression's value is shown. \
-                       Returns stdout, stderr, exit_code and why the run ended.",
+                       Images saved in outputs/ (e.g. plt.savefig('outputs/chart.png')) come back \
+                       as images. Returns stdout, stderr, exit_code and why the run ended.",
         output_schema = output_schema::<RunResult>(),
         annotations(open_world_hint = false)
     )]
@@ -564,16 +747,15 @@ impl SandlockTools {
                 .execute_cell(ctx, a.code, a.stdin, a.timeout_s, a.workspace)
                 .await);
         }
-        Ok(self
-            .execute(
-                ctx,
-                ExecTool::Python,
-                a.code,
-                a.stdin,
-                a.timeout_s,
-                a.workspace,
-            )
-            .await)
+        let call = Call {
+            label: "execute_python",
+            program: Program::Python,
+            code: a.code,
+            stdin: a.stdin,
+            timeout_s: a.timeout_s,
+            workspace: a.workspace,
+        };
+        Ok(self.execute(ctx, call).await)
     }
 
     /// Stops the workspace's persistent Python interpreter.
@@ -613,11 +795,14 @@ impl SandlockTools {
         Ok(structured(text.into(), &r, false))
     }
 
-    /// Runs a shell command in the session's sandboxed workspace.
+    /// Runs a shell command in the session's sandboxed workspace, or starts it in the background.
     #[tool(
         description = "Run a shell command (/bin/sh -c) in a sandbox, in this session's private \
                        workspace, with the same confinement and limits as execute_python. Returns \
-                       stdout, stderr, exit_code and why the run ended.",
+                       stdout, stderr, exit_code and why the run ended. With background=true it \
+                       returns a command_id at once instead (for servers, watchers, long builds): \
+                       read its new output with command_output, stop it with kill_command; it \
+                       still has the timeout (timeout_s) and the other limits.",
         output_schema = output_schema::<RunResult>(),
         annotations(open_world_hint = false)
     )]
@@ -626,15 +811,50 @@ impl SandlockTools {
         ctx: RequestContext<RoleServer>,
         Parameters(a): Parameters<ExecuteShellArgs>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(self
-            .execute(
-                ctx,
-                ExecTool::Shell,
-                a.command,
-                None,
-                a.timeout_s,
-                a.workspace,
-            )
-            .await)
+        if a.background == Some(true) {
+            return Ok(self
+                .start_background(ctx, a.command, a.timeout_s, a.workspace)
+                .await);
+        }
+        let call = Call {
+            label: "execute_shell",
+            program: Program::Shell,
+            code: a.command,
+            stdin: None,
+            timeout_s: a.timeout_s,
+            workspace: a.workspace,
+        };
+        Ok(self.execute(ctx, call).await)
+    }
+
+    /// Runs Python, JavaScript or TypeScript in the session's sandboxed workspace.
+    #[tool(
+        description = "Run code in python, javascript (Node.js) or typescript in a sandbox, in \
+                       this session's private workspace, with the same confinement and limits as \
+                       execute_python (python runs exactly as there). Returns stdout, stderr, \
+                       exit_code and why the run ended; images saved in outputs/ come back as \
+                       images.",
+        output_schema = output_schema::<RunResult>(),
+        annotations(open_world_hint = false)
+    )]
+    async fn execute_code(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<ExecuteCodeArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let program = match a.language {
+            Language::Python => Program::Python,
+            Language::JavaScript => Program::Node(Script::JavaScript),
+            Language::TypeScript => Program::Node(Script::TypeScript),
+        };
+        let call = Call {
+            label: "execute_code",
+            program,
+            code: a.code,
+            stdin: a.stdin,
+            timeout_s: a.timeout_s,
+            workspace: a.workspace,
+        };
+        Ok(self.execute(ctx, call).await)
     }
 }

@@ -3,8 +3,13 @@
 //! The tools come in families, one module each; this module owns what they share (the handler,
 //! its session and workspace, the call log, the shape of a result) and the dispatch, which is
 //! rmcp's router made of each family's routes:
-//! - [`execution`]: `execute_python`, `execute_shell`, `reset_python`;
-//! - [`files`]: `read_file`, `write_file`, `list_files`, `delete_file`.
+//! - [`execution`]: `execute_python` (also as persistent cells), `execute_shell`,
+//!   `execute_code`, `reset_python`;
+//! - [`commands`]: background commands (`execute_shell` with `background`), `command_output`,
+//!   `kill_command`;
+//! - [`files`]: `read_file`, `write_file`, `edit_file`, `list_files`, `glob_files`,
+//!   `grep_files`, `move_file`, `delete_file`;
+//! - [`resources`]: the workspace's files as MCP resources (`sandlock://<workspace>/<path>`).
 //!
 //! rmcp calls the handler factory once per session (2025-11-25 over HTTP, or stdio) and once per
 //! request for stateless requests (2026-07-28, or `--stateless`). A handler learns that it belongs
@@ -12,17 +17,23 @@
 //! when the session ends and rmcp drops the handler. A handler that was never initialized serves a
 //! stateless request and finds its workspace by the `workspace` argument (see [`crate::workspace`]).
 
+mod commands;
 mod execution;
 mod files;
+mod resources;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult, ListResourcesResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
+    ServerConfig,
+};
 use rmcp::service::{NotificationContext, RequestContext};
-use rmcp::{RoleServer, ServerHandler, tool_handler};
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool_handler};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -51,6 +62,7 @@ impl App {
             queue_depth: self.exec.gate.queued(),
             workspaces: self.workspaces.live(),
             fork_servers: crate::warm::live_fork_servers(),
+            background_commands: crate::background::running_commands(),
             python_persistent: crate::warm::live_persistent(),
             pool: self.pool.stats(),
             draining: self.exec.gate.closing.is_cancelled(),
@@ -140,7 +152,9 @@ impl SandlockTools {
         static ROUTER: OnceLock<ToolRouter<SandlockTools>> = OnceLock::new();
         SandlockTools {
             tool_router: ROUTER
-                .get_or_init(|| Self::execution_router() + Self::file_router())
+                .get_or_init(|| {
+                    Self::execution_router() + Self::command_router() + Self::file_router()
+                })
                 .clone(),
             app,
             session: Arc::new(Session::default()),
@@ -175,6 +189,10 @@ impl SandlockTools {
         self.find_workspace(requested).map_err(|e| match e {
             WsError::Words(w) => ("invalid", w),
             WsError::Registry(e @ WorkspaceError::Full(_)) => ("busy", e.to_string()),
+            WsError::Registry(e @ WorkspaceError::OtherReplica { .. }) => {
+                self.app.metrics.misrouted("workspace");
+                ("invalid", e.to_string())
+            }
             WsError::Registry(e) => ("invalid", e.to_string()),
         })
     }
@@ -224,6 +242,32 @@ impl SandlockTools {
             .new_workspace(&app.workspaces, session, app.exec.config.fork_idle)
     }
 
+    /// The session's workspace if it has one already (none is created).
+    fn session_workspace(&self) -> Option<Arc<Workspace>> {
+        if !self.session.initialized.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.session.workspace.lock().ok()?.clone()
+    }
+
+    /// The workspace named `handle` (in a resource URI): in a session, only the session's own.
+    fn workspace_by_handle(&self, handle: &str) -> Result<Arc<Workspace>, String> {
+        if self.session.initialized.load(Ordering::Relaxed) {
+            return match self.session_workspace() {
+                Some(ws) if ws.handle == handle => Ok(ws),
+                Some(ws) => Err(format!(
+                    "workspace {handle:?} is not this session's (which is {}); a session reads \
+                     only its own files",
+                    ws.handle
+                )),
+                None => Err(format!(
+                    "workspace {handle:?} is not this session's; this session has no files yet"
+                )),
+            };
+        }
+        self.app.workspaces.get(handle).map_err(|e| e.to_string())
+    }
+
     fn log_call(
         &self,
         ctx: &RequestContext<RoleServer>,
@@ -246,17 +290,50 @@ impl SandlockTools {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for SandlockTools {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let caps = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .build();
+        ServerConfig::new(caps)
             .with_server_info(Implementation::new("sandlock", env!("CARGO_PKG_VERSION")))
             .with_instructions(
-                "Sandboxed code execution. execute_python and execute_shell run in a private \
-                 workspace directory that persists for this session; read_file, write_file, \
-                 list_files and delete_file work on the same directory with relative paths. \
-                 execute_python with persistent: true keeps variables between calls, like \
-                 notebook cells; reset_python starts over. \
-                 Stateless (2026-07-28) clients: pass back the `workspace` handle from a result \
-                 to reach the same files.",
+                "Sandboxed code execution. execute_python, execute_shell and execute_code \
+                 (python, javascript, typescript) run in a private workspace directory that \
+                 persists for this session; execute_python with persistent: true keeps \
+                 variables between calls, like notebook cells, and reset_python starts over; \
+                 execute_shell with background=true starts a command that command_output reads \
+                 and kill_command stops. read_file, write_file, edit_file, list_files, \
+                 glob_files, grep_files, move_file and delete_file work on the same directory \
+                 with relative paths. Images code saves in outputs/ come back in the result. The \
+                 workspace's files are also resources (sandlock://<workspace>/<path>), which is \
+                 how to download one. Stateless (2026-07-28) clients: pass back the `workspace` \
+                 handle from a result to reach the same files.",
             )
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        self.list_resources_page(request.and_then(|r| r.cursor))
+            .await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(resources::templates())
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        self.read_resource_uri(request.uri).await.map(Into::into)
     }
 
     async fn on_initialized(&self, ctx: NotificationContext<RoleServer>) {
@@ -286,6 +363,10 @@ impl Drop for Session {
                 .and_then(|g| g.clone())
                 .unwrap_or_default();
             tracing::info!(session = %short(&id), "session ended");
+        }
+        // Its background commands end with it (and then let go of the workspace).
+        if let Some(ws) = self.workspace.get_mut().ok().and_then(|w| w.take()) {
+            ws.commands.stop_all("killed: its session ended");
         }
     }
 }

@@ -5,8 +5,11 @@
 //! `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` relative to a descriptor of the workspace. A
 //! symlink that the sandboxed code planted, pointing at `/etc` or at another session's workspace,
 //! therefore fails with `EXDEV` at the moment of the open, with no window between a check and a use.
-//! Final components are opened with `O_NOFOLLOW` when writing or deleting, so a symlink is never
-//! written through or mistaken for its target.
+//! Final components are opened with `O_NOFOLLOW` when writing, editing, moving or deleting, so a
+//! symlink is never written through or mistaken for its target.
+//!
+//! [`edit`] (search and replace, with a unified diff) and [`search`] (glob and grep over a
+//! walk of the workspace) build on the operations here.
 
 use std::ffi::{CStr, CString};
 use std::io::Write;
@@ -15,6 +18,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use serde::Serialize;
+
+pub mod edit;
+pub mod search;
 
 /// Why a file operation failed, in words a caller (often a language model) can act on.
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +42,18 @@ pub enum FileError {
     Escapes(String),
     /// The final component is a symlink.
     #[error(
-        "{0:?} is a symlink; read_file follows symlinks that stay inside the workspace, but write_file and delete_file do not act through them"
+        "{0:?} is a symlink; read_file follows symlinks that stay inside the workspace, but the \
+         tools that change files do not act through them"
     )]
     Symlink(String),
+    /// The destination of a move exists and replacing it was not asked for.
+    #[error(
+        "{0:?} already exists; pass overwrite=true to replace it, or choose another destination"
+    )]
+    Exists(String),
+    /// A directory cannot move beneath itself.
+    #[error("cannot move {0:?} into itself ({1:?} is beneath it)")]
+    IntoItself(String, String),
     /// No such file or directory.
     #[error("{0:?} does not exist in the workspace (list_files shows what does)")]
     NotFound(String),
@@ -51,13 +66,16 @@ pub enum FileError {
     /// A directory that still has entries.
     #[error("{0:?} is a directory that is not empty; delete its files first")]
     NotEmpty(String),
-    /// The file is larger than the read cap.
+    /// The file is larger than the operation accepts.
     #[error(
-        "{path:?} is {size} bytes; read_file returns at most {cap} bytes (process it with execute_python instead)"
+        "{path:?} is {size} bytes; {op} works on files of at most {cap} bytes (process it with \
+         execute_python or execute_shell instead)"
     )]
     TooLarge {
         /// The path.
         path: String,
+        /// What was being done.
+        op: &'static str,
         /// Its size.
         size: u64,
         /// The cap.
@@ -248,6 +266,7 @@ impl Beneath {
         if st.st_size as u64 > MAX_SCAN {
             return Err(FileError::TooLarge {
                 path: path.into(),
+                op: "read_file",
                 size: st.st_size as u64,
                 cap: MAX_SCAN,
             });
@@ -314,13 +333,32 @@ impl Beneath {
         Ok(out)
     }
 
+    /// Opens the regular file `path` for reading (symlinks are followed only while they stay
+    /// beneath the workspace) and returns it with its size.
+    pub fn open_file(&self, path: &str) -> Result<(std::fs::File, u64), FileError> {
+        let parts = components(path)?;
+        if parts.is_empty() {
+            return Err(FileError::Invalid(path.into()));
+        }
+        let fd = self.open_at(&parts.join("/"), libc::O_RDONLY | libc::O_NONBLOCK, 0, path)?;
+        let st = fstat(&fd).map_err(|err| FileError::Io {
+            op: "stat",
+            path: path.into(),
+            err,
+        })?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(FileError::NotRegular(path.into(), kind_of(st.st_mode)));
+        }
+        Ok((std::fs::File::from(fd), st.st_size as u64))
+    }
+
     /// Writes `content` to `path`, creating missing parent directories, refusing to exceed
     /// `disk_cap` bytes for the whole workspace.
     pub fn write(&self, path: &str, content: &[u8], disk_cap: u64) -> Result<(), FileError> {
         let parts = components(path)?;
-        let Some((name, dirs)) = parts.split_last() else {
+        if parts.is_empty() {
             return Err(FileError::Invalid(path.into()));
-        };
+        }
         let usage = self.usage();
         let existing = self
             .open_at(&parts.join("/"), libc::O_PATH | libc::O_NOFOLLOW, 0, path)
@@ -337,10 +375,26 @@ impl Beneath {
                 cap: disk_cap,
             });
         }
+        self.create(path)?
+            .write_all(content)
+            .map_err(|err| FileError::Io {
+                op: "write",
+                path: path.into(),
+                err,
+            })
+    }
+
+    /// Creates (or truncates) the regular file `path`, open for reading and writing, creating
+    /// missing parent directories. A symlink in its place is refused, never written through.
+    pub fn create(&self, path: &str) -> Result<std::fs::File, FileError> {
+        let parts = components(path)?;
+        let Some((name, dirs)) = parts.split_last() else {
+            return Err(FileError::Invalid(path.into()));
+        };
         let dir = self.make_dirs(dirs, path)?;
         let c = cstr(name)?;
         let how = open_how(
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+            libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_NONBLOCK,
             0o644,
             libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
         );
@@ -375,13 +429,7 @@ impl Beneath {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(FileError::NotRegular(path.into(), kind_of(st.st_mode)));
         }
-        std::fs::File::from(fd)
-            .write_all(content)
-            .map_err(|err| FileError::Io {
-                op: "write",
-                path: path.into(),
-                err,
-            })
+        Ok(std::fs::File::from(fd))
     }
 
     /// Opens (creating as needed) the directory `dirs` beneath the workspace.
@@ -474,6 +522,121 @@ impl Beneath {
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok((out, truncated))
+    }
+
+    /// The status of `path` itself (a symlink is not followed), or `None` when there is nothing
+    /// there (or it cannot be reached beneath the workspace).
+    pub fn stat(&self, path: &str) -> Option<libc::stat> {
+        let rel = components(path).ok()?.join("/");
+        let fd = self
+            .open_at(&rel, libc::O_PATH | libc::O_NOFOLLOW, 0, path)
+            .ok()?;
+        fstat(&fd).ok()
+    }
+
+    /// Reads at most `cap + 1` bytes of the regular file `path`, so that a caller can tell a file
+    /// over its cap. A symlink that stays inside the workspace is followed when `follow` is set
+    /// (as `read_file` does), else refused.
+    pub fn read_head(&self, path: &str, cap: u64, follow: bool) -> Result<Vec<u8>, FileError> {
+        use std::io::Read;
+        let rel = components(path)?.join("/");
+        if rel.is_empty() {
+            return Err(FileError::Invalid(path.into()));
+        }
+        let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | nofollow;
+        let fd = self.open_at(&rel, flags, 0, path)?;
+        let st = fstat(&fd).map_err(|err| FileError::Io {
+            op: "stat",
+            path: path.into(),
+            err,
+        })?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(FileError::NotRegular(path.into(), kind_of(st.st_mode)));
+        }
+        let mut data = Vec::new();
+        std::fs::File::from(fd)
+            .take(cap + 1)
+            .read_to_end(&mut data)
+            .map_err(|err| FileError::Io {
+                op: "read",
+                path: path.into(),
+                err,
+            })?;
+        Ok(data)
+    }
+
+    /// Reads the whole of a UTF-8 text file of at most `cap` bytes, for `op` (named in errors).
+    /// A symlink is refused, as for writing: the text read is the text that will be replaced.
+    pub fn read_text(&self, path: &str, cap: u64, op: &'static str) -> Result<String, FileError> {
+        let data = self.read_head(path, cap, false)?;
+        if data.len() as u64 > cap {
+            let size = self
+                .stat(path)
+                .map_or(data.len() as u64, |st| st.st_size as u64);
+            return Err(FileError::TooLarge {
+                path: path.into(),
+                op,
+                size,
+                cap,
+            });
+        }
+        String::from_utf8(data).map_err(|_| FileError::NotText(path.into()))
+    }
+
+    /// Moves (renames) `from` to `to` within the workspace, creating the missing parents of `to`.
+    /// An existing `to` is replaced only when `overwrite` is set; returns whether one was. The
+    /// final components are never followed: a symlink moves as a link.
+    pub fn rename(&self, from: &str, to: &str, overwrite: bool) -> Result<bool, FileError> {
+        let src = components(from)?;
+        let dst = components(to)?;
+        let (Some((src_name, src_dirs)), Some((dst_name, dst_dirs))) =
+            (src.split_last(), dst.split_last())
+        else {
+            return Err(FileError::Invalid(
+                if src.is_empty() { from } else { to }.into(),
+            ));
+        };
+        if dst.len() > src.len() && dst[..src.len()] == src[..] {
+            return Err(FileError::IntoItself(from.into(), to.into()));
+        }
+        let flags = libc::O_PATH | libc::O_DIRECTORY;
+        let src_dir = self.open_at(&src_dirs.join("/"), flags, 0, from)?;
+        let (src_c, dst_c) = (cstr(src_name)?, cstr(dst_name)?);
+        if fstatat(src_dir.as_raw_fd(), &src_c).is_none() {
+            return Err(FileError::NotFound(from.into()));
+        }
+        let dst_dir = self.make_dirs(dst_dirs, to)?;
+        let replaced = fstatat(dst_dir.as_raw_fd(), &dst_c).is_some();
+        if replaced && !overwrite {
+            return Err(FileError::Exists(to.into()));
+        }
+        let flags = if overwrite { 0 } else { libc::RENAME_NOREPLACE };
+        // SAFETY: renameat2 on two directory descriptors we own, with valid C strings.
+        let r = unsafe {
+            libc::renameat2(
+                src_dir.as_raw_fd(),
+                src_c.as_ptr(),
+                dst_dir.as_raw_fd(),
+                dst_c.as_ptr(),
+                flags,
+            )
+        };
+        if r == 0 {
+            return Ok(replaced);
+        }
+        Err(match errno() {
+            libc::EEXIST if !overwrite => FileError::Exists(to.into()),
+            libc::ENOENT => FileError::NotFound(from.into()),
+            libc::EINVAL if dst.starts_with(&src) => FileError::IntoItself(from.into(), to.into()),
+            libc::EISDIR => FileError::NotRegular(to.into(), "a directory"),
+            libc::ENOTEMPTY | libc::EEXIST => FileError::NotEmpty(to.into()),
+            e => FileError::Io {
+                op: "move",
+                path: from.into(),
+                err: std::io::Error::from_raw_os_error(e),
+            },
+        })
     }
 
     /// Deletes a file, a symlink (not its target) or an empty directory.
@@ -774,6 +937,102 @@ mod tests {
         assert!(matches!(e, FileError::DiskCap { .. }), "{e}");
         // Control: overwriting the same file counts its old size once.
         b.write("one", &[b'y'; 7000], 10_000).unwrap();
+    }
+
+    #[test]
+    fn move_creates_parents_and_refuses_to_overwrite_unless_asked() {
+        let t = tmp("mv");
+        let b = Beneath::open(&t.0.join("ws")).unwrap();
+        b.write("a.txt", b"A", 1 << 20).unwrap();
+        b.write("b.txt", b"B", 1 << 20).unwrap();
+        assert!(!b.rename("a.txt", "x/y/a.txt", false).unwrap());
+        assert_eq!(read_all(&b, "x/y/a.txt").unwrap(), "A");
+        assert!(matches!(read_all(&b, "a.txt"), Err(FileError::NotFound(_))));
+        let e = b.rename("x/y/a.txt", "b.txt", false).unwrap_err();
+        assert!(matches!(e, FileError::Exists(_)), "{e}");
+        assert_eq!(read_all(&b, "b.txt").unwrap(), "B", "nothing replaced");
+        assert!(b.rename("x/y/a.txt", "b.txt", true).unwrap());
+        assert_eq!(read_all(&b, "b.txt").unwrap(), "A");
+        // A directory moves with its contents, but not beneath itself.
+        assert!(matches!(
+            b.rename("x", "x/z", false),
+            Err(FileError::IntoItself(..))
+        ));
+        b.rename("x", "w", false).unwrap();
+        assert!(matches!(
+            b.rename("nothing", "n2", false),
+            Err(FileError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn move_never_leaves_the_workspace_or_follows_a_symlink() {
+        let t = tmp("mv-escape");
+        let ws = t.0.join("ws");
+        let b = Beneath::open(&ws).unwrap();
+        b.write("f.txt", b"x", 1 << 20).unwrap();
+        for (from, to) in [("f.txt", "../f.txt"), ("../secret.txt", "s.txt")] {
+            assert!(matches!(
+                b.rename(from, to, false),
+                Err(FileError::DotDot(_))
+            ));
+        }
+        assert!(matches!(
+            b.rename("f.txt", "/tmp/f.txt", false),
+            Err(FileError::Absolute(_))
+        ));
+        symlink(&t.0, ws.join("out")).unwrap();
+        assert!(matches!(
+            b.rename("f.txt", "out/f.txt", false),
+            Err(FileError::Escapes(_))
+        ));
+        assert!(matches!(
+            b.rename("out/secret.txt", "s.txt", false),
+            Err(FileError::Escapes(_))
+        ));
+        assert!(t.0.join("secret.txt").exists() && !t.0.join("f.txt").exists());
+        // The link itself moves (as a link), its target stays where it is.
+        b.rename("out", "moved-link", false).unwrap();
+        assert!(
+            std::fs::symlink_metadata(ws.join("moved-link"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.0.join("secret.txt")).unwrap(),
+            "outside"
+        );
+    }
+
+    #[test]
+    fn edit_replaces_in_place_and_refuses_a_symlink() {
+        let t = tmp("edit");
+        let ws = t.0.join("ws");
+        let b = Beneath::open(&ws).unwrap();
+        b.write("f.py", b"x = 1\ny = 2\n", 1 << 20).unwrap();
+        let e = b
+            .edit("f.py", "y = 2", "y = 3", false, 1 << 20, 1000)
+            .unwrap();
+        assert_eq!((e.replacements, e.bytes), (1, 12));
+        assert_eq!(read_all(&b, "f.py").unwrap(), "x = 1\ny = 3\n");
+        symlink(t.0.join("secret.txt"), ws.join("link")).unwrap();
+        let e = b
+            .edit("link", "outside", "pwned", false, 1 << 20, 1000)
+            .unwrap_err();
+        assert!(
+            matches!(e, edit::EditError::File(FileError::Symlink(_))),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.0.join("secret.txt")).unwrap(),
+            "outside"
+        );
+        b.write("bin", b"\xff\xfe", 1 << 20).unwrap();
+        assert!(matches!(
+            b.edit("bin", "a", "b", false, 1 << 20, 1000),
+            Err(edit::EditError::File(FileError::NotText(_)))
+        ));
     }
 
     #[test]
