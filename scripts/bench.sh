@@ -2,7 +2,7 @@
 # Benchmarks (not tests): each measures sandlock against a baseline taken in the same run and
 # writes its results to docs/perf/*.md; this script then assembles docs/PERFORMANCE.md.
 # Needs about 6 GiB of free memory (the "big host" measurements hold 4 GiB) and a quiet machine.
-# Usage: scripts/bench.sh [all|core|startup|standins|before-after|python|mcp|net|assemble]   (default all; after
+# Usage: scripts/bench.sh [all|core|startup|standins|fsview|before-after|python|mcp|net|assemble]   (default all; after
 # scripts/test.sh has set up .venv). `assemble` only rebuilds docs/PERFORMANCE.md from docs/perf/
 # (after editing notes). `before-after [REV]` compares the release CLI of REV (default 419a517, main
 # before the stand-ins for Landlock features) with this checkout's, on this machine.
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 
 what=${1:-all}
-case "$what" in all|core|startup|standins|before-after|python|mcp|net|assemble) ;; *) echo "usage: scripts/bench.sh [all|core|startup|standins|before-after|python|mcp|net|assemble]" >&2; exit 2;; esac
+case "$what" in all|core|startup|standins|fsview|before-after|python|mcp|net|assemble) ;; *) echo "usage: scripts/bench.sh [all|core|startup|standins|fsview|before-after|python|mcp|net|assemble]" >&2; exit 2;; esac
 
 if [ "$what" != assemble ]; then
   echo "==> building the release CLI"
@@ -39,9 +39,15 @@ if [ "$what" = all ] || [ "$what" = standins ]; then
   cargo bench --quiet -p sandlock-core --bench standins
 fi
 
+if [ "$what" = all ] || [ "$what" = fsview ]; then
+  echo "==> filesystem views (issue 14): cargo bench -p sandlock-core --bench fsview"
+  cargo bench --quiet -p sandlock-core --bench fsview
+fi
+
 if [ "$what" = all ] || [ "$what" = net ]; then
-  echo "==> network by host name (issue 12): redis-benchmark bare and in a sandbox"
-  command -v redis-benchmark >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null
+  echo "==> network (issue 12): redis-benchmark by host name, and HTTP through the ACL proxy (ab against nginx), bare and in a sandbox"
+  command -v redis-benchmark >/dev/null && command -v nginx >/dev/null && command -v ab >/dev/null \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server redis-tools nginx-light apache2-utils >/dev/null
   python3 scripts/bench_net.py "$CARGO_TARGET_DIR/release/sandlock"
 fi
 
@@ -57,7 +63,7 @@ if [ "$what" = before-after ]; then
   git worktree remove --force "$wt"
 fi
 
-if [ "$what" = assemble ] || [ "$what" = startup ] || [ "$what" = standins ] || [ "$what" = before-after ] || [ "$what" = net ]; then
+if [ "$what" = assemble ] || [ "$what" = startup ] || [ "$what" = standins ] || [ "$what" = fsview ] || [ "$what" = before-after ] || [ "$what" = net ]; then
   :
 elif [ ! -x .venv/bin/python ] && [ "$what" != core ]; then
   echo "SKIP Python and MCP benchmarks: run scripts/test.sh first (it creates .venv)"
@@ -86,7 +92,7 @@ Leak check (\`tests/leaks.rs\`, release build): ${leak_line}.
 
 HEADER
   cat docs/perf/notes.md
-  for f in docs/perf/core.md docs/perf/startup.md docs/perf/startup-breakdown.md docs/perf/standins.md docs/perf/before-after.md docs/perf/python-sdk.md docs/perf/mcp.md docs/perf/net.md; do
+  for f in docs/perf/core.md docs/perf/startup.md docs/perf/startup-breakdown.md docs/perf/standins.md docs/perf/fsview.md docs/perf/before-after.md docs/perf/python-sdk.md docs/perf/mcp.md docs/perf/net.md; do
     [ -f "$f" ] || continue
     echo
     sed 's/^# /## /' "$f"

@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
-"""Network benchmark: redis-benchmark inside a sandbox with a host-name rule, against bare.
+"""Network benchmark: clients inside a sandbox against the same clients bare, in one run.
 
     scripts/bench_net.py SANDLOCK_BIN [--rounds N] [--requests N] [--out docs/perf/net.md]
 
-A redis-server listens on 127.0.0.2 (``allowed.test`` in /etc/hosts, as scripts/test.sh sets it
-up). redis-benchmark runs bare and inside ``sandlock run --net-allow allowed.test:PORT``, in
-alternating rounds whose order rotates, on kept-alive connections (``-k 1``) and with a new
-connection per request (``-k 0``, where every request pays a supervised connect). The report gives
-the median requests per second of each side and their ratio, all measured in this run. Not a test:
-it only reports.
+Two parts, each in alternating rounds whose order rotates, medians reported:
+
+- redis-benchmark by host name: a redis-server on 127.0.0.2 (``allowed.test`` in /etc/hosts, as
+  scripts/test.sh sets it up); ``redis-benchmark -h allowed.test`` bare and inside
+  ``sandlock run --net-allow allowed.test:PORT``, on kept-alive connections (``-k 1``) and with a
+  new connection per request (``-k 0``, where every request pays a supervised connect).
+- HTTP through the ACL proxy: nginx on 127.0.0.2 (plain and TLS, with a CA made for the run);
+  ApacheBench (``ab``) bare, inside a sandbox that reaches nginx directly (``--net-allow``), and
+  inside one whose requests go through sandlock's proxy (``--http-allow``, HTTPS intercepted and
+  the upstream verified against the run's CA with ``--http-upstream-ca``).
+
+Not a test: it only reports.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HOST, NAME = "127.0.0.2", "allowed.test"
@@ -33,7 +41,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rps(cmd: list[str]) -> float:
+def wait_listening(port: int, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{what} did not start") from None
+            time.sleep(0.05)
+
+
+def redis_rps(cmd: list[str]) -> float:
     """Requests per second of one redis-benchmark run (its --csv output)."""
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     for line in out.stdout.splitlines():
@@ -43,25 +63,39 @@ def rps(cmd: list[str]) -> float:
     raise SystemExit(f"no result from {' '.join(cmd)}:\n{out.stdout}\n{out.stderr}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("sandlock", help="the sandlock CLI to measure (a release build)")
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--requests", type=int, default=20000)
-    ap.add_argument("--out", default="docs/perf/net.md")
-    a = ap.parse_args()
-    for tool in ("redis-server", "redis-benchmark"):
-        if not shutil.which(tool):
-            raise SystemExit(
-                f"{tool} is missing (apt-get install redis-server redis-tools)"
-            )
-    if f"{HOST} {NAME}" not in Path("/etc/hosts").read_text():
-        raise SystemExit(
-            f"/etc/hosts lacks '{HOST} {NAME}' (scripts/test.sh adds it as root)"
-        )
-    bench = shutil.which("redis-benchmark")
+def ab_rps(cmd: list[str]) -> float:
+    """Requests per second of one ab run; every request must have succeeded."""
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    rps = failed = non2xx = None
+    for line in out.stdout.splitlines():
+        if line.startswith("Requests per second:"):
+            rps = float(line.split()[3])
+        elif line.startswith("Failed requests:"):
+            failed = int(line.split()[2])
+        elif line.startswith("Non-2xx responses:"):
+            non2xx = int(line.split()[2])
+    if rps is None or failed or non2xx:
+        raise SystemExit(f"ab failed ({' '.join(cmd)}):\n{out.stdout}\n{out.stderr}")
+    return rps
+
+
+def rounds(
+    n: int, sides: dict[str, Callable[[], float]], label: str
+) -> dict[str, float]:
+    """Runs every side once per round, in an order that rotates; the median of each side."""
+    got: dict[str, list[float]] = {s: [] for s in sides}
+    names = list(sides)
+    for r in range(n):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for side in order:
+            got[side].append(sides[side]())
+        shown = ", ".join(f"{s} {got[s][-1]:.0f}/s" for s in names)
+        print(f"{label} round {r + 1}/{n}: {shown}", file=sys.stderr)
+    return {s: statistics.median(v) for s, v in got.items()}
+
+
+def redis_part(a: argparse.Namespace) -> list[str]:
+    bench = shutil.which("redis-benchmark") or "redis-benchmark"
     port = free_port()
     server = subprocess.Popen(
         [
@@ -77,16 +111,9 @@ def main() -> None:
         ],
         stdout=subprocess.DEVNULL,
     )
+    rows = []
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection((HOST, port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("redis-server did not start") from None
-                time.sleep(0.05)
+        wait_listening(port, "redis-server")
         sandbox = [
             a.sandlock,
             "run",
@@ -96,56 +123,221 @@ def main() -> None:
             f"{NAME}:{port}",
             "--",
         ]
-        rows = []
         for keep in (1, 0):
-            cmd = [
-                bench,
-                "-h",
-                NAME,
-                "-p",
-                str(port),
-                "-t",
-                "get",
-                "-c",
-                "10",
-                "-n",
-                str(a.requests),
-            ]
-            cmd += ["-k", str(keep), "--csv"]
-            sides: dict[str, list[float]] = {"bare": [], "sandlock": []}
-            for r in range(a.rounds):
-                order = ["bare", "sandlock"] if r % 2 == 0 else ["sandlock", "bare"]
-                for side in order:
-                    sides[side].append(rps(cmd if side == "bare" else sandbox + cmd))
-                print(
-                    f"-k {keep} round {r + 1}/{a.rounds}: bare {sides['bare'][-1]:.0f}/s, "
-                    f"sandlock {sides['sandlock'][-1]:.0f}/s",
-                    file=sys.stderr,
-                )
-            bare, inside = (
-                statistics.median(sides["bare"]),
-                statistics.median(sides["sandlock"]),
+            cmd = [bench, "-h", NAME, "-p", str(port), "-t", "get", "-c", "10"]
+            cmd += ["-n", str(a.requests), "-k", str(keep), "--csv"]
+            m = rounds(
+                a.rounds,
+                {
+                    "bare": lambda c=cmd: redis_rps(c),
+                    "sandlock": lambda c=cmd: redis_rps(sandbox + c),
+                },
+                f"redis -k {keep}",
             )
-            rows.append((keep, bare, inside, inside / bare))
+            what = "kept alive (`-k 1`)" if keep else "new per request (`-k 0`)"
+            ratio = m["sandlock"] / m["bare"]
+            rows.append(
+                f"| {what} | {m['bare']:,.0f} | {m['sandlock']:,.0f} | {ratio:.2f}x |"
+            )
     finally:
         server.terminate()
         server.wait()
-    lines = [
-        "## Network: redis-benchmark by host name",
+    return [
+        "### redis-benchmark by host name",
         "",
         (
-            f"Produced by `scripts/bench.sh net` (`scripts/bench_net.py`) on {time.strftime('%Y-%m-%d')}: "
-            f"Linux {platform.release()}, {os.cpu_count()} CPUs, uid {os.getuid()}. redis-server on "
-            f"{HOST}; `redis-benchmark -h {NAME} -t get -c 10 -n {a.requests}` bare and inside "
-            f"`sandlock run -p system --net-allow {NAME}:PORT`, {a.rounds} alternating rounds, medians."
+            f"`redis-benchmark -h {NAME} -t get -c 10 -n {a.requests}` against redis-server on "
+            f"{HOST}, bare and inside `sandlock run -p system --net-allow {NAME}:PORT`, "
+            f"{a.rounds} alternating rounds, medians."
         ),
         "",
         "| connections | bare (req/s) | in sandlock (req/s) | ratio |",
         "|---|---:|---:|---:|",
+        *rows,
     ]
-    for keep, bare, inside, ratio in rows:
-        what = "kept alive (`-k 1`)" if keep else "new per request (`-k 0`)"
-        lines.append(f"| {what} | {bare:,.0f} | {inside:,.0f} | {ratio:.2f}x |")
+
+
+def make_pki(d: Path) -> None:
+    """A CA and a certificate for allowed.test signed by it (openssl)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=bench CA",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        f"/CN={NAME}",
+    )
+    (d / "ext.cnf").write_text(f"subjectAltName=DNS:{NAME}\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    )
+
+
+def http_part(a: argparse.Namespace) -> list[str]:
+    d = Path(tempfile.mkdtemp(prefix="sandlock-bench-http-"))
+    make_pki(d)
+    plain, tls = free_port(), free_port()
+    (d / "nginx.conf").write_text(
+        f"""daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen {HOST}:{plain};
+        listen {HOST}:{tls} ssl;
+        ssl_certificate {d}/srv.pem;
+        ssl_certificate_key {d}/srv.key;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+    )
+    server = subprocess.Popen(
+        ["nginx", "-p", str(d), "-c", str(d / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rows = []
+    try:
+        wait_listening(plain, "nginx")
+        wait_listening(tls, "nginx (TLS)")
+        for scheme, port in (("http", plain), ("https", tls)):
+            direct = [
+                a.sandlock,
+                "run",
+                "-p",
+                "system",
+                "--net-allow",
+                f"{NAME}:{port}",
+                "--",
+            ]
+            proxied = [
+                a.sandlock,
+                "run",
+                "-p",
+                "system",
+                "--http-allow",
+                f"GET {NAME}:{port}/*",
+            ]
+            proxied += ["--http-upstream-ca", str(d / "ca.pem"), "--"]
+            for keep in (True, False):
+                cmd = ["ab", "-q", "-c", "10", "-n", str(a.requests)]
+                cmd += (["-k"] if keep else []) + [f"{scheme}://{NAME}:{port}/"]
+                m = rounds(
+                    a.rounds,
+                    {
+                        "bare": lambda c=cmd: ab_rps(c),
+                        "direct": lambda c=cmd, p=direct: ab_rps(p + c),
+                        "proxy": lambda c=cmd, p=proxied: ab_rps(p + c),
+                    },
+                    f"{scheme} {'keep-alive' if keep else 'new connections'}",
+                )
+                what = "kept alive (`-k`)" if keep else "new per request"
+                rows.append(
+                    f"| {scheme.upper()} | {what} | {m['bare']:,.0f} | {m['direct']:,.0f} | "
+                    f"{m['proxy']:,.0f} | {m['proxy'] / m['bare']:.2f}x | "
+                    f"{m['proxy'] / m['direct']:.2f}x |"
+                )
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(d, ignore_errors=True)
+    return [
+        "### HTTP through the ACL proxy",
+        "",
+        (
+            f"`ab -c 10 -n {a.requests}` against nginx on {HOST} (a 3-byte answer), bare; inside "
+            f"`sandlock run -p system --net-allow {NAME}:PORT` (direct); and inside `sandlock run "
+            f"-p system --http-allow 'GET {NAME}:PORT/*'` (every request decided by the proxy; "
+            "HTTPS intercepted with the sandbox's CA and verified upstream against the run's CA). "
+            f"{a.rounds} rounds in rotating order, medians."
+        ),
+        "",
+        (
+            "| protocol | connections | bare (req/s) | direct (req/s) | through the proxy (req/s) "
+            "| proxy / bare | proxy / direct |"
+        ),
+        "|---|---|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("sandlock", help="the sandlock CLI to measure (a release build)")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--out", default="docs/perf/net.md")
+    a = ap.parse_args()
+    for tool in ("redis-server", "redis-benchmark", "nginx", "ab", "openssl"):
+        if not shutil.which(tool):
+            raise SystemExit(
+                f"{tool} is missing (apt-get install redis-server redis-tools nginx-light "
+                "apache2-utils openssl)"
+            )
+    if f"{HOST} {NAME}" not in Path("/etc/hosts").read_text():
+        raise SystemExit(
+            f"/etc/hosts lacks '{HOST} {NAME}' (scripts/test.sh adds it as root)"
+        )
+    head = (
+        f"Produced by `scripts/bench.sh net` (`scripts/bench_net.py`) on "
+        f"{time.strftime('%Y-%m-%d')}: Linux {platform.release()}, {os.cpu_count()} CPUs, "
+        f"uid {os.getuid()}, niceness {os.nice(0)}, load average {os.getloadavg()[0]:.1f} at the "
+        "start."
+    )
+    lines = ["## Network", "", head, "", *redis_part(a), "", *http_part(a)]
     Path(a.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

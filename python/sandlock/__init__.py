@@ -31,7 +31,15 @@ from typing import Any, Dict
 from . import _sandlock
 from ._sandbox import AsyncProcess, Process, Sandbox
 from ._sandlock import Policy, Running
-from ._types import CalledProcessError, PolicyError, Result, SandboxError, SandlockError
+from ._types import (
+    CalledProcessError,
+    Change,
+    CommitReport,
+    PolicyError,
+    Result,
+    SandboxError,
+    SandlockError,
+)
 
 __version__: str = _sandlock.__version__
 
@@ -52,6 +60,8 @@ def check(live: bool = True) -> Dict[str, Any]:
 __all__ = [
     "AsyncProcess",
     "CalledProcessError",
+    "Change",
+    "CommitReport",
     "Policy",
     "PolicyError",
     "Process",

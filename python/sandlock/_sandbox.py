@@ -96,6 +96,26 @@ class Sandbox:
             result.check_returncode()
         return result
 
+    def dry_run(
+        self,
+        cmd: Command,
+        *,
+        timeout: Seconds = None,
+        input: Input = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[StrOrBytesPath] = None,
+    ) -> Result:
+        """Runs ``cmd`` with its work directory copy-on-write and discards what it changed there;
+        the :class:`Result`'s ``changes`` list the changes (``A``, ``M``, ``D`` and the path).
+
+        The work directory is the policy's ``workdir``, or else the working directory (``cwd``,
+        the policy's, or the caller's own).
+        """
+        p = self.policy
+        workdir = p.workdir or (os.fsdecode(cwd) if cwd is not None else None) or p.cwd
+        sandbox = Sandbox(p.replace(workdir=workdir or os.getcwd(), commit="never"))
+        return sandbox.run(cmd, timeout=timeout, input=input, env=env, cwd=cwd)
+
     async def run_async(
         self,
         cmd: Command,

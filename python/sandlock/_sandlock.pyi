@@ -26,6 +26,12 @@ class Policy:
     net_allow: list[str]
     net_deny: list[str]
     net_allow_bind: list[str]
+    http_allow: list[str]
+    http_deny: list[str]
+    http_auth: list[str]
+    credentials: dict[str, str]
+    http_ca_out: Optional[str]
+    http_upstream_ca: Optional[str]
     extra_deny_syscalls: list[str]
     best_effort: bool
     timeout: Optional[float]
@@ -39,6 +45,10 @@ class Policy:
     max_disk: Optional[int]
     cgroup: str
     cgroup_parent: Optional[str]
+    fs_mount: dict[str, str]
+    private_tmp: bool
+    workdir: Optional[str]
+    commit: str
     def __init__(
         self,
         *,
@@ -51,6 +61,12 @@ class Policy:
         net_allow: Optional[Sequence[str]] = ...,
         net_deny: Optional[Sequence[str]] = ...,
         net_allow_bind: Optional[Sequence[Union[str, int]]] = ...,
+        http_allow: Optional[Sequence[str]] = ...,
+        http_deny: Optional[Sequence[str]] = ...,
+        http_auth: Optional[Sequence[str]] = ...,
+        credentials: Optional[Mapping[str, str]] = ...,
+        http_ca_out: Optional[_Path] = ...,
+        http_upstream_ca: Optional[_Path] = ...,
         extra_deny_syscalls: Optional[Sequence[str]] = ...,
         best_effort: Optional[bool] = ...,
         timeout: _Seconds = ...,
@@ -64,6 +80,10 @@ class Policy:
         max_disk: Union[int, str, None] = ...,
         cgroup: Optional[str] = ...,
         cgroup_parent: Optional[_Path] = ...,
+        fs_mount: Optional[Mapping[str, _Path]] = ...,
+        private_tmp: Optional[bool] = ...,
+        workdir: Optional[_Path] = ...,
+        commit: Optional[str] = ...,
     ) -> None: ...
     @staticmethod
     def from_toml(text: str) -> Policy: ...

@@ -101,6 +101,37 @@ class CalledProcessError(SandlockError, subprocess.CalledProcessError):
 
 
 @dataclass(frozen=True)
+class Change:
+    """One change a run made in its copy-on-write work directory (``workdir``)."""
+
+    kind: str
+    """``A`` (added), ``M`` (modified: content, mode or link target) or ``D`` (deleted)."""
+    path: str
+    """The path, as the sandbox named it."""
+    dir: bool = False
+    """Whether it is a directory."""
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.path}{'/' if self.dir else ''}"
+
+
+@dataclass(frozen=True)
+class CommitReport:
+    """What became of a work directory's changes when the run ended."""
+
+    attempted: bool
+    """Whether they were to be applied (``commit`` and the run's success say so)."""
+    applied: Tuple[Change, ...] = ()
+    """Changes applied to the work directory."""
+    not_applied: Tuple[Change, ...] = ()
+    """Changes not applied (all of them when not attempted)."""
+    error: Optional[str] = None
+    """Why applying stopped, if it did."""
+    kept: Optional[str] = None
+    """Where the run's upper layer was kept when applying stopped midway."""
+
+
+@dataclass(frozen=True)
 class Result:
     """What a sandboxed run produced, and why it ended.
 
@@ -140,10 +171,17 @@ class Result:
     """A sentence about what ended the run, when a limit or an error did."""
     not_enforced: Tuple[str, ...] = ()
     """Protections the kernel could not apply (only with ``best_effort``)."""
+    warnings: Tuple[str, ...] = ()
+    """Things the run did that were allowed but worth knowing, each once (a credential the HTTP
+    proxy sent over plain HTTP)."""
     limit_mechanism: str = "none"
     """How tree-wide limits were enforced (``supervisor``, ``cgroup_v2``, or ``none``)."""
     kernel_limits: Tuple[str, ...] = ()
     """The cgroup v2 files that enforced limits in the kernel (``memory.max``, ``pids.max``)."""
+    changes: Tuple[Change, ...] = ()
+    """What the run changed in its copy-on-write work directory (``workdir``), by path."""
+    commit: Optional[CommitReport] = None
+    """What became of those changes, when there is a work directory."""
 
     @property
     def returncode(self) -> int:

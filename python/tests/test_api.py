@@ -298,3 +298,66 @@ def test_net_rules_by_name_and_address(workspace: str) -> None:
     finally:
         for s in servers:
             s.close()
+
+
+def test_http_rules_and_a_credential_from_the_sdk(
+    workspace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import http.server
+    import threading
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Upstream(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"hi")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Upstream)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SL_PY_TOKEN", "sdk-secret-value")
+    code = (
+        "import os, urllib.request, urllib.error\n"
+        "for p in ('ok', 'other'):\n"
+        "    try:\n"
+        f"        r = urllib.request.urlopen('http://127.0.0.2:{port}/' + p, timeout=10)\n"
+        "        print(r.status, r.read().decode())\n"
+        "    except urllib.error.HTTPError as e:\n"
+        "        print(e.code)\n"
+        "print('SL_PY_TOKEN' in os.environ)\n"
+    )
+    try:
+        sb = Sandbox(
+            presets=["system"],
+            fs_writable=[workspace],
+            http_allow=[f"GET 127.0.0.2:{port}/ok"],
+            credentials={"tok": "env:SL_PY_TOKEN"},
+            http_auth=[f"GET 127.0.0.2:{port}/* bearer tok"],
+        )
+        r = sb.run(["python3", "-c", code])
+        assert r.stdout.decode().split("\n")[:3] == ["200 hi", "403", "False"], r.stderr
+        # The refused request never left; the allowed one carried the credential.
+        assert seen == [("/ok", "Bearer sdk-secret-value")]
+        assert len(r.warnings) == 1 and "plain HTTP" in r.warnings[0], r.warnings
+        assert "sdk-secret-value" not in r.warnings[0]
+        with pytest.raises(PolicyError) as e:
+            Sandbox(presets=["system"], http_allow=["GET h.test", "FETCH"])
+        assert (e.value.field, e.value.value) == ("http_allow[1]", "FETCH")
+        with pytest.raises(PolicyError) as e:
+            Sandbox(
+                presets=["system"],
+                http_allow=["GET h.test"],
+                credentials={"tok": "env:SL_PY_TOKEN"},
+                pass_env=["SL_PY_TOKEN"],
+            )
+        assert e.value.field == "pass_env[0]"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import random
 import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -447,12 +449,13 @@ def test_execute_code_runs_typescript(server: Server, mode: str) -> None:
 
 def test_javascript_runs_confined(server: Server) -> None:
     node_version()
+    escape = f"/tmp/sandlock-escape-{uuid.uuid4().hex}"
     probe = (
         "const fs = require('fs');\n"
         "for (const [what, f] of [\n"
         "  ['read /etc/shadow', () => fs.readFileSync('/etc/shadow')],\n"
         "  ['read /etc/hostname', () => fs.readFileSync('/etc/hostname')],\n"
-        "  ['write /tmp', () => fs.writeFileSync('/tmp/sandlock-escape-' + process.pid, 'x')],\n"
+        f"  ['write /tmp', () => fs.writeFileSync('{escape}', 'x')],\n"
         "  ['write here', () => fs.writeFileSync('mine.txt', 'x')],\n"
         "  ['read /usr', () => fs.readFileSync('/usr/bin/env').length > 0],\n"
         "]) {\n"
@@ -464,10 +467,11 @@ def test_javascript_runs_confined(server: Server) -> None:
     assert lines == [
         "read /etc/shadow EACCES",
         "read /etc/hostname EACCES",
-        "write /tmp EACCES",
+        "write /tmp ok",  # the run's private /tmp ...
         "write here ok",  # control
         "read /usr ok",  # control
     ], r.content[0].text
+    assert not os.path.exists(escape)  # ... not the host's
 
 
 def test_typescript_without_a_runner_says_what_to_install() -> None:

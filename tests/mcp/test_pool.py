@@ -98,11 +98,16 @@ def test_a_new_workspaces_first_call_forks_a_ready_one(pooled, mode) -> None:
 
 ESCAPES = {
     "read outside the policy": "open('/etc/shadow').read()",
-    "write outside the workspace": "open('/tmp/sandlock-pool-escape', 'w')",
-    "list the workspace root": "import os\nos.listdir(os.path.dirname(os.getcwd()))",
+    # Writable on the host, not in the policy (/tmp would be the run's private one).
+    "write outside the workspace": "open('/dev/shm/sandlock-pool-escape', 'w')",
+    # The root lies under the host's /tmp: hidden by the private /tmp but for the way to the
+    # workspace itself, so a listing that works shows no other workspace.
+    "list the other workspaces": "import os\n"
+    "me = os.path.basename(os.getcwd())\n"
+    "others = set(os.listdir(os.path.dirname(os.getcwd()))) - {{me}}\n"
+    "if not others:\n    raise FileNotFoundError('no other workspace in sight')",
     "write into another ready workspace": "import os\n"
-    "other = [n for n in {names!r} if n != os.path.basename(os.getcwd())\n"
-    "         and os.path.isdir(os.path.join({root!r}, n))][0]\n"
+    "other = [n for n in {names!r} if n != os.path.basename(os.getcwd())][0]\n"
     "open(os.path.join({root!r}, other, 'probe'), 'w')",
     "signal the server": "import os, signal\nos.kill({server}, signal.SIGTERM)",
     "reach the server's port": "import socket\nsocket.create_connection(('127.0.0.1', {port}), 2)",
@@ -127,7 +132,8 @@ def test_a_pooled_interpreter_is_confined_like_any_other(pooled, attempt) -> Non
     out = r.structured_content["stdout"].splitlines()
     assert r.structured_content["workspace"] in before  # a pooled workspace, forked at once
     assert out[0] == "True", r.content[0].text
-    assert out[1] == "refused PermissionError", r.content[0].text
+    # Landlock refuses (permission denied) what the private /tmp does not hide (not found).
+    assert out[1] in ("refused PermissionError", "refused FileNotFoundError"), r.content[0].text
     assert out[2] == "ok"  # the control: its own workspace is writable
 
 
@@ -161,7 +167,10 @@ def test_two_sessions_get_their_own_ready_workspace_and_share_nothing(pooled) ->
     ra, rb, cwd, zygote, again = run(go())
     out_b = rb.structured_content["stdout"].split()
     assert ra.structured_content["stdout"].startswith("True") and out_b[0] == "True"
-    assert out_b[1:3] == ["PermissionError", "PermissionError"], rb.content[0].text
+    # A's workspace is hidden by B's private /tmp (not found), and A's fork server is out of B's
+    # reach (Landlock's signal scoping, or the supervisor where the kernel lacks it).
+    assert out_b[1] in ("PermissionError", "FileNotFoundError"), rb.content[0].text
+    assert out_b[2] == "PermissionError", rb.content[0].text
     assert out_b[3] != cwd
     # The control: A's fork server was not touched and still serves A.
     assert again.structured_content["stdout"].strip() == zygote
@@ -264,3 +273,90 @@ def test_the_pool_can_be_turned_off_and_fresh_mode_refuses_one() -> None:
             env={k: v for k, v in os.environ.items() if k != "SANDLOCK_MCP_TOKEN"},
         )
     assert p.returncode != 0 and "python.pool = 2 needs start" in p.stderr, p.stderr
+
+
+def test_a_pooled_workspace_sees_the_mounts_and_private_tmp_of_a_fresh_run() -> None:
+    """Ready workspaces are made before any session, yet their fork server and the persistent
+    interpreter get the view a fresh run of the workspace gets: the workspace mount, and a private
+    /tmp that never shows or takes the host's files."""
+    tag = f"sandlock-pool-view-{os.getpid()}-{time.monotonic_ns()}"
+    host = Path("/tmp") / f"{tag}-host"
+    host.write_text("the host's")
+    s = Server("--python-pool", "1", "--workspace-mount", "/mnt/data:data")
+    try:
+        until_full(s)
+        before = set(s.workspaces())
+        seen = f"import os\nprint(os.path.exists({str(host)!r}), os.path.exists('/tmp/{tag}-fork'))"
+        first, forked, cell, cell2, shell, listed = call(
+            s,
+            "legacy",
+            (
+                "execute_python",
+                {
+                    "code": PROBE + f"\nopen('/tmp/{tag}-fork', 'w').write('fork')\n"
+                    f"open('/mnt/data/{tag}-first', 'w').write('first')\n"
+                    f"print(open('/tmp/{tag}-fork').read())\n" + seen
+                },
+            ),
+            (
+                "execute_python",
+                {"code": PROBE + f"\nprint(open('/mnt/data/{tag}-first').read())\n" + seen},
+            ),
+            (
+                "execute_python",
+                {
+                    "persistent": True,
+                    "code": f"open('/tmp/{tag}-cell', 'w').write('cell')\n"
+                    f"open('/mnt/data/{tag}-cell', 'w').write('from a cell')\n"
+                    f"print(open('/mnt/data/{tag}-first').read())\n" + seen,
+                },
+            ),
+            (
+                "execute_python",
+                {"persistent": True, "code": f"print(open('/tmp/{tag}-cell').read())"},
+            ),
+            ("execute_shell", {"command": f"cat /mnt/data/{tag}-cell; ls -A /tmp | grep -c {tag}"}),
+            ("read_file", {"path": f"data/{tag}-first"}),
+        )[:6]
+        out = [r.structured_content.get("stdout", "") for r in (first, forked, cell, cell2, shell)]
+        assert first.structured_content["workspace"] in before, first.content[0].text
+        # The pooled first call and the next call forked the ready fork server, which holds one
+        # private /tmp for the workspace's forked calls; neither sees the host's file.
+        assert out[0] == "True\nfork\nFalse True\n", first.content[0].text
+        assert out[1] == "True\nfirst\nFalse True\n", forked.content[0].text
+        # The persistent interpreter has the same mount and a private /tmp of its own, kept
+        # across its cells.
+        assert out[2] == "first\nFalse False\n", cell.content[0].text
+        assert out[3] == "cell\n", cell2.content[0].text
+        # A fresh run (the shell) sees the same mount and a /tmp with none of those files.
+        assert out[4] == "from a cell0\n", shell.content[0].text
+        assert "first" in listed.content[0].text
+        # The host's /tmp never got what the sandboxes wrote to theirs.
+        assert not [n for n in ("fork", "cell") if Path(f"/tmp/{tag}-{n}").exists()]
+    finally:
+        s.stop()
+        host.unlink()
+
+
+def test_without_a_private_tmp_a_pooled_workspace_is_refused_the_hosts_tmp_too() -> None:
+    s = Server("--python-pool", "1", "--no-private-tmp")
+    try:
+        until_full(s)
+        before = set(s.workspaces())
+        write = (
+            "try:\n    open('/tmp/sandlock-pool-no-private', 'w')\n    print('wrote')\n"
+            "except OSError as e:\n    print('refused', type(e).__name__)\n"
+            "open('mine', 'w').write('ok')\nprint(open('mine').read())"
+        )
+        first, cell = call(
+            s,
+            "legacy",
+            ("execute_python", {"code": PROBE + "\n" + write}),
+            ("execute_python", {"persistent": True, "code": write}),
+        )[:2]
+        assert first.structured_content["workspace"] in before
+        assert first.structured_content["stdout"] == "True\nrefused PermissionError\nok\n"
+        assert cell.structured_content["stdout"] == "refused PermissionError\nok\n"
+        assert not Path("/tmp/sandlock-pool-no-private").exists()
+    finally:
+        s.stop()

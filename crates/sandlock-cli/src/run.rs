@@ -52,6 +52,65 @@ pub struct RunArgs {
     /// Allow binding TCP ports: `PORT` or `LOW-HIGH` (0 = an ephemeral port).
     #[arg(long = "net-allow-bind", value_name = "PORTS")]
     net_allow_bind: Vec<String>,
+    /// Allow HTTP requests "METHOD HOST[:PORT][/PATH]", each part a glob (* = any run of
+    /// characters), e.g. "GET api.example.com/v1/*" or "* *.pypi.org". Without a port: 80 and
+    /// 443. Connections to those ports of the hosts named go through sandlock's proxy, which
+    /// answers any other request with 403 before it leaves; the hosts resolve inside the sandbox.
+    /// HTTPS is intercepted: the sandbox must trust the CA of --http-ca-out.
+    #[arg(long = "http-allow", value_name = "RULE")]
+    http_allow: Vec<String>,
+    /// Refuse HTTP requests "METHOD HOST[:PORT][/PATH]"; wins over --http-allow. Alone, every
+    /// other request to the hosts named is allowed.
+    #[arg(long = "http-deny", value_name = "RULE")]
+    http_deny: Vec<String>,
+    /// Add a credential to the requests the HTTP rules let through: "METHOD HOST[:PORT][/PATH]
+    /// bearer NAME" (Authorization: Bearer) or "... header HEADER-NAME NAME", NAME given by
+    /// --credential. The sandbox never sees it. Over plain HTTP the outcome warns.
+    #[arg(long = "http-auth", value_name = "RULE")]
+    http_auth: Vec<String>,
+    /// A secret for --http-auth: NAME=env:VAR (from sandlock's environment) or NAME=file:PATH,
+    /// read once before the command starts.
+    #[arg(long = "credential", value_name = "NAME=SOURCE")]
+    credential: Vec<String>,
+    /// Write the certificate of the sandbox's HTTPS CA (PEM) to FILE, for programs that take
+    /// extra CAs from a file (NODE_EXTRA_CA_CERTS, SSL_CERT_FILE, REQUESTS_CA_BUNDLE, curl
+    /// --cacert). Put it where the sandbox can read it.
+    #[arg(long = "http-ca-out", value_name = "FILE")]
+    http_ca_out: Option<PathBuf>,
+    /// Verify upstream HTTPS servers against the CAs in this PEM file instead of the host's
+    /// trust store.
+    #[arg(long = "http-upstream-ca", value_name = "FILE")]
+    http_upstream_ca: Option<PathBuf>,
+    /// Mount HOST (an existing directory) at VIRT inside the sandbox, Docker-style but without
+    /// root: paths under VIRT (which need not exist on the host) are served from HOST, read-write,
+    /// or read-only with `:ro`. Repeatable; the longest VIRT wins. HOST is granted to the sandbox;
+    /// a -r/-w path that contains VIRT is refused (it would grant the real one), a -r/-w path
+    /// beneath VIRT is shown at its own path. See docs/fsview.md.
+    #[arg(long = "fs-mount", value_name = "VIRT:HOST[:ro]")]
+    fs_mount: Vec<String>,
+    /// Give the run a fresh, empty /tmp and /var/tmp of its own, created when it starts and removed
+    /// when it ends (in the host's TMPDIR or /tmp): sandboxes never see each other's temporary
+    /// files, nor the host's. TMPDIR is set to /tmp.
+    #[arg(long = "private-tmp")]
+    private_tmp: bool,
+    /// Make DIR copy-on-write: the command sees it as it is, but what it changes there goes to a
+    /// private layer, applied to DIR when the run ends as --commit says (each file renamed into
+    /// place; if applying fails midway, sandlock says what was and was not applied and keeps the
+    /// layer). DIR is granted read-only; do not also pass it to -r or -w.
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
+    /// When --workdir's changes are applied: on-success (the command exited 0; the default),
+    /// always, or never.
+    #[arg(long, value_name = "WHEN", value_parser = ["never", "on-success", "always"])]
+    commit: Option<String>,
+    /// Run, then list what the command changed in the work directory (--workdir, or else the
+    /// working directory) as `A`, `M` or `D` and the path, and discard it all.
+    #[arg(long = "dry-run")]
+    dry_run: bool,
+    /// With --dry-run: capture the command's output and print the outcome (its changes included)
+    /// as JSON on stdout.
+    #[arg(long, requires = "dry_run")]
+    json: bool,
     /// Refuse another syscall with EPERM, by name.
     #[arg(long = "deny-syscall", value_name = "NAME")]
     deny_syscall: Vec<String>,
@@ -120,7 +179,16 @@ Examples:
   sandlock run -p system -w ./work --cwd ./work -m 512M -t 30 -- python3 job.py
   sandlock run -p system --net-allow example.com:443 -- curl -sI https://example.com
   sandlock run -p system --net-deny 169.254.169.254 --net-deny 10.0.0.0/8 -- python3 job.py
+  sandlock run -p system -w ./work --http-allow 'GET pypi.org/simple/*' \\
+      --http-allow 'GET files.pythonhosted.org/packages/*' \\
+      --http-ca-out ./work/ca.pem -e PIP_CERT=./work/ca.pem -- pip download requests
+  sandlock run -p system -w ./work --http-allow 'POST api.example.com/v1/*' \\
+      --credential token=env:API_TOKEN --http-auth 'POST api.example.com/v1/* bearer token' \\
+      --http-ca-out ./work/ca.pem -e SSL_CERT_FILE=./work/ca.pem -- python3 agent.py
   sandlock run --profile agent.toml --status-json - -- node script.js
+  sandlock run -p system --private-tmp --fs-mount /mnt/data:./data -- python3 /mnt/data/job.py
+  sandlock run -p system --dry-run -- make install       # what would it change here?
+  sandlock run -p system --workdir ./repo --commit on-success -- ./migrate.sh
 
 Exit status: the command's own, or 128+N if signal N killed it. sandlock's own: 124 timeout,
 125 sandlock failed (bad flag, bad policy, cannot confine), 126 the program cannot be executed,
@@ -162,6 +230,9 @@ pub fn policy(a: &RunArgs) -> anyhow::Result<Policy> {
     extend("net_allow", strs(&a.net_allow));
     extend("net_deny", strs(&a.net_deny));
     extend("net_allow_bind", strs(&a.net_allow_bind));
+    extend("http_allow", strs(&a.http_allow));
+    extend("http_deny", strs(&a.http_deny));
+    extend("http_auth", strs(&a.http_auth));
     extend("extra_deny_syscalls", strs(&a.deny_syscall));
     let obj = v
         .as_object_mut()
@@ -174,6 +245,23 @@ pub fn policy(a: &RunArgs) -> anyhow::Result<Policy> {
     }
     if let Some(p) = &a.cgroup_parent {
         obj.insert("cgroup_parent".into(), json!(p));
+    }
+    for (field, value) in [
+        ("http_ca_out", &a.http_ca_out),
+        ("http_upstream_ca", &a.http_upstream_ca),
+    ] {
+        if let Some(p) = value {
+            obj.insert(field.into(), json!(p));
+        }
+    }
+    if !a.credential.is_empty() {
+        let creds = obj.entry("credentials").or_insert_with(|| json!({}));
+        for kv in &a.credential {
+            let (k, val) = kv.split_once('=').with_context(|| {
+                format!("--credential {kv:?}: write NAME=env:VARIABLE or NAME=file:PATH")
+            })?;
+            creds[k] = json!(val);
+        }
     }
     if !a.env.is_empty() {
         let env = obj.entry("env").or_insert_with(|| json!({}));
@@ -211,6 +299,40 @@ pub fn policy(a: &RunArgs) -> anyhow::Result<Policy> {
     if a.best_effort {
         obj.insert("best_effort".into(), json!(true));
     }
+    if a.private_tmp {
+        obj.insert("private_tmp".into(), json!(true));
+    }
+    if let Some(w) = &a.workdir {
+        obj.insert("workdir".into(), json!(w));
+    }
+    if let Some(c) = &a.commit {
+        obj.insert("commit".into(), json!(c));
+    }
+    if a.dry_run {
+        // A dry run of the working directory unless a work directory is given.
+        if obj.get("workdir").is_none_or(Value::is_null) {
+            let here = match obj.get("cwd").and_then(Value::as_str) {
+                Some(c) => PathBuf::from(c),
+                None => std::env::current_dir().context("cannot read the current directory")?,
+            };
+            obj.insert("workdir".into(), json!(here));
+        }
+        obj.insert("commit".into(), json!("never"));
+    }
+    if !a.fs_mount.is_empty() {
+        let table = obj.entry("fs_mount").or_insert_with(|| json!({}));
+        for m in &a.fs_mount {
+            let (virt, host) = m
+                .split_once(':')
+                .filter(|(v, h)| !v.is_empty() && !h.is_empty())
+                .with_context(|| {
+                    format!(
+                        "--fs-mount {m:?}: write VIRT:HOST or VIRT:HOST:ro (e.g. /mnt/data:./data)"
+                    )
+                })?;
+            table[virt] = json!(host);
+        }
+    }
     Policy::from_json_value(v).map_err(|e| {
         let flag = flag_of(e.field.split(['[', '.']).next().unwrap_or(""));
         anyhow::anyhow!(
@@ -235,6 +357,12 @@ fn flag_of(field: &str) -> &'static str {
         "net_allow" => "net-allow",
         "net_deny" => "net-deny",
         "net_allow_bind" => "net-allow-bind",
+        "http_allow" => "http-allow",
+        "http_deny" => "http-deny",
+        "http_auth" => "http-auth",
+        "credentials" => "credential",
+        "http_ca_out" => "http-ca-out",
+        "http_upstream_ca" => "http-upstream-ca",
         "extra_deny_syscalls" => "deny-syscall",
         "timeout" => "timeout",
         "max_memory" => "max-memory",
@@ -247,6 +375,10 @@ fn flag_of(field: &str) -> &'static str {
         "max_disk" => "max-disk",
         "cgroup" => "cgroup",
         "cgroup_parent" => "cgroup-parent",
+        "fs_mount" => "fs-mount",
+        "private_tmp" => "private-tmp",
+        "workdir" => "workdir",
+        "commit" => "commit",
         _ => "",
     }
 }
@@ -269,7 +401,12 @@ pub fn run(a: RunArgs) -> i32 {
         }
         return 0;
     }
-    let outcome = match execute(policy, a.command, a.max_output.is_some()) {
+    let output = match (a.json, a.max_output.is_some()) {
+        (true, _) => Output::Kept,
+        (false, true) => Output::Forwarded,
+        (false, false) => Output::Terminal,
+    };
+    let outcome = match execute(policy, a.command, output) {
         Ok(o) => o,
         Err(sandlock_core::Error::Policy(p)) => {
             let flag = flag_of(p.field.split(['[', '.']).next().unwrap_or(""));
@@ -279,6 +416,48 @@ pub fn run(a: RunArgs) -> i32 {
         Err(e) => Outcome::from_error(&e),
     };
     report(&outcome, a.status_json.as_deref(), a.quiet);
+    if a.dry_run {
+        if a.json {
+            match serde_json::to_string_pretty(&outcome) {
+                Ok(t) => println!("{t}"),
+                Err(e) => eprintln!("sandlock: cannot encode the outcome: {e}"),
+            }
+        } else {
+            for c in &outcome.changes {
+                println!(
+                    "{} {}{}",
+                    c.kind.letter(),
+                    c.path.display(),
+                    if c.dir { "/" } else { "" }
+                );
+            }
+        }
+    }
+    if let Some(e) = outcome
+        .commit
+        .as_ref()
+        .and_then(|c| c.error.as_ref().map(|e| (c, e)))
+    {
+        let (c, e) = e;
+        eprintln!(
+            "sandlock: applying the work directory's changes stopped at {e}: {} applied, {} not \
+             applied{}",
+            c.applied.len(),
+            c.not_applied.len(),
+            c.kept
+                .as_ref()
+                .map(|k| format!("; everything the command wrote is kept in {}", k.display()))
+                .unwrap_or_default()
+        );
+        for n in &c.not_applied {
+            eprintln!(
+                "sandlock:   not applied: {} {}",
+                n.kind.letter(),
+                n.path.display()
+            );
+        }
+        return EXIT_SANDBOX;
+    }
     match outcome.reason {
         Reason::Timeout => EXIT_TIMEOUT,
         // Any other limit: the documented 137, even if the command happened to exit first.
@@ -327,20 +506,32 @@ impl Writer {
     }
 }
 
+/// Where the command's output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// The terminal itself (colours, line buffering, isatty).
+    Terminal,
+    /// Through sandlock, so that --max-output holds.
+    Forwarded,
+    /// Kept in the outcome (--json prints it).
+    Kept,
+}
+
 fn execute(
     policy: Policy,
     argv: Vec<OsString>,
-    capped: bool,
+    output: Output,
 ) -> Result<Outcome, sandlock_core::Error> {
+    let capped = output == Output::Forwarded;
     let sandbox = Sandbox::new(policy)?;
     // Blocked before the spawn, so that an interrupt arriving meanwhile is forwarded, not lost.
     let signals = crate::signals::SignalFd::new(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
     // With an explicit --max-output the output goes through sandlock so the cap can hold;
     // otherwise the command gets the terminal itself (colours, line buffering, isatty).
-    let (stdout, stderr) = if capped {
-        (Stdio::Capture, Stdio::Capture)
-    } else {
+    let (stdout, stderr) = if output == Output::Terminal {
         (Stdio::Inherit, Stdio::Inherit)
+    } else {
+        (Stdio::Capture, Stdio::Capture)
     };
     let cmd = Command::new(argv)
         .stdin(Stdio::Inherit)
@@ -386,10 +577,19 @@ fn supervise(
                 revents: 0,
             });
         }
+        if let Some(l) = running.listener_fd() {
+            fds.push(libc::pollfd {
+                fd: l,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         let ms = wait.map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32 + 1);
         // SAFETY: poll reads and writes the `fds` array of the given length.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if let Some(s) = &signals {
+        // Only when it has something: this loop turns once per connect the sandbox makes.
+        let signalled = signals.is_some() && fds[1].revents & libc::POLLIN != 0;
+        if let (Some(s), true) = (&signals, signalled) {
             while let Some(sig) = s.read() {
                 received += 1;
                 if received == 1 {
@@ -415,6 +615,9 @@ fn report(o: &Outcome, status_json: Option<&std::path::Path>, quiet: bool) {
         if let Some(d) = &o.detail {
             eprintln!("sandlock: {d}");
         }
+    }
+    for w in &o.warnings {
+        eprintln!("sandlock: warning: {w}");
     }
     if !o.not_enforced.is_empty() && !quiet {
         let list: Vec<&str> = o.not_enforced.iter().map(|p| p.as_str()).collect();

@@ -152,6 +152,142 @@ fn net_rules_by_host_from_the_command_line() {
     assert_eq!(v["net_deny"][0], "10.9.0.0/16");
 }
 
+/// An HTTP server on 127.0.0.2 that answers `200 hi` and hands back the head of each request.
+fn recording_upstream() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let mut r = BufReader::new(c);
+            let mut head = String::new();
+            while r.read_line(&mut head).unwrap_or(0) > 0 && !head.ends_with("\r\n\r\n") {}
+            let _ = tx.send(head);
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi");
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn http_rules_and_credentials_from_the_command_line() {
+    let (port, heads) = recording_upstream();
+    let ws = tempfile::tempdir().unwrap();
+    let secret = format!(
+        "sl-secret-{:032x}",
+        std::process::id() as u128 * 0x9e37_79b9_7f4a_7c15
+    );
+    let digest = {
+        let o = Command::new("python3")
+            .args([
+                "-c",
+                "import hashlib, sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest())",
+            ])
+            .arg(&secret)
+            .output()
+            .unwrap();
+        stdout(&o).trim().to_string()
+    };
+    let code = format!(
+        "import urllib.request\nfor p in ('ok', 'no'):\n    try:\n        print(urllib.request.urlopen('http://127.0.0.2:{port}/' + p, timeout=10).read().decode())\n    except Exception as e:\n        print(e)\n{}",
+        include_str!("../../sandlock-core/tests/suite/hunt_secret.py")
+    );
+    let ws_path = ws.path().to_str().unwrap();
+    // The secret sits in sandlock's own environment: the sandbox must not find it there
+    // (/proc/<sandlock>/environ) or anywhere else, even with /proc readable.
+    let o = Command::new(env!("CARGO_BIN_EXE_sandlock"))
+        .env("SL_TEST_TOKEN", &secret)
+        .args([
+            "run",
+            "-p",
+            "system",
+            "-r",
+            "/proc",
+            "-w",
+            ws_path,
+            "--http-allow",
+            &format!("GET 127.0.0.2:{port}/ok"),
+            "--credential",
+            "tok=env:SL_TEST_TOKEN",
+            "--http-auth",
+            &format!("GET 127.0.0.2:{port}/* bearer tok"),
+            "--",
+            "python3",
+            "-c",
+            &code,
+            &digest,
+            "/nonexistent",
+            ws_path,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "hi");
+    assert!(lines[1].contains("403"), "{out}");
+    assert_eq!(lines[2], "nowhere", "{out}");
+    let head = heads
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    assert!(head.starts_with("GET /ok HTTP/1.1"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("authorization: bearer {secret}")),
+        "{head}"
+    );
+    assert!(
+        heads.try_recv().is_err(),
+        "the refused request reached the upstream"
+    );
+    assert!(
+        stderr(&o).contains("sandlock: warning: http_auth[0] sent credential tok to 127.0.0.2")
+            && stderr(&o).contains("plain HTTP")
+            && !stderr(&o).contains(&secret),
+        "{}",
+        stderr(&o)
+    );
+    // The policy keeps where the secret comes from, never the secret.
+    let o = sandlock(&[
+        "run",
+        "--http-allow",
+        "GET api.example.com/v1/*",
+        "--credential",
+        "tok=env:SL_TEST_TOKEN",
+        "--http-auth",
+        "* api.example.com bearer tok",
+        "--print-policy",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["credentials"]["tok"], "env:SL_TEST_TOKEN");
+    assert_eq!(v["http_allow"][0], "GET api.example.com/v1/*");
+    // Bad input names the flag.
+    for (args, says) in [
+        (vec!["--http-allow", "FETCH"], "--http-allow"),
+        (vec!["--credential", "tok"], "--credential"),
+        (
+            vec![
+                "--http-allow",
+                "GET h.test",
+                "--credential",
+                "t=env:SL_SURELY_UNSET_VAR",
+            ],
+            "--credential",
+        ),
+        (vec!["--http-ca-out", "/tmp/x.pem"], "--http-ca-out"),
+    ] {
+        let mut a = vec!["run", "-p", "system"];
+        a.extend(args);
+        a.extend(["--", "true"]);
+        let o = sandlock(&a);
+        assert_eq!(o.status.code(), Some(125), "{a:?}");
+        assert!(stderr(&o).contains(says), "{a:?}: {}", stderr(&o));
+    }
+}
+
 #[test]
 fn timeout_exits_124_and_says_so() {
     let o = sandlock(&["run", "-p", "system", "-t", "300ms", "--", "sleep", "10"]);
@@ -307,6 +443,211 @@ fn help_teaches_with_examples() {
     let h = stdout(&o);
     assert!(h.contains("Examples:") && h.contains("Exit status"), "{h}");
     assert!(h.contains("--net-allow") && h.contains("--max-memory"));
+    assert!(
+        h.contains("--http-allow") && h.contains("--credential") && h.contains("--http-ca-out")
+    );
+    assert!(
+        h.contains("--fs-mount <VIRT:HOST[:ro]>") && h.contains("--private-tmp"),
+        "{h}"
+    );
+    assert!(
+        h.contains("--workdir <DIR>") && h.contains("--commit <WHEN>") && h.contains("--dry-run"),
+        "{h}"
+    );
+}
+
+#[test]
+fn fs_mount_and_private_tmp_from_the_command_line() {
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in"), "from the host").unwrap();
+    let mount = format!("/mnt/data:{}", host.path().display());
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--fs-mount",
+        &mount,
+        "--private-tmp",
+        "--",
+        "sh",
+        "-c",
+        "cat /mnt/data/in; echo tmp > /tmp/t; cat /tmp/t; echo out > /mnt/data/out",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "from the hosttmp\n");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("out")).unwrap(),
+        "out\n"
+    );
+    // A read-only mount, and the flags as the resolved policy shows them.
+    let ro = format!("{mount}:ro");
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--fs-mount",
+        &ro,
+        "--",
+        "touch",
+        "/mnt/data/x",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sandlock(&["run", "--fs-mount", &ro, "--private-tmp", "--print-policy"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["fs_mount"]["/mnt/data"],
+        format!("{}:ro", host.path().display())
+    );
+    assert_eq!(v["private_tmp"], true);
+}
+
+#[test]
+fn bad_mounts_exit_125_naming_the_flag() {
+    let o = sandlock(&["run", "--fs-mount", "/mnt/data", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("write VIRT:HOST"), "{}", stderr(&o));
+    let o = sandlock(&["run", "--fs-mount", "/mnt/data:/no/such/dir", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("--fs-mount") && stderr(&o).contains("does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sandlock(&["run", "-w", "/tmp", "--private-tmp", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("--fs-write") && stderr(&o).contains("hides"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn dry_run_lists_the_changes_and_discards_them() {
+    let w = tempfile::tempdir().unwrap();
+    std::fs::write(w.path().join("edit"), "one\n").unwrap();
+    std::fs::write(w.path().join("gone"), "bye\n").unwrap();
+    let dir = w.path().to_str().unwrap();
+    let script = "echo two >> edit; rm gone; mkdir new; echo n > new/f; echo ran";
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--cwd",
+        dir,
+        "--dry-run",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("ran\nM {dir}/edit\nD {dir}/gone\nA {dir}/new/\nA {dir}/new/f\n")
+    );
+    // Control: nothing changed on the host.
+    assert_eq!(
+        std::fs::read_to_string(w.path().join("edit")).unwrap(),
+        "one\n"
+    );
+    assert!(w.path().join("gone").exists() && !w.path().join("new").exists());
+    // As JSON: the outcome, with the command's output and the changes.
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--cwd",
+        dir,
+        "--dry-run",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["stdout"], "ran\n");
+    let changes: Vec<String> = v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {}",
+                c["kind"].as_str().unwrap(),
+                c["path"].as_str().unwrap(),
+                c["dir"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            format!("M {dir}/edit false"),
+            format!("D {dir}/gone false"),
+            format!("A {dir}/new true"),
+            format!("A {dir}/new/f false"),
+        ]
+    );
+    assert_eq!(v["commit"]["attempted"], false);
+    // --json without --dry-run is a usage error.
+    let o = sandlock(&["run", "--json", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+}
+
+#[test]
+fn workdir_commits_as_commit_says() {
+    let w = tempfile::tempdir().unwrap();
+    let dir = w.path().to_str().unwrap();
+    let run = |commit: &str, script: &str| {
+        sandlock(&[
+            "run",
+            "-p",
+            "system",
+            "--workdir",
+            dir,
+            "--cwd",
+            dir,
+            "--commit",
+            commit,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    // A failed command's changes are discarded by default (on-success) and by never.
+    let o = run("on-success", "echo a > a; exit 4");
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(!w.path().join("a").exists());
+    let o = run("never", "echo a > a");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!w.path().join("a").exists());
+    // Control: applied on success, and by always whatever the status.
+    let o = run("on-success", "echo a > a");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(w.path().join("a")).unwrap(), "a\n");
+    let o = run("always", "rm a; exit 5");
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(!w.path().join("a").exists());
+    // Bad values name the flag; a work directory also granted writable is refused.
+    let o = run("sometimes", "true");
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("--commit"), "{}", stderr(&o));
+    let o = sandlock(&["run", "-w", dir, "--workdir", dir, "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("--fs-write"), "{}", stderr(&o));
+    let o = sandlock(&["run", "--workdir", "/no/such/dir", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("--workdir"), "{}", stderr(&o));
 }
 
 #[test]

@@ -126,6 +126,8 @@ pub enum Stage {
     Policy,
     /// Creating, configuring or joining the run's cgroup v2.
     Cgroup,
+    /// Starting the HTTP proxy (its listener, thread and certificate authority).
+    Proxy,
 }
 
 impl Stage {
@@ -156,12 +158,13 @@ impl Stage {
             Stage::Unsupported => "unsupported",
             Stage::Policy => "policy",
             Stage::Cgroup => "cgroup",
+            Stage::Proxy => "proxy",
         }
     }
 
     /// Decodes a stage number sent by the child over the error pipe.
     pub(crate) fn from_u32(v: u32) -> Option<Stage> {
-        const ALL: [Stage; 24] = [
+        const ALL: [Stage; 25] = [
             Stage::Probe,
             Stage::LandlockRuleset,
             Stage::LandlockRule,
@@ -186,6 +189,7 @@ impl Stage {
             Stage::Unsupported,
             Stage::Policy,
             Stage::Cgroup,
+            Stage::Proxy,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
     }

@@ -33,7 +33,9 @@
 //! created with `clone(CLONE_VM | CLONE_VFORK)`, so its cost does not grow with the host's memory,
 //! and between `clone` and `execve` it only issues raw system calls (no allocation, no locks), so
 //! the state of other threads cannot deadlock it. The supervisor runs on the calling thread: no
-//! threads, no signal handlers, no `waitpid(-1)`.
+//! threads, no signal handlers, no `waitpid(-1)`. A policy with HTTP rules also has a proxy thread,
+//! started by [`Sandbox::new`] and ended with the sandbox's last run (see `net/proxy`); `run` starts
+//! none.
 //!
 //! # Test strategy
 //!
@@ -47,6 +49,7 @@ mod cgroup;
 pub mod check;
 pub mod coverage;
 pub mod error;
+mod fsview;
 pub mod kernel;
 pub mod net;
 pub mod outcome;
@@ -59,9 +62,10 @@ mod sys;
 
 pub use coverage::{Enforcement, Mechanism};
 pub use error::{Error, PolicyError, Result, SandboxError, Stage};
+pub use fsview::cow::{Change, ChangeKind, CommitReport};
 pub use kernel::{KernelSupport, Protection};
 pub use outcome::{LimitMechanism, Outcome, Reason};
 pub use plan::DEFAULT_PATH;
-pub use policy::{ByteSize, CgroupMode, Policy, Preset, Seconds};
+pub use policy::{ByteSize, CgroupMode, CommitMode, Policy, Preset, Seconds};
 pub use sandbox::{Command, Sandbox, Stdio};
 pub use supervisor::{Residue, Running};

@@ -114,6 +114,9 @@ pub struct Outcome {
     pub peak_memory: u64,
     /// Protections the kernel could not apply, when the policy allowed `best_effort`.
     pub not_enforced: Vec<Protection>,
+    /// Things the run did that the caller should know about though they were allowed (a
+    /// credential the HTTP proxy sent in cleartext), each once.
+    pub warnings: Vec<String>,
     /// How tree-wide limits were enforced.
     pub limit_mechanism: LimitMechanism,
     /// The cgroup v2 files that enforced limits in the kernel (`memory.max`, `pids.max`); empty
@@ -123,6 +126,10 @@ pub struct Outcome {
     pub detail: Option<String>,
     /// The failure, when `reason` is `sandbox_error`.
     pub error: Option<SandboxError>,
+    /// What the run changed in its copy-on-write work directory (`workdir`), sorted by path.
+    pub changes: Vec<crate::Change>,
+    /// What became of those changes (applied, or not, and why), when there is a work directory.
+    pub commit: Option<crate::CommitReport>,
 }
 
 impl Outcome {
@@ -158,10 +165,13 @@ impl Outcome {
             cpu_time: Duration::ZERO,
             peak_memory: 0,
             not_enforced: Vec::new(),
+            warnings: Vec::new(),
             limit_mechanism: LimitMechanism::None,
             kernel_limits: Vec::new(),
             detail: Some(detail.into()),
             error: None,
+            changes: Vec::new(),
+            commit: None,
         }
     }
 

@@ -149,10 +149,13 @@ impl Sandbox {
     }
 
     /// Whether a finished run of this sandbox still holds kernel objects whose release may wait
-    /// (an inotify instance for `max_disk`, a cgroup to remove): callers on an event loop hand
-    /// [`Running::into_outcome_and_residue`]'s residue to another thread.
+    /// (an inotify instance for `max_disk`, a cgroup to remove, a private `/tmp` to delete):
+    /// callers on an event loop hand [`Running::into_outcome_and_residue`]'s residue to another
+    /// thread.
     pub fn leaves_residue(&self) -> bool {
-        self.plan.limits.max_disk.is_some() || self.plan.cgroup.is_some()
+        self.plan.limits.max_disk.is_some()
+            || self.plan.cgroup.is_some()
+            || self.plan.view.as_ref().is_some_and(|v| v.per_run())
     }
 
     /// Starts `cmd` and returns its supervisor without waiting; drive it with [`Running::step`]
@@ -160,11 +163,27 @@ impl Sandbox {
     pub fn spawn(&self, cmd: Command) -> Result<Running, Error> {
         let t0 = Instant::now();
         let plan = &self.plan;
-        let run = RunPlan::new(plan, &cmd.argv, &cmd.env, cmd.cwd.as_deref())?;
+        // The run's view: the plan's mounts, and a private /tmp made for this run.
+        let parts = plan.view.as_ref().map(|v| v.for_run()).transpose()?;
+        let run_rules = parts.as_ref().map(|p| p.rules()).unwrap_or_default();
+        let (view, private_tmp, cow) = match parts {
+            Some(p) => (Some(std::sync::Arc::new(p.view)), p.private_tmp, p.cow),
+            None => (None, None, None),
+        };
+        let run = RunPlan::new(
+            plan,
+            &cmd.argv,
+            &cmd.env,
+            cmd.cwd.as_deref(),
+            view.as_deref(),
+        )?;
         let mut limits = plan.limits.clone();
         if cmd.timeout.is_some() {
             limits.timeout = cmd.timeout;
         }
+        limits
+            .disk_roots
+            .extend(run_rules.iter().map(|r| r.path.clone()));
 
         let prep =
             |e: std::io::Error, what: &str| SandboxError::io(Stage::Prepare, &e, what.to_string());
@@ -188,11 +207,14 @@ impl Sandbox {
         let (err_r, err_w) =
             sys::pipe(libc::O_NONBLOCK).map_err(|e| prep(e, "cannot create the error pipe"))?;
         let (err_r, err_w) = (above(err_r)?, above(err_w)?);
-        // The child applies the shared ruleset before it installs the targets, so the ruleset must
-        // not sit on a target's number. It usually sits above them all and is used as it is; one
-        // made while the host had 0-2 closed (or below a passed fd's target) is copied for this run.
-        let ruleset_copy = match &plan.ruleset {
-            Some(r) if r.as_raw_fd() < floor => Some(
+        // The child applies the ruleset before it installs the targets, so the ruleset must not
+        // sit on a target's number. The shared one usually sits above them all and is used as it
+        // is; one made while the host had 0-2 closed (or below a passed fd's target) is copied for
+        // this run, and a run with rules of its own (a private /tmp, a work directory's upper
+        // layer) gets a ruleset of its own, made clear of every target.
+        let ruleset_copy = match (&plan.run_ruleset, &plan.ruleset) {
+            (Some(rr), _) if !run_rules.is_empty() => Some(above(rr.build(&run_rules)?)?),
+            (_, Some(r)) if r.as_raw_fd() < floor => Some(
                 sys::dup_above(r.as_raw_fd(), floor)
                     .map_err(|e| prep(e, "cannot copy the Landlock ruleset descriptor"))?,
             ),
@@ -315,10 +337,25 @@ impl Sandbox {
         };
         let disk = crate::supervisor::watch_disk(&limits)?;
         let cgroup_failed = std::sync::atomic::AtomicI32::new(0);
-        let fprog = plan.filter.as_ref().map(|f| libc::sock_fprog {
-            len: f.len() as u16,
-            filter: f.as_ptr().cast_mut(),
-        });
+        // With a view the filter names this run's first execve (see `SeccompPolicy::exec_ptr`).
+        let run_filter = match &plan.view_filter {
+            Some(spec) => {
+                let mut spec = spec.clone();
+                spec.exec_ptr = run.path.as_ptr() as u64;
+                Some(
+                    spec.compile()
+                        .map_err(|e| SandboxError::new(Stage::SeccompBuild, None, e))?,
+                )
+            }
+            None => None,
+        };
+        let fprog = run_filter
+            .as_ref()
+            .or(plan.filter.as_ref())
+            .map(|f| libc::sock_fprog {
+                len: f.len() as u16,
+                filter: f.as_ptr().cast_mut(),
+            });
         let cwd_bytes = run.cwd.as_ref().map(|c| c.as_bytes_with_nul());
         let args = ChildArgs {
             err_fd: err_w.as_raw_fd(),
@@ -366,6 +403,12 @@ impl Sandbox {
             stderr,
             stdin: stdin_feed,
             disk,
+            fs: crate::supervisor::RunView {
+                view,
+                private_tmp,
+                cow: cow.map(|c| (c, plan.policy.commit)),
+                standins: plan.standin_routes,
+            },
         };
         Ok(Running::new(
             started,

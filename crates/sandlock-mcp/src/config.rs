@@ -121,6 +121,11 @@ pub struct WorkspacesFile {
     pub max_disk: Option<ByteSize>,
     /// Most workspaces alive at once.
     pub max_workspaces: Option<usize>,
+    /// Give every workspace's runs a private `/tmp` and `/var/tmp` (default true).
+    pub private_tmp: Option<bool>,
+    /// Directories of each workspace mounted inside its sandboxes: `VIRT = "SUBDIR"` (or
+    /// `"SUBDIR:ro"`), e.g. `"/mnt/data" = "data"`; the subdirectory is made when first needed.
+    pub mounts: std::collections::BTreeMap<PathBuf, String>,
 }
 
 /// The `[limits]` table: defaults for every execution tool, and the server's own capacity.
@@ -283,6 +288,8 @@ pub struct Config {
     pub max_disk: ByteSize,
     /// Most workspaces at once.
     pub max_workspaces: usize,
+    /// Workspace directories mounted in the workspace's sandboxes (VIRT -> `SUBDIR[:ro]`).
+    pub mounts: Mounts,
     /// Largest per-call timeout.
     pub max_timeout: Duration,
     /// Runs at once.
@@ -312,6 +319,9 @@ pub struct Config {
     /// LobeHub's sandbox provider API, when a JIT signing key is configured.
     pub onlyboxes: Option<crate::provider::config::ProviderConfig>,
 }
+
+/// Directories of each workspace mounted in its sandboxes: mount point -> `SUBDIR[:ro]`.
+pub type Mounts = std::collections::BTreeMap<PathBuf, String>;
 
 /// Environment variable that may hold the bearer token.
 pub const TOKEN_ENV: &str = "SANDLOCK_MCP_TOKEN";
@@ -476,9 +486,32 @@ impl Config {
             presets: vec![sandlock_core::Preset::System],
             ..Policy::default()
         };
-        let python_policy = limits(file.tools.execute_python.unwrap_or_else(default_policy));
-        let shell_policy = limits(file.tools.execute_shell.unwrap_or_else(default_policy));
-        let node_policy = limits(file.tools.execute_code.unwrap_or_else(default_policy));
+        // A private /tmp per run, unless turned off: code that writes to fixed paths in /tmp
+        // (LobeHub's /tmp/lobe-code-<ts>.py) never meets another workspace's files.
+        let private_tmp = !args.no_private_tmp && w.private_tmp.unwrap_or(true);
+        let view = |mut p: Policy| {
+            p.private_tmp |= private_tmp;
+            p
+        };
+        let python_policy = view(limits(
+            file.tools.execute_python.unwrap_or_else(default_policy),
+        ));
+        let shell_policy = view(limits(
+            file.tools.execute_shell.unwrap_or_else(default_policy),
+        ));
+        let node_policy = view(limits(
+            file.tools.execute_code.unwrap_or_else(default_policy),
+        ));
+        let mut mounts = w.mounts;
+        for m in &args.workspace_mount {
+            let (virt, sub) = m.split_once(':').filter(|(v, s)| !v.is_empty() && !s.is_empty()).with_context(|| {
+                format!("--workspace-mount {m:?}: write VIRT:SUBDIR or VIRT:SUBDIR:ro (e.g. /mnt/data:data)")
+            })?;
+            mounts.insert(PathBuf::from(virt), sub.to_string());
+        }
+        for (virt, sub) in &mounts {
+            check_mount(virt, sub)?;
+        }
         for (tool, p) in [
             ("execute_python", &python_policy),
             ("execute_shell", &shell_policy),
@@ -582,6 +615,7 @@ impl Config {
             ttl: args.ttl.or(w.ttl).map_or(DEFAULT_TTL, Seconds::duration),
             max_disk,
             max_workspaces,
+            mounts,
             max_timeout,
             max_concurrent,
             queue_depth: args.queue_depth.or(l.queue_depth).unwrap_or(32),
@@ -614,6 +648,29 @@ impl Config {
             ExecTool::Node => &self.node_policy,
         }
     }
+}
+
+/// A workspace mount: an absolute mount point, and a subdirectory of the workspace that stays in
+/// it (relative, without `..`), optionally `:ro`.
+fn check_mount(virt: &Path, sub: &str) -> anyhow::Result<()> {
+    let key = format!("workspaces.mounts.{:?}", virt.display().to_string());
+    if !virt.is_absolute() {
+        bail!("{key}: the mount point must be an absolute path (e.g. \"/mnt/data\")");
+    }
+    let dir = Path::new(sub.strip_suffix(":ro").unwrap_or(sub));
+    let inside = dir.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    });
+    if dir.as_os_str().is_empty() || !inside {
+        bail!(
+            "{key}: {sub:?}: name a subdirectory of the workspace (relative, without ..), e.g. \
+             \"data\" or \"data:ro\""
+        );
+    }
+    Ok(())
 }
 
 /// A readable or writable path that contains the workspace root would let one session's code see

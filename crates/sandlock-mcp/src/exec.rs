@@ -12,7 +12,7 @@ use sandlock_core::{Command, Outcome, Policy, Sandbox, Stdio};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ExecTool};
+use crate::config::{Config, ExecTool, Mounts};
 use crate::node::{Node, Script};
 use crate::python::{Interpreter, PYTHON_BOOTSTRAP, memfd_with};
 use crate::warm::{Cell, Gone, Persistent, Zygote};
@@ -22,12 +22,30 @@ use crate::workspace::{Workspace, short};
 pub const MAX_COMMAND: usize = 128 * 1024 - 1;
 
 /// The policy for one tool in one workspace: the configured policy, plus the workspace (readable,
-/// writable, the working directory and `HOME`) and the runtime's own paths (`readable`: the
-/// Python interpreter's, or Node's and its TypeScript runner's).
-pub fn workspace_policy(base: &Policy, tool: ExecTool, ws: &Path, readable: &[PathBuf]) -> Policy {
+/// writable, the working directory and `HOME`), the runtime's own paths (`readable`: the Python
+/// interpreter's, or Node's and its TypeScript runner's) and the workspace's `mounts` (VIRT ->
+/// `SUBDIR[:ro]`, whose subdirectories are made here if missing).
+pub fn workspace_policy(
+    base: &Policy,
+    tool: ExecTool,
+    ws: &Path,
+    readable: &[PathBuf],
+    mounts: &Mounts,
+) -> Policy {
     let mut p = base.clone();
     p.fs_writable.push(ws.to_path_buf());
     p.fs_readable.extend(readable.iter().cloned());
+    for (virt, sub) in mounts {
+        let (dir, ro) = match sub.strip_suffix(":ro") {
+            Some(d) => (d, ":ro"),
+            None => (sub.as_str(), ""),
+        };
+        let host = ws.join(dir);
+        // A failure shows when the sandbox is made: the mount's host directory is missing.
+        let _ = std::fs::create_dir_all(&host);
+        p.fs_mount
+            .insert(virt.clone(), format!("{}{ro}", host.display()));
+    }
     p.cwd = Some(ws.to_path_buf());
     let ws_s = ws.display().to_string();
     p.env.entry("HOME".into()).or_insert_with(|| ws_s.clone());
@@ -44,14 +62,17 @@ pub fn workspace_policy(base: &Policy, tool: ExecTool, ws: &Path, readable: &[Pa
 }
 
 /// The sandbox of the interpreters `ws` keeps: the Python policy in that workspace, without a
-/// timeout (they live across calls, and each call has its own deadline).
+/// timeout (they live across calls, and each call has its own deadline). Otherwise it is the
+/// policy of a fresh run in `ws`, its `mounts` and private `/tmp` included, so that a forked call
+/// or a persistent cell sees the same files as a fresh run.
 fn kept_sandbox(
     policy: &Policy,
+    mounts: &Mounts,
     python: &Interpreter,
     ws: &Workspace,
 ) -> Result<Arc<Sandbox>, String> {
     ws.kept_sandbox(|| {
-        let mut p = workspace_policy(policy, ExecTool::Python, &ws.dir, &python.readable);
+        let mut p = workspace_policy(policy, ExecTool::Python, &ws.dir, &python.readable, mounts);
         p.timeout = None;
         Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
     })
@@ -61,11 +82,12 @@ fn kept_sandbox(
 /// `None`).
 fn start_fork_server(
     policy: &Policy,
+    mounts: &Mounts,
     python: &Interpreter,
     ws: &Workspace,
     idle: Option<Duration>,
 ) -> Result<Arc<Zygote>, String> {
-    let sandbox = kept_sandbox(policy, python, ws)?;
+    let sandbox = kept_sandbox(policy, mounts, python, ws)?;
     let z = Zygote::start(&sandbox, python, idle)
         .map_err(|e| format!("cannot start the workspace's Python: {e}"))?;
     ws.set_zygote(z.clone());
@@ -340,7 +362,13 @@ impl Executor {
             ExecTool::Shell => &[],
             ExecTool::Node => self.node.as_ref().map_or(&[][..], |n| &n.readable),
         };
-        workspace_policy(self.config.policy(tool), tool, ws, readable)
+        workspace_policy(
+            self.config.policy(tool),
+            tool,
+            ws,
+            readable,
+            &self.config.mounts,
+        )
     }
 
     /// The sandbox for `tool` in `ws` (built once per workspace and tool).
@@ -393,7 +421,12 @@ impl Executor {
                     if let Some(why) = previous.and_then(|p| p.ended()) {
                         lost.get_or_insert(why);
                     }
-                    let sandbox = kept_sandbox(&self.config.python_policy, &self.python, ws)?;
+                    let sandbox = kept_sandbox(
+                        &self.config.python_policy,
+                        &self.config.mounts,
+                        &self.python,
+                        ws,
+                    )?;
                     let p = Persistent::start(&sandbox, &self.python)
                         .map_err(|e| format!("cannot start the persistent interpreter: {e}"))?;
                     ws.set_persistent(p.clone());
@@ -432,15 +465,22 @@ impl Executor {
     pub async fn ready_workspace(&self, ws: &Arc<Workspace>) -> Result<(), String> {
         // Building a sandbox (the Landlock ruleset, the seccomp program) is CPU work: on the
         // blocking pool, so that the event loop keeps serving calls meanwhile.
-        let (policy, python, w) = (
+        let (policy, mounts, python, w) = (
             self.config.python_policy.clone(),
+            self.config.mounts.clone(),
             self.python.clone(),
             ws.clone(),
         );
-        tokio::task::spawn_blocking(move || kept_sandbox(&policy, &python, &w).map(drop))
+        tokio::task::spawn_blocking(move || kept_sandbox(&policy, &mounts, &python, &w).map(drop))
             .await
             .map_err(|e| format!("building the workspace's sandbox failed: {e}"))??;
-        let z = start_fork_server(&self.config.python_policy, &self.python, ws, None)?;
+        let z = start_fork_server(
+            &self.config.python_policy,
+            &self.config.mounts,
+            &self.python,
+            ws,
+            None,
+        )?;
         match tokio::time::timeout(READY_WITHIN, z.started()).await {
             Ok(true) => Ok(()),
             Ok(false) => Err("the workspace's Python fork server ended as it started".into()),
@@ -472,13 +512,14 @@ impl Executor {
         }
         let weak = Arc::downgrade(ws);
         let policy = self.config.python_policy.clone();
+        let mounts = self.config.mounts.clone();
         let python = self.python.clone();
         let idle = self.config.fork_idle;
         tokio::spawn(async move {
             // After this call's answer is on its way: starting an interpreter is 10-20 ms of CPU.
             tokio::time::sleep(FORK_START_DELAY).await;
             let Some(ws) = weak.upgrade() else { return };
-            if let Err(e) = start_fork_server(&policy, &python, &ws, Some(idle)) {
+            if let Err(e) = start_fork_server(&policy, &mounts, &python, &ws, Some(idle)) {
                 tracing::warn!(
                     workspace = %short(&ws.handle),
                     error = %e,

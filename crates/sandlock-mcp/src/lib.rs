@@ -127,6 +127,14 @@ pub struct McpArgs {
     /// Most workspaces alive at once [default: 256].
     #[arg(long, value_name = "N")]
     pub max_workspaces: Option<usize>,
+    /// Let every workspace's runs share the host's /tmp instead of giving each run a private /tmp
+    /// and /var/tmp (created when it starts, removed when it ends).
+    #[arg(long)]
+    pub no_private_tmp: bool,
+    /// Mount a subdirectory of each workspace inside its sandboxes, e.g. /mnt/data:data (made when
+    /// first needed; `:ro` for read-only). Repeatable.
+    #[arg(long, value_name = "VIRT:SUBDIR[:ro]")]
+    pub workspace_mount: Vec<String>,
     /// Default wall-clock limit per call [default: 30].
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<Seconds>,

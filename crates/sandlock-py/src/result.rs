@@ -3,11 +3,13 @@
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyTuple, PyType};
-use sandlock_core::{Error, Outcome};
+use sandlock_core::{Change, Error, Outcome};
 
 use crate::errors::{self, TYPES_MODULE};
 
 static RESULT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static CHANGE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static COMMIT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 /// Builds a `sandlock.Result` from an outcome; `args` is the command as the caller gave it.
 pub(crate) fn to_result<'py>(
@@ -32,6 +34,7 @@ pub(crate) fn to_result<'py>(
     kw.set_item("detail", outcome.detail.as_deref())?;
     let not_enforced: Vec<&str> = outcome.not_enforced.iter().map(|p| p.as_str()).collect();
     kw.set_item("not_enforced", PyTuple::new(py, not_enforced)?)?;
+    kw.set_item("warnings", PyTuple::new(py, &outcome.warnings)?)?;
     let mechanism = serde_json::to_value(outcome.limit_mechanism)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -43,7 +46,32 @@ pub(crate) fn to_result<'py>(
         None => None,
     };
     kw.set_item("error", error)?;
+    kw.set_item("changes", changes(py, &outcome.changes)?)?;
+    let commit = match &outcome.commit {
+        Some(c) => {
+            let ckw = PyDict::new(py);
+            ckw.set_item("attempted", c.attempted)?;
+            ckw.set_item("applied", changes(py, &c.applied)?)?;
+            ckw.set_item("not_applied", changes(py, &c.not_applied)?)?;
+            ckw.set_item("error", c.error.as_deref())?;
+            ckw.set_item("kept", c.kept.as_ref().map(|p| p.display().to_string()))?;
+            let cls = COMMIT.import(py, TYPES_MODULE, "CommitReport")?;
+            Some(cls.call((), Some(&ckw))?)
+        }
+        None => None,
+    };
+    kw.set_item("commit", commit)?;
     cls.call((), Some(&kw))
+}
+
+/// `sandlock.Change` objects for a run's changes.
+fn changes<'py>(py: Python<'py>, list: &[Change]) -> PyResult<Bound<'py, PyTuple>> {
+    let cls = CHANGE.import(py, TYPES_MODULE, "Change")?;
+    let items = list
+        .iter()
+        .map(|c| cls.call1((c.kind.letter(), c.path.display().to_string(), c.dir)))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyTuple::new(py, items)
 }
 
 /// The result of a run that sandlock could not start or supervise.

@@ -19,11 +19,25 @@ use std::sync::Arc;
 
 use super::names::Names;
 
-/// The answer to one DNS query message, or `None` for bytes that are not a query.
-pub(crate) fn answer(wire: &[u8], names: &Arc<Names>) -> Option<Vec<u8>> {
-    let q = Message::from_vec(wire).ok()?;
+/// What the resolver makes of one message.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// The answer to send back.
+    Answer(Vec<u8>),
+    /// The name is allowed but not resolved yet (a name a pattern admits, asked for the first
+    /// time): ask again shortly.
+    Pending,
+    /// Not a query.
+    Malformed,
+}
+
+/// The answer to one DNS query message.
+pub(crate) fn answer(wire: &[u8], names: &Arc<Names>) -> Reply {
+    let Ok(q) = Message::from_vec(wire) else {
+        return Reply::Malformed;
+    };
     if q.message_type() != MessageType::Query {
-        return None;
+        return Reply::Malformed;
     }
     let mut r = Message::new();
     r.set_id(q.id())
@@ -40,7 +54,9 @@ pub(crate) fn answer(wire: &[u8], names: &Arc<Names>) -> Option<Vec<u8>> {
                 .trim_end_matches('.')
                 .to_ascii_lowercase();
             if names.allowed(&name) {
-                let a = names.lookup(&name);
+                let Some(a) = names.lookup_nowait(&name) else {
+                    return Reply::Pending;
+                };
                 for ip in &a.addrs {
                     let data = match (query.query_type(), ip) {
                         (RecordType::A, std::net::IpAddr::V4(v4)) => RData::A(A(*v4)),
@@ -62,7 +78,10 @@ pub(crate) fn answer(wire: &[u8], names: &Arc<Names>) -> Option<Vec<u8>> {
         _ => ResponseCode::NotImp,
     };
     r.set_response_code(code);
-    r.to_vec().ok()
+    match r.to_vec() {
+        Ok(v) => Reply::Answer(v),
+        Err(_) => Reply::Malformed,
+    }
 }
 
 /// One TCP DNS conversation with the sandbox (queries and answers, each after a two-byte length).
@@ -70,6 +89,8 @@ pub(crate) struct Session {
     sock: std::os::unix::net::UnixStream,
     inbuf: Vec<u8>,
     out: Vec<u8>,
+    /// The first query in `inbuf` waits for its name to be resolved.
+    waiting: bool,
 }
 
 /// Most bytes a session buffers from the sandbox before an answer is written (a query is at most
@@ -84,6 +105,7 @@ impl Session {
             sock,
             inbuf: Vec::new(),
             out: Vec::new(),
+            waiting: false,
         }
     }
 
@@ -95,6 +117,12 @@ impl Session {
     /// Whether answers wait to be written (then watch for writability too).
     pub(crate) fn pending(&self) -> bool {
         !self.out.is_empty()
+    }
+
+    /// Whether a query waits for a name being resolved (then call [`Session::on_ready`] again
+    /// shortly, even if the sandbox sends nothing).
+    pub(crate) fn waiting(&self) -> bool {
+        self.waiting
     }
 
     /// Reads what the sandbox sent, answers every complete query, writes what it can. `false` when
@@ -113,15 +141,22 @@ impl Session {
                 return false;
             }
         }
+        self.waiting = false;
         while self.inbuf.len() >= 2 {
             let len = usize::from(u16::from_be_bytes([self.inbuf[0], self.inbuf[1]]));
             if self.inbuf.len() < 2 + len {
                 break;
             }
-            let msg: Vec<u8> = self.inbuf.drain(..2 + len).skip(2).collect();
-            let Some(reply) = answer(&msg, names) else {
-                return false;
+            let reply = match answer(&self.inbuf[2..2 + len], names) {
+                Reply::Answer(r) => r,
+                Reply::Pending => {
+                    // Answers go out in order: this one, and those after it, wait.
+                    self.waiting = true;
+                    break;
+                }
+                Reply::Malformed => return false,
             };
+            self.inbuf.drain(..2 + len);
             let Ok(rlen) = u16::try_from(reply.len()) else {
                 return false;
             };
@@ -159,12 +194,16 @@ mod tests {
             .set_op_code(OpCode::Query)
             .set_recursion_desired(true)
             .add_query(Query::query(Name::from_ascii(name).unwrap(), t));
-        Message::from_vec(&answer(&q.to_vec().unwrap(), names).unwrap()).unwrap()
+        let Reply::Answer(a) = answer(&q.to_vec().unwrap(), names) else {
+            panic!("no answer");
+        };
+        Message::from_vec(&a).unwrap()
     }
 
     #[test]
     fn allowed_names_are_answered_and_others_do_not_exist() {
-        let names = Arc::new(Names::new(vec!["localhost".into()]));
+        let names = Arc::new(Names::new(vec!["localhost".into()], Vec::new()));
+        names.resolve_all();
         let r = ask(&names, "localhost.", RecordType::A);
         assert_eq!((r.id(), r.response_code()), (7, ResponseCode::NoError));
         assert!(
@@ -182,7 +221,8 @@ mod tests {
 
     #[test]
     fn a_session_answers_length_prefixed_queries() {
-        let names = Arc::new(Names::new(vec!["localhost".into()]));
+        let names = Arc::new(Names::new(vec!["localhost".into()], Vec::new()));
+        names.resolve_all();
         let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         let mut s = Session::new(OwnedFd::from(ours));
@@ -206,5 +246,51 @@ mod tests {
         assert_eq!(Message::from_vec(&reply).unwrap().id(), 9);
         drop(theirs);
         assert!(!s.on_ready(&names));
+    }
+
+    #[test]
+    fn a_name_a_pattern_admits_is_answered_once_resolved_and_the_session_waits_meanwhile() {
+        let names = Arc::new(Names::new(
+            Vec::new(),
+            vec![crate::net::proxy::rules::Glob::new("local*", true)],
+        ));
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut s = Session::new(OwnedFd::from(ours));
+        let mut q = Message::new();
+        q.set_id(11)
+            .set_message_type(MessageType::Query)
+            .add_query(Query::query(
+                Name::from_ascii("localhost.").unwrap(),
+                RecordType::A,
+            ));
+        let wire = q.to_vec().unwrap();
+        theirs
+            .write_all(&(wire.len() as u16).to_be_bytes())
+            .unwrap();
+        theirs.write_all(&wire).unwrap();
+        assert!(s.on_ready(&names));
+        assert!(
+            s.waiting(),
+            "never resolved: the first look only starts the lookup"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while s.waiting() {
+            assert!(std::time::Instant::now() < deadline, "never answered");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            assert!(s.on_ready(&names));
+        }
+        let mut len = [0u8; 2];
+        theirs.read_exact(&mut len).unwrap();
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        theirs.read_exact(&mut reply).unwrap();
+        let r = Message::from_vec(&reply).unwrap();
+        assert_eq!((r.id(), r.response_code()), (11, ResponseCode::NoError));
+        assert!(!r.answers().is_empty());
+        // A name the pattern does not admit is refused at once, and never looked up.
+        assert_eq!(
+            ask(&names, "elsewhere.example.", RecordType::A).response_code(),
+            ResponseCode::NXDomain
+        );
     }
 }

@@ -7,15 +7,19 @@
 //! - [`rules`]: parsing and matching `net_allow` / `net_deny` entries (`HOST[:PORT]`);
 //! - [`names`]: the allowed host names, resolved on the host with their TTLs;
 //! - [`dns`]: answering the sandbox's own name lookups, for allowed names only (DNS over TCP; UDP
-//!   stays refused, so no query leaves).
+//!   stays refused, so no query leaves);
+//! - [`proxy`]: the HTTP proxy that enforces `http_allow` / `http_deny`, intercepts HTTPS and adds
+//!   credentials (`http_auth`), for the connections the HTTP rules govern.
 
 pub(crate) mod dns;
 pub(crate) mod names;
+pub(crate) mod proxy;
 pub mod rules;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use proxy::rules::{Glob, HttpHost, HttpRules};
 use rules::{HostPattern, NetRule, canonical};
 
 /// What the supervisor needs to decide a connection.
@@ -29,26 +33,38 @@ pub(crate) struct NetPolicy {
 impl Default for NetPolicy {
     /// No TCP at all.
     fn default() -> NetPolicy {
-        NetPolicy::new(Vec::new(), Vec::new())
+        NetPolicy::new(Vec::new(), Vec::new(), &HttpRules::default())
     }
 }
 
 impl NetPolicy {
-    /// A policy from parsed `net_allow` and `net_deny` entries.
-    pub(crate) fn new(allow: Vec<NetRule>, deny: Vec<NetRule>) -> NetPolicy {
+    /// A policy from parsed `net_allow` and `net_deny` entries, and the HTTP rules (whose hosts
+    /// resolve inside the sandbox too).
+    pub(crate) fn new(allow: Vec<NetRule>, deny: Vec<NetRule>, http: &HttpRules) -> NetPolicy {
         let mut named: Vec<String> = allow
             .iter()
             .filter_map(|r| match &r.host {
                 HostPattern::Name(n) => Some(n.clone()),
                 _ => None,
             })
+            .chain(http.routing().filter_map(|r| match &r.host {
+                HttpHost::Name(n) => Some(n.clone()),
+                _ => None,
+            }))
             .collect();
         named.sort();
         named.dedup();
+        let patterns: Vec<Glob> = http
+            .routing()
+            .filter_map(|r| match &r.host {
+                HttpHost::Glob(g) => Some(g.clone()),
+                _ => None,
+            })
+            .collect();
         NetPolicy {
             allow,
             deny,
-            names: Arc::new(names::Names::new(named)),
+            names: Arc::new(names::Names::new(named, patterns)),
         }
     }
 
@@ -64,21 +80,28 @@ impl NetPolicy {
 
     /// Whether the sandbox's name lookups are answered by the supervisor (the policy names hosts).
     pub(crate) fn serves_dns(&self) -> bool {
-        !self.names.names().is_empty()
+        self.names.any()
+    }
+
+    /// Whether a `net_deny` rule covers `ip` (any form) on `port`.
+    pub(crate) fn denies(&self, ip: IpAddr, port: u16) -> bool {
+        let ip = canonical(ip);
+        let resolves_to = |n: &str, a: IpAddr| self.names.resolves_to(n, a);
+        self.deny.iter().any(|r| r.matches(ip, port, &resolves_to))
     }
 
     /// Whether a connection to `ip` (any form) on `port` is allowed: no `net_deny` rule covers it,
     /// and a `net_allow` rule does (or there are only deny rules: "everything but").
     pub(crate) fn permits(&self, ip: IpAddr, port: u16) -> bool {
-        let ip = canonical(ip);
-        let resolved = |n: &str| self.names.lookup(n).addrs;
-        if self.deny.iter().any(|r| r.matches(ip, port, &resolved)) {
+        if self.denies(ip, port) {
             return false;
         }
+        let ip = canonical(ip);
+        let resolves_to = |n: &str, a: IpAddr| self.names.resolves_to(n, a);
         if self.allow.is_empty() {
             return !self.deny.is_empty();
         }
-        self.allow.iter().any(|r| r.matches(ip, port, &resolved))
+        self.allow.iter().any(|r| r.matches(ip, port, &resolves_to))
     }
 
     /// Whether a TCP connect to `ip:port` is the sandbox asking its nameserver: port 53, while the
@@ -89,7 +112,7 @@ impl NetPolicy {
             return false;
         }
         let ip = canonical(ip);
-        let none = |_: &str| Vec::new();
+        let none = |_: &str, _: IpAddr| false;
         !self
             .allow
             .iter()
@@ -107,7 +130,7 @@ mod tests {
                 .map(|s| rules::parse_net_rule("f", s).unwrap())
                 .collect::<Vec<_>>()
         };
-        NetPolicy::new(p(allow), p(deny))
+        NetPolicy::new(p(allow), p(deny), &HttpRules::default())
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The host names a policy allows, resolved on the host by the supervisor.
 //!
 //! A name rule (`api.example.com:443`) allows connections to the addresses the name resolves to,
-//! and only that name is answered when the sandbox asks (see [`super::dns`]). The supervisor
+//! and only that name is answered when the sandbox asks (see [`super::dns`]). Host patterns of the
+//! HTTP rules (`*.example.com`) admit the names they match the same way, each resolved the first
+//! time the sandbox asks for it (at most [`MAX_ADMITTED`] of them are kept). The supervisor
 //! resolves it itself, the way the host's C library would: the hosts file (`/etc/hosts`) first,
 //! then the nameservers of `/etc/resolv.conf` (parsed by `resolv-conf`; messages built and read by
 //! `hickory-proto`), over UDP and, when an answer is truncated, TCP. An answer is kept for its TTL
@@ -24,6 +26,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 
+use super::proxy::rules::Glob;
+
 /// The shortest time an answer is kept, whatever its TTL.
 pub const MIN_TTL: Duration = Duration::from_secs(5);
 /// The longest.
@@ -34,6 +38,10 @@ pub const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 pub const HOSTS_TTL: Duration = Duration::from_secs(30);
 /// How long one query waits for an answer.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most names admitted by a pattern that the table keeps answers for.
+pub const MAX_ADMITTED: usize = 1024;
+/// Most names being resolved in the background at once.
+pub const MAX_REFRESHING: usize = 8;
 
 /// Addresses of one name and until when they hold.
 #[derive(Debug, Clone)]
@@ -55,6 +63,8 @@ pub(crate) struct Answer {
 #[derive(Debug)]
 pub(crate) struct Names {
     names: Vec<String>,
+    /// Patterns that admit more names (the HTTP rules' hosts).
+    patterns: Vec<Glob>,
     table: Mutex<HashMap<String, Entry>>,
     /// Names being asked again in the background.
     refreshing: Mutex<HashSet<String>>,
@@ -63,10 +73,12 @@ pub(crate) struct Names {
 }
 
 impl Names {
-    /// A table for `names` (lowercase, no trailing dot); nothing is resolved until asked.
-    pub(crate) fn new(names: Vec<String>) -> Names {
+    /// A table for `names` (lowercase, no trailing dot) and the names `patterns` admit; nothing
+    /// is resolved until asked.
+    pub(crate) fn new(names: Vec<String>, patterns: Vec<Glob>) -> Names {
         Names {
             names,
+            patterns,
             table: Mutex::new(HashMap::new()),
             refreshing: Mutex::new(HashSet::new()),
             hosts_path: "/etc/hosts",
@@ -74,14 +86,47 @@ impl Names {
         }
     }
 
-    /// Whether `name` is one of the allowed names.
+    /// Whether `name` is one of the allowed names, or a pattern admits it.
     pub(crate) fn allowed(&self, name: &str) -> bool {
-        self.names.iter().any(|n| n == name)
+        self.names.iter().any(|n| n == name) || self.patterns.iter().any(|p| p.matches(name))
     }
 
-    /// The allowed names.
-    pub(crate) fn names(&self) -> &[String] {
-        &self.names
+    /// Whether any name is allowed (then the sandbox's resolver is answered).
+    pub(crate) fn any(&self) -> bool {
+        !self.names.is_empty() || !self.patterns.is_empty()
+    }
+
+    /// The current addresses of allowed name `name` without waiting: `None` when it was never
+    /// resolved (it is being resolved in the background; ask again shortly).
+    pub(crate) fn lookup_nowait(self: &Arc<Self>, name: &str) -> Option<Answer> {
+        if !self.allowed(name) {
+            return Some(Answer {
+                addrs: Vec::new(),
+                ttl: 0,
+            });
+        }
+        match self.cached(name, Instant::now()) {
+            Some((answer, fresh)) => {
+                if !fresh {
+                    self.refresh_in_background(name);
+                }
+                Some(answer)
+            }
+            None => {
+                self.refresh_in_background(name);
+                None
+            }
+        }
+    }
+
+    /// Whether `ip` (canonical) is currently an address of a name a pattern admitted.
+    pub(crate) fn admitted_resolves_to(&self, ip: IpAddr) -> bool {
+        let Ok(t) = self.table.lock() else {
+            return false;
+        };
+        t.iter().any(|(name, e)| {
+            !self.names.contains(name) && e.addrs.iter().any(|a| super::rules::canonical(*a) == ip)
+        })
     }
 
     /// The current addresses of allowed name `name`. Only a name never resolved before waits for
@@ -105,6 +150,36 @@ impl Names {
         }
     }
 
+    /// Whether allowed name `name` currently resolves to `ip` (compared in canonical form), as
+    /// [`Names::lookup`] would answer, without copying the addresses: every connect asks this.
+    pub(crate) fn resolves_to(self: &Arc<Self>, name: &str, ip: IpAddr) -> bool {
+        if !self.allowed(name) {
+            return false;
+        }
+        let held = {
+            let Ok(t) = self.table.lock() else {
+                return false;
+            };
+            t.get(name).map(|e| {
+                let found = e.addrs.iter().any(|a| super::rules::canonical(*a) == ip);
+                (found, e.expires <= Instant::now())
+            })
+        };
+        match held {
+            Some((found, stale)) => {
+                if stale {
+                    self.refresh_in_background(name);
+                }
+                found
+            }
+            None => self
+                .lookup(name)
+                .addrs
+                .iter()
+                .any(|a| super::rules::canonical(*a) == ip),
+        }
+    }
+
     /// Resolves `name` now and stores the answer.
     fn refresh(&self, name: &str) -> Answer {
         let (addrs, ttl) = self.resolve(name);
@@ -113,6 +188,14 @@ impl Names {
             expires: Instant::now() + ttl,
         };
         if let Ok(mut t) = self.table.lock() {
+            if t.len() >= self.names.len() + MAX_ADMITTED {
+                // Forget what patterns admitted (expired entries first, all if that is not enough).
+                let now = Instant::now();
+                t.retain(|n, e| self.names.contains(n) || e.expires > now);
+                if t.len() >= self.names.len() + MAX_ADMITTED {
+                    t.retain(|n, _| self.names.contains(n));
+                }
+            }
             t.insert(name.to_string(), entry);
         }
         Answer {
@@ -125,7 +208,9 @@ impl Names {
         let Ok(mut busy) = self.refreshing.lock() else {
             return;
         };
-        if !busy.insert(name.to_string()) {
+        // A sandbox asking for many names a pattern admits gets them a few at a time (its resolver
+        // conversation waits), not a thread each.
+        if busy.len() >= MAX_REFRESHING || !busy.insert(name.to_string()) {
             return;
         }
         drop(busy);
@@ -333,7 +418,7 @@ mod tests {
 
     #[test]
     fn only_allowed_names_are_looked_up() {
-        let n = Arc::new(Names::new(vec!["localhost".into()]));
+        let n = Arc::new(Names::new(vec!["localhost".into()], Vec::new()));
         assert!(n.lookup("example.org").addrs.is_empty());
         assert!(n.lookup("localhost").addrs.iter().any(|a| a.is_loopback()));
         assert!(n.allowed("localhost") && !n.allowed("localhost.localdomain"));
@@ -341,7 +426,7 @@ mod tests {
 
     #[test]
     fn an_expired_entry_is_served_while_it_is_asked_again() {
-        let n = Arc::new(Names::new(vec!["localhost".into()]));
+        let n = Arc::new(Names::new(vec!["localhost".into()], Vec::new()));
         let first = n.lookup("localhost");
         assert!(!first.addrs.is_empty());
         n.table

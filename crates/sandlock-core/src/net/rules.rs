@@ -71,13 +71,14 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 impl HostPattern {
-    /// Whether `ip` (canonical) is one of these hosts; `resolved` gives a name's addresses.
-    pub(crate) fn matches(&self, ip: IpAddr, resolved: &dyn Fn(&str) -> Vec<IpAddr>) -> bool {
+    /// Whether `ip` (canonical) is one of these hosts; `resolves_to(name, ip)` says whether a name
+    /// currently has that address.
+    pub(crate) fn matches(&self, ip: IpAddr, resolves_to: &dyn Fn(&str, IpAddr) -> bool) -> bool {
         match self {
             HostPattern::Any => true,
             HostPattern::Addr(a) => *a == ip,
             HostPattern::Net(net, prefix) => in_net(ip, *net, *prefix),
-            HostPattern::Name(n) => resolved(n).into_iter().any(|a| canonical(a) == ip),
+            HostPattern::Name(n) => resolves_to(n, ip),
         }
     }
 }
@@ -112,9 +113,9 @@ impl NetRule {
         &self,
         ip: IpAddr,
         port: u16,
-        resolved: &dyn Fn(&str) -> Vec<IpAddr>,
+        resolves_to: &dyn Fn(&str, IpAddr) -> bool,
     ) -> bool {
-        (self.ports.low..=self.ports.high).contains(&port) && self.host.matches(ip, resolved)
+        (self.ports.low..=self.ports.high).contains(&port) && self.host.matches(ip, resolves_to)
     }
 }
 
@@ -162,6 +163,12 @@ fn parse_host(h: &str) -> Result<HostPattern, String> {
     if let Ok(ip) = h.parse::<IpAddr>() {
         return Ok(HostPattern::Addr(canonical(ip)));
     }
+    parse_name(h, "a host name, an IP address, a CIDR block or *").map(HostPattern::Name)
+}
+
+/// A host name as rules hold it (lowercase, no trailing dot), or why `h` is not one (`expected`
+/// says what the field takes).
+pub(crate) fn parse_name(h: &str, expected: &str) -> Result<String, String> {
     let name = h.trim_end_matches('.').to_ascii_lowercase();
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -172,9 +179,7 @@ fn parse_host(h: &str) -> Result<HostPattern, String> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     if name.len() > 253 || !name.split('.').all(label_ok) {
-        return Err(format!(
-            "{h:?} is not a host name, an IP address, a CIDR block or *"
-        ));
+        return Err(format!("{h:?} is not {expected}"));
     }
     if name
         .split('.')
@@ -182,7 +187,7 @@ fn parse_host(h: &str) -> Result<HostPattern, String> {
     {
         return Err(format!("{h:?} is not a valid IPv4 address"));
     }
-    Ok(HostPattern::Name(name))
+    Ok(name)
 }
 
 /// Parses a `net_allow` or `net_deny` entry (see the module documentation).
@@ -228,8 +233,8 @@ mod tests {
         parse_net_rule("net_allow[0]", s).unwrap()
     }
 
-    fn none(_: &str) -> Vec<IpAddr> {
-        Vec::new()
+    fn none(_: &str, _: IpAddr) -> bool {
+        false
     }
 
     #[test]
@@ -309,15 +314,11 @@ mod tests {
         assert!(rule("169.254.169.254").matches(ip("169.254.169.254"), 80, &none));
         assert!(rule("[fd00::/8]").matches(ip("fd12::5"), 1, &none));
         assert!(!rule("[fd00::/8]").matches(ip("fe80::5"), 1, &none));
-        let resolved = |n: &str| -> Vec<IpAddr> {
-            if n == "allowed.test" {
-                vec![
-                    "127.0.0.2".parse().unwrap(),
-                    "::ffff:127.0.0.9".parse().unwrap(),
-                ]
-            } else {
-                Vec::new()
-            }
+        let resolved = |n: &str, a: IpAddr| -> bool {
+            n == "allowed.test"
+                && ["127.0.0.2", "::ffff:127.0.0.9"]
+                    .iter()
+                    .any(|s| canonical(s.parse().unwrap()) == a)
         };
         assert!(rule("allowed.test:80").matches(ip("127.0.0.2"), 80, &resolved));
         assert!(rule("allowed.test:80").matches(ip("127.0.0.9"), 80, &resolved));

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use super::{SandboxPlan, check_env_name};
@@ -27,6 +27,7 @@ impl<'a> RunPlan<'a> {
         argv: &[OsString],
         env: &BTreeMap<String, String>,
         cwd: Option<&Path>,
+        view: Option<&crate::fsview::View>,
     ) -> Result<RunPlan<'a>, Error> {
         let Some(program) = argv.first() else {
             return Err(PolicyError::new("argv", "", "the command is empty").into());
@@ -45,15 +46,51 @@ impl<'a> RunPlan<'a> {
             let envp = envp(&vars)?;
             (Cow::Owned(vars), Cow::Owned(envp))
         };
-        let cwd = match cwd {
-            Some(c) => Some(super::canonical("cwd", c, true)?),
-            None => plan.cwd.clone(),
+        // The working directory as the sandbox sees it, and where it really is.
+        let (cwd, host_cwd) = match view {
+            Some(v) => {
+                let virt = match cwd {
+                    Some(c) => Some(super::lexical(c)),
+                    None => plan.cwd.clone(),
+                };
+                in_view(v, virt)?
+            }
+            None => {
+                let c = match cwd {
+                    Some(c) => Some(super::canonical("cwd", c, true)?),
+                    None => plan.cwd.clone(),
+                };
+                (c.clone(), c)
+            }
         };
         let search = vars
             .get("PATH")
             .map(String::as_str)
             .unwrap_or(super::DEFAULT_PATH);
-        let path = resolve_program(program, search, cwd.as_deref())?;
+        // The first program is exec'd by the child itself, before the supervisor runs: by its
+        // host path when it lies in the view.
+        let host = |p: &Path| -> PathBuf {
+            view.and_then(|v| v.host_path(p).ok().flatten())
+                .unwrap_or_else(|| p.to_path_buf())
+        };
+        let (path, named) = resolve_program(program, search, cwd.as_deref(), &host)?;
+        // A script in the view gets its path as the sandbox names it, and an interpreter in the
+        // view is exec'd by its host path (the kernel would look it up on the host).
+        let mut argv: Vec<OsString> = argv.to_vec();
+        let path = match view
+            .filter(|_| path != named)
+            .and_then(|v| script(v, &path))
+        {
+            Some((interp, interp_host, arg)) => {
+                let mut new = vec![OsString::from_vec(interp)];
+                new.extend(arg.map(OsString::from_vec));
+                new.push(named.into_os_string());
+                new.extend(argv.drain(..).skip(1));
+                argv = new;
+                interp_host
+            }
+            None => path,
+        };
 
         let argv: Vec<CString> = argv
             .iter()
@@ -72,7 +109,7 @@ impl<'a> RunPlan<'a> {
             envp_ptrs: ptrs(&envp),
             _argv: argv,
             _envp: envp,
-            cwd: cwd.map(|c| super::c_path("cwd", &c)).transpose()?,
+            cwd: host_cwd.map(|c| super::c_path("cwd", &c)).transpose()?,
         })
     }
 
@@ -99,10 +136,36 @@ pub(crate) fn envp(vars: &BTreeMap<String, String>) -> Result<Vec<CString>, Poli
         .collect()
 }
 
+/// The first program's `#!` line, when it is a script: the interpreter as written, where it
+/// really is, and its argument.
+fn script(v: &crate::fsview::View, host: &Path) -> Option<(Vec<u8>, PathBuf, Option<Vec<u8>>)> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(host)
+        .ok()?
+        .take(256)
+        .read_to_end(&mut head)
+        .ok()?;
+    let (interp, arg) = crate::fsview::calls::shebang(&head)?.ok()?;
+    let written = PathBuf::from(std::ffi::OsStr::from_bytes(&interp));
+    let real = if written.is_absolute() {
+        v.host_path(&written).ok().flatten().unwrap_or(written)
+    } else {
+        written
+    };
+    Some((interp, real, arg))
+}
+
 /// Finds the program the way `execvp` would, but in the parent, so that a typo is reported as
 /// `execve("pyhton3"): ENOENT, not found in PATH (...)` and never confused with the program's own
-/// exit status 127.
-fn resolve_program(program: &OsString, search: &str, cwd: Option<&Path>) -> Result<PathBuf, Error> {
+/// exit status 127. Returns where to exec it (its host path when it lies in a view) and the path
+/// the sandbox names it by.
+fn resolve_program(
+    program: &OsString,
+    search: &str,
+    cwd: Option<&Path>,
+    host: &dyn Fn(&Path) -> PathBuf,
+) -> Result<(PathBuf, PathBuf), Error> {
     let name = Path::new(program);
     let shown = name.display().to_string();
     if program.is_empty() {
@@ -114,7 +177,12 @@ fn resolve_program(program: &OsString, search: &str, cwd: Option<&Path>) -> Resu
             (true, Some(c)) => c.join(name),
             _ => name.to_path_buf(),
         };
-        return match std::fs::metadata(&full) {
+        let real = if full.is_absolute() {
+            host(&full)
+        } else {
+            full.clone()
+        };
+        return match std::fs::metadata(&real) {
             Ok(m) if m.is_dir() => Err(SandboxError::new(
                 Stage::Execve,
                 Some(libc::EACCES),
@@ -122,7 +190,8 @@ fn resolve_program(program: &OsString, search: &str, cwd: Option<&Path>) -> Resu
             )
             .with_detail(shown)
             .into()),
-            Ok(_) => Ok(name.to_path_buf()),
+            Ok(_) if real != full => Ok((real, full)),
+            Ok(_) => Ok((name.to_path_buf(), name.to_path_buf())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(
                     SandboxError::new(Stage::Execve, Some(libc::ENOENT), "no such file")
@@ -131,13 +200,14 @@ fn resolve_program(program: &OsString, search: &str, cwd: Option<&Path>) -> Resu
                 )
             }
             // Not visible to us is not proof it is missing in the sandbox; let execve decide.
-            Err(_) => Ok(name.to_path_buf()),
+            Err(_) => Ok((name.to_path_buf(), name.to_path_buf())),
         };
     }
     for dir in search.split(':').filter(|d| !d.is_empty()) {
-        let candidate = Path::new(dir).join(name);
+        let named = Path::new(dir).join(name);
+        let candidate = host(&named);
         if is_executable_file(&candidate) {
-            return Ok(candidate);
+            return Ok((candidate, named));
         }
     }
     Err(SandboxError::new(
@@ -147,6 +217,49 @@ fn resolve_program(program: &OsString, search: &str, cwd: Option<&Path>) -> Resu
     )
     .with_detail(shown)
     .into())
+}
+
+/// Where the working directory `virt` (or, with none given, the caller's own) really is, when a
+/// view covers it: `(as the sandbox sees it, where the child changes into)`. A caller's directory
+/// the view hides falls back to the root of the mount that hides it.
+fn in_view(
+    v: &crate::fsview::View,
+    virt: Option<PathBuf>,
+) -> Result<(Option<PathBuf>, Option<PathBuf>), Error> {
+    let shown = |p: &Path| p.display().to_string();
+    let given = virt.is_some();
+    let Some(virt) = virt.or_else(|| std::env::current_dir().ok()) else {
+        return Ok((None, None));
+    };
+    let host = match v.host_path(&virt) {
+        Ok(None) => {
+            return Ok(if given {
+                (
+                    Some(virt.clone()),
+                    Some(super::canonical("cwd", &virt, true)?),
+                )
+            } else {
+                (None, None)
+            });
+        }
+        Ok(Some(h)) if h.is_dir() => h,
+        _ if given => {
+            return Err(PolicyError::new(
+                "cwd",
+                shown(&virt),
+                "not a directory in the sandbox's view (fs_mount, private_tmp)",
+            )
+            .into());
+        }
+        _ => {
+            let (m, _) = v.covering(&virt).ok_or_else(|| {
+                PolicyError::new("cwd", shown(&virt), "not a directory in the sandbox's view")
+            })?;
+            let root = v.mounts[m].virt.clone();
+            return Ok((Some(root), Some(v.mounts[m].host.clone())));
+        }
+    };
+    Ok((Some(virt), Some(host)))
 }
 
 fn is_executable_file(p: &Path) -> bool {

@@ -91,13 +91,49 @@ pub(crate) struct SandboxPlan {
     pub(crate) sockets: SocketRules,
     /// Where each run gets its own cgroup v2, if it does.
     pub(crate) cgroup: Option<crate::cgroup::CgroupPlan>,
+    /// The filesystem view (`fs_mount`, `private_tmp`), if the policy has one.
+    pub(crate) view: Option<crate::fsview::ViewPlan>,
+    /// With a view, the filter is compiled for each run (it names the first `execve`'s path).
+    pub(crate) view_filter: Option<seccomp::SeccompPolicy>,
+    /// With a private `/tmp`, each run's ruleset also grants its own directory.
+    pub(crate) run_ruleset: Option<RunRuleset>,
+    /// Which syscalls the filter hands to the stand-ins for Landlock features.
+    pub(crate) standin_routes: crate::supervisor::standin::Routes,
+}
+
+/// What a Landlock ruleset is built from, kept to build one per run (see
+/// [`SandboxPlan::run_ruleset`]).
+pub(crate) struct RunRuleset {
+    abi: u32,
+    paths: Vec<PathRule>,
+    connect: Option<Vec<PortRange>>,
+    bind: Option<Vec<PortRange>>,
+}
+
+impl RunRuleset {
+    /// The plan's ruleset plus `extra`.
+    pub(crate) fn build(&self, extra: &[PathRule]) -> Result<OwnedFd, SandboxError> {
+        let mut paths = self.paths.clone();
+        paths.extend_from_slice(extra);
+        landlock::build(&landlock::RulesetSpec {
+            abi: self.abi,
+            paths: &paths,
+            connect: self.connect.as_deref(),
+            bind: self.bind.as_deref(),
+            scope: true,
+        })
+    }
 }
 
 impl SandboxPlan {
     /// Validates `policy` against this kernel and prepares everything that does not depend on the
     /// command.
     pub(crate) fn new(policy: Policy, kernel: KernelSupport) -> Result<SandboxPlan, Error> {
-        let paths = resolve_paths(&policy)?;
+        let mut paths = resolve_paths(&policy)?;
+        let view = crate::fsview::ViewPlan::new(&policy, &paths)?;
+        if let Some(v) = &view {
+            paths.extend(v.rules.iter().cloned());
+        }
         let allow = parse_rules(&policy.net_allow, "net_allow")?;
         let deny = parse_rules(&policy.net_deny, "net_deny")?;
         // Landlock filters connects by port only: it holds them too when every rule is a port on
@@ -108,7 +144,12 @@ impl SandboxPlan {
                 .all(|r| r.host == crate::net::rules::HostPattern::Any)
             && allow.iter().map(|r| r.ports.count()).sum::<usize>() <= 4096)
             .then(|| allow.iter().map(|r| r.ports).collect());
-        let net = crate::net::NetPolicy::new(allow, deny);
+        let http = crate::net::proxy::rules::HttpRules::parse(
+            &policy.http_allow,
+            &policy.http_deny,
+            &policy.http_auth,
+        )?;
+        let net = crate::net::NetPolicy::new(allow, deny, &http);
         let bind = parse_list(
             &policy.net_allow_bind,
             "net_allow_bind",
@@ -124,6 +165,10 @@ impl SandboxPlan {
             net.names().resolve_all();
         }
         let cwd = match &policy.cwd {
+            // A working directory in the view is found for each run (a private /tmp is made then).
+            Some(c) if view.as_ref().is_some_and(|v| v.covers_path(&lexical(c))) => {
+                Some(lexical(c))
+            }
             Some(c) => Some(canonical("cwd", c, true)?),
             None => None,
         };
@@ -149,7 +194,7 @@ impl SandboxPlan {
             .filter(|r| r.access == Access::Write && !r.optional)
             .map(|r| r.path.clone())
             .collect();
-        let tcp = net.any() || !bind.is_empty();
+        let tcp = net.any() || http.any() || !bind.is_empty();
         let needs = coverage::Needs {
             tcp,
             // Only a kernel without Landlock's ioctl right needs to know (and pays for the look).
@@ -180,8 +225,27 @@ impl SandboxPlan {
         } else {
             None
         };
+        let run_ruleset =
+            (ruleset.is_some() && view.as_ref().is_some_and(|v| v.per_run())).then(|| RunRuleset {
+                abi: kernel.landlock_abi,
+                paths: paths.clone(),
+                connect: landlock_connect.clone().filter(|_| tcp),
+                bind: tcp.then(|| bind.clone()),
+            });
         let notify =
             kernel.supports(Protection::SeccompNotify) && kernel.supports(Protection::Seccomp);
+        if view.is_some() && !notify {
+            return Err(SandboxError::new(
+                Stage::Unsupported,
+                None,
+                "fs_mount and private_tmp need seccomp user notification (Linux 5.0), which this \
+                 kernel or the host's seccomp profile does not offer; run `sandlock check`",
+            )
+            .into());
+        }
+        let mut view_filter = None;
+        let reach: Vec<PathBuf> = paths.iter().map(|r| r.path.clone()).collect();
+        let proxy = crate::net::proxy::for_policy(&policy, http, &net, &reach, notify)?;
         let filter = if kernel.supports(Protection::Seccomp) {
             let spec = seccomp::SeccompPolicy {
                 tcp,
@@ -191,11 +255,16 @@ impl SandboxPlan {
                 guard_truncate: !kernel.supports(Protection::FilesystemTruncate),
                 guard_ioctl_open: !kernel.supports(Protection::FilesystemIoctl),
                 extra_deny,
+                view: view.is_some(),
+                exec_ptr: 0,
             };
-            Some(
-                spec.compile()
-                    .map_err(|e| SandboxError::new(Stage::SeccompBuild, None, e))?,
-            )
+            let compiled = spec
+                .compile()
+                .map_err(|e| SandboxError::new(Stage::SeccompBuild, None, e))?;
+            if view.is_some() {
+                view_filter = Some(spec);
+            }
+            Some(compiled)
         } else {
             None
         };
@@ -219,8 +288,17 @@ impl SandboxPlan {
                 net,
                 tcp_listen: !bind.is_empty(),
                 bind,
+                proxy,
+                run_log: std::sync::Arc::default(),
             },
             cgroup,
+            standin_routes: crate::supervisor::standin::Routes {
+                truncate: notify && !kernel.supports(Protection::FilesystemTruncate),
+                bind: notify && tcp && !kernel.supports(Protection::NetworkTcp),
+            },
+            view,
+            view_filter,
+            run_ruleset,
         })
     }
 }
@@ -280,6 +358,27 @@ fn parse_list(
         .enumerate()
         .map(|(i, s)| parse(&format!("{field}[{i}]"), s))
         .collect()
+}
+
+/// `path` made absolute against the current directory, with `.` and `..` taken lexically (for a
+/// path that exists in the view only, where symlinks are the view's to resolve).
+pub(crate) fn lexical(path: &Path) -> PathBuf {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Canonicalises `path`, naming `field` if it does not exist (or is not a directory when one is needed).
@@ -378,7 +477,9 @@ fn base_env(policy: &Policy) -> Result<BTreeMap<String, String>, PolicyError> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "/".to_string());
     env.insert("HOME".to_string(), home.clone());
-    if home != "/" {
+    if policy.private_tmp {
+        env.insert("TMPDIR".to_string(), "/tmp".to_string());
+    } else if home != "/" {
         env.insert("TMPDIR".to_string(), home);
     }
     for (i, name) in policy.pass_env.iter().enumerate() {

@@ -149,7 +149,72 @@ pub(crate) struct SeccompPolicy {
     pub(crate) guard_ioctl_open: bool,
     /// More syscall numbers to refuse with EPERM.
     pub(crate) extra_deny: Vec<u32>,
+    /// The policy has a filesystem view (`crate::fsview`): hand the path syscalls to the
+    /// supervisor.
+    pub(crate) view: bool,
+    /// With a view, the address of the path the child passes to its own `execve` (the first
+    /// program, which must not wait for the supervisor: it is suspended by `CLONE_VFORK` until
+    /// then). A program that maps memory at that address and execs through it gets the kernel's
+    /// answer, under Landlock.
+    pub(crate) exec_ptr: u64,
 }
+
+/// The path syscalls a view routes to the supervisor (see `crate::fsview::calls`). Names missing on
+/// this architecture (the ones without `at`, on aarch64) are skipped.
+const VIEW_SYSCALLS: &[&str] = &[
+    "open",
+    "creat",
+    "stat",
+    "lstat",
+    "access",
+    "readlink",
+    "mkdir",
+    "rmdir",
+    "unlink",
+    "rename",
+    "renameat",
+    "link",
+    "symlink",
+    "chmod",
+    "chown",
+    "lchown",
+    "utime",
+    "utimes",
+    "futimesat",
+    "mknod",
+    "openat",
+    "openat2",
+    "newfstatat",
+    "statx",
+    "faccessat",
+    "faccessat2",
+    "readlinkat",
+    "mkdirat",
+    "mknodat",
+    "unlinkat",
+    "renameat2",
+    "linkat",
+    "symlinkat",
+    "fchmodat",
+    "fchmodat2",
+    "fchownat",
+    "utimensat",
+    "truncate",
+    "chdir",
+    "getcwd",
+    "execve",
+    "execveat",
+    "statfs",
+    "getxattr",
+    "lgetxattr",
+    "setxattr",
+    "lsetxattr",
+    "listxattr",
+    "llistxattr",
+    "removexattr",
+    "lremovexattr",
+    "bind",
+];
 
 /// The number of syscall `name` on this architecture.
 pub(crate) fn syscall_number(name: &str) -> Option<u32> {
@@ -200,6 +265,17 @@ const DENIED_NRS: [Option<u32>; DENIED.len()] = {
     let mut i = 0;
     while i < DENIED.len() {
         out[i] = lookup(DENIED[i]);
+        i += 1;
+    }
+    out
+};
+
+/// [`VIEW_SYSCALLS`] as numbers, found at compile time.
+const VIEW_NRS: [Option<u32>; VIEW_SYSCALLS.len()] = {
+    let mut out = [None; VIEW_SYSCALLS.len()];
+    let mut i = 0;
+    while i < VIEW_SYSCALLS.len() {
+        out[i] = lookup(VIEW_SYSCALLS[i]);
         i += 1;
     }
     out
@@ -378,6 +454,9 @@ impl SeccompPolicy {
             }
         }
         self.open_rules(&mut rules);
+        if self.view && self.mediate {
+            self.view_rules(&mut rules);
+        }
 
         for n in &self.extra_deny {
             rules.insert(*n, SyscallRule::always(eperm));
@@ -432,6 +511,54 @@ impl SeccompPolicy {
         }
         if let Some(n) = nr!("openat2") {
             rules.insert(n, SyscallRule::always(Action::Errno(libc::ENOSYS as u16)));
+        }
+    }
+
+    /// A filesystem view: every path syscall goes to the supervisor, after the refusals above
+    /// (which stay in the filter). Calls on a descriptor alone stay in the kernel: `AT_EMPTY_PATH`
+    /// (glibc's `fstat` is `newfstatat(fd, "", AT_EMPTY_PATH)`) and `utimensat` with a NULL path. A
+    /// non-empty path passed with `AT_EMPTY_PATH` is then resolved by the kernel, on the real
+    /// filesystem, under Landlock.
+    fn view_rules(&self, rules: &mut BTreeMap<u32, SyscallRule>) {
+        const AT_EMPTY_PATH: u32 = 0x1000;
+        let allow_empty = |arg: u8| Check {
+            all: vec![Cond::AnySet {
+                arg,
+                mask: AT_EMPTY_PATH,
+            }],
+            action: Action::Allow,
+        };
+        for (name, n) in VIEW_SYSCALLS.iter().zip(VIEW_NRS) {
+            let Some(n) = n else { continue };
+            let extra = match *name {
+                "newfstatat" | "faccessat2" | "fchmodat2" => vec![allow_empty(3)],
+                "statx" => vec![allow_empty(2)],
+                "fchownat" | "execveat" => vec![allow_empty(4)],
+                "utimensat" => vec![Check {
+                    all: Cond::null(1).to_vec(),
+                    action: Action::Allow,
+                }],
+                "execve" => vec![Check {
+                    all: vec![
+                        Cond::eq(0, self.exec_ptr as u32),
+                        Cond::High {
+                            arg: 0,
+                            value: (self.exec_ptr >> 32) as u32,
+                        },
+                    ],
+                    action: Action::Allow,
+                }],
+                _ => Vec::new(),
+            };
+            let rule = rules
+                .entry(n)
+                .or_insert_with(|| SyscallRule::always(Action::Allow));
+            if rule.default != Action::Allow && rule.default != Action::Notify {
+                // Refused outright (openat2 without Landlock's truncate right): keep it so.
+                continue;
+            }
+            rule.checks.extend(extra);
+            rule.default = Action::Notify;
         }
     }
 
@@ -844,6 +971,59 @@ mod tests {
         for (p, bound) in variants().into_iter().zip([270, 330, 365, 420]) {
             let len = p.compile().unwrap().len();
             assert!(len <= bound, "{p:?}: {len} instructions, over {bound}");
+        }
+    }
+
+    #[test]
+    fn a_view_routes_path_syscalls_but_not_descriptor_calls_nor_the_first_exec() {
+        let exec_ptr = 0x7f12_3456_7890u64;
+        let view = SeccompPolicy {
+            mediate: true,
+            view: true,
+            exec_ptr,
+            ..Default::default()
+        };
+        let empty = 0x1000u64;
+        for name in [
+            "openat",
+            "newfstatat",
+            "statx",
+            "chdir",
+            "getcwd",
+            "unlinkat",
+            "bind",
+        ] {
+            assert_eq!(run(&view, name, [0; 6]), NOTIFY, "{name}");
+        }
+        assert_eq!(run(&view, "newfstatat", [3, 0, 0, empty, 0, 0]), ALLOW);
+        assert_eq!(run(&view, "statx", [3, 0, empty, 0, 0, 0]), ALLOW);
+        assert_eq!(run(&view, "utimensat", [3, 0, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(run(&view, "utimensat", [3, 8, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(run(&view, "execve", [exec_ptr, 0, 0, 0, 0, 0]), ALLOW);
+        // Same low half, another high half: not the child's own exec.
+        let other = (exec_ptr & 0xffff_ffff) | (1 << 40);
+        assert_eq!(run(&view, "execve", [other, 0, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(run(&view, "read", [0; 6]), ALLOW);
+        assert_eq!(run(&view, "fchdir", [0; 6]), ALLOW);
+        // The refusals of older kernels stay in the filter.
+        let guarded = SeccompPolicy {
+            guard_truncate: true,
+            ..view.clone()
+        };
+        let trunc = (libc::O_RDONLY | libc::O_TRUNC) as u64;
+        assert_eq!(
+            run(&guarded, "openat", [0, 0, trunc, 0, 0, 0]),
+            errno(libc::EACCES)
+        );
+        assert_eq!(run(&guarded, "openat", [0, 0, 0, 0, 0, 0]), NOTIFY);
+        assert_eq!(run(&guarded, "openat2", [0; 6]), errno(libc::ENOSYS));
+        // Control: without a view none of these reach the supervisor.
+        let plain = SeccompPolicy {
+            mediate: true,
+            ..Default::default()
+        };
+        for name in ["openat", "newfstatat", "chdir", "getcwd", "execve", "bind"] {
+            assert_eq!(run(&plain, name, [0; 6]), ALLOW, "{name}");
         }
     }
 

@@ -56,6 +56,28 @@ pub struct Policy {
     pub net_deny: Vec<String>,
     /// TCP ports the sandbox may bind: `PORT` or `LOW-HIGH` (`0` lets it bind an ephemeral port).
     pub net_allow_bind: Vec<String>,
+    /// HTTP requests the sandbox may make: `METHOD HOST[:PORT][/PATH]`, each part a glob (`*`
+    /// stands for any run of characters), e.g. `GET api.example.com/v1/*`. Without a port, 80 and
+    /// 443. Connections to those ports of the hosts named go through sandlock's proxy, which
+    /// answers other requests with 403 before they leave; HTTPS is intercepted with a certificate
+    /// authority made for the sandbox (see `http_ca_out`). The hosts resolve inside the sandbox.
+    pub http_allow: Vec<String>,
+    /// HTTP requests refused even if `http_allow` matches them (same form); alone, every request
+    /// to the hosts they name but these is allowed.
+    pub http_deny: Vec<String>,
+    /// Credentials the proxy adds to the requests it lets through: `METHOD HOST[:PORT][/PATH]
+    /// bearer NAME` (`Authorization: Bearer ...`) or `... header HEADER-NAME NAME`, NAME one of
+    /// `credentials`. The first entry that matches applies.
+    pub http_auth: Vec<String>,
+    /// Secrets for `http_auth`, by name: `env:VAR` (sandlock's own environment) or `file:PATH`,
+    /// read when the sandbox is made and never shown to it.
+    pub credentials: BTreeMap<String, String>,
+    /// Where to write the certificate of the sandbox's HTTPS authority (PEM), for programs that
+    /// take extra CAs from a file (`NODE_EXTRA_CA_CERTS`, `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`).
+    pub http_ca_out: Option<PathBuf>,
+    /// A PEM bundle of the CAs the proxy trusts for upstream HTTPS servers, instead of the host's
+    /// trust store.
+    pub http_upstream_ca: Option<PathBuf>,
     /// More syscalls to refuse with EPERM, by name.
     pub extra_deny_syscalls: Vec<String>,
     /// Run even if the kernel lacks a protection; the outcome then lists what was not enforced.
@@ -85,6 +107,34 @@ pub struct Policy {
     /// The delegated cgroup v2 directory runs' cgroups are created in (default: this process's own
     /// cgroup).
     pub cgroup_parent: Option<PathBuf>,
+    /// Per-sandbox mounts: inside the sandbox, paths beneath each key (VIRT, absolute; it need not
+    /// exist on the host) are served from the value (HOST, an existing directory, granted to the
+    /// sandbox), read-write, or read-only when written `HOST:ro`. Emulated by the supervisor, no
+    /// root needed (see `docs/fsview.md`).
+    pub fs_mount: BTreeMap<PathBuf, String>,
+    /// Mount a fresh private directory, created for each run and removed after it, on `/tmp` and
+    /// `/var/tmp`, so that sandboxes never see each other's temporary files.
+    pub private_tmp: bool,
+    /// A copy-on-write work directory: the sandbox sees it as it is, but everything it changes
+    /// beneath it goes to a private upper layer, applied to the directory when the run ends as
+    /// `commit` says (the outcome lists the changes either way).
+    pub workdir: Option<PathBuf>,
+    /// When a work directory's changes are applied: `on-success` (the default: the command exited
+    /// 0), `always`, or `never` (a dry run: the changes are only listed).
+    pub commit: CommitMode,
+}
+
+/// When the changes made in a copy-on-write work directory are applied to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitMode {
+    /// Never: the run is a dry run, its changes are listed and discarded.
+    Never,
+    /// When the command exited with status 0.
+    #[default]
+    OnSuccess,
+    /// Whatever the command did.
+    Always,
 }
 
 /// How a sandbox uses cgroup v2 (see `docs/limits.md`).
@@ -105,8 +155,10 @@ macro_rules! policy_fields {
     ($m:ident) => {
         $m! {
             fs_readable, fs_writable, presets, cwd, env, pass_env, net_allow, net_deny, net_allow_bind,
+            http_allow, http_deny, http_auth, credentials, http_ca_out, http_upstream_ca,
             extra_deny_syscalls, best_effort, timeout, max_memory, max_processes, max_threads, max_cpu,
-            max_output, max_file_size, max_open_files, max_disk, cgroup, cgroup_parent
+            max_output, max_file_size, max_open_files, max_disk, cgroup, cgroup_parent, fs_mount,
+            private_tmp, workdir, commit
         }
     };
 }

@@ -11,8 +11,10 @@
 //! a socket of its own with its own copy of the address, and installs that socket in place of the
 //! sandbox's with `SECCOMP_IOCTL_NOTIF_ADDFD` (which atomically replaces whatever the descriptor
 //! number holds by then). For UNIX sockets it accepts a peer that belongs to this sandbox, or a
-//! server bound beneath a writable policy path; for TCP it applies the policy's ports, as Landlock
-//! would. A blocking TCP connect waits in the supervisor's event loop, not in a thread.
+//! server bound beneath a writable policy path; for TCP it applies the policy's destinations
+//! (`crate::net`), and a destination the HTTP rules govern gets a socket connected to the HTTP
+//! proxy instead (`crate::net::proxy`). A blocking TCP connect waits in the supervisor's event
+//! loop, not in a thread.
 //!
 //! What the sandbox had set on its own socket before `connect` (socket options, an explicit
 //! `bind`) does not carry over to the installed one.
@@ -21,12 +23,13 @@
 //! binding; that decision is still continued, see docs/security.md for the residual race.
 
 use std::ffi::CString;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::notify::{Listener, Notification, read_mem};
+use super::notify::{Listener, Notification, read_mem_into};
+use super::reconnect::Reconnects;
 use crate::policy::PortRange;
 use crate::sys;
 
@@ -45,6 +48,10 @@ pub(crate) struct SocketRules {
     /// TCP ports the sandbox may bind (decided here only where Landlock cannot, see
     /// `crate::standin::bind`).
     pub(crate) bind: Vec<PortRange>,
+    /// The HTTP proxy, when the policy has HTTP rules: connects it governs go to it.
+    pub(crate) proxy: Option<std::sync::Arc<crate::net::proxy::Proxy>>,
+    /// What the proxy reports about this run's requests (each run gets its own).
+    pub(crate) run_log: std::sync::Arc<crate::net::proxy::RunLog>,
 }
 
 /// A TCP connect in progress for a blocking socket: the sandbox's thread waits in its
@@ -54,6 +61,9 @@ pub(crate) struct PendingConnect {
     id: u64,
     target: u32,
     cloexec: u32,
+    /// For a connection to the HTTP proxy: the proxy, and the port it expects the connection
+    /// from (withdrawn if the connect fails).
+    proxied: Option<(std::sync::Arc<crate::net::proxy::Proxy>, u16)>,
 }
 
 /// How the kernel names the protocol of a socket (`system.sockprotoname`).
@@ -78,16 +88,69 @@ pub(crate) fn sock_proto(pid: u32, fd: u64) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&bytes[..end]).into_owned())
 }
 
-/// The fd's open flags from `/proc/<pid>/fdinfo/<fd>` (octal `flags:` line).
-pub(crate) fn fd_flags(pid: u32, fd: u64) -> i32 {
-    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+/// What `/proc/<pid>/fdinfo/<fd>` says about a descriptor of the sandbox.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FdInfo {
+    /// Its open flags (the octal `flags:` line); 0 (blocking, inherited across exec) if they
+    /// cannot be read.
+    pub(crate) flags: i32,
+    /// The inode of what it refers to (`ino:`), 0 if unknown.
+    pub(crate) ino: u64,
+}
+
+/// Reads what `fdinfo` says about the sandbox's descriptor `fd`, or `None` when it has no such
+/// descriptor. Every TCP connect reads it, so it neither allocates nor reads past the lines it
+/// needs.
+pub(crate) fn fd_info(pid: u32, fd: u64) -> Option<FdInfo> {
+    use std::io::Write;
+    let mut path = [0u8; 64];
+    let mut w = &mut path[..];
+    if write!(w, "/proc/{pid}/fdinfo/{fd}\0").is_err() {
+        return None;
+    }
+    // SAFETY: `path` holds a NUL-terminated string.
+    let raw = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return (sys::errno() != libc::ENOENT).then_some(FdInfo { flags: 0, ino: 0 });
+    }
+    // SAFETY: open just returned this descriptor.
+    let file = unsafe { sys::owned(raw) };
+    // "pos:\t<offset>\nflags:\t<octal>\nmnt_id:\t<n>\nino:\t<n>\n": well within this.
+    let mut buf = [0u8; 128];
+    let n = sys::read(file.as_raw_fd(), &mut buf).unwrap_or(0);
+    let field = |name: &[u8], radix: u32| {
+        buf[..n]
+            .split(|b| *b == b'\n')
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| u64::from_str_radix(v.trim(), radix).ok())
+    };
+    Some(FdInfo {
+        flags: field(b"flags:", 8).map_or(0, |f| f as i32),
+        // Older kernels do not show the inode in fdinfo; the link names it for a socket.
+        ino: field(b"ino:", 10).unwrap_or_else(|| socket_inode(pid, fd).unwrap_or(0)),
+    })
+}
+
+/// The inode of the socket at descriptor `fd` of process `pid` (`socket:[N]` in `/proc`).
+pub(crate) fn socket_inode(pid: u32, fd: u64) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    link.to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
         .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("flags:"))
-                .and_then(|v| i32::from_str_radix(v.trim(), 8).ok())
-        })
-        .unwrap_or(0)
+}
+
+/// The inode of a socket we hold.
+pub(crate) fn own_inode(sock: &OwnedFd) -> Option<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` has room for one struct stat.
+    if unsafe { libc::fstat(sock.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded.
+    Some(unsafe { st.assume_init() }.st_ino)
 }
 
 /// What a `connect` left for the event loop to watch.
@@ -98,21 +161,50 @@ pub(crate) enum Connecting {
     Dns(crate::net::dns::Session),
 }
 
+/// The largest address `connect` takes (`sizeof(struct sockaddr_storage)`); the kernel refuses
+/// longer ones with `EINVAL` whatever the socket.
+const SOCKADDR_MAX: usize = 128;
+
 /// Decides a `connect` notification. Answers it, and returns what the event loop must watch, if
 /// anything.
+///
+/// The address is read once, into our own buffer. An IPv4 or IPv6 address goes straight to the TCP
+/// emulation without asking `/proc` what the descriptor is (that lookup is most of the cost of a
+/// connect): whatever the descriptor holds, it ends up replaced by a TCP socket of ours, connected
+/// to a destination the policy allows, which the sandbox could have made itself (see
+/// docs/security.md, "Emulated connects"). Only other families need the socket's kind.
 pub(crate) fn on_connect(
     l: &Listener,
     n: &Notification,
     rules: &SocketRules,
     pgid: libc::pid_t,
+    reconnects: &mut Reconnects,
+    view: Option<&crate::fsview::View>,
 ) -> Option<Connecting> {
-    let fd = n.args[0];
-    match sock_proto(n.pid, fd).as_deref() {
-        Ok("UNIX-STREAM") => on_unix_connect(l, n, rules, pgid, libc::SOCK_STREAM),
+    let len = n.args[2] as usize;
+    if !(2..=SOCKADDR_MAX).contains(&len) {
+        l.deny(n.id, libc::EINVAL);
+        return None;
+    }
+    let mut buf = [0u8; SOCKADDR_MAX];
+    match read_mem_into(n.pid, n.args[1], &mut buf[..len]) {
+        Ok(got) if got == len => {}
+        _ => {
+            l.deny(n.id, libc::EFAULT);
+            return None;
+        }
+    }
+    let addr = &buf[..len];
+    let family = i32::from(u16::from_ne_bytes([addr[0], addr[1]]));
+    if family == libc::AF_INET || family == libc::AF_INET6 {
+        return on_tcp_connect(l, n, rules, reconnects, family, addr);
+    }
+    match sock_proto(n.pid, n.args[0]).as_deref() {
+        Ok("UNIX-STREAM") => on_unix_connect(l, n, rules, pgid, libc::SOCK_STREAM, addr, view),
         // The filter only lets stream and seqpacket UNIX sockets be made, so "UNIX" is seqpacket.
-        Ok("UNIX") => on_unix_connect(l, n, rules, pgid, libc::SOCK_SEQPACKET),
-        Ok("TCP") => return on_tcp_connect(l, n, rules, libc::AF_INET),
-        Ok("TCPv6") => return on_tcp_connect(l, n, rules, libc::AF_INET6),
+        Ok("UNIX") => on_unix_connect(l, n, rules, pgid, libc::SOCK_SEQPACKET, addr, view),
+        // A TCP socket given another family: AF_UNSPEC (which would disconnect it) or nonsense.
+        Ok("TCP" | "TCPv6") => l.deny(n.id, libc::EAFNOSUPPORT),
         // No other kind of socket can exist in a sandbox.
         Ok(_) => l.deny(n.id, libc::EACCES),
         Err(e) => l.deny(
@@ -128,18 +220,26 @@ pub(crate) fn on_connect(
     None
 }
 
-/// The fd's blocking mode and close-on-exec flag, to give our socket the same.
-pub(crate) fn mode(pid: u32, fd: u64) -> (bool, u32) {
-    let flags = fd_flags(pid, fd);
-    let cloexec = if flags & libc::O_CLOEXEC != 0 {
-        libc::O_CLOEXEC as u32
-    } else {
-        0
-    };
-    (flags & libc::O_NONBLOCK != 0, cloexec)
+/// The fd's blocking mode and close-on-exec flag, to give our socket the same; `None` when the
+/// sandbox has no such descriptor.
+pub(crate) fn mode(pid: u32, fd: u64) -> Option<(bool, u32)> {
+    fd_info(pid, fd).map(|i| i.mode())
 }
 
-/// Installs `sock` as the sandbox's descriptor and completes the syscall with `result`.
+impl FdInfo {
+    /// Whether it is non-blocking, and its close-on-exec flag as `ADDFD` takes it.
+    pub(crate) fn mode(self) -> (bool, u32) {
+        let cloexec = if self.flags & libc::O_CLOEXEC != 0 {
+            libc::O_CLOEXEC as u32
+        } else {
+            0
+        };
+        (self.flags & libc::O_NONBLOCK != 0, cloexec)
+    }
+}
+
+/// Installs `sock` as the sandbox's descriptor and completes the syscall with `result`; whether
+/// it was installed.
 pub(crate) fn install(
     l: &Listener,
     id: u64,
@@ -148,13 +248,20 @@ pub(crate) fn install(
     cloexec: u32,
     nonblocking: bool,
     result: i64,
-) {
+) -> bool {
     if !nonblocking && sys::set_nonblocking(sock.as_raw_fd(), false).is_err() {
-        return l.deny(id, libc::EIO);
+        l.deny(id, libc::EIO);
+        return false;
     }
     match l.replace_fd(id, sock, target, cloexec) {
-        Ok(()) => l.reply(id, result),
-        Err(e) => l.deny(id, e.raw_os_error().unwrap_or(libc::EIO)),
+        Ok(()) => {
+            l.reply(id, result);
+            true
+        }
+        Err(e) => {
+            l.deny(id, e.raw_os_error().unwrap_or(libc::EIO));
+            false
+        }
     }
 }
 
@@ -162,48 +269,103 @@ fn on_tcp_connect(
     l: &Listener,
     n: &Notification,
     rules: &SocketRules,
+    reconnects: &mut Reconnects,
     family: libc::c_int,
+    addr: &[u8],
 ) -> Option<Connecting> {
-    let (fd, addr, len) = (n.args[0], n.args[1], n.args[2] as usize);
-    if !(2..=std::mem::size_of::<libc::sockaddr_in6>()).contains(&len) {
-        l.deny(n.id, libc::EINVAL);
-        return None;
-    }
-    let Ok(bytes) = read_mem(n.pid, addr, len) else {
-        l.deny(n.id, libc::EFAULT);
+    let fd = n.args[0];
+    let Some(info) = fd_info(n.pid, fd) else {
+        l.deny(n.id, libc::EBADF);
         return None;
     };
-    let sa_family = i32::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
-    let min = match sa_family {
+    // A second connect on a socket we installed: answered, nothing connected (see reconnect.rs).
+    if let Some(answer) = reconnects.answer(info.ino) {
+        l.reply(n.id, answer);
+        return None;
+    }
+    let (nonblocking, cloexec) = info.mode();
+    let min = match family {
         libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>(),
         // The kernel accepts the RFC 2133 size, without the scope id.
-        libc::AF_INET6 => 24,
-        _ => {
-            l.deny(n.id, libc::EAFNOSUPPORT);
-            return None;
-        }
+        _ => 24,
     };
-    if bytes.len() < min {
+    if addr.len() < min {
         l.deny(n.id, libc::EINVAL);
         return None;
     }
-    let port = u16::from_be_bytes([bytes[2], bytes[3]]);
-    let ip = match sa_family {
-        libc::AF_INET => IpAddr::from([bytes[4], bytes[5], bytes[6], bytes[7]]),
+    let port = u16::from_be_bytes([addr[2], addr[3]]);
+    let ip = match family {
+        libc::AF_INET => IpAddr::from([addr[4], addr[5], addr[6], addr[7]]),
         _ => {
             let mut a = [0u8; 16];
-            a.copy_from_slice(&bytes[8..24]);
+            a.copy_from_slice(&addr[8..24]);
             IpAddr::from(a)
         }
     };
     if rules.net.is_dns(ip, port) {
-        return dns_session(l, n);
+        return dns_session(l, n, info);
     }
-    if !rules.net.permits(ip, port) {
+    let proxy = rules
+        .proxy
+        .as_ref()
+        .filter(|p| !rules.net.denies(ip, port) && p.routes(ip, port, &rules.net));
+    if proxy.is_none() && !rules.net.permits(ip, port) {
         // What Landlock answers for a destination the policy does not allow.
         l.deny(n.id, libc::EACCES);
         return None;
     }
+    let connected = match proxy {
+        Some(p) => p.connect(family, SocketAddr::new(ip, port), &rules.run_log),
+        None => connect_direct(family, addr),
+    };
+    let (sock, in_progress) = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            l.deny(n.id, e);
+            return None;
+        }
+    };
+    match (in_progress, nonblocking) {
+        (false, _) => {
+            if install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0) {
+                reconnects.connected(&sock);
+            }
+        }
+        (true, true) => {
+            let installed = install(
+                l,
+                n.id,
+                &sock,
+                fd as u32,
+                cloexec,
+                true,
+                -i64::from(libc::EINPROGRESS),
+            );
+            if let Some(ino) = own_inode(&sock).filter(|_| installed) {
+                reconnects.hold(ino, sock);
+            }
+        }
+        (true, false) => {
+            let proxied = proxy.and_then(|p| {
+                sys::local_port(&sock)
+                    .ok()
+                    .map(|port| (std::sync::Arc::clone(p), port))
+            });
+            return Some(Connecting::Tcp(PendingConnect {
+                sock,
+                id: n.id,
+                target: fd as u32,
+                cloexec,
+                proxied,
+            }));
+        }
+    }
+    None
+}
+
+/// A new socket of ours connected (or connecting) to the sandbox's address, non-blocking:
+/// `(socket, still in progress)`, or the errno to answer.
+fn connect_direct(family: libc::c_int, addr: &[u8]) -> Result<(OwnedFd, bool), i32> {
     // SAFETY: socket takes integers and returns a new descriptor.
     let raw = unsafe {
         libc::socket(
@@ -213,50 +375,28 @@ fn on_tcp_connect(
         )
     };
     if raw < 0 {
-        l.deny(n.id, sys::errno());
-        return None;
+        return Err(sys::errno());
     }
     // SAFETY: socket just returned this descriptor.
     let sock = unsafe { sys::owned(raw) };
-    let (nonblocking, cloexec) = mode(n.pid, fd);
-    // SAFETY: `bytes` holds the sandbox's address, at least `min` bytes long.
+    // SAFETY: `addr` is our own copy of the sandbox's address, as long as its family needs.
     let r = unsafe {
         libc::connect(
             sock.as_raw_fd(),
-            bytes.as_ptr().cast(),
-            bytes.len() as libc::socklen_t,
+            addr.as_ptr().cast(),
+            addr.len() as libc::socklen_t,
         )
     };
-    let err = if r < 0 { sys::errno() } else { 0 };
-    match err {
-        0 => install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0),
-        libc::EINPROGRESS if nonblocking => {
-            install(
-                l,
-                n.id,
-                &sock,
-                fd as u32,
-                cloexec,
-                true,
-                -i64::from(libc::EINPROGRESS),
-            );
-        }
-        libc::EINPROGRESS => {
-            return Some(Connecting::Tcp(PendingConnect {
-                sock,
-                id: n.id,
-                target: fd as u32,
-                cloexec,
-            }));
-        }
-        e => l.deny(n.id, e),
+    match if r < 0 { sys::errno() } else { 0 } {
+        0 => Ok((sock, false)),
+        libc::EINPROGRESS => Ok((sock, true)),
+        e => Err(e),
     }
-    None
 }
 
 /// Connects the sandbox's socket to the supervisor's resolver: one end of a socket pair goes in
 /// place of its descriptor, the other is the session the supervisor answers on.
-fn dns_session(l: &Listener, n: &Notification) -> Option<Connecting> {
+fn dns_session(l: &Listener, n: &Notification, info: FdInfo) -> Option<Connecting> {
     let fd = n.args[0];
     let (ours, theirs) = match sys::socketpair(libc::SOCK_STREAM) {
         Ok(p) => p,
@@ -269,7 +409,7 @@ fn dns_session(l: &Listener, n: &Notification) -> Option<Connecting> {
         l.deny(n.id, libc::EIO);
         return None;
     }
-    let (nonblocking, cloexec) = mode(n.pid, fd);
+    let (nonblocking, cloexec) = info.mode();
     if nonblocking && sys::set_nonblocking(theirs.as_raw_fd(), true).is_err() {
         l.deny(n.id, libc::EIO);
         return None;
@@ -279,7 +419,7 @@ fn dns_session(l: &Listener, n: &Notification) -> Option<Connecting> {
 }
 
 /// Completes a blocking TCP connect once our socket is writable (connected, or failed).
-pub(crate) fn finish_connect(l: &Listener, p: PendingConnect) {
+pub(crate) fn finish_connect(l: &Listener, p: PendingConnect, reconnects: &mut Reconnects) {
     let mut err: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: SO_ERROR writes one int.
@@ -292,11 +432,20 @@ pub(crate) fn finish_connect(l: &Listener, p: PendingConnect) {
             &mut len,
         )
     };
-    match (r, err) {
-        (0, 0) => install(l, p.id, &p.sock, p.target, p.cloexec, false, 0),
-        (0, e) => l.deny(p.id, e),
-        _ => l.deny(p.id, sys::errno()),
+    let failed = match (r, err) {
+        (0, 0) => {
+            if install(l, p.id, &p.sock, p.target, p.cloexec, false, 0) {
+                reconnects.connected(&p.sock);
+            }
+            return;
+        }
+        (0, e) => e,
+        _ => sys::errno(),
+    };
+    if let Some((proxy, port)) = &p.proxied {
+        proxy.forget(*port);
     }
+    l.deny(p.id, failed);
 }
 
 fn on_unix_connect(
@@ -305,16 +454,15 @@ fn on_unix_connect(
     rules: &SocketRules,
     pgid: libc::pid_t,
     ty: libc::c_int,
+    bytes: &[u8],
+    view: Option<&crate::fsview::View>,
 ) {
-    let (fd, addr, len) = (n.args[0], n.args[1], n.args[2] as usize);
+    let fd = n.args[0];
     let size = std::mem::size_of::<libc::sockaddr_un>();
-    if !(3..=size).contains(&len) {
+    if !(3..=size).contains(&bytes.len()) {
         return l.deny(n.id, libc::EINVAL);
     }
-    let Ok(bytes) = read_mem(n.pid, addr, len) else {
-        return l.deny(n.id, libc::EFAULT);
-    };
-    if bytes.len() != len || u16::from_ne_bytes([bytes[0], bytes[1]]) != libc::AF_UNIX as u16 {
+    if u16::from_ne_bytes([bytes[0], bytes[1]]) != libc::AF_UNIX as u16 {
         return l.deny(n.id, libc::EINVAL);
     }
     let name = &bytes[2..];
@@ -335,11 +483,19 @@ fn on_unix_connect(
         // descriptor of it: the sandbox may re-point its string, or swap a directory of the
         // path for a symlink, meanwhile.
         let path: Vec<u8> = name.iter().take_while(|b| **b != 0).copied().collect();
-        let file = match super::standin::path::absolute(n.pid, &path)
-            .and_then(|abs| super::standin::path::open_beneath(&abs, &rules.held, 0))
-        {
+        // A path in the filesystem view is the view's socket file, found beneath its mount.
+        let file = match view.and_then(|v| crate::fsview::socket_file(v, n.pid, &path)) {
+            Some(Ok(fd)) => super::standin::path::stat_fd(&fd)
+                .map(|stat| super::standin::path::Beneath { fd, stat })
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOENT)),
+            Some(Err(e)) => Err(e),
+            None => super::standin::path::absolute(n.pid, &path)
+                .and_then(|abs| super::standin::path::open_beneath(&abs, &rules.held, 0))
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOENT)),
+        };
+        let file = match file {
             Ok(f) => f,
-            Err(e) => return l.deny(n.id, e.raw_os_error().unwrap_or(libc::ENOENT)),
+            Err(e) => return l.deny(n.id, e),
         };
         if file.stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
             return l.deny(n.id, libc::ECONNREFUSED);
@@ -348,7 +504,9 @@ fn on_unix_connect(
         _held = Some(file);
         via
     };
-    let (nonblocking, cloexec) = mode(n.pid, fd);
+    let Some((nonblocking, cloexec)) = mode(n.pid, fd) else {
+        return l.deny(n.id, libc::EBADF);
+    };
     let ours = match connect_own(ty, &target) {
         Ok(s) => s,
         Err(e) => return l.deny(n.id, e.raw_os_error().unwrap_or(libc::ECONNREFUSED)),

@@ -32,8 +32,13 @@ pub(crate) struct Member {
 }
 
 /// How often the whole of `/proc` is rescanned for members, to catch processes whose parent
-/// exited before we read its `children` list.
+/// exited before we read its `children` list, when the tree is sampled at the usual pace.
 const FULL_SCAN_EVERY: Duration = Duration::from_millis(500);
+/// A tree sampled more slowly than usual (an idle fork server, once a second) is rescanned once
+/// in this many samples instead: a full scan reads every process of the host, about 2.5 ms of CPU
+/// with 110 processes, which a server keeping hundreds of idle sandboxes would otherwise pay once
+/// a second for each of them.
+const FULL_SCAN_SAMPLES: u32 = 10;
 
 /// The members of one sandbox, tracked incrementally so that a sample costs O(sandbox), not
 /// O(host): each sample reads the members it knows and the `children` lists of their threads (which
@@ -43,6 +48,7 @@ pub(crate) struct Tree {
     pgid: libc::pid_t,
     known: BTreeSet<libc::pid_t>,
     last_full: Instant,
+    full_every: Duration,
 }
 
 impl Tree {
@@ -53,7 +59,14 @@ impl Tree {
             pgid,
             known: BTreeSet::from([pgid]),
             last_full: start,
+            full_every: FULL_SCAN_EVERY,
         }
+    }
+
+    /// Adapts the full scans to a tree sampled every `every`: every [`FULL_SCAN_EVERY`] at the
+    /// usual pace, and once in [`FULL_SCAN_SAMPLES`] samples when sampling is slower than that.
+    pub(crate) fn set_sample_every(&mut self, every: Duration) {
+        self.full_every = FULL_SCAN_EVERY.max(every.saturating_mul(FULL_SCAN_SAMPLES));
     }
 
     /// The live members now, or, once more processes or threads than `cap` allows have been seen,
@@ -61,7 +74,7 @@ impl Tree {
     /// tree: a fork bomb grows faster than a supervisor sharing the CPU with it can list it, so a
     /// sample that had to see every member would fall further behind with each one.
     pub(crate) fn sample(&mut self, now: Instant, cap: Cap) -> Sample {
-        if now.duration_since(self.last_full) >= FULL_SCAN_EVERY {
+        if now.duration_since(self.last_full) >= self.full_every {
             return self.full_scan(now, cap);
         }
         let mut buf = Vec::with_capacity(512);
@@ -172,6 +185,21 @@ pub(crate) fn member_pids(pgid: libc::pid_t) -> Vec<libc::pid_t> {
     match members(pgid, Cap::default()) {
         Sample::Members(m) => m.into_iter().map(|m| m.pid).collect(),
         Sample::Over { .. } => Vec::new(),
+    }
+}
+
+/// Waits up to `limit` for the last live process of group `pgid` (killed already) to be gone;
+/// whether it is. A process killed in the middle of a system call finishes that call first.
+pub(crate) fn wait_empty(pgid: libc::pid_t, limit: Duration) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if member_pids(pgid).is_empty() {
+            return true;
+        }
+        if t0.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -289,6 +317,52 @@ mod tests {
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = parent.wait();
         assert_eq!(n, 3, "the shell and its two sleeps");
+    }
+
+    #[test]
+    fn an_orphan_is_found_by_the_full_scan_whose_pace_follows_the_sampling() {
+        use std::os::unix::process::CommandExt;
+        let t0 = Instant::now();
+        // The subshell starts a sleep and exits: the sleep is reparented out of the tree, so no
+        // `children` list shows it, and only a scan of all of /proc finds it.
+        let mut parent = std::process::Command::new("sh")
+            .args(["-c", "(sleep 30 &); exec sleep 30"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = parent.id() as libc::pid_t;
+        let count = |s: Sample| match s {
+            Sample::Members(m) => m.len(),
+            Sample::Over { .. } => usize::MAX,
+        };
+        let mut settled = false;
+        for _ in 0..200 {
+            if count(members(pgid, Cap::default())) == 2 {
+                settled = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut usual = Tree::new(pgid, t0);
+        let seen_usual = (
+            count(usual.sample(at(100), Cap::default())),
+            count(usual.sample(at(600), Cap::default())),
+        );
+        let mut slow = Tree::new(pgid, t0);
+        slow.set_sample_every(Duration::from_secs(1));
+        let seen_slow = (
+            count(slow.sample(at(600), Cap::default())),
+            count(slow.sample(at(10_000), Cap::default())),
+        );
+        let _ = parent.kill();
+        // SAFETY: kill takes integers; the group is the one we just started.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = parent.wait();
+        assert!(settled, "the orphaned sleep and the main sleep");
+        // At the usual pace a full scan comes after 500 ms; sampled once a second, after 10 samples.
+        assert_eq!(seen_usual, (1, 2));
+        assert_eq!(seen_slow, (1, 2));
     }
 
     #[test]

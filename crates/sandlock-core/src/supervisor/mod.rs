@@ -17,7 +17,8 @@ mod disk;
 pub(crate) mod group;
 pub(crate) mod notify;
 mod output;
-mod standin;
+mod reconnect;
+pub(crate) mod standin;
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -48,6 +49,9 @@ const TOKEN_CONNECT_BASE: u64 = 1 << 32;
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// How often it measures the tree only to report peak memory and CPU time.
 const SAMPLE_IDLE: Duration = Duration::from_millis(25);
+/// How often a resolver conversation waiting for a name (one an HTTP host pattern admits, asked
+/// for the first time) looks again.
+const DNS_RETRY: Duration = Duration::from_millis(5);
 /// Disk events are read at most this often; in between they pile up (and merge) in the kernel.
 const DISK_EVERY: Duration = Duration::from_millis(5);
 /// How long to keep reading output once the tree has been killed. Everything the sandbox wrote
@@ -98,20 +102,50 @@ pub struct Running {
     connects: HashMap<u64, connect::PendingConnect>,
     /// The sandbox's conversations with its resolver (see `net/dns.rs`), by token.
     dns: HashMap<u64, crate::net::dns::Session>,
+    /// When to look again at conversations waiting for a name to be resolved.
+    dns_retry: Option<Instant>,
+    /// Sockets installed with their connect in progress, for a second `connect` on them.
+    reconnects: reconnect::Reconnects,
+    /// When to look at those again.
+    next_sweep: Option<Instant>,
     next_connect: u64,
     /// What the stand-ins for Landlock features remember (see `standin/`).
     standin: standin::State,
     /// The run's own cgroup v2, when it has one (see `cgroup.rs`).
     cgroup: Option<crate::cgroup::RunCgroup>,
+    /// The filesystem view, and what it remembers (see `crate::fsview`).
+    view: Option<std::sync::Arc<crate::fsview::View>>,
+    fsview: crate::fsview::State,
+    /// The run's private `/tmp`, removed when the run is over.
+    private_tmp: Option<crate::fsview::tmp::PrivateTmp>,
+    /// The copy-on-write work directory's layers, and when its changes are applied.
+    cow: Option<(
+        std::sync::Arc<crate::fsview::cow::Cow>,
+        crate::policy::CommitMode,
+    )>,
+    /// Which syscalls the stand-ins decide (a view routes some of them for its own reasons).
+    standin_routes: standin::Routes,
 }
 
-/// Pipes and meters the supervisor takes over from a freshly started child.
+/// The filesystem view of one run.
+pub(crate) struct RunView {
+    pub(crate) view: Option<std::sync::Arc<crate::fsview::View>>,
+    pub(crate) private_tmp: Option<crate::fsview::tmp::PrivateTmp>,
+    pub(crate) cow: Option<(
+        std::sync::Arc<crate::fsview::cow::Cow>,
+        crate::policy::CommitMode,
+    )>,
+    pub(crate) standins: standin::Routes,
+}
+
+/// Pipes, meters and the filesystem view the supervisor takes over from a freshly started child.
 pub(crate) struct Io {
     pub(crate) stdout: Option<Capture>,
     pub(crate) stderr: Option<Capture>,
     pub(crate) stdin: Option<Feeder>,
     /// The `max_disk` meter, started before the child (see [`watch_disk`]).
     pub(crate) disk: Option<DiskMeter>,
+    pub(crate) fs: RunView,
 }
 
 impl Running {
@@ -163,9 +197,17 @@ impl Running {
             sockets,
             connects: HashMap::new(),
             dns: HashMap::new(),
+            dns_retry: None,
+            reconnects: reconnect::Reconnects::default(),
+            next_sweep: None,
             next_connect: TOKEN_CONNECT_BASE,
             standin: standin::State::default(),
             cgroup,
+            view: io.fs.view,
+            fsview: crate::fsview::State::default(),
+            private_tmp: io.fs.private_tmp,
+            cow: io.fs.cow,
+            standin_routes: io.fs.standins,
         };
         // One sample right away, while the command has surely just started: one that ends before
         // the first periodic sample still gets a peak memory (ru_maxrss cannot be trusted for it,
@@ -194,6 +236,7 @@ impl Running {
             regs.push((f.fd(), libc::EPOLLOUT, TOKEN_STDIN));
         }
         if let Some(l) = &r.listener {
+            l.prefer_same_cpu();
             regs.push((l.fd(), libc::EPOLLIN, TOKEN_LISTENER));
         }
         for (fd, events, token) in regs {
@@ -216,6 +259,14 @@ impl Running {
         self.epoll.as_raw_fd()
     }
 
+    /// The seccomp listener, while the sandbox can still notify. [`Running::fd`] covers it too; a
+    /// caller that blocks in `poll` can add this descriptor to its set so that a notification
+    /// hands the CPU straight to it (a direct wakeup does, one through the epoll set does not),
+    /// which is most of what a supervised `connect` costs.
+    pub fn listener_fd(&self) -> Option<i32> {
+        self.listener.as_ref().map(notify::Listener::fd)
+    }
+
     /// The next moment `step` must run even if [`Running::fd`] stays quiet (a deadline or a sample).
     pub fn next_wakeup(&self) -> Option<Instant> {
         let deadline = if self.killed { None } else { self.deadline };
@@ -224,21 +275,25 @@ impl Running {
             self.next_sample,
             self.drain_until,
             self.disk_rearm,
+            self.dns_retry,
+            self.next_sweep,
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
-    /// Changes how often the tree is sampled for the memory and CPU limits, from now on. The
-    /// process and thread caps do not depend on it (they are checked at each `fork`/`clone`). A
-    /// caller that knows the tree is idle (a fork server between calls) samples it rarely, and
-    /// goes back to the default ([`Running::default_sample_every`]) when work arrives.
+    /// Changes how often the tree is sampled for its limits (memory, CPU, processes, threads),
+    /// from now on; sampled more slowly than usual, it is also rescanned whole (for processes
+    /// whose parent exited unseen) only once in ten samples. A caller that knows the tree is idle
+    /// (a fork server between calls) samples it rarely, and goes back to the default
+    /// ([`Running::default_sample_every`]) when work arrives.
     pub fn set_sample_every(&mut self, every: Duration) {
         if every == self.sample_every {
             return;
         }
         self.sample_every = every;
+        self.tree.set_sample_every(every);
         if self.exit.is_none() {
             let next = Instant::now() + every;
             self.next_sample = Some(self.next_sample.map_or(next, |n| n.min(next)));
@@ -276,6 +331,28 @@ impl Running {
             // Round up so that we do not wake a millisecond early and spin.
             i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
         });
+        let ms = match (ms, self.listener_fd()) {
+            (0, _) | (_, None) => ms,
+            (ms, Some(l)) => {
+                // Wait on the listener itself beside the set, for the direct wakeup (see
+                // `listener_fd`); the set then says what is ready.
+                let mut fds = [
+                    libc::pollfd {
+                        fd: self.epoll.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                    libc::pollfd {
+                        fd: l,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ];
+                // SAFETY: poll reads and writes the two entries of `fds`.
+                unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+                0
+            }
+        };
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
         // SAFETY: epoll_wait writes at most `events.len()` entries.
         let n = unsafe {
@@ -353,6 +430,8 @@ impl Running {
         let residue = Residue {
             _disk: self.disk.take(),
             _cgroup: self.cgroup.take(),
+            _private_tmp: self.private_tmp.take(),
+            _view: (self.view.take(), self.cow.take().map(|(c, _)| c)),
         };
         (outcome, residue)
     }
@@ -417,6 +496,17 @@ impl Running {
         );
         let (stdout_truncated, stdout) = take_capture(self.stdout.take());
         let (stderr_truncated, stderr) = take_capture(self.stderr.take());
+        let success = reason == Reason::Exited && exit.code == Some(0);
+        // The work directory's changes are read and applied once nothing of the run is left to
+        // change them.
+        let (changes, commit) = match &self.cow {
+            Some((cow, mode)) => {
+                let quiet = group::wait_empty(self.pid, COW_SETTLE);
+                let (changes, report) = cow.settle(*mode, success, quiet);
+                (changes, Some(report))
+            }
+            None => (Vec::new(), None),
+        };
         Outcome {
             reason,
             exit_code: exit.code,
@@ -439,6 +529,7 @@ impl Running {
             }
             .max(cgroup_peak.unwrap_or(0)),
             not_enforced: std::mem::take(&mut self.not_enforced),
+            warnings: self.sockets.run_log.take(),
             limit_mechanism: if !kernel_limits.is_empty() {
                 LimitMechanism::CgroupV2
             } else if self.limits.max_memory.is_some()
@@ -453,6 +544,8 @@ impl Running {
             kernel_limits,
             detail,
             error: None,
+            changes,
+            commit,
         }
     }
 
@@ -633,7 +726,7 @@ impl Running {
         };
         self.unwatch(p.sock.as_raw_fd());
         if let Some(l) = self.listener.as_ref() {
-            connect::finish_connect(l, p);
+            connect::finish_connect(l, p, &mut self.reconnects);
         }
     }
 
@@ -649,6 +742,9 @@ impl Running {
             self.unwatch(fd);
             self.dns.remove(&token);
             return;
+        }
+        if s.waiting() && self.dns_retry.is_none() {
+            self.dns_retry = Some(Instant::now() + DNS_RETRY);
         }
         let events = if pending {
             libc::EPOLLIN | libc::EPOLLOUT
@@ -739,31 +835,55 @@ impl Running {
                 ));
             }
         };
+        if let Some(view) = self.view.as_deref() {
+            if crate::fsview::handles(n.nr)
+                && crate::fsview::handle(l, &n, view, &mut self.fsview)
+                    == crate::fsview::Verdict::Answered
+            {
+                return Ok(());
+            }
+            if !self.standin_routes.routes(n.nr) {
+                // Routed for the view only, and not the view's: the kernel decides, as without one.
+                if crate::fsview::handles(n.nr) {
+                    l.allow(n.id);
+                    return Ok(());
+                }
+            }
+        }
         match n.nr {
-            libc::SYS_connect => match connect::on_connect(l, &n, &self.sockets, self.pid) {
-                Some(connect::Connecting::Tcp(p)) => {
-                    let token = self.next_connect;
-                    self.next_connect += 1;
-                    match self.watch(p.sock.as_raw_fd(), libc::EPOLLOUT, token) {
-                        Ok(()) => {
-                            self.connects.insert(token, p);
-                        }
-                        Err(_) => {
-                            if let Some(l) = self.listener.as_ref() {
-                                connect::finish_connect(l, p);
+            libc::SYS_connect => {
+                match connect::on_connect(
+                    l,
+                    &n,
+                    &self.sockets,
+                    self.pid,
+                    &mut self.reconnects,
+                    self.view.as_deref(),
+                ) {
+                    Some(connect::Connecting::Tcp(p)) => {
+                        let token = self.next_connect;
+                        self.next_connect += 1;
+                        match self.watch(p.sock.as_raw_fd(), libc::EPOLLOUT, token) {
+                            Ok(()) => {
+                                self.connects.insert(token, p);
+                            }
+                            Err(_) => {
+                                if let Some(l) = self.listener.as_ref() {
+                                    connect::finish_connect(l, p, &mut self.reconnects);
+                                }
                             }
                         }
                     }
-                }
-                Some(connect::Connecting::Dns(s)) => {
-                    let token = self.next_connect;
-                    self.next_connect += 1;
-                    if self.watch(s.fd(), libc::EPOLLIN, token).is_ok() {
-                        self.dns.insert(token, s);
+                    Some(connect::Connecting::Dns(s)) => {
+                        let token = self.next_connect;
+                        self.next_connect += 1;
+                        if self.watch(s.fd(), libc::EPOLLIN, token).is_ok() {
+                            self.dns.insert(token, s);
+                        }
                     }
+                    None => {}
                 }
-                None => {}
-            },
+            }
             libc::SYS_listen => connect::on_listen(l, &n, &self.sockets),
             nr if standin::handles(nr) => standin::handle(
                 l,
@@ -782,6 +902,25 @@ impl Running {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
+        if self.next_sweep.is_some_and(|t| now >= t) {
+            self.next_sweep = None;
+            self.reconnects.sweep();
+        }
+        if self.next_sweep.is_none() && self.reconnects.holding() {
+            self.next_sweep = Some(now + reconnect::SWEEP_EVERY);
+        }
+        if self.dns_retry.is_some_and(|t| now >= t) {
+            self.dns_retry = None;
+            let waiting: Vec<u64> = self
+                .dns
+                .iter()
+                .filter(|(_, s)| s.waiting())
+                .map(|(t, _)| *t)
+                .collect();
+            for token in waiting {
+                self.on_dns(token);
+            }
+        }
         if let Some(d) = self.deadline {
             if now >= d && !self.killed {
                 let t = self.limits.timeout.unwrap_or_default();
@@ -945,7 +1084,17 @@ pub struct Residue {
     _disk: Option<disk::DiskMeter>,
     /// Removing the run's cgroup waits until the kernel has let its last member go.
     _cgroup: Option<crate::cgroup::RunCgroup>,
+    /// Removing a private `/tmp` takes as long as what the sandbox left in it.
+    _private_tmp: Option<crate::fsview::tmp::PrivateTmp>,
+    /// So does removing a work directory's upper layer.
+    _view: (
+        Option<std::sync::Arc<crate::fsview::View>>,
+        Option<std::sync::Arc<crate::fsview::cow::Cow>>,
+    ),
 }
+
+/// How long the end of a run with a work directory waits for its killed processes to be gone.
+const COW_SETTLE: Duration = Duration::from_secs(5);
 
 fn default_sample_every(limits: &TreeLimits) -> Duration {
     if limits.max_memory.is_some()

@@ -57,6 +57,68 @@ fn tcp_connect_to_an_allowed_port_succeeds() {
 }
 
 #[test]
+fn connect_on_a_descriptor_that_is_not_open_fails_with_ebadf() {
+    // TCP connects are decided from the address alone (the descriptor's kind is not looked up),
+    // yet a number that holds nothing still fails as the kernel would have it, and no socket is
+    // installed there.
+    let ws = Ws::new();
+    let (l, port) = listener();
+    let code = format!(
+        r#"
+import ctypes, errno, os, socket, struct
+libc = ctypes.CDLL(None, use_errno=True)
+sa = struct.pack('<HH4s8x', socket.AF_INET, socket.htons({port}), socket.inet_aton('127.0.0.1'))
+r = libc.connect(900, sa, len(sa))
+try:
+    os.fstat(900); held = 'a socket is there'
+except OSError as e:
+    held = errno.errorcode[e.errno]
+print(r, errno.errorcode[ctypes.get_errno()] if r else 'ok', held)
+"#
+    );
+    let mut p = policy(&ws);
+    p.net_allow.push(format!(":{port}"));
+    let o = py(&p, &code);
+    ok(&o);
+    assert_eq!(out(&o), "-1 EBADF EBADF");
+    assert_eq!(accepted(&l), None);
+    // Control: the kernel answers the same outside a sandbox.
+    assert_eq!(host_py(&code), "-1 EBADF EBADF");
+}
+
+#[test]
+fn a_second_connect_is_answered_as_the_kernel_answers_it_and_connects_nothing() {
+    // The idiom of APR (ab) and hiredis (redis-cli): connect without blocking, wait until
+    // writable, connect again to learn how the first ended.
+    let ws = Ws::new();
+    let (l, port) = listener();
+    let code = format!(
+        r#"
+import errno, select, socket
+s = socket.socket(); s.setblocking(False)
+print(errno.errorcode.get(s.connect_ex(('127.0.0.1', {port})), 'ok'))
+select.select([], [s], [], 5)
+for _ in range(2):
+    print(errno.errorcode.get(s.connect_ex(('127.0.0.1', {port})), 'ok'))
+s.setblocking(True); s.sendall(b'one'); s.close()
+b = socket.create_connection(('127.0.0.1', {port}))
+print(errno.errorcode.get(b.connect_ex(('127.0.0.1', {port})), 'ok'))
+b.close()
+"#
+    );
+    let mut p = policy(&ws);
+    p.net_allow.push(format!(":{port}"));
+    let o = py(&p, &code);
+    ok(&o);
+    assert_eq!(out(&o), "EINPROGRESS\nok\nEISCONN\nEISCONN", "{}", err(&o));
+    assert_eq!(accepted(&l).as_deref(), Some("one"));
+    assert_eq!(accepted(&l).as_deref(), Some(""), "the blocking one");
+    assert!(l.accept().is_err(), "a connection too many was made");
+    // Control: the kernel's own answers, outside a sandbox.
+    assert_eq!(host_py(&code), "EINPROGRESS\nok\nEISCONN\nEISCONN");
+}
+
+#[test]
 fn tcp_connect_to_another_port_is_denied_when_one_is_allowed() {
     let ws = Ws::new();
     let (l, port) = listener();
@@ -374,29 +436,6 @@ fn descriptor_swap_race_cannot_reach_a_host_unix_socket() {
     assert!(String::from_utf8_lossy(&c.stdout).starts_with("escaped"));
 }
 
-/// The test names of the network-rule tests, as `scripts/test.sh` puts them in `/etc/hosts`.
-const ALLOWED: (&str, &str) = ("allowed.test", "127.0.0.2");
-const OTHER: (&str, &str) = ("other.test", "127.0.0.3");
-
-/// Whether the host resolves the test names (else the caller skips, saying so).
-fn test_names_present(what: &str) -> bool {
-    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    let has = |(name, ip): (&str, &str)| {
-        hosts.lines().any(|l| {
-            let mut f = l.split_whitespace();
-            f.next() == Some(ip) && f.any(|n| n == name)
-        })
-    };
-    if has(ALLOWED) && has(OTHER) {
-        return true;
-    }
-    skip(
-        what,
-        "/etc/hosts lacks 127.0.0.2 allowed.test and 127.0.0.3 other.test (scripts/test.sh adds them)",
-    );
-    false
-}
-
 /// A listener on `ip` (a loopback address) on a free port, and the port.
 fn listener_on(ip: &str, port: u16) -> TcpListener {
     let l = TcpListener::bind((ip, port)).unwrap();
@@ -414,19 +453,6 @@ fn try_connect(targets: &[(&str, u16)]) -> String {
         "import socket, errno\nfor h, p in [{}]:\n    try:\n        s = socket.create_connection((h, p), timeout=3); s.close(); print('ok')\n    except OSError as e:\n        print(errno.errorcode.get(e.errno, str(e)))",
         list.join(", ")
     )
-}
-
-fn free_port_on_both() -> u16 {
-    loop {
-        let p = TcpListener::bind("127.0.0.2:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if TcpListener::bind(("127.0.0.3", p)).is_ok() {
-            return p;
-        }
-    }
 }
 
 #[test]

@@ -22,6 +22,16 @@
  *                      with umask 0, the main thread binds a UNIX socket at DIR/s and removes it,
  *                      while the second thread keeps putting a symlink to the file OUTSIDE there;
  *                      escaped if OUTSIDE's mode changes.
+ *   overwrite OK TARGET N
+ *                      the path buffer flips between OK (a file the kernel may write) and TARGET (a
+ *                      file the policy grants read-only, which a copy-on-write view shows as
+ *                      writable); the main thread opens the buffer with O_WRONLY | O_TRUNC and
+ *                      writes "overwritten" N times. Always prints "done"; the caller checks
+ *                      TARGET on the host.
+ *   view OK SECRET MARKER N
+ *                      the path buffer flips between OK (a path the kernel may open) and SECRET (a
+ *                      host file a filesystem view hides behind a mount); the main thread opens
+ *                      and reads the buffer N times; escaped if it ever reads MARKER.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -288,6 +298,58 @@ static int race_chmod(const char *dir, const char *outside, int n) {
     return 1;
 }
 
+/* view */
+static int race_view(const char *ok, const char *secret, const char *marker, int n) {
+    snprintf(ro_path, sizeof ro_path, "%s", secret);
+    snprintf(rw_path, sizeof rw_path, "%s", ok);
+    strcpy(path_buf, rw_path);
+    pthread_t t;
+    start_flipping(&t, flip_path);
+    int opened = 0;
+    int i;
+    for (i = 0; more(i, n); i++) {
+        int fd = open(path_buf, O_RDONLY);
+        if (fd < 0) continue;
+        opened++;
+        char buf[4096];
+        ssize_t got = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (got > 0) {
+            buf[got] = 0;
+            if (strstr(buf, marker)) {
+                stop = 1;
+                printf("escaped after %d tries\n", i);
+                return 0;
+            }
+        }
+    }
+    stop = 1;
+    pthread_join(t, NULL);
+    printf("held for %d tries (%d opens)\n", i, opened);
+    return 1;
+}
+
+/* overwrite */
+static int race_overwrite(const char *ok, const char *target, int n) {
+    snprintf(ro_path, sizeof ro_path, "%s", target);
+    snprintf(rw_path, sizeof rw_path, "%s", ok);
+    strcpy(path_buf, rw_path);
+    pthread_t t;
+    start_flipping(&t, flip_path);
+    int written = 0;
+    int i;
+    for (i = 0; more(i, n); i++) {
+        int fd = open(path_buf, O_WRONLY | O_TRUNC);
+        if (fd < 0) continue;
+        if (write(fd, "overwritten", 11) == 11) written++;
+        close(fd);
+    }
+    stop = 1;
+    pthread_join(t, NULL);
+    printf("done %d tries (%d writes)\n", i, written);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 5 && strcmp(argv[1], "truncate") == 0)
         return race_truncate(argv[2], argv[3], atoi(argv[4]));
@@ -298,6 +360,10 @@ int main(int argc, char **argv) {
         return race_nested(argv[2], argv[3], atoi(argv[4]));
     if (argc == 5 && strcmp(argv[1], "chmod") == 0)
         return race_chmod(argv[2], argv[3], atoi(argv[4]));
+    if (argc == 5 && strcmp(argv[1], "overwrite") == 0)
+        return race_overwrite(argv[2], argv[3], atoi(argv[4]));
+    if (argc == 6 && strcmp(argv[1], "view") == 0)
+        return race_view(argv[2], argv[3], argv[4], atoi(argv[5]));
     fprintf(stderr, "usage: %s truncate RO RW N | bind OK NO N | pidfd HOSTPID N\n", argv[0]);
     return 2;
 }

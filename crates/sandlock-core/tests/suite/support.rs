@@ -210,3 +210,40 @@ impl Drop for Victim {
         let _ = self.child.wait();
     }
 }
+
+/// The test names of the network-rule tests, as `scripts/test.sh` puts them in `/etc/hosts`.
+pub const ALLOWED: (&str, &str) = ("allowed.test", "127.0.0.2");
+pub const OTHER: (&str, &str) = ("other.test", "127.0.0.3");
+
+/// Whether the host resolves the test names (else the caller skips, saying so).
+pub fn test_names_present(what: &str) -> bool {
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let has = |(name, ip): (&str, &str)| {
+        hosts.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            f.next() == Some(ip) && f.any(|n| n == name)
+        })
+    };
+    if has(ALLOWED) && has(OTHER) {
+        return true;
+    }
+    skip(
+        what,
+        "/etc/hosts lacks 127.0.0.2 allowed.test and 127.0.0.3 other.test (scripts/test.sh adds them)",
+    );
+    false
+}
+
+/// A port free on both 127.0.0.2 and 127.0.0.3.
+pub fn free_port_on_both() -> u16 {
+    loop {
+        let p = std::net::TcpListener::bind("127.0.0.2:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if std::net::TcpListener::bind(("127.0.0.3", p)).is_ok() {
+            return p;
+        }
+    }
+}

@@ -250,24 +250,12 @@ impl Beneath {
         budget: usize,
     ) -> Result<Lines, FileError> {
         use std::io::BufRead;
-        let parts = components(path)?;
-        if parts.is_empty() {
-            return Err(FileError::Invalid(path.into()));
-        }
-        let fd = self.open_at(&parts.join("/"), libc::O_RDONLY | libc::O_NONBLOCK, 0, path)?;
-        let st = fstat(&fd).map_err(|err| FileError::Io {
-            op: "stat",
-            path: path.into(),
-            err,
-        })?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(FileError::NotRegular(path.into(), kind_of(st.st_mode)));
-        }
-        if st.st_size as u64 > MAX_SCAN {
+        let (file, size) = self.open_file(path)?;
+        if size > MAX_SCAN {
             return Err(FileError::TooLarge {
                 path: path.into(),
                 op: "read_file",
-                size: st.st_size as u64,
+                size,
                 cap: MAX_SCAN,
             });
         }
@@ -276,14 +264,14 @@ impl Beneath {
             path: path.into(),
             err,
         };
-        let mut r = std::io::BufReader::with_capacity(64 << 10, std::fs::File::from(fd));
+        let mut r = std::io::BufReader::with_capacity(64 << 10, file);
         let start = start.max(1);
         let mut out = Lines {
             content: String::new(),
             total_lines: 0,
             first: start,
             last: start - 1,
-            bytes: st.st_size as u64,
+            bytes: size,
             cut: false,
         };
         let mut used = 0usize;

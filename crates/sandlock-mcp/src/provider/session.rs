@@ -30,11 +30,10 @@ pub const DATA_DIR: &str = "data";
 pub const TMP_DIR: &str = "tmp";
 /// Longest session name accepted.
 pub const MAX_NAME: usize = 200;
-/// Whether a session's commands see its directories at `/mnt/data` and `/tmp`. That needs
-/// filesystem views (issue 14); without them the commands see the directories at their place under
-/// the workspace root, as their working directory and `$TMPDIR`, and `/mnt/data` and `/tmp`
-/// themselves are out of reach.
-pub const PRIVATE_PATHS: bool = false;
+/// Whether a session's commands see its directories at `/mnt/data` and `/tmp`: they do, through
+/// the sandbox's filesystem view (`fs_mount`), so two sessions that write `/mnt/data/report.csv`
+/// or `/tmp/x.py` never meet.
+pub const PRIVATE_PATHS: bool = true;
 
 /// One session.
 pub struct Session {
@@ -130,12 +129,21 @@ impl Drop for InFlight {
     }
 }
 
-/// The policy of a session's commands: the configured one plus the session's directories.
+/// The policy of a session's commands: the configured one plus the session's directories,
+/// mounted at `/mnt/data` (the working directory) and `/tmp` (also `HOME` and `TMPDIR`).
 pub fn session_policy(base: &Policy, ws: &Path) -> Policy {
     let mut p = base.clone();
-    p.fs_writable.push(ws.to_path_buf());
-    p.cwd = Some(ws.join(DATA_DIR));
-    let tmp = ws.join(TMP_DIR).display().to_string();
+    // The session's own /tmp lives as long as the session, across its commands.
+    p.private_tmp = false;
+    for (virt, sub) in [
+        (super::export::VIRTUAL_DATA, DATA_DIR),
+        (super::export::VIRTUAL_TMP, TMP_DIR),
+    ] {
+        p.fs_mount
+            .insert(virt.into(), ws.join(sub).display().to_string());
+    }
+    p.cwd = Some(super::export::VIRTUAL_DATA.into());
+    let tmp = super::export::VIRTUAL_TMP.to_string();
     p.env.entry("HOME".into()).or_insert_with(|| tmp.clone());
     p.env.entry("TMPDIR".into()).or_insert(tmp);
     p

@@ -620,10 +620,14 @@ impl Zygote {
             cpu_time: exit.map_or(Duration::ZERO, |e| e.1),
             peak_memory: exit.map_or(0, |e| e.2),
             not_enforced: self.not_enforced.clone(),
+            // The fork server's proxy reports to the fork server's run, not to one call.
+            warnings: Vec::new(),
             limit_mechanism: LimitMechanism::Supervisor,
             kernel_limits: Vec::new(),
             detail,
             error: None,
+            changes: Vec::new(),
+            commit: None,
         })
     }
 }

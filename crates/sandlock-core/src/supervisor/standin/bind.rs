@@ -20,12 +20,13 @@
 //! socket can exist in the sandbox, and `bind` stays in the kernel.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use super::Scope;
 use super::path::{Creds, absolute, fd_path, open_beneath};
-use crate::supervisor::connect::{install, mode, sock_proto};
+use crate::fsview::creds::umask_of;
+use crate::supervisor::connect::{install, mode, own_inode, sock_proto, socket_inode};
 use crate::supervisor::notify::{Listener, Notification, read_mem};
 use crate::sys;
 
@@ -74,8 +75,12 @@ pub(crate) fn on_bind(l: &Listener, n: &Notification, scope: &Scope, bound: &mut
             if let Some(i) = own_inode(&sock) {
                 bound.add(i);
             }
-            let (nonblocking, cloexec) = mode(n.pid, fd);
-            install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0);
+            match mode(n.pid, fd) {
+                Some((nonblocking, cloexec)) => {
+                    install(l, n.id, &sock, fd as u32, cloexec, nonblocking, 0);
+                }
+                None => l.deny(n.id, libc::EBADF),
+            }
         }
         Err(e) => l.deny(n.id, e),
     }
@@ -173,10 +178,10 @@ fn bind_unix(
     if addr.len() < 2 || u16::from_ne_bytes([addr[0], addr[1]]) != libc::AF_UNIX as u16 {
         return Err(libc::EINVAL);
     }
-    let sock = socket(libc::AF_UNIX, ty)?;
     let name = &addr[2..];
     if name.is_empty() || name[0] == 0 {
         // Unnamed (autobind) or abstract: nothing on the filesystem.
+        let sock = socket(libc::AF_UNIX, ty)?;
         bind_raw(&sock, addr)?;
         return Ok(sock);
     }
@@ -195,12 +200,24 @@ fn bind_unix(
     if !creds.may(&dir.fd, &dir.stat, (libc::W_OK | libc::X_OK) as u32) {
         return Err(libc::EACCES);
     }
-    // Bind through the directory descriptor, so that nothing swapped into the path since we
-    // resolved it can move the socket file elsewhere.
-    let full: Vec<u8> = format!("{}/", fd_path(&dir.fd))
+    bind_in(ty, dir.fd.as_raw_fd(), base, umask)
+}
+
+/// Binds a new UNIX socket of type `ty` at `name` in the directory `dir` we hold, and gives the
+/// socket file the mode the sandbox's `umask` would have. The path goes through the directory's
+/// descriptor, so that nothing swapped into the sandbox's path since it was resolved can move
+/// the socket file elsewhere.
+pub(crate) fn bind_in(
+    ty: libc::c_int,
+    dir: RawFd,
+    name: &std::ffi::OsStr,
+    umask: Option<libc::mode_t>,
+) -> Result<OwnedFd, i32> {
+    let sock = socket(libc::AF_UNIX, ty)?;
+    let full: Vec<u8> = format!("/proc/self/fd/{dir}/")
         .into_bytes()
         .into_iter()
-        .chain(base.as_bytes().iter().copied())
+        .chain(name.as_bytes().iter().copied())
         .collect();
     // SAFETY: sockaddr_un is plain data; all-zero is valid.
     let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
@@ -223,7 +240,7 @@ fn bind_unix(
         return Err(sys::errno());
     }
     if let Some(mask) = umask {
-        give_mode(&dir.fd, base, 0o777 & !mask);
+        give_mode(dir, name, 0o777 & !mask);
     }
     Ok(sock)
 }
@@ -231,14 +248,14 @@ fn bind_unix(
 /// Gives the socket file `name` in directory `dir` the mode the sandbox's umask would have given
 /// it. The name is opened without following a symlink and checked to be a socket first, and the
 /// mode is set through that descriptor: a symlink renamed over the name in between gets nothing.
-fn give_mode(dir: &OwnedFd, name: &std::ffi::OsStr, mode: libc::mode_t) {
+fn give_mode(dir: RawFd, name: &std::ffi::OsStr, mode: libc::mode_t) {
     let Ok(c) = CString::new(name.as_bytes()) else {
         return;
     };
     // SAFETY: openat on a name in a directory we hold.
     let fd = unsafe {
         libc::openat(
-            dir.as_raw_fd(),
+            dir,
             c.as_ptr(),
             libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         )
@@ -272,35 +289,6 @@ fn unprivileged_port_start() -> u32 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(1024)
-}
-
-/// The umask of task `tid` (`Umask:` in `/proc/<tid>/status`, octal).
-fn umask_of(tid: u32) -> Option<libc::mode_t> {
-    let text = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("Umask:"))
-        .and_then(|v| libc::mode_t::from_str_radix(v.trim(), 8).ok())
-}
-
-/// The inode of the socket at descriptor `fd` of process `pid` (`socket:[N]` in `/proc`).
-fn socket_inode(pid: u32, fd: u64) -> Option<u64> {
-    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-    link.to_str()?
-        .strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
-/// The inode of a socket we hold.
-fn own_inode(sock: &OwnedFd) -> Option<u64> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` has room for one struct stat.
-    if unsafe { libc::fstat(sock.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: fstat succeeded.
-    Some(unsafe { st.assume_init() }.st_ino)
 }
 
 /// The sockets this stand-in bound, so that binding one again fails with `EINVAL` as it would in

@@ -23,11 +23,11 @@
 //! The event loop only dispatches here (see [`handle`]); what each decision rests on is written
 //! beside it.
 
-mod bind;
+pub(crate) mod bind;
 pub(crate) mod path;
 mod signal;
-mod target;
-mod truncate;
+pub(crate) mod target;
+pub(crate) mod truncate;
 
 pub(crate) use path::Roots;
 
@@ -38,6 +38,27 @@ use crate::supervisor::notify::{Listener, Notification};
 #[derive(Debug, Default)]
 pub(crate) struct State {
     bound: bind::Bound,
+}
+
+/// Which of the syscalls a view also routes the stand-ins decide, on this kernel.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Routes {
+    /// `truncate` (no Landlock truncate right).
+    pub(crate) truncate: bool,
+    /// `bind` (no Landlock TCP rights, with TCP in the policy).
+    pub(crate) bind: bool,
+}
+
+impl Routes {
+    /// Whether the stand-ins decide syscall `nr` (otherwise, once the view has passed on it, the
+    /// kernel does).
+    pub(crate) fn routes(&self, nr: i64) -> bool {
+        match nr {
+            libc::SYS_truncate => self.truncate,
+            libc::SYS_bind => self.bind,
+            nr => !crate::fsview::handles(nr),
+        }
+    }
 }
 
 /// What the stand-ins need to know about the sandbox.

@@ -153,7 +153,8 @@ pub(crate) struct Beneath {
     pub(crate) stat: libc::stat,
 }
 
-fn stat_fd(fd: &OwnedFd) -> std::io::Result<libc::stat> {
+/// The status of a descriptor we hold.
+pub(crate) fn stat_fd(fd: &OwnedFd) -> std::io::Result<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` has room for one struct stat.
     sys::cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;

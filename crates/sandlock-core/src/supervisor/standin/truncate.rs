@@ -61,7 +61,7 @@ fn truncate(l: &Listener, n: &Notification, scope: &Scope) -> Result<(), i32> {
 }
 
 /// The soft `RLIMIT_FSIZE` of process `pid` (reading another process's limits changes nothing).
-fn fsize_limit(pid: u32) -> u64 {
+pub(crate) fn fsize_limit(pid: u32) -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,

@@ -1,0 +1,458 @@
+//! The proxy's event loop: accepting the connections the supervisor registered, reading HTTP (in
+//! TLS or not) with hyper, deciding each request, and forwarding the allowed ones.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::credentials::Credentials;
+use super::rules::{self, AuthScheme, HttpRules, Verdict};
+use super::tls::Authority;
+use super::{Message, Registration, RunLog};
+use crate::net::NetPolicy;
+
+/// How long a registration waits for its connection (the supervisor connects right after; this
+/// only covers a proxy thread starved of CPU).
+const REGISTRATION_TTL: Duration = Duration::from_secs(10);
+/// Most connections a sandbox has open through the proxy at once; more are closed on arrival.
+const MAX_CONNECTIONS: usize = 512;
+/// How long the proxy tries to reach an upstream address.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may take to say whether it speaks TLS.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What every connection of a sandbox shares.
+pub(crate) struct State {
+    pub(crate) rules: HttpRules,
+    pub(crate) credentials: Credentials,
+    pub(crate) authority: Authority,
+    /// How to verify upstream servers, or why that cannot be done (then HTTPS requests fail).
+    pub(crate) upstream_tls: Result<Arc<rustls::ClientConfig>, String>,
+    pub(crate) net: NetPolicy,
+}
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Accepts connections until the last handle to the proxy is gone.
+pub(crate) async fn run(
+    listener: std::net::TcpListener,
+    mut rx: UnboundedReceiver<Message>,
+    state: Arc<State>,
+) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return;
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut waiting: HashMap<u16, Registration> = HashMap::new();
+    let note = |waiting: &mut HashMap<u16, Registration>, m: Message| match m {
+        Message::Expect(r) => {
+            waiting.insert(r.port, r);
+        }
+        Message::Forget(port) => {
+            waiting.remove(&port);
+        }
+    };
+    loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => note(&mut waiting, m),
+                None => return,
+            },
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                // The registration was sent before the supervisor connected: it is in the queue.
+                while let Ok(m) = rx.try_recv() {
+                    note(&mut waiting, m);
+                }
+                waiting.retain(|_, r| r.at.elapsed() < REGISTRATION_TTL);
+                let reg = waiting
+                    .remove(&peer.port())
+                    .filter(|_| peer.ip().is_loopback());
+                // Not a connection the supervisor made for a sandbox, or one too many.
+                let (Some(reg), Ok(slot)) = (reg, Arc::clone(&slots).try_acquire_owned()) else {
+                    continue;
+                };
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    connection(stream, reg, state).await;
+                    drop(slot);
+                });
+            }
+        }
+    }
+}
+
+/// One connection from the sandbox: TLS or plain HTTP, then requests until it closes.
+async fn connection(stream: TcpStream, reg: Registration, state: Arc<State>) {
+    let _ = stream.set_nodelay(true);
+    let mut first = [0u8; 1];
+    let tls = match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
+        // A TLS record of type handshake.
+        Ok(Ok(1)) => first[0] == 0x16,
+        _ => return,
+    };
+    let ctx = |sni| {
+        Arc::new(Conn {
+            state: Arc::clone(&state),
+            dest: reg.dest,
+            tls,
+            sni,
+            log: Arc::clone(&reg.log),
+            upstream: tokio::sync::Mutex::new(None),
+        })
+    };
+    if !tls {
+        serve_http(TokioIo::new(stream), ctx(None)).await;
+        return;
+    }
+    let acceptor =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let Ok(start) = acceptor.await else {
+        return;
+    };
+    let sni = start
+        .client_hello()
+        .server_name()
+        .map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+    // Without a name (a client that connected to an address), the certificate names the address.
+    let cert_host = sni.clone().unwrap_or_else(|| reg.dest.ip().to_string());
+    let Ok(config) = state.authority.server_config(&cert_host) else {
+        return;
+    };
+    // A client that does not trust the sandbox's authority gives up here.
+    let Ok(tls_stream) = start.into_stream(config).await else {
+        return;
+    };
+    serve_http(TokioIo::new(tls_stream), ctx(sni)).await;
+}
+
+async fn serve_http<I>(io: I, ctx: Arc<Conn>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = Arc::clone(&ctx);
+        async move { ctx.handle(req).await }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .await;
+}
+
+/// One sandbox connection and the upstream connection it uses.
+struct Conn {
+    state: Arc<State>,
+    /// Where the sandbox meant to connect (its port is the port requests go to).
+    dest: SocketAddr,
+    tls: bool,
+    /// The name the client asked for in its TLS handshake.
+    sni: Option<String>,
+    log: Arc<RunLog>,
+    upstream: tokio::sync::Mutex<Option<Upstream>>,
+}
+
+struct Upstream {
+    host: String,
+    sender: SendRequest<Incoming>,
+}
+
+/// Why a request was not forwarded.
+struct Failure {
+    status: StatusCode,
+    why: String,
+}
+
+fn failure(status: StatusCode, why: impl Into<String>) -> Failure {
+    Failure {
+        status,
+        why: why.into(),
+    }
+}
+
+/// The proxy's own answer: `status`, and a line saying why.
+fn answer(status: StatusCode, why: &str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(format!("sandlock: {why}\n")))
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Headers that describe one hop, not the message: the proxy's two connections frame and keep
+/// alive on their own.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in listed {
+        h.remove(n);
+    }
+    for n in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        h.remove(n);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+}
+
+/// The host a request is for (from its URI, else `Host`, else the TLS name): lowercase, without
+/// port or trailing dot, an IPv6 address without brackets. `None` if there is none, or it is not
+/// a host.
+fn request_host(req: &Request<Incoming>, sni: Option<&str>) -> Option<String> {
+    let from_header = || {
+        req.headers()
+            .get(header::HOST)?
+            .to_str()
+            .ok()?
+            .parse::<http::uri::Authority>()
+            .ok()
+            .map(|a| a.host().to_string())
+    };
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.host().to_string())
+        .or_else(from_header)
+        .or_else(|| sni.map(str::to_string))?;
+    let host = raw
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let ok = host.parse::<IpAddr>().is_ok()
+        || (!host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)));
+    ok.then_some(host)
+}
+
+impl Conn {
+    /// Decides one request and answers it; an error closes the sandbox's connection.
+    async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
+        if req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE) {
+            return Ok(answer(
+                StatusCode::NOT_IMPLEMENTED,
+                "the HTTP proxy does not carry CONNECT or protocol upgrades (WebSocket)",
+            ));
+        }
+        let Some(host) = request_host(&req, self.sni.as_deref()) else {
+            return Ok(answer(
+                StatusCode::BAD_REQUEST,
+                "the request names no host (no Host header)",
+            ));
+        };
+        let port = self.dest.port();
+        let r = rules::Request {
+            method: req.method().as_str(),
+            host: &host,
+            port,
+            path: req.uri().path(),
+        };
+        if let Verdict::Deny(why) = self.state.rules.decide(&r) {
+            return Ok(answer(
+                StatusCode::FORBIDDEN,
+                &format!("request refused by the policy: {why}"),
+            ));
+        }
+        let auth = self.state.rules.auth_for(&r).map(|(i, a)| (i, a.clone()));
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        // The upstream connection is the proxy's own hop: it speaks HTTP/1.1 there (and keeps the
+        // connection alive) whatever the sandbox spoke, as a proxy sends its own version.
+        parts.version = http::Version::HTTP_11;
+        if let Some((i, a)) = auth {
+            let Some(secret) = self.state.credentials.get(&a.credential) else {
+                return Ok(answer(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("http_auth[{i}] names a credential the proxy does not hold"),
+                ));
+            };
+            let (name, value) = match &a.scheme {
+                AuthScheme::Bearer => (header::AUTHORIZATION, secret.header("Bearer ")),
+                AuthScheme::Header(h) => (h.clone(), secret.header("")),
+            };
+            let Some(value) = value else {
+                return Ok(answer(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("credential {} cannot go in a header", a.credential),
+                ));
+            };
+            parts.headers.insert(name, value);
+            if !self.tls {
+                self.log.warn(format!(
+                    "http_auth[{i}] sent credential {} to {host}:{port} over plain HTTP: anyone \
+                     on the way can read it (use https)",
+                    a.credential
+                ));
+            }
+        }
+        match self.forward(&host, Request::from_parts(parts, body)).await {
+            Ok(Some(mut res)) => {
+                strip_hop_by_hop(res.headers_mut());
+                Ok(res.map(BodyExt::boxed))
+            }
+            // The kept-alive upstream connection went away under the request: close the
+            // sandbox's connection too, as the server's closing would have, so that its client
+            // retries on a new one.
+            Ok(None) => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                format!("{host} closed a kept-alive connection"),
+            )),
+            Err(f) => Ok(answer(f.status, &f.why)),
+        }
+    }
+
+    /// Sends the request on this connection's upstream connection for `host` (made if needed).
+    /// `Ok(None)` when a reused connection failed before answering.
+    async fn forward(
+        &self,
+        host: &str,
+        req: Request<Incoming>,
+    ) -> Result<Option<Response<Incoming>>, Failure> {
+        let mut slot = self.upstream.lock().await;
+        let reused = matches!(&*slot, Some(u) if u.host == host && !u.sender.is_closed());
+        if !reused {
+            *slot = Some(Upstream {
+                host: host.to_string(),
+                sender: self.dial(host).await?,
+            });
+        }
+        let Some(up) = slot.as_mut() else {
+            return Err(failure(StatusCode::BAD_GATEWAY, "no upstream connection"));
+        };
+        if up.sender.ready().await.is_err() {
+            *slot = None;
+            return if reused {
+                Ok(None)
+            } else {
+                Err(failure(
+                    StatusCode::BAD_GATEWAY,
+                    format!("{host} closed the connection"),
+                ))
+            };
+        }
+        let pending = up.sender.send_request(req);
+        drop(slot);
+        match pending.await {
+            Ok(res) => Ok(Some(res)),
+            Err(_) if reused => Ok(None),
+            Err(e) => Err(failure(
+                StatusCode::BAD_GATEWAY,
+                format!("{host} did not answer: {e}"),
+            )),
+        }
+    }
+
+    /// A new connection to `host` on the port the sandbox connected to, in TLS if the sandbox
+    /// spoke TLS.
+    async fn dial(&self, host: &str) -> Result<SendRequest<Incoming>, Failure> {
+        let port = self.dest.port();
+        let addrs = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => {
+                let names = Arc::clone(self.state.net.names());
+                let name = host.to_string();
+                tokio::task::spawn_blocking(move || names.lookup(&name).addrs)
+                    .await
+                    .unwrap_or_default()
+            }
+        };
+        if addrs.is_empty() {
+            return Err(failure(
+                StatusCode::BAD_GATEWAY,
+                format!("{host} does not resolve on the host"),
+            ));
+        }
+        let reachable: Vec<IpAddr> = addrs
+            .into_iter()
+            .filter(|ip| !self.state.net.denies(*ip, port))
+            .collect();
+        if reachable.is_empty() {
+            return Err(failure(
+                StatusCode::FORBIDDEN,
+                format!("every address of {host} is covered by net_deny"),
+            ));
+        }
+        let mut last = String::new();
+        let mut stream = None;
+        for ip in reachable {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((ip, port))).await {
+                Ok(Ok(s)) => {
+                    stream = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => last = format!("{ip}:{port}: {e}"),
+                Err(_) => last = format!("{ip}:{port}: no answer in {CONNECT_TIMEOUT:?}"),
+            }
+        }
+        let Some(stream) = stream else {
+            return Err(failure(
+                StatusCode::BAD_GATEWAY,
+                format!("cannot reach {host}: {last}"),
+            ));
+        };
+        let _ = stream.set_nodelay(true);
+        let bad_gateway = |what: String| failure(StatusCode::BAD_GATEWAY, what);
+        if !self.tls {
+            return handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| bad_gateway(format!("HTTP with {host}:{port}: {e}")));
+        }
+        let config = self
+            .state
+            .upstream_tls
+            .clone()
+            .map_err(|e| bad_gateway(format!("cannot verify {host}: {e}")))?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| bad_gateway(format!("{host} is not a TLS server name: {e}")))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .map_err(|e| bad_gateway(format!("TLS with {host}:{port} failed: {e}")))?;
+        handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| bad_gateway(format!("HTTP with {host}:{port}: {e}")))
+    }
+}
+
+async fn handshake<I>(io: I) -> Result<SendRequest<Incoming>, hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}

@@ -1,0 +1,585 @@
+//! The HTTP proxy (`http_allow`, `http_deny`, `http_auth`): real upstream servers on
+//! `allowed.test` (127.0.0.2) and `other.test` (127.0.0.3) record every request they receive, so
+//! that a refused request is proven never to have left, beside the allowed one that arrives.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sandlock_core::{Command, Policy, Sandbox};
+
+use super::support::*;
+
+/// One request an upstream received: the request line and the headers (names lowercase).
+#[derive(Debug, Clone)]
+struct Seen {
+    line: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A test HTTP server (TLS when given a configuration) that records what it receives and answers
+/// every request with 200 and `<name> says hi`.
+struct Upstream {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Upstream {
+    fn start(ip: &str, port: u16, name: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
+        let listener = TcpListener::bind((ip, port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st, name) = (Arc::clone(&seen), Arc::clone(&stop), name.to_string());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((c, _)) => {
+                        let (s, name, tls) = (Arc::clone(&s), name.clone(), tls.clone());
+                        std::thread::spawn(move || serve_one(c, &s, &name, tls));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Upstream { port, seen, stop }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.seen().into_iter().map(|s| s.line).collect()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_one(
+    c: TcpStream,
+    seen: &Mutex<Vec<Seen>>,
+    name: &str,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    c.set_nonblocking(false).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    match tls {
+        Some(config) => {
+            let Ok(conn) = rustls::ServerConnection::new(config) else {
+                return;
+            };
+            exchange(rustls::StreamOwned::new(conn, c), seen, name);
+        }
+        None => exchange(c, seen, name),
+    }
+}
+
+/// Reads requests until the client closes, records each, answers each.
+fn exchange<S: Read + Write>(stream: S, seen: &Mutex<Vec<Seen>>, name: &str) {
+    let mut r = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = Vec::new();
+        let mut length = 0;
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+                if k == "content-length" {
+                    length = v.parse().unwrap_or(0);
+                }
+                headers.push((k, v));
+            }
+        }
+        let mut body = vec![0u8; length];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        seen.lock().unwrap().push(Seen {
+            line: line.trim_end().to_string(),
+            headers,
+        });
+        let text = format!("{name} says hi");
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n{text}",
+            text.len()
+        );
+        let s = r.get_mut();
+        if s.write_all(reply.as_bytes()).is_err() || s.flush().is_err() {
+            return;
+        }
+    }
+}
+
+/// Python that makes each request `(method, url)` with urllib (the CA file, if any, trusted) and
+/// prints `STATUS BODY` per line. Its sockets are blocking (no timeout), so that the connect waits
+/// in the supervisor; an alarm bounds the whole.
+fn requests(reqs: &[(&str, String)], cafile: Option<&str>) -> String {
+    let list: Vec<String> = reqs
+        .iter()
+        .map(|(m, u)| format!("({m:?}, {u:?})"))
+        .collect();
+    format!(
+        r#"
+import signal, ssl, urllib.request, urllib.error
+signal.alarm(60)
+ctx = ssl.create_default_context(cafile={cafile})
+for method, url in [{list}]:
+    req = urllib.request.Request(url, method=method, data=b'x' if method in ('POST', 'PUT') else None)
+    try:
+        r = urllib.request.urlopen(req, context=ctx)
+        print(r.status, r.read().decode())
+    except urllib.error.HTTPError as e:
+        print(e.code, e.read().decode().strip())
+    except Exception as e:
+        print('error', type(e).__name__, e)
+"#,
+        cafile = cafile.map_or("None".to_string(), |c| format!("{c:?}")),
+        list = list.join(", ")
+    )
+}
+
+fn lines(o: &sandlock_core::Outcome) -> Vec<String> {
+    out(o).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn the_acl_forwards_allowed_requests_and_refuses_others_before_the_upstream_sees_them() {
+    if !test_names_present("HTTP ACL") {
+        return;
+    }
+    let up = Upstream::start(ALLOWED.1, 0, "allowed", None);
+    let p = up.port;
+    let base = format!("http://{}:{p}", ALLOWED.0);
+    for (kname, k) in kernels(4) {
+        let ws = Ws::new();
+        let mut pol = policy(&ws);
+        pol.http_allow = vec![
+            format!("GET {}:{p}/public/*", ALLOWED.0),
+            format!("POST {}:{p}/submit", ALLOWED.0),
+        ];
+        pol.http_deny = vec![format!("* {}:{p}/public/secret*", ALLOWED.0)];
+        let before = up.seen().len();
+        let o = py_on(
+            k,
+            &pol,
+            &requests(
+                &[
+                    ("GET", format!("{base}/public/a.txt")),
+                    ("POST", format!("{base}/public/a.txt")),
+                    ("GET", format!("{base}/private")),
+                    ("GET", format!("{base}/public/secret.txt")),
+                    ("GET", format!("{base}/public/../private")),
+                    ("GET", format!("{base}/public/%2e%2e/private")),
+                    ("POST", format!("{base}/submit")),
+                ],
+                None,
+            ),
+        );
+        ok(&o);
+        let l = lines(&o);
+        assert_eq!(l[0], "200 allowed says hi", "{kname}: {l:?} {}", err(&o));
+        for (i, what) in [
+            (1, "POST"),
+            (2, "GET"),
+            (3, "http_deny[0]"),
+            (4, "GET"),
+            (5, "GET"),
+        ] {
+            assert!(
+                l[i].starts_with("403 sandlock: request refused by the policy")
+                    && l[i].contains(what),
+                "{kname}: request {i}: {}",
+                l[i]
+            );
+        }
+        assert_eq!(l[6], "200 allowed says hi", "{kname}");
+        let got: Vec<String> = up.lines().into_iter().skip(before).collect();
+        assert_eq!(
+            got,
+            ["GET /public/a.txt HTTP/1.1", "POST /submit HTTP/1.1"],
+            "{kname}: the upstream must see the allowed requests and nothing else"
+        );
+    }
+    // Control: unconfined, the upstream takes every one of these requests.
+    let o = host_py(&requests(
+        &[
+            ("POST", format!("{base}/public/a.txt")),
+            ("GET", format!("{base}/private")),
+        ],
+        None,
+    ));
+    assert_eq!(o, "200 allowed says hi\n200 allowed says hi");
+}
+
+#[test]
+fn only_the_hosts_the_rules_name_are_reachable_whatever_the_host_header_says() {
+    if !test_names_present("HTTP hosts") {
+        return;
+    }
+    let p = free_port_on_both();
+    let allowed = Upstream::start(ALLOWED.1, p, "allowed", None);
+    let other = Upstream::start(OTHER.1, p, "other", None);
+    let ws = Ws::new();
+    let mut pol = policy(&ws);
+    pol.http_allow = vec![format!("* {}:{p}", ALLOWED.0)];
+    let code = format!(
+        r#"
+import socket
+for host, addr in [({other:?}, {other_ip:?}), ({other:?}, {allowed_ip:?})]:
+    try:
+        s = socket.create_connection((addr, {p}), timeout=5)
+        s.sendall(b'GET /x HTTP/1.1\r\nHost: ' + host.encode() + b'\r\nConnection: close\r\n\r\n')
+        print(s.recv(200).decode().splitlines()[0])
+    except OSError as e:
+        print('refused', e.errno)
+"#,
+        other = OTHER.0,
+        other_ip = OTHER.1,
+        allowed_ip = ALLOWED.1,
+    );
+    let o = py(&pol, &code);
+    ok(&o);
+    // A host no rule names cannot be connected to; a request for it on a connection to a host a
+    // rule names (domain fronting) is refused by the proxy.
+    assert_eq!(
+        lines(&o),
+        ["refused 13", "HTTP/1.1 403 Forbidden"],
+        "{}",
+        err(&o)
+    );
+    assert!(other.seen().is_empty() && allowed.seen().is_empty());
+    // Control: the rule's own host is served.
+    let o = py(
+        &pol,
+        &requests(&[("GET", format!("http://{}:{p}/x", ALLOWED.0))], None),
+    );
+    assert_eq!(out(&o), "200 allowed says hi");
+    assert_eq!(allowed.lines(), ["GET /x HTTP/1.1"]);
+}
+
+/// A CA and a server certificate for `allowed.test` and 127.0.0.2, as a test's own PKI.
+fn test_pki() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![ALLOWED.0.to_string(), ALLOWED.1.to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        #[allow(deprecated)]
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    (ca_cert.pem(), Arc::new(config))
+}
+
+#[test]
+fn https_is_intercepted_and_the_upstream_is_verified_against_the_trust_store() {
+    if !test_names_present("HTTPS interception") {
+        return;
+    }
+    let (ca_pem, server) = test_pki();
+    let up = Upstream::start(ALLOWED.1, 0, "tls", Some(server));
+    let p = up.port;
+    let (ws, host) = (Ws::new(), Ws::new());
+    std::fs::write(host.join("upstream-ca.pem"), &ca_pem).unwrap();
+    let ours = ws.s("sandbox-ca.pem");
+    let mut pol = policy(&ws);
+    pol.http_allow = vec![format!("GET {}:{p}/ok/*", ALLOWED.0)];
+    pol.http_ca_out = Some(ws.join("sandbox-ca.pem"));
+    pol.http_upstream_ca = Some(host.join("upstream-ca.pem"));
+    let url = |path: &str| format!("https://{}:{p}{path}", ALLOWED.0);
+    let o = py(
+        &pol,
+        &requests(
+            &[
+                ("GET", url("/ok/1")),
+                ("GET", url("/no/2")),
+                ("POST", url("/ok/3")),
+            ],
+            Some(&ours),
+        ),
+    );
+    ok(&o);
+    let l = lines(&o);
+    assert_eq!(l[0], "200 tls says hi", "{l:?} {}", err(&o));
+    assert!(
+        l[1].starts_with("403 sandlock:") && l[2].starts_with("403 sandlock:"),
+        "{l:?}"
+    );
+    assert_eq!(up.lines(), ["GET /ok/1 HTTP/1.1"]);
+    assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+
+    // The certificate the sandbox sees is the proxy's: a client that trusts only the upstream's
+    // own CA refuses it.
+    std::fs::write(ws.join("upstream-ca.pem"), &ca_pem).unwrap();
+    let o = py(
+        &pol,
+        &requests(&[("GET", url("/ok/4"))], Some(&ws.s("upstream-ca.pem"))),
+    );
+    assert!(
+        out(&o).contains("CERTIFICATE_VERIFY_FAILED"),
+        "{} {}",
+        out(&o),
+        err(&o)
+    );
+    // And the proxy verifies the upstream: against the host's trust store, which does not hold
+    // the test's CA, the upstream is refused before any request is sent.
+    pol.http_upstream_ca = None;
+    let o = py(&pol, &requests(&[("GET", url("/ok/5"))], Some(&ours)));
+    assert!(out(&o).starts_with("502 sandlock:"), "{}", out(&o));
+    assert_eq!(up.lines(), ["GET /ok/1 HTTP/1.1"]);
+}
+
+/// A credential file outside every path of the sandbox, holding a secret made for this test.
+fn secret_file(dir: &Ws) -> (String, std::path::PathBuf) {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
+    let secret: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let secret = format!("sl-secret-{secret}");
+    let path = dir.join("token");
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    (secret, path)
+}
+
+/// Python that looks for a secret everywhere the sandbox can look (see the script).
+const HUNT: &str = include_str!("hunt_secret.py");
+
+#[test]
+fn a_credential_reaches_the_upstream_and_is_nowhere_in_the_sandbox() {
+    if !test_names_present("credential injection") {
+        return;
+    }
+    let up = Upstream::start(ALLOWED.1, 0, "api", None);
+    let p = up.port;
+    let (ws, vault) = (Ws::new(), Ws::new());
+    let (secret, file) = secret_file(&vault);
+    let digest = sha256_hex(secret.as_bytes());
+    let mut pol = policy(&ws);
+    pol.fs_readable.push("/proc".into());
+    pol.http_allow = vec![format!("* {}:{p}/api/*", ALLOWED.0)];
+    pol.credentials
+        .insert("token".into(), format!("file:{}", file.display()));
+    pol.http_auth = vec![
+        format!("POST {}:{p}/api/keyed/* header X-Api-Key token", ALLOWED.0),
+        format!("* {}:{p}/api/* bearer token", ALLOWED.0),
+    ];
+    let code = format!(
+        "{}\n{}",
+        requests(
+            &[
+                ("GET", format!("http://{}:{p}/api/one", ALLOWED.0)),
+                ("POST", format!("http://{}:{p}/api/keyed/two", ALLOWED.0)),
+            ],
+            None,
+        ),
+        HUNT
+    );
+    let o = Sandbox::new(pol.clone())
+        .unwrap()
+        .run(Command::new([
+            "python3",
+            "-c",
+            &code,
+            &digest,
+            file.to_str().unwrap(),
+            ws.path().to_str().unwrap(),
+        ]))
+        .unwrap();
+    ok(&o);
+    assert_eq!(
+        lines(&o),
+        ["200 api says hi", "200 api says hi", "nowhere"],
+        "{}",
+        err(&o)
+    );
+    let seen = up.seen();
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {secret}").as_str())
+    );
+    assert_eq!(seen[1].header("x-api-key"), Some(secret.as_str()));
+    assert_eq!(seen[1].header("authorization"), None);
+    // Sent over plain HTTP: the outcome says so, once per rule and host.
+    assert_eq!(o.warnings.len(), 2, "{:?}", o.warnings);
+    assert!(
+        o.warnings.iter().all(|w| w.contains("over plain HTTP")
+            && w.contains("credential token")
+            && !w.contains(&secret)),
+        "{:?}",
+        o.warnings
+    );
+    // Control: the hunt finds the secret where it is, when the sandbox is given it.
+    let mut given = policy(&ws);
+    given.env.insert("LEAKED".into(), secret.clone());
+    given.fs_readable.push("/proc".into());
+    let o = Sandbox::new(given)
+        .unwrap()
+        .run(Command::new([
+            "python3",
+            "-c",
+            HUNT,
+            &digest,
+            file.to_str().unwrap(),
+            ws.path().to_str().unwrap(),
+        ]))
+        .unwrap();
+    assert_eq!(out(&o), "env memory proc-environ", "{}", err(&o));
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let o = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib, sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest())",
+        ])
+        .arg(std::str::from_utf8(data).unwrap())
+        .output()
+        .unwrap();
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_host_pattern_admits_names_through_the_supervisors_resolver() {
+    if !test_names_present("HTTP host patterns") {
+        return;
+    }
+    let up = Upstream::start(ALLOWED.1, 0, "allowed", None);
+    let p = up.port;
+    // Without /etc/hosts in the policy, names resolve only through the supervisor, which answers
+    // the names the pattern admits (resolved on the host when first asked) and no other.
+    let ws = Ws::new();
+    let mut pol = Policy {
+        fs_readable: [
+            "/usr",
+            "/lib",
+            "/lib64",
+            "/bin",
+            "/etc/ld.so.cache",
+            "/etc/resolv.conf",
+            "/etc/nsswitch.conf",
+            "/etc/ssl",
+        ]
+        .iter()
+        .filter(|p| std::path::Path::new(p).exists())
+        .map(std::path::PathBuf::from)
+        .collect(),
+        fs_writable: vec![ws.path().into()],
+        ..Policy::default()
+    };
+    pol.http_allow = vec![format!("GET *.test:{p}/*")];
+    let code = format!(
+        "import socket\nfor n in ({:?}, 'elsewhere.example'):\n    try:\n        print(socket.gethostbyname(n))\n    except OSError:\n        print('unresolved')\n{}",
+        ALLOWED.0,
+        requests(
+            &[("GET", format!("http://{}:{p}/via-pattern", ALLOWED.0))],
+            None
+        )
+    );
+    let o = py(&pol, &code);
+    ok(&o);
+    assert_eq!(
+        lines(&o),
+        [ALLOWED.1, "unresolved", "200 allowed says hi"],
+        "{}",
+        err(&o)
+    );
+    assert_eq!(up.lines(), ["GET /via-pattern HTTP/1.1"]);
+}
+
+#[test]
+fn bad_http_rules_are_refused_naming_the_field() {
+    let ws = Ws::new();
+    let make = |f: &dyn Fn(&mut Policy)| {
+        let mut p = policy(&ws);
+        f(&mut p);
+        match Sandbox::new(p) {
+            Err(sandlock_core::Error::Policy(e)) => e,
+            Err(e) => panic!("not a policy error: {e}"),
+            Ok(_) => panic!("accepted"),
+        }
+    };
+    let e = make(&|p| p.http_allow = vec!["GET allowed.test/".into(), "FETCH".into()]);
+    assert_eq!(
+        (e.field.as_str(), e.value.as_str()),
+        ("http_allow[1]", "FETCH")
+    );
+    let e = make(&|p| p.http_deny = vec!["GET bad_host$/x".into()]);
+    assert_eq!(e.field, "http_deny[0]");
+    let e = make(&|p| {
+        p.http_allow = vec!["GET allowed.test".into()];
+        p.http_auth = vec!["GET allowed.test bearer nope".into()];
+    });
+    assert_eq!(e.field, "http_auth[0]");
+    assert!(e.reason.contains("no credential named \"nope\""), "{e}");
+    let e = make(&|p| {
+        p.http_allow = vec!["GET allowed.test".into()];
+        p.credentials
+            .insert("k".into(), "file:/nonexistent/token".into());
+    });
+    assert_eq!(e.field, "credentials.k");
+    let e = make(&|p| {
+        p.http_allow = vec!["GET allowed.test".into()];
+        p.credentials
+            .insert("k".into(), format!("file:{}", ws.s("t")));
+        std::fs::write(ws.join("t"), "v").unwrap();
+    });
+    assert_eq!(e.field, "credentials.k");
+    assert!(e.reason.contains("sandbox may read"), "{e}");
+    let e = make(&|p| p.http_ca_out = Some(ws.join("ca.pem")));
+    assert_eq!(e.field, "http_ca_out");
+    // Control: the same fields, well formed, make a sandbox.
+    let mut good = policy(&ws);
+    good.http_allow = vec!["GET allowed.test/x/*".into()];
+    good.http_ca_out = Some(ws.join("ca.pem"));
+    Sandbox::new(good).unwrap();
+    assert!(
+        std::fs::read_to_string(ws.join("ca.pem"))
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+}
