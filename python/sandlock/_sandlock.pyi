@@ -31,6 +31,7 @@ class Policy:
     http_auth: list[str]
     credentials: dict[str, str]
     http_ca_out: Optional[str]
+    http_inject_ca: Optional[str]
     http_upstream_ca: Optional[str]
     extra_deny_syscalls: list[str]
     best_effort: bool
@@ -66,6 +67,7 @@ class Policy:
         http_auth: Optional[Sequence[str]] = ...,
         credentials: Optional[Mapping[str, str]] = ...,
         http_ca_out: Optional[_Path] = ...,
+        http_inject_ca: Optional[_Path] = ...,
         http_upstream_ca: Optional[_Path] = ...,
         extra_deny_syscalls: Optional[Sequence[str]] = ...,
         best_effort: Optional[bool] = ...,

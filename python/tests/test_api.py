@@ -361,3 +361,28 @@ def test_http_rules_and_a_credential_from_the_sdk(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_injected_ca_is_in_the_bundle_the_sandbox_reads(workspace: str) -> None:
+    bundle = "/etc/ssl/certs/ca-certificates.crt"
+    if not os.path.exists(bundle):
+        pytest.skip(f"{bundle} is missing")
+    with open(bundle, "rb") as f:
+        host = f.read()
+    marker = b"-----BEGIN CERTIFICATE-----"
+    code = "import sys; print(open(sys.argv[1], 'rb').read().count(b'-----BEGIN CERTIFICATE-----'))"
+    fields = dict(presets=["system"], fs_writable=[workspace], http_allow=["GET allowed.test"])
+    r = Sandbox(http_inject_ca=bundle, **fields).run(["python3", "-c", code, bundle])
+    assert r.stdout.decode().strip() == str(host.count(marker) + 1), r.stderr
+    with open(bundle, "rb") as f:
+        assert f.read() == host
+    # Control: without it the sandbox reads the host's bundle as it is.
+    r = Sandbox(**fields).run(["python3", "-c", code, bundle])
+    assert r.stdout.decode().strip() == str(host.count(marker)), r.stderr
+    missing = os.path.join(workspace, "missing.pem")
+    with pytest.raises(PolicyError) as e:
+        Sandbox(http_inject_ca=missing, **fields)
+    assert (e.value.field, e.value.value) == ("http_inject_ca", missing)
+    with pytest.raises(PolicyError) as e:
+        Sandbox(presets=["system"], http_inject_ca=bundle)
+    assert e.value.field == "http_inject_ca"

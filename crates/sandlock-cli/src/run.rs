@@ -56,7 +56,7 @@ pub struct RunArgs {
     /// characters), e.g. "GET api.example.com/v1/*" or "* *.pypi.org". Without a port: 80 and
     /// 443. Connections to those ports of the hosts named go through sandlock's proxy, which
     /// answers any other request with 403 before it leaves; the hosts resolve inside the sandbox.
-    /// HTTPS is intercepted: the sandbox must trust the CA of --http-ca-out.
+    /// HTTPS is intercepted: the sandbox must trust the CA (--http-inject-ca, or --http-ca-out).
     #[arg(long = "http-allow", value_name = "RULE")]
     http_allow: Vec<String>,
     /// Refuse HTTP requests "METHOD HOST[:PORT][/PATH]"; wins over --http-allow. Alone, every
@@ -77,6 +77,13 @@ pub struct RunArgs {
     /// --cacert). Put it where the sandbox can read it.
     #[arg(long = "http-ca-out", value_name = "FILE")]
     http_ca_out: Option<PathBuf>,
+    /// Make the trust bundle at BUNDLE (e.g. /etc/ssl/certs/ca-certificates.crt) show, inside
+    /// the sandbox only, the host's certificates plus the sandbox's HTTPS CA, so that curl,
+    /// Python, pip and OpenSSL programs trust the interception without SSL_CERT_FILE. The host's
+    /// file is not changed; the sandbox cannot write the one it sees. Needs --http-allow or
+    /// --http-deny.
+    #[arg(long = "http-inject-ca", value_name = "BUNDLE")]
+    http_inject_ca: Option<PathBuf>,
     /// Verify upstream HTTPS servers against the CAs in this PEM file instead of the host's
     /// trust store.
     #[arg(long = "http-upstream-ca", value_name = "FILE")]
@@ -182,6 +189,8 @@ Examples:
   sandlock run -p system -w ./work --http-allow 'GET pypi.org/simple/*' \\
       --http-allow 'GET files.pythonhosted.org/packages/*' \\
       --http-ca-out ./work/ca.pem -e PIP_CERT=./work/ca.pem -- pip download requests
+  sandlock run -p system --http-allow 'GET example.com/*' \\
+      --http-inject-ca /etc/ssl/certs/ca-certificates.crt -- curl -s https://example.com/
   sandlock run -p system -w ./work --http-allow 'POST api.example.com/v1/*' \\
       --credential token=env:API_TOKEN --http-auth 'POST api.example.com/v1/* bearer token' \\
       --http-ca-out ./work/ca.pem -e SSL_CERT_FILE=./work/ca.pem -- python3 agent.py
@@ -248,6 +257,7 @@ pub fn policy(a: &RunArgs) -> anyhow::Result<Policy> {
     }
     for (field, value) in [
         ("http_ca_out", &a.http_ca_out),
+        ("http_inject_ca", &a.http_inject_ca),
         ("http_upstream_ca", &a.http_upstream_ca),
     ] {
         if let Some(p) = value {
@@ -362,6 +372,7 @@ fn flag_of(field: &str) -> &'static str {
         "http_auth" => "http-auth",
         "credentials" => "credential",
         "http_ca_out" => "http-ca-out",
+        "http_inject_ca" => "http-inject-ca",
         "http_upstream_ca" => "http-upstream-ca",
         "extra_deny_syscalls" => "deny-syscall",
         "timeout" => "timeout",

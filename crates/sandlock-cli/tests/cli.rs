@@ -278,6 +278,19 @@ fn http_rules_and_credentials_from_the_command_line() {
             "--credential",
         ),
         (vec!["--http-ca-out", "/tmp/x.pem"], "--http-ca-out"),
+        (
+            vec!["--http-inject-ca", "/etc/ssl/certs/ca-certificates.crt"],
+            "--http-inject-ca",
+        ),
+        (
+            vec![
+                "--http-allow",
+                "GET h.test",
+                "--http-inject-ca",
+                "/nonexistent/bundle.pem",
+            ],
+            "--http-inject-ca (http_inject_ca: \"/nonexistent/bundle.pem\": no such file",
+        ),
     ] {
         let mut a = vec!["run", "-p", "system"];
         a.extend(args);
@@ -445,6 +458,11 @@ fn help_teaches_with_examples() {
     assert!(h.contains("--net-allow") && h.contains("--max-memory"));
     assert!(
         h.contains("--http-allow") && h.contains("--credential") && h.contains("--http-ca-out")
+    );
+    assert!(
+        h.contains("--http-inject-ca <BUNDLE>")
+            && h.contains("--http-inject-ca /etc/ssl/certs/ca-certificates.crt"),
+        "{h}"
     );
     assert!(
         h.contains("--fs-mount <VIRT:HOST[:ro]>") && h.contains("--private-tmp"),
@@ -724,4 +742,46 @@ fn cgroup_require_fails_closed_naming_the_stage_or_enforces_in_the_kernel() {
     let o = sandlock(&["run", "-p", "system", "--cgroup", "sometimes", "--", "true"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("require"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_injected_ca_is_in_the_bundle_the_sandbox_reads_and_not_in_the_hosts() {
+    let bundle = "/etc/ssl/certs/ca-certificates.crt";
+    let Ok(host) = std::fs::read_to_string(bundle) else {
+        println!("SKIP --http-inject-ca: {bundle} is missing");
+        return;
+    };
+    let count = |t: &str| t.matches("-----BEGIN CERTIFICATE-----").count();
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--http-allow",
+        "GET allowed.test",
+        "--http-inject-ca",
+        bundle,
+        "--",
+        "python3",
+        "-c",
+        "import sys; print(open(sys.argv[1]).read().count('-----BEGIN CERTIFICATE-----'))",
+        bundle,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), (count(&host) + 1).to_string());
+    assert_eq!(std::fs::read_to_string(bundle).unwrap(), host);
+    // Control: without the flag, the sandbox reads the host's bundle as it is.
+    let o = sandlock(&[
+        "run",
+        "-p",
+        "system",
+        "--http-allow",
+        "GET allowed.test",
+        "--",
+        "python3",
+        "-c",
+        "import sys; print(open(sys.argv[1]).read().count('-----BEGIN CERTIFICATE-----'))",
+        bundle,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), count(&host).to_string());
 }

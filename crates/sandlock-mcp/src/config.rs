@@ -785,6 +785,8 @@ mod tests {
             presets = ["system"]
             max_memory = "64M"
             net_allow = [":443"]
+            http_allow = ["GET pypi.org/simple/*"]
+            http_inject_ca = "/etc/ssl/certs/ca-certificates.crt"
             "#,
         )
         .unwrap();
@@ -802,6 +804,10 @@ mod tests {
         assert_eq!(c.shell_policy.max_memory, Some(ByteSize::mib(64)));
         assert_eq!(c.python_policy.max_memory, Some(ByteSize::mib(128)));
         assert_eq!(c.shell_policy.net_allow, vec![":443".to_string()]);
+        assert_eq!(
+            c.shell_policy.http_inject_ca,
+            Some(PathBuf::from("/etc/ssl/certs/ca-certificates.crt"))
+        );
         assert_eq!(c.python_policy.max_disk, Some(ByteSize::mib(10)));
         assert_eq!(c.python_start, PythonStart::Fresh);
         assert_eq!(c.fork_idle, Duration::from_secs(45));

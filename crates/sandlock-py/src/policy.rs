@@ -13,9 +13,10 @@ use crate::errors;
 ///
 /// Keyword arguments are the core schema's fields (`fs_readable`, `fs_writable`, `presets`, `cwd`,
 /// `env`, `pass_env`, `net_allow`, `net_deny`, `net_allow_bind`, `http_allow`, `http_deny`,
-/// `http_auth`, `credentials`, `http_ca_out`, `http_upstream_ca`, `extra_deny_syscalls`, `best_effort`,
-/// `timeout`, `max_memory`, `max_processes`, `max_threads`, `max_cpu`, `max_output`, `max_file_size`,
-/// `max_open_files`, `max_disk`, `cgroup`, `cgroup_parent`, `fs_mount`, `private_tmp`). An unknown
+/// `http_auth`, `credentials`, `http_ca_out`, `http_inject_ca`, `http_upstream_ca`,
+/// `extra_deny_syscalls`, `best_effort`, `timeout`, `max_memory`, `max_processes`, `max_threads`,
+/// `max_cpu`, `max_output`, `max_file_size`, `max_open_files`, `max_disk`, `cgroup`,
+/// `cgroup_parent`, `fs_mount`, `private_tmp`). An unknown
 /// field or a bad value raises `PolicyError` naming both. Everything not granted is denied: a policy with no paths can run nothing, so most
 /// policies start with `presets=["system"]` (what `python3`, `sh` and `node` need to start).
 #[pyclass(name = "Policy", module = "sandlock", frozen, eq)]

@@ -8,13 +8,17 @@
 //!   then grant the real directory the view hides, and a thread that swaps a virtual path for a
 //!   real one between the supervisor's look and the kernel's would reach it.
 //!
+//! One exception: a read-only file mount ([`FileMount`], the trust bundle of `http_inject_ca`) may
+//! lie beneath a policy path. It holds public data, so a thread that races the supervisor to the
+//! real file gains nothing but the host's own file (`docs/security.md`).
+//!
 //! What is added:
 //! - each HOST as a Landlock rule (read-write, or read-only for `HOST:ro`);
 //! - a policy path beneath a VIRT is shown at its own path (an identity mount), as is a HOST
 //!   that lies beneath a VIRT (the private `/tmp` lives in the host's `/tmp`), so the real path
 //!   of every directory the sandbox may use stays usable;
 //! - the skeleton: a read-only directory tree with every ancestor of every VIRT, which serves
-//!   the ones the host (or an enclosing mount) lacks.
+//!   the ones the host (or an enclosing mount) lacks, and holds the files of file mounts.
 
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
@@ -24,7 +28,7 @@ use std::sync::Arc;
 
 use super::cow::Cow;
 use super::tmp::{self, PrivateTmp, TempTree};
-use super::view::{Kind, Mount, View};
+use super::view::{Alias, Kind, Mount, View};
 use crate::error::{PolicyError, SandboxError, Stage};
 use crate::plan::{Access, PathRule};
 use crate::policy::Policy;
@@ -58,6 +62,18 @@ impl RunParts {
 /// Where `private_tmp` mounts its directory.
 pub(crate) const PRIVATE_TMP: [&str; 2] = ["/tmp", "/var/tmp"];
 
+/// A file the sandbox sees at paths of its own, read-only, whatever the host has there (the host's
+/// file stays as it is). The file is made once per sandbox in the skeleton's tree, which the
+/// sandbox is not granted, and removed with it.
+#[derive(Debug)]
+pub(crate) struct FileMount {
+    /// The policy field it comes from, for errors.
+    pub(crate) field: &'static str,
+    /// Where the sandbox sees it (absolute); the same file at each.
+    pub(crate) virts: Vec<PathBuf>,
+    pub(crate) contents: Vec<u8>,
+}
+
 /// One mount before its directory is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
@@ -88,6 +104,8 @@ pub(crate) struct ViewPlan {
     workdir: Option<(PathBuf, PathBuf, Arc<OwnedFd>)>,
     /// Landlock rules the view needs: each HOST.
     pub(crate) rules: Vec<PathRule>,
+    /// The host files that file mounts are shown over.
+    aliases: Arc<Vec<Alias>>,
 }
 
 /// A mount point: absolute, without `..`, not `/`, not under `/proc`.
@@ -218,14 +236,51 @@ fn held(e: &Entry) -> Result<Arc<Mount>, SandboxError> {
     }))
 }
 
+/// The mount of the file the skeleton holds for `virt`.
+fn file_mount(tree: &TempTree, virt: &Path) -> Result<Arc<Mount>, SandboxError> {
+    let host = tree.path().join(virt.strip_prefix("/").unwrap_or(virt));
+    let dir = host.parent().unwrap_or(tree.path());
+    let root = open_root(dir, false).map_err(|err| {
+        SandboxError::io(
+            Stage::Prepare,
+            &err,
+            "cannot open the directory of a file the view shows (in the temporary directory)",
+        )
+        .with_detail(dir.display().to_string())
+    })?;
+    Ok(Arc::new(Mount {
+        virt: virt.to_path_buf(),
+        host,
+        root: Arc::new(root),
+        access: Access::Read,
+        kind: Kind::File,
+        cow: None,
+    }))
+}
+
 impl ViewPlan {
-    /// The view `policy` asks for, or `None`. `paths` are the policy's resolved path rules.
+    /// The view `policy` asks for, or `None`. `paths` are the policy's resolved path rules;
+    /// `files` are shown besides the policy's own mounts.
     pub(crate) fn new(
         policy: &Policy,
         paths: &[PathRule],
+        files: &[FileMount],
     ) -> Result<Option<ViewPlan>, crate::Error> {
-        if policy.fs_mount.is_empty() && !policy.private_tmp && policy.workdir.is_none() {
+        if policy.fs_mount.is_empty()
+            && !policy.private_tmp
+            && policy.workdir.is_none()
+            && files.is_empty()
+        {
             return Ok(None);
+        }
+        let mut file_virts: Vec<(PathBuf, &[u8])> = Vec::new();
+        for f in files {
+            for v in &f.virts {
+                let v = virt_path(f.field, v)?;
+                if !file_virts.iter().any(|(w, _)| *w == v) {
+                    file_virts.push((v, f.contents.as_slice()));
+                }
+            }
         }
         let mut binds: Vec<Entry> = Vec::new();
         for (virt, spec) in &policy.fs_mount {
@@ -261,7 +316,11 @@ impl ViewPlan {
                         PolicyError::new("workdir", shown.clone(), "not an existing directory")
                     })?;
                 let virt = absolute(w);
-                if virts.iter().any(|v| v.starts_with(&virt) || virt == *v) {
+                if virts
+                    .iter()
+                    .chain(file_virts.iter().map(|(v, _)| v))
+                    .any(|v| v.starts_with(&virt) || virt == *v)
+                {
                     return Err(PolicyError::new(
                         "workdir",
                         shown,
@@ -369,7 +428,7 @@ impl ViewPlan {
 
         // The skeleton: every strict ancestor of every VIRT, so that missing ones can be served.
         let mut ancestors: Vec<PathBuf> = Vec::new();
-        for v in &virts {
+        for v in virts.iter().chain(file_virts.iter().map(|(v, _)| v)) {
             for a in v.ancestors().skip(1) {
                 if a != Path::new("/") && !ancestors.iter().any(|x| x == a) {
                     ancestors.push(a.to_path_buf());
@@ -391,10 +450,15 @@ impl ViewPlan {
                 .chain(per_run.as_deref())
                 .any(|p| p.starts_with(a))
         };
+        // Only a file mount's ancestors can lie beneath a policy path (any other VIRT there was
+        // refused above): those are the real directories, as granted.
+        let granted_at = |a: &Path| paths.iter().any(|r| a.starts_with(&r.path));
         let missing: Vec<PathBuf> = ancestors
             .iter()
             .filter(|a| {
-                outside_mounts(a) && (std::fs::symlink_metadata(a).is_err() || !granted_beneath(a))
+                outside_mounts(a)
+                    && (std::fs::symlink_metadata(a).is_err()
+                        || !(granted_beneath(a) || granted_at(a)))
             })
             .cloned()
             .collect();
@@ -404,10 +468,10 @@ impl ViewPlan {
         let mut entries: Vec<Entry> = binds.clone();
         entries.extend(identities);
         let mut skeleton_tree = None;
-        if !missing.is_empty() || nested {
+        if !missing.is_empty() || nested || !file_virts.is_empty() {
             // The mount points themselves too, so that listing their parent shows them.
             let dirs: Vec<PathBuf> = ancestors.iter().chain(&virts).cloned().collect();
-            let tree = tmp::skeleton(&dirs).map_err(|e| {
+            let tree = tmp::skeleton(&dirs, &file_virts).map_err(|e| {
                 SandboxError::io(
                     Stage::Prepare,
                     &e,
@@ -431,7 +495,24 @@ impl ViewPlan {
             });
             skeleton_tree = Some(Arc::new(tree));
         }
-        let mounts = entries.iter().map(held).collect::<Result<Vec<_>, _>>()?;
+        let aliases: Vec<Alias> = file_virts
+            .iter()
+            .filter_map(|(virt, _)| {
+                use std::os::unix::fs::MetadataExt;
+                let m = std::fs::metadata(virt).ok()?;
+                Some(Alias {
+                    dev: m.dev(),
+                    ino: m.ino(),
+                    virt: virt.clone(),
+                })
+            })
+            .collect();
+        let mut mounts = entries.iter().map(held).collect::<Result<Vec<_>, _>>()?;
+        if let Some(tree) = &skeleton_tree {
+            for (virt, _) in &file_virts {
+                mounts.push(file_mount(tree, virt)?);
+            }
+        }
         let mut rules: Vec<PathRule> = entries
             .iter()
             .filter(|e| e.kind == Kind::Bind)
@@ -483,6 +564,7 @@ impl ViewPlan {
             roots: Arc::new(roots),
             workdir,
             rules,
+            aliases: Arc::new(aliases),
         }))
     }
 
@@ -565,6 +647,7 @@ impl ViewPlan {
                 missing: self.missing.clone(),
                 skeleton,
                 roots: self.roots.clone(),
+                aliases: self.aliases.clone(),
                 _tree: self.skeleton_tree.clone(),
             },
             private_tmp: private,

@@ -77,15 +77,21 @@ pub(crate) fn remove_tree(dir: &Path) {
 }
 
 /// The skeleton: `<tmp>/sandlock-view-XXXXXX` with a read-only directory for every path in
-/// `dirs` (absolute), at the same place below it.
-pub(crate) fn skeleton(dirs: &[PathBuf]) -> std::io::Result<TempTree> {
+/// `dirs` (absolute), and a read-only file with its contents for every path in `files`, at the
+/// same place below it.
+pub(crate) fn skeleton(dirs: &[PathBuf], files: &[(PathBuf, &[u8])]) -> std::io::Result<TempTree> {
     let tree = TempTree::new("sandlock-view-")?;
+    let below = |a: &Path| tree.path().join(a.strip_prefix("/").unwrap_or(a));
     let mut made: Vec<PathBuf> = Vec::new();
     for a in dirs {
-        let rel = a.strip_prefix("/").unwrap_or(a);
-        let d = tree.path().join(rel);
+        let d = below(a);
         std::fs::create_dir_all(&d)?;
         made.push(d);
+    }
+    for (path, contents) in files {
+        let f = below(path);
+        std::fs::write(&f, contents)?;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o444))?;
     }
     // Deepest first does not matter for chmod, but the tree must be complete before.
     for d in &made {
@@ -164,10 +170,20 @@ mod tests {
 
     #[test]
     fn the_skeleton_mirrors_ancestors_read_only() {
-        let s = skeleton(&[PathBuf::from("/mnt"), PathBuf::from("/mnt/x")]).unwrap();
+        let s = skeleton(
+            &[PathBuf::from("/mnt"), PathBuf::from("/mnt/x")],
+            &[(PathBuf::from("/mnt/f"), b"pem".as_slice())],
+        )
+        .unwrap();
         let m = std::fs::metadata(s.path().join("mnt/x")).unwrap();
         assert!(m.is_dir());
         assert_eq!(m.permissions().mode() & 0o777, 0o555);
+        let f = s.path().join("mnt/f");
+        assert_eq!(std::fs::read(&f).unwrap(), b"pem");
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
         let p = s.path().to_path_buf();
         drop(s);
         assert!(!p.exists());

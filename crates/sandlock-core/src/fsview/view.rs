@@ -22,6 +22,10 @@ pub(crate) enum Kind {
     /// The copy-on-write work directory (`workdir`): `virt` is the directory as named, `host` the
     /// directory itself (the lower layer), and [`Mount::cow`] its layers.
     Cow,
+    /// One read-only file shown at `virt` (the trust bundle of `http_inject_ca`): `host` is the
+    /// file, in the skeleton's tree, and `root` the directory that holds it. Nothing lies beneath
+    /// it (`ENOTDIR`).
+    File,
 }
 
 /// One entry of the mount table.
@@ -29,15 +33,27 @@ pub(crate) enum Kind {
 pub(crate) struct Mount {
     /// Where the sandbox sees it (absolute, normalised).
     pub(crate) virt: PathBuf,
-    /// The host directory (canonical).
+    /// The host directory (canonical), or the file of a [`Kind::File`] mount.
     pub(crate) host: PathBuf,
-    /// `host`, held open (`O_PATH`) since the plan (or the run, for the private `/tmp`): the
-    /// directory acted beneath, even if the host path is renamed or replaced meanwhile.
+    /// `host` (the directory that holds it, for a [`Kind::File`] mount), held open (`O_PATH`)
+    /// since the plan (or the run, for the private `/tmp`): the directory acted beneath, even if
+    /// the host path is renamed or replaced meanwhile.
     pub(crate) root: Arc<OwnedFd>,
     pub(crate) access: Access,
     pub(crate) kind: Kind,
     /// The layers of a [`Kind::Cow`] mount.
     pub(crate) cow: Option<Arc<super::cow::Cow>>,
+}
+
+/// The host file a [`Kind::File`] mount is shown over, known by its identity: a path that reaches
+/// that file another way (a symlink outside the view, such as OpenSSL's `cert.pem`) is given the
+/// mount's file too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Alias {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    /// The mount point.
+    pub(crate) virt: PathBuf,
 }
 
 /// The mount table of one run.
@@ -50,6 +66,8 @@ pub(crate) struct View {
     pub(crate) skeleton: Option<usize>,
     /// The policy's own paths, held open (kind [`Kind::Policy`]).
     pub(crate) roots: Arc<Vec<Arc<Mount>>>,
+    /// The host files that file mounts are shown over.
+    pub(crate) aliases: Arc<Vec<Alias>>,
     /// Keeps the skeleton's directories until the last view that uses them is gone.
     pub(crate) _tree: Option<Arc<super::tmp::TempTree>>,
 }

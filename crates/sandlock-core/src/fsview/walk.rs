@@ -288,6 +288,9 @@ impl View {
             }
             return Ok(Pos::Real);
         };
+        if self.mounts[m].kind == Kind::File {
+            return Err(libc::ENOTDIR);
+        }
         if let Some(cow) = &self.mounts[m].cow {
             return match cow.find(rest)?.0 {
                 super::cow::Node::Dir => Ok(Pos::Cow(m, rest.to_path_buf())),
@@ -339,6 +342,19 @@ impl View {
         }
     }
 
+    /// The file of the [`Kind::File`] mount `m`, as a name in the directory held for it.
+    fn file_spot(&self, m: usize) -> Result<Spot, i32> {
+        let mount = self.index(m).clone();
+        let name = cname(mount.host.file_name().ok_or(libc::EIO)?)?;
+        Ok(Spot {
+            dir: Dir::Root(mount.root.clone()),
+            name: Some(name),
+            host: mount.host.clone(),
+            is_root: true,
+            mount,
+        })
+    }
+
     /// Resolves `path` of task `tid`, relative paths from `base`.
     pub(crate) fn resolve(
         &self,
@@ -347,6 +363,36 @@ impl View {
         path: &[u8],
         last: Last,
     ) -> Result<Resolved, i32> {
+        let r = self.walk(tid, base, path, last)?;
+        match &r.place {
+            Place::Real(p) if last == Last::Follow && !self.aliases.is_empty() => {
+                match self.alias_of(p) {
+                    Some(m) => Ok(Resolved {
+                        place: Place::Mount(self.file_spot(m)?),
+                        same_as_kernel: false,
+                        dir_only: r.dir_only,
+                    }),
+                    None => Ok(r),
+                }
+            }
+            _ => Ok(r),
+        }
+    }
+
+    /// The file mount whose host file the real path `p` leads to (through symlinks the kernel
+    /// would follow), if any.
+    fn alias_of(&self, p: &Path) -> Option<usize> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(p).ok()?;
+        let a = self
+            .aliases
+            .iter()
+            .find(|a| a.dev == m.dev() && a.ino == m.ino())?;
+        self.mount_at(&a.virt)
+    }
+
+    /// [`View::resolve`] without the aliases of file mounts.
+    fn walk(&self, tid: u32, base: Base, path: &[u8], last: Last) -> Result<Resolved, i32> {
         if path.is_empty() {
             return Err(libc::ENOENT);
         }
@@ -419,6 +465,17 @@ impl View {
             }
             let next = vpath.join(&c);
             if let Some(m) = self.mount_at(&next) {
+                if self.mounts[m].kind == Kind::File {
+                    // A file: nothing beneath it, not even `.` or `..`.
+                    if !is_last || dir_only {
+                        return Err(libc::ENOTDIR);
+                    }
+                    return Ok(Resolved {
+                        place: Place::Mount(self.file_spot(m)?),
+                        same_as_kernel: false,
+                        dir_only,
+                    });
+                }
                 same = clean && self.mounts[m].kind == Kind::Identity;
                 vpath = next;
                 pos = if self.mounts[m].cow.is_some() {

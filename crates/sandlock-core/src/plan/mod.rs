@@ -130,7 +130,15 @@ impl SandboxPlan {
     /// command.
     pub(crate) fn new(policy: Policy, kernel: KernelSupport) -> Result<SandboxPlan, Error> {
         let mut paths = resolve_paths(&policy)?;
-        let view = crate::fsview::ViewPlan::new(&policy, &paths)?;
+        let http = crate::net::proxy::rules::HttpRules::parse(
+            &policy.http_allow,
+            &policy.http_deny,
+            &policy.http_auth,
+        )?;
+        // Made before the view, which shows its certificate in the bundle of `http_inject_ca`.
+        let authority = crate::net::proxy::authority(&policy, &http)?;
+        let files = crate::net::proxy::injected_bundle(&policy, authority.as_ref())?;
+        let view = crate::fsview::ViewPlan::new(&policy, &paths, files.as_slice())?;
         if let Some(v) = &view {
             paths.extend(v.rules.iter().cloned());
         }
@@ -144,11 +152,6 @@ impl SandboxPlan {
                 .all(|r| r.host == crate::net::rules::HostPattern::Any)
             && allow.iter().map(|r| r.ports.count()).sum::<usize>() <= 4096)
             .then(|| allow.iter().map(|r| r.ports).collect());
-        let http = crate::net::proxy::rules::HttpRules::parse(
-            &policy.http_allow,
-            &policy.http_deny,
-            &policy.http_auth,
-        )?;
         let net = crate::net::NetPolicy::new(allow, deny, &http);
         let bind = parse_list(
             &policy.net_allow_bind,
@@ -238,14 +241,19 @@ impl SandboxPlan {
             return Err(SandboxError::new(
                 Stage::Unsupported,
                 None,
-                "fs_mount and private_tmp need seccomp user notification (Linux 5.0), which this \
+                "fs_mount, private_tmp, workdir and http_inject_ca need seccomp user notification (Linux 5.0), which this \
                  kernel or the host's seccomp profile does not offer; run `sandlock check`",
             )
             .into());
         }
         let mut view_filter = None;
         let reach: Vec<PathBuf> = paths.iter().map(|r| r.path.clone()).collect();
-        let proxy = crate::net::proxy::for_policy(&policy, http, &net, &reach, notify)?;
+        let proxy = match authority {
+            Some(a) => Some(crate::net::proxy::for_policy(
+                &policy, http, a, &net, &reach, notify,
+            )?),
+            None => None,
+        };
         let filter = if kernel.supports(Protection::Seccomp) {
             let spec = seccomp::SeccompPolicy {
                 tcp,

@@ -75,6 +75,11 @@ pub struct Policy {
     /// Where to write the certificate of the sandbox's HTTPS authority (PEM), for programs that
     /// take extra CAs from a file (`NODE_EXTRA_CA_CERTS`, `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`).
     pub http_ca_out: Option<PathBuf>,
+    /// A trust bundle the sandbox reads (e.g. `/etc/ssl/certs/ca-certificates.crt`): inside, that
+    /// path shows the host's file plus the certificate of the sandbox's HTTPS authority, so that
+    /// programs trust the interception without `SSL_CERT_FILE`. The host's file is not changed.
+    /// Needs `http_allow` or `http_deny`.
+    pub http_inject_ca: Option<PathBuf>,
     /// A PEM bundle of the CAs the proxy trusts for upstream HTTPS servers, instead of the host's
     /// trust store.
     pub http_upstream_ca: Option<PathBuf>,
@@ -155,10 +160,10 @@ macro_rules! policy_fields {
     ($m:ident) => {
         $m! {
             fs_readable, fs_writable, presets, cwd, env, pass_env, net_allow, net_deny, net_allow_bind,
-            http_allow, http_deny, http_auth, credentials, http_ca_out, http_upstream_ca,
-            extra_deny_syscalls, best_effort, timeout, max_memory, max_processes, max_threads, max_cpu,
-            max_output, max_file_size, max_open_files, max_disk, cgroup, cgroup_parent, fs_mount,
-            private_tmp, workdir, commit
+            http_allow, http_deny, http_auth, credentials, http_ca_out, http_inject_ca,
+            http_upstream_ca, extra_deny_syscalls, best_effort, timeout, max_memory, max_processes,
+            max_threads, max_cpu, max_output, max_file_size, max_open_files, max_disk, cgroup,
+            cgroup_parent, fs_mount, private_tmp, workdir, commit
         }
     };
 }

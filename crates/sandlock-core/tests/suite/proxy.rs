@@ -583,3 +583,224 @@ fn bad_http_rules_are_refused_naming_the_field() {
             .starts_with("-----BEGIN CERTIFICATE-----")
     );
 }
+
+/// The system trust bundle, if this machine has the Debian one.
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+fn pem_blocks(text: &str) -> usize {
+    text.matches("-----BEGIN CERTIFICATE-----").count()
+}
+
+/// The per-sandbox copies of a bundle that hold `ca_pem` (in the view's tree, in the temporary
+/// directory).
+fn injected_copies(ca_pem: &str) -> Vec<std::path::PathBuf> {
+    let tree = std::env::temp_dir();
+    std::fs::read_dir(&tree)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("sandlock-view-")
+        })
+        .map(|e| e.path().join(SYSTEM_BUNDLE.trim_start_matches('/')))
+        .filter(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(ca_pem.trim())))
+        .collect()
+}
+
+#[test]
+fn an_injected_ca_is_trusted_without_any_variable_and_the_host_bundle_is_untouched() {
+    if !test_names_present("http_inject_ca") {
+        return;
+    }
+    let Ok(host_bytes) = std::fs::read(SYSTEM_BUNDLE) else {
+        skip("http_inject_ca", &format!("{SYSTEM_BUNDLE} is missing"));
+        return;
+    };
+    let host_mtime = std::fs::metadata(SYSTEM_BUNDLE)
+        .unwrap()
+        .modified()
+        .unwrap();
+    let (ca_pem, server) = test_pki();
+    let up = Upstream::start(ALLOWED.1, 0, "tls", Some(server));
+    let p = up.port;
+    let (ws, host) = (Ws::new(), Ws::new());
+    std::fs::write(host.join("upstream-ca.pem"), &ca_pem).unwrap();
+    let mut pol = policy(&ws);
+    pol.http_allow = vec![format!("GET {}:{p}/ok/*", ALLOWED.0)];
+    pol.http_upstream_ca = Some(host.join("upstream-ca.pem"));
+    // Where this test finds the sandbox's authority; the sandbox is not told about it.
+    pol.http_ca_out = Some(host.join("sandbox-ca.pem"));
+    let url = format!("https://{}:{p}/ok/1", ALLOWED.0);
+
+    // Control: without the flag, the default trust store does not hold the sandbox's authority.
+    let o = py(&pol, &requests(&[("GET", url.clone())], None));
+    assert!(
+        out(&o).contains("CERTIFICATE_VERIFY_FAILED"),
+        "{} {}",
+        out(&o),
+        err(&o)
+    );
+    assert!(up.lines().is_empty(), "{:?}", up.lines());
+
+    pol.http_inject_ca = Some(SYSTEM_BUNDLE.into());
+    let sandbox = Sandbox::new(pol.clone()).unwrap();
+    let ours = std::fs::read_to_string(host.join("sandbox-ca.pem")).unwrap();
+    let run = |argv: &[&str]| {
+        sandbox
+            .run(Command::new(argv.iter().copied()))
+            .expect("run")
+    };
+    // Python's ssl.create_default_context() (OpenSSL opens /usr/lib/ssl/cert.pem, a symlink to
+    // the bundle) and curl (which opens the bundle by its own path), without SSL_CERT_FILE.
+    let o = run(&["python3", "-c", &requests(&[("GET", url.clone())], None)]);
+    ok(&o);
+    assert_eq!(out(&o), "200 tls says hi", "{}", err(&o));
+    if std::path::Path::new("/usr/bin/curl").exists() {
+        let o = run(&["/usr/bin/curl", "-sS", "--max-time", "30", &url]);
+        ok(&o);
+        assert_eq!(out(&o), "tls says hi", "{}", err(&o));
+    } else {
+        skip("http_inject_ca with curl", "/usr/bin/curl is missing");
+    }
+    assert_eq!(up.lines(), ["GET /ok/1 HTTP/1.1", "GET /ok/1 HTTP/1.1"]);
+
+    // What the sandbox reads there: the host's certificates, then the authority; a read-only
+    // file, listed once, with nothing beneath it.
+    let look = r#"
+import os, sys
+b = sys.argv[1]
+text = open(b).read()
+print(text.count("-----BEGIN CERTIFICATE-----"), text.rstrip().endswith(sys.argv[2].strip()))
+print(open("/usr/lib/ssl/cert.pem").read() == text if os.path.exists("/usr/lib/ssl/cert.pem") else True)
+print(os.stat(b).st_size == len(text.encode()), os.listdir(os.path.dirname(b)).count(os.path.basename(b)))
+for how in (lambda: open(b, "a"), lambda: os.open(b + "/x", os.O_RDONLY), lambda: os.unlink(b)):
+    try:
+        how()
+        print("allowed")
+    except OSError as e:
+        print(e.strerror)
+"#;
+    let o = run(&["python3", "-c", look, SYSTEM_BUNDLE, &ours]);
+    ok(&o);
+    let host_text = String::from_utf8_lossy(&host_bytes);
+    assert_eq!(
+        lines(&o),
+        [
+            format!("{} True", pem_blocks(&host_text) + 1),
+            "True".to_string(),
+            "True 1".to_string(),
+            "Read-only file system".to_string(),
+            "Not a directory".to_string(),
+            "Read-only file system".to_string(),
+        ],
+        "{}",
+        err(&o)
+    );
+
+    // The host's file is as it was; the sandbox's copy goes with the sandbox.
+    assert_eq!(injected_copies(&ours).len(), 1);
+    drop(sandbox);
+    assert!(injected_copies(&ours).is_empty());
+    assert_eq!(std::fs::read(SYSTEM_BUNDLE).unwrap(), host_bytes);
+    assert_eq!(
+        std::fs::metadata(SYSTEM_BUNDLE)
+            .unwrap()
+            .modified()
+            .unwrap(),
+        host_mtime
+    );
+}
+
+#[test]
+fn a_write_raced_onto_the_injected_bundle_never_reaches_the_host_file() {
+    let ws = Ws::new();
+    let Some(exe) = build_c(ws.path(), "standin_races") else {
+        return;
+    };
+    let (ca_pem, _) = test_pki();
+    let trust = Ws::new();
+    let bundle = trust.join("bundle.pem");
+    std::fs::write(&bundle, &ca_pem).unwrap();
+    std::fs::write(ws.join("ok"), "fine").unwrap();
+    let mut p = policy(&ws);
+    p.fs_readable.push(trust.path().to_path_buf());
+    p.http_allow = vec![format!("GET {}", ALLOWED.0)];
+    p.http_inject_ca = Some(bundle.clone());
+    // The buffer flips between a workspace file the kernel may write and the bundle, which the
+    // supervisor serves read-only; a flip after its look reaches the host file, which Landlock
+    // grants read-only.
+    let o = run(
+        &p,
+        &[
+            exe.to_str().unwrap(),
+            "overwrite",
+            &ws.s("ok"),
+            bundle.to_str().unwrap(),
+            "20000",
+        ],
+    );
+    assert!(out(&o).starts_with("done"), "{} {}", out(&o), err(&o));
+    assert!(!out(&o).contains("(0 writes)"), "{}", out(&o));
+    assert_eq!(std::fs::read_to_string(&bundle).unwrap(), ca_pem);
+    // Control: granted read-write, the same race overwrites the host's file.
+    let mut rw = p.clone();
+    rw.fs_readable.pop();
+    rw.fs_writable.push(trust.path().to_path_buf());
+    rw.http_inject_ca = None;
+    rw.http_allow.clear();
+    let o = run(
+        &rw,
+        &[
+            exe.to_str().unwrap(),
+            "overwrite",
+            &ws.s("ok"),
+            bundle.to_str().unwrap(),
+            "20000",
+        ],
+    );
+    assert!(out(&o).starts_with("done"), "{} {}", out(&o), err(&o));
+    assert_ne!(std::fs::read_to_string(&bundle).unwrap(), ca_pem);
+}
+
+#[test]
+fn a_bad_bundle_to_inject_is_refused_naming_the_field_and_path() {
+    let ws = Ws::new();
+    let make = |f: &dyn Fn(&mut Policy)| {
+        let mut p = policy(&ws);
+        p.http_allow = vec!["GET allowed.test".into()];
+        f(&mut p);
+        match Sandbox::new(p) {
+            Err(sandlock_core::Error::Policy(e)) => e,
+            Err(e) => panic!("not a policy error: {e}"),
+            Ok(_) => panic!("accepted"),
+        }
+    };
+    std::fs::write(ws.join("empty.pem"), "# no certificates\n").unwrap();
+    for (path, why) in [
+        (ws.join("missing.pem"), "no such file"),
+        (ws.path().to_path_buf(), "not a regular file"),
+        (ws.join("empty.pem"), "holds no PEM certificate"),
+    ] {
+        let e = make(&|p| p.http_inject_ca = Some(path.clone()));
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("http_inject_ca", path.to_str().unwrap())
+        );
+        assert!(e.reason.contains(why), "{e}");
+    }
+    // Without HTTP rules there is no authority to inject.
+    let e = make(&|p| {
+        p.http_allow.clear();
+        p.http_inject_ca = Some(SYSTEM_BUNDLE.into());
+    });
+    assert_eq!(e.field, "http_inject_ca");
+    assert!(e.reason.contains("without http_allow or http_deny"), "{e}");
+    // Control: a bundle with a certificate makes a sandbox.
+    let (ca_pem, _) = test_pki();
+    std::fs::write(ws.join("good.pem"), ca_pem).unwrap();
+    let mut good = policy(&ws);
+    good.http_allow = vec!["GET allowed.test".into()];
+    good.http_inject_ca = Some(ws.join("good.pem"));
+    Sandbox::new(good).unwrap();
+}

@@ -1,7 +1,8 @@
 //! The HTTP proxy behind `http_allow`, `http_deny` and `http_auth`.
 //!
 //! What it owns: the rules ([`rules`]), the credentials it adds ([`credentials`]), the TLS
-//! interception ([`tls`]) and the forwarding itself ([`serve`]).
+//! interception ([`tls`]), the trust bundle it has the view show ([`bundle`]) and the forwarding
+//! itself ([`serve`]).
 //!
 //! **How connections reach it.** Transparently: the sandbox connects to a host as usual, and the
 //! supervisor's connect emulation (`supervisor/connect.rs`), which decides every TCP connect,
@@ -27,6 +28,7 @@
 //! `net_deny` address), over TLS verified against the host's trust store when the sandbox spoke
 //! TLS.
 
+pub(crate) mod bundle;
 pub(crate) mod credentials;
 pub(crate) mod rules;
 mod serve;
@@ -47,21 +49,19 @@ use crate::policy::Policy;
 use crate::sys;
 use rules::{HttpHost, HttpRules};
 
-/// The proxy `policy` needs, started (`None` when it has no HTTP rules). `readable` are the
-/// canonical paths the sandbox may read or write beneath (no credential file may lie there);
-/// `notify` says whether the supervisor decides connects at all (the proxy depends on it).
-pub(crate) fn for_policy(
+/// The certificate authority of the sandbox's proxy (`None` when the policy has no HTTP rules,
+/// and then no field that only the proxy uses). Made before the proxy starts: the filesystem
+/// view, planned first, shows its certificate ([`bundle`]).
+pub(crate) fn authority(
     policy: &Policy,
-    rules: HttpRules,
-    net: &NetPolicy,
-    readable: &[PathBuf],
-    notify: bool,
-) -> Result<Option<Arc<Proxy>>, Error> {
+    rules: &HttpRules,
+) -> Result<Option<tls::Authority>, Error> {
     if !rules.any() {
         let unused = [
             ("http_auth", !policy.http_auth.is_empty()),
             ("credentials", !policy.credentials.is_empty()),
             ("http_ca_out", policy.http_ca_out.is_some()),
+            (bundle::FIELD, policy.http_inject_ca.is_some()),
             ("http_upstream_ca", policy.http_upstream_ca.is_some()),
         ];
         if let Some((field, _)) = unused.iter().find(|(_, set)| *set) {
@@ -75,6 +75,37 @@ pub(crate) fn for_policy(
         }
         return Ok(None);
     }
+    let authority = tls::Authority::new().map_err(|e| SandboxError::new(Stage::Proxy, None, e))?;
+    Ok(Some(authority))
+}
+
+/// The file `http_inject_ca` has the view show: the bundle it names with `authority` added.
+pub(crate) fn injected_bundle(
+    policy: &Policy,
+    authority: Option<&tls::Authority>,
+) -> Result<Option<crate::fsview::spec::FileMount>, Error> {
+    let (Some(path), Some(authority)) = (&policy.http_inject_ca, authority) else {
+        return Ok(None);
+    };
+    Ok(Some(crate::fsview::spec::FileMount {
+        field: bundle::FIELD,
+        virts: bundle::paths(path),
+        contents: bundle::injected(path, authority.ca_pem())?,
+    }))
+}
+
+/// The proxy of a policy with HTTP rules, started with `authority` (see [`authority`]).
+/// `readable` are the canonical paths the sandbox may read or write beneath (no credential file
+/// may lie there); `notify` says whether the supervisor decides connects at all (the proxy depends
+/// on it).
+pub(crate) fn for_policy(
+    policy: &Policy,
+    rules: HttpRules,
+    authority: tls::Authority,
+    net: &NetPolicy,
+    readable: &[PathBuf],
+    notify: bool,
+) -> Result<Arc<Proxy>, Error> {
     if !notify {
         return Err(SandboxError::new(
             Stage::Unsupported,
@@ -95,6 +126,7 @@ pub(crate) fn for_policy(
     let proxy = Proxy::start(Config {
         rules,
         credentials,
+        authority,
         upstream_ca: policy.http_upstream_ca.clone(),
         net: net.clone(),
     })?;
@@ -107,13 +139,15 @@ pub(crate) fn for_policy(
             )
         })?;
     }
-    Ok(Some(proxy))
+    Ok(proxy)
 }
 
 /// What the proxy needs from the policy.
 pub(crate) struct Config {
     pub(crate) rules: HttpRules,
     pub(crate) credentials: credentials::Credentials,
+    /// The sandbox's certificate authority, which signs the certificates the proxy answers with.
+    pub(crate) authority: tls::Authority,
     /// A PEM bundle to verify upstream servers with instead of the host's trust store.
     pub(crate) upstream_ca: Option<PathBuf>,
     pub(crate) net: NetPolicy,
@@ -180,10 +214,8 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    /// Starts the proxy thread: binds its listener, makes the certificate authority, and loads the
-    /// upstream trust store.
+    /// Starts the proxy thread: binds its listener and loads the upstream trust store.
     pub(crate) fn start(config: Config) -> Result<Arc<Proxy>, SandboxError> {
-        let fail = |what: String| SandboxError::new(Stage::Proxy, None, what);
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| {
             SandboxError::io(
                 Stage::Proxy,
@@ -197,7 +229,7 @@ impl Proxy {
         let listen = listener
             .local_addr()
             .map_err(|e| SandboxError::io(Stage::Proxy, &e, "cannot set up the proxy listener"))?;
-        let authority = tls::Authority::new().map_err(fail)?;
+        let authority = config.authority;
         let upstream_tls = tls::client_config(config.upstream_ca.as_deref());
         if let (Some(path), Err(e)) = (&config.upstream_ca, &upstream_tls) {
             return Err(SandboxError::new(
@@ -350,6 +382,7 @@ mod tests {
         let proxy = Proxy::start(Config {
             rules,
             credentials: credentials::Credentials::default(),
+            authority: tls::Authority::new().unwrap(),
             upstream_ca: None,
             net,
         })
