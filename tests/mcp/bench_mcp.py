@@ -110,9 +110,11 @@ class Session:
                 }
             )
 
-    def call(self, code: str) -> dict:
+    def call(self, code: str, persistent: bool = False) -> dict:
         self.next_id += 1
         params: dict = {"name": "execute_python", "arguments": {"code": code}}
+        if persistent:
+            params["arguments"]["persistent"] = True
         if self.mode == "stateless":
             if self.ws:  # the server-minted handle from the first result
                 params["arguments"]["workspace"] = self.ws
@@ -180,19 +182,52 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
-def forked_cpu_ms(server_pid: int) -> float:
-    """CPU of the calls the fork servers have reaped (their children), in ms: the forked
-    interpreters are not the server's children, so `server_cpu_ms` does not see them."""
-    total = 0.0
+def sandboxes_cpu_ms(server_pid: int) -> float:
+    """CPU of every sandboxed process the server started, in ms: the ones that ended (reaped by
+    the server: fresh interpreters, fork servers and persistent interpreters that stopped, with
+    everything they had reaped) and the ones alive (fork servers, the pool's included, and
+    persistent interpreters: their own CPU and that of the calls they reaped)."""
     tick = 1000 / os.sysconf("SC_CLK_TCK")
+    total = server_cpu_ms(server_pid)[1]
     for task in Path(f"/proc/{server_pid}/task").iterdir():
         for pid in (task / "children").read_text().split():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            total += (int(fields[13]) + int(fields[14])) * tick
+            total += sum(int(f) for f in fields[11:15]) * tick
     return total
+
+
+POLLS = {"n": 0}
+
+
+def pool_full(server: Server) -> None:
+    """Waits (untimed) until the server's pool of ready workspaces is full again, so that its
+    refill (an interpreter start) never overlaps the next measurement. Counts its /metrics
+    requests, whose server CPU is not the calls'."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        POLLS["n"] += 1
+        m = dict(
+            line.split(" ", 1)
+            for line in server.metrics().splitlines()
+            if line.startswith("sandlock_mcp_python_pool_")
+            and not line.startswith("sandlock_mcp_python_pool_claims")
+        )
+        if m["sandlock_mcp_python_pool_ready"] == m["sandlock_mcp_python_pool_size"]:
+            return
+        time.sleep(0.01)
+    raise RuntimeError("the pool of ready workspaces did not refill within 60 s")
+
+
+def metrics_cpu_ms(server: Server, n: int = 1000) -> float:
+    """Server CPU (ms) of one /metrics request, measured over `n` of them on a server that does
+    nothing else meanwhile (no interpreter kept, whose sampling would be counted too)."""
+    c0 = server_cpu_ms(server.proc.pid)[0]
+    for _ in range(n):
+        server.metrics()
+    return (server_cpu_ms(server.proc.pid)[0] - c0) / n
 
 
 def main() -> None:
@@ -201,6 +236,13 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=320, help="calls per configuration")
     ap.add_argument("--rounds", type=int, default=16, help="alternating rounds at concurrency 8")
     ap.add_argument("--out", default=str(REPO / "docs/perf/mcp.md"))
+    ap.add_argument(
+        "--pool",
+        type=int,
+        default=None,
+        help="ready workspaces of the fork-mode server (default: the first calls of one round at "
+        "concurrency 8)",
+    )
     a = ap.parse_args()
     os.environ["SANDLOCK_BIN"] = a.bin
     import conftest
@@ -208,7 +250,14 @@ def main() -> None:
     conftest.BIN = Path(a.bin)
     py = default_python()
     common = ("--max-concurrent", "8", "--queue-depth", "64", "--log-level", "warn")
-    servers = {start: Server(*common, "--python-start", start) for start in ("fork", "fresh")}
+    per_round = max(8, a.calls // a.rounds)
+    # The first calls of a round at concurrency 8 (8 threads, per_round // 8 calls each) all find a
+    # ready workspace; the pool refills between rounds, untimed.
+    pool = a.pool if a.pool is not None else 8 * (per_round // 8)
+    servers = {
+        "fork": Server(*common, "--python-start", "fork", "--python-pool", str(pool)),
+        "fresh": Server(*common, "--python-start", "fresh"),
+    }
     sessions: list[Session] = []
 
     def bare(_c: int) -> list:
@@ -217,14 +266,19 @@ def main() -> None:
     pools: dict[tuple[str, str], list[Session]] = {}
 
     def reused(start: str, mode: str):
-        """Sessions that make many calls: created once, used by every round."""
+        """Sessions that make many calls: created once, used by every round. Mode "persistent":
+        cells of a session's persistent interpreter."""
+
+        persistent = mode == "persistent"
 
         def fns(c: int) -> list:
             pool = pools.setdefault((start, mode), [])
             while len(pool) < c:
-                pool.append(Session(servers[start], mode))
+                pool.append(
+                    Session(servers[start], "stateless" if mode == "stateless" else "session")
+                )
                 sessions.append(pool[-1])
-            return [lambda s=s: s.call("print(1)") for s in pool[:c]]
+            return [lambda s=s: s.call("print(1)", persistent) for s in pool[:c]]
 
         return fns
 
@@ -244,48 +298,62 @@ def main() -> None:
 
         return fns
 
-    kinds = [("bare", "", bare)]
+    # (python start, calls of, the calls, what to wait for, untimed, after them)
+    kinds = [("bare", "", bare, None)]
     for start in ("fork", "fresh"):
         kinds += [
-            (start, "session", reused(start, "session")),
-            (start, "stateless", reused(start, "stateless")),
-            (start, "first call", first(start)),
+            (start, "session", reused(start, "session"), None),
+            (start, "stateless", reused(start, "stateless"), None),
+            (
+                start,
+                "first call",
+                first(start),
+                (lambda: pool_full(servers["fork"])) if start == "fork" else None,
+            ),
         ]
+    kinds.append(("fork", "persistent cell", reused("fork", "persistent"), None))
     results: dict[tuple[str, str, int], list[float]] = {}
     try:
-        for _, _, fac in kinds:  # warm-up: page cache, interpreter, each session's first call
+        for _, _, fac, after in kinds:  # warm-up: page cache, interpreter, first calls
             for c in (1, 8):
                 fns = fac(c)
                 timed_parallel(fns * c if len(fns) == 1 else fns, 2 * c)
+                if after:
+                    after()
         time.sleep(0.5)  # each reused session's fork server starts after its second call
+        per_poll = metrics_cpu_ms(servers["fresh"])
+        POLLS["n"] = 0
         cpu0 = {k: server_cpu_ms(v.proc.pid) for k, v in servers.items()}
-        forked0 = forked_cpu_ms(servers["fork"].proc.pid)
+        sandboxes0 = {k: sandboxes_cpu_ms(v.proc.pid) for k, v in servers.items()}
         bare0 = children_cpu_ms()
         # Concurrency 1: call by call, every kind in turn (rotating which goes first), so that the
         # machine's drift (other work on a shared VM) lands on all of them alike.
-        ones = [(start, mode, fac(1)[0]) for start, mode, fac in kinds]
+        ones = [(start, mode, fac(1)[0], after) for start, mode, fac, after in kinds]
         for i in range(a.calls):
             for k in range(len(ones)):
-                start, mode, fn = ones[(i + k) % len(ones)]
+                start, mode, fn, after = ones[(i + k) % len(ones)]
                 t0 = time.perf_counter()
                 fn()
                 results.setdefault((start, mode, 1), []).append((time.perf_counter() - t0) * 1000)
+                if after:
+                    after()
         # Concurrency 8: short alternating rounds.
-        per_round = max(8, a.calls // a.rounds)
         for _ in range(a.rounds):
-            for start, mode, fac in kinds:
+            for start, mode, fac, after in kinds:
                 fns = fac(8)
                 fns = fns * 8 if len(fns) == 1 else fns
                 results.setdefault((start, mode, 8), []).extend(timed_parallel(fns, per_round))
+                if after:
+                    after()
         calls = {
             k: sum(len(v) for (s, _, _), v in results.items() if s == k)
             for k in ("bare", "fork", "fresh")
         }
         cpu = {k: server_cpu_ms(v.proc.pid) for k, v in servers.items()}
-        server_per_call = {k: (cpu[k][0] - cpu0[k][0]) / calls[k] for k in servers}
+        polled = {"fork": POLLS["n"] * per_poll, "fresh": 0.0}
+        server_per_call = {k: (cpu[k][0] - cpu0[k][0] - polled[k]) / calls[k] for k in servers}
         interp_per_call = {
-            "fresh": (cpu["fresh"][1] - cpu0["fresh"][1]) / calls["fresh"],
-            "fork": (forked_cpu_ms(servers["fork"].proc.pid) - forked0) / calls["fork"],
+            k: (sandboxes_cpu_ms(v.proc.pid) - sandboxes0[k]) / calls[k] for k, v in servers.items()
         }
         bare_cpu = (children_cpu_ms() - bare0) / calls["bare"]
     finally:
@@ -297,11 +365,10 @@ def main() -> None:
     rows = []
     for c in (1, 8):
         b50, b99 = pct(results[("bare", "", c)], 50), pct(results[("bare", "", c)], 99)
-        for start in ("fork", "fresh"):
-            for mode in ("session", "stateless", "first call"):
-                xs = results[(start, mode, c)]
-                p50, p99 = pct(xs, 50), pct(xs, 99)
-                rows.append((c, start, mode, len(xs), b50, b99, p50, p99, p50 - b50, p99 - b99))
+        for start, mode, _, _ in kinds[1:]:
+            xs = results[(start, mode, c)]
+            p50, p99 = pct(xs, 50), pct(xs, 99)
+            rows.append((c, start, mode, len(xs), b50, b99, p50, p99, p50 - b50, p99 - b99))
     mean_bare = statistics.mean(results[("bare", "", 1)])
 
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -314,9 +381,10 @@ def main() -> None:
         "",
         f"Measured {today} on {ncpu} cores, Linux {kernel}, interpreter `{py}`, server "
         f"`{os.path.relpath(a.bin, REPO)}` (`--max-concurrent 8`), once with `--python-start "
-        "fork` (the default) and once with `--python-start fresh`, both running through the "
-        f"whole benchmark; load average at the end {load} (the machine is shared with other "
-        "work, which every side of each comparison sees alike).",
+        f"fork` (the default, with `--python-pool {pool}`) and once with `--python-start fresh`, "
+        "both running through the whole benchmark; load average at the end "
+        f"{load} (the machine is shared with other work, which every side of each comparison "
+        "sees alike).",
         "",
         "Command (from the repository root, after `cargo build --release -p sandlock-cli`):",
         "",
@@ -331,13 +399,21 @@ def main() -> None:
         "*session* is the 2025-11-25 revision (`Mcp-Session-Id`, SSE responses); *stateless* is a "
         "2026-07-28 request (no handshake, a new handler per request, the workspace passed back "
         "by its handle); both are sessions that make many calls (created once, used by every "
-        "round). *first call* is a new session's first call (the session is ended after it): it "
-        "creates the workspace, and runs a fresh interpreter in both modes (in fork mode a "
-        "workspace's fork server is started after its second call).",
+        "round). *first call* is a new session's first call, timed from the `initialize` "
+        "request to the end of the session (`DELETE`): in fork mode its workspace is a ready "
+        "one from the pool (`--python-pool`, see `crates/sandlock-mcp/src/pool.rs`), so the "
+        "call forks; in fresh mode the workspace is made on the spot and the call starts an "
+        "interpreter. After each first call at concurrency 1, and after each round at "
+        "concurrency 8, the benchmark waits (untimed) until the pool is full again, so that its "
+        "refill never overlaps another measurement; within a round at concurrency 8 the refill "
+        "runs beside the calls being timed. *persistent cell* is a call with `persistent: true` "
+        "in a session that made many: a cell of its persistent interpreter "
+        "(`crates/sandlock-mcp/src/warm/persistent.rs`), run in that process, no interpreter "
+        "or process started.",
         "",
         "*fork* (the default): each workspace starts one sandboxed interpreter, and its calls "
-        "fork it from the third on (see `crates/sandlock-mcp/src/warm.rs`). *fresh*: every call "
-        "starts a new sandboxed interpreter.",
+        "fork it (see `crates/sandlock-mcp/src/warm/zygote.rs`). *fresh*: every call starts a "
+        "new sandboxed interpreter.",
         "",
         "| concurrency | python start | calls of | calls | bare p50 ms | bare p99 ms | MCP p50 ms "
         "| MCP p99 ms | overhead p50 ms | overhead p99 ms |",
@@ -356,11 +432,14 @@ def main() -> None:
         "",
         "CPU per call, over the whole run (every kind of call together): the server process "
         f"{server_per_call['fork']:.2f} ms in fork mode and {server_per_call['fresh']:.2f} ms in "
-        "fresh mode (HTTP, MCP, spawning or forking, supervising); the sandboxed interpreter "
-        f"{interp_per_call['fork']:.2f} ms forked (counted from the fork servers' reaped "
-        f"children) and {interp_per_call['fresh']:.2f} ms fresh, against {bare_cpu:.2f} ms for "
-        "the bare one. At concurrency 8 on 2 cores the calls queue for the CPU, so latency is "
-        "about four times the CPU each call needs.",
+        "fresh mode (HTTP, MCP, spawning or forking, supervising, and in fork mode refilling the "
+        f"pool; the benchmark's own {POLLS['n']} requests of `/metrics` while it waited for the "
+        f"pool, {per_poll:.2f} ms each, are not counted); the sandboxed processes "
+        f"{interp_per_call['fork']:.2f} ms in fork mode (forked calls, persistent cells, and the "
+        "start of every fork server, the pool's refills included) and "
+        f"{interp_per_call['fresh']:.2f} ms in fresh mode, against {bare_cpu:.2f} ms for the "
+        "bare interpreter. At concurrency 8 on 2 cores the calls queue for the CPU, so latency "
+        "is about four times the CPU each call needs.",
         "",
     ]
     text = "\n".join(lines)

@@ -21,7 +21,10 @@ from conftest import BIN, Server, call, connect, run
 
 @pytest.fixture(scope="module")
 def servers():
-    fork, fresh = Server("--python-start", "fork"), Server("--python-start", "fresh")
+    # Without the pool of ready workspaces (test_pool.py), so that a workspace's first two calls
+    # run fresh interpreters and the third forks.
+    fork = Server("--python-start", "fork", "--python-pool", "0")
+    fresh = Server("--python-start", "fresh")
     yield fork, fresh
     fork.stop()
     fresh.stop()
@@ -278,7 +281,7 @@ def test_a_workspace_forks_from_its_third_call_and_one_call_costs_no_fork_server
 
 
 def test_fork_servers_gauge_counts_them_and_an_ended_session_stops_its_own() -> None:
-    s = Server("--python-start", "fork")
+    s = Server("--python-start", "fork", "--python-pool", "0")
 
     def gauge() -> int:
         for line in s.metrics().splitlines():

@@ -65,6 +65,7 @@ def test_typescript_sdk_client(server: Server) -> None:
         "list_files",
         "move_file",
         "read_file",
+        "reset_python",
         "write_file",
     ]
     assert out["allOutputSchemas"] is True
@@ -73,6 +74,11 @@ def test_typescript_sdk_client(server: Server) -> None:
     assert out["read"] == "from ts"
     assert out["bad"] == {"isError": True, "exit": 2, "stderr": "no\n"}
     assert out["escape"]["isError"] is True and ".." in out["escape"]["text"]
+    assert out["persistent"] == [
+        "42\n",
+        {"cell": 2, "state_kept": True, "state_lost": None},
+        "False\n",
+    ]
     assert out["isolated"]["isError"] is True and "does not exist" in out["isolated"]["text"]
     assert "unknown format" not in r.stderr  # output schemas are plain JSON Schema
 

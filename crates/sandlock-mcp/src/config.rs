@@ -26,6 +26,7 @@
 //! interpreter = "/opt/venv/bin/python"
 //! start = "fork"              # or "fresh" (see crate::warm)
 //! fork_idle = 300
+//! pool = 2                    # ready workspaces for new sessions (see crate::pool)
 //!
 //! [node]                      # execute_code's javascript and typescript
 //! interpreter = "node"
@@ -159,6 +160,8 @@ pub struct PythonFile {
     pub start: Option<PythonStart>,
     /// Seconds a workspace's idle fork server is kept (default 300).
     pub fork_idle: Option<Seconds>,
+    /// Workspaces kept ready for new sessions, each with its fork server started (0: none).
+    pub pool: Option<usize>,
 }
 
 /// The `[node]` table: the runtime of `execute_code`'s `javascript` and `typescript`.
@@ -286,7 +289,7 @@ pub struct Config {
     /// Most workspaces at once.
     pub max_workspaces: usize,
     /// Workspace directories mounted in the workspace's sandboxes (VIRT -> `SUBDIR[:ro]`).
-    pub mounts: std::collections::BTreeMap<PathBuf, String>,
+    pub mounts: Mounts,
     /// Largest per-call timeout.
     pub max_timeout: Duration,
     /// Runs at once.
@@ -303,6 +306,8 @@ pub struct Config {
     pub python_start: PythonStart,
     /// How long an idle workspace keeps its fork server.
     pub fork_idle: Duration,
+    /// Ready workspaces kept for new sessions (`crate::pool`).
+    pub python_pool: usize,
     /// Base policy of `execute_shell`.
     pub shell_policy: Policy,
     /// Node.js as configured (resolved later; `None`: `node` in `PATH`, if there is one).
@@ -314,6 +319,9 @@ pub struct Config {
     /// LobeHub's sandbox provider API, when a JIT signing key is configured.
     pub onlyboxes: Option<crate::provider::config::ProviderConfig>,
 }
+
+/// Directories of each workspace mounted in its sandboxes: mount point -> `SUBDIR[:ro]`.
+pub type Mounts = std::collections::BTreeMap<PathBuf, String>;
 
 /// Environment variable that may hold the bearer token.
 pub const TOKEN_ENV: &str = "SANDLOCK_MCP_TOKEN";
@@ -546,6 +554,20 @@ impl Config {
             (None, None) => PythonStart::Fork,
         };
 
+        let python_pool = match (args.python_pool.or(file.python.pool), python_start) {
+            (Some(n), PythonStart::Fresh) if n > 0 => bail!(
+                "python.pool = {n} needs start = \"fork\": the pool holds workspaces whose Python \
+                 fork server is started, and fresh mode has none; set pool = 0 or start = \"fork\""
+            ),
+            (Some(n), _) if n >= max_workspaces => bail!(
+                "python.pool = {n} must be below max_workspaces ({max_workspaces}): the ready \
+                 workspaces count toward it, and sessions need the rest"
+            ),
+            (Some(n), _) => n,
+            (None, PythonStart::Fresh) => 0,
+            (None, PythonStart::Fork) if transport == Transport::Stdio => 0,
+            (None, PythonStart::Fork) => max_concurrent.min(max_workspaces / 2),
+        };
         let max_background = args
             .max_background
             .or(l.max_background)
@@ -609,6 +631,7 @@ impl Config {
                 .python
                 .fork_idle
                 .map_or(DEFAULT_FORK_IDLE, Seconds::duration),
+            python_pool,
             shell_policy,
             node: args.node.clone().or(file.node.interpreter),
             tsx: args.tsx.clone().or(file.node.tsx),
@@ -799,6 +822,26 @@ mod tests {
         assert_eq!(c.python_start, PythonStart::Fresh);
         let e = Config::merge(&args(&["--python-start", "fork"]), cpu(), None).unwrap_err();
         assert!(e.to_string().contains("max_cpu"), "{e}");
+    }
+
+    #[test]
+    fn the_pool_follows_max_concurrent_over_http_and_is_off_for_stdio_and_fresh_mode() {
+        let merge = |a: &[&str]| Config::merge(&args(a), ConfigFile::default(), None);
+        assert_eq!(merge(&["--max-concurrent", "3"]).unwrap().python_pool, 3);
+        let few = merge(&["--max-concurrent", "8", "--max-workspaces", "6"]).unwrap();
+        assert_eq!(few.python_pool, 3);
+        assert_eq!(merge(&["--transport", "stdio"]).unwrap().python_pool, 0);
+        assert_eq!(merge(&["--python-start", "fresh"]).unwrap().python_pool, 0);
+        let file = ConfigFile::parse("[python]\npool = 5\n").unwrap();
+        assert_eq!(
+            Config::merge(&args(&[]), file, None).unwrap().python_pool,
+            5
+        );
+        let e = merge(&["--python-start", "fresh", "--python-pool", "2"]).unwrap_err();
+        assert!(e.to_string().contains("python.pool = 2 needs start"), "{e}");
+        let e = merge(&["--python-pool", "4", "--max-workspaces", "4"]).unwrap_err();
+        assert!(e.to_string().contains("below max_workspaces (4)"), "{e}");
+        assert_eq!(merge(&["--python-pool", "0"]).unwrap().python_pool, 0);
     }
 
     #[test]

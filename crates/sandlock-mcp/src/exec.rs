@@ -1,20 +1,21 @@
 //! Running code for the execution tools: the per-workspace policy, the command of a call, the
 //! concurrency gate, and the [`Executor`] that holds them with the configuration and the Python
-//! interpreter. Driving a run is [`crate::drive`]'s; forking Python is [`crate::warm`]'s.
+//! interpreter. Driving a run is [`crate::drive`]'s; the interpreters a workspace keeps (the fork
+//! server, the persistent interpreter) are [`crate::warm`]'s.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sandlock_core::{Command, Outcome, Policy, Sandbox, Stdio};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ExecTool};
+use crate::config::{Config, ExecTool, Mounts};
 use crate::node::{Node, Script};
 use crate::python::{Interpreter, PYTHON_BOOTSTRAP, memfd_with};
-use crate::warm::Zygote;
+use crate::warm::{Cell, Gone, Persistent, Zygote};
 use crate::workspace::{Workspace, short};
 
 /// The largest `execute_shell` command (the kernel's limit on one argument is 128 KiB).
@@ -29,7 +30,7 @@ pub fn workspace_policy(
     tool: ExecTool,
     ws: &Path,
     readable: &[PathBuf],
-    mounts: &std::collections::BTreeMap<PathBuf, String>,
+    mounts: &Mounts,
 ) -> Policy {
     let mut p = base.clone();
     p.fs_writable.push(ws.to_path_buf());
@@ -58,6 +59,48 @@ pub fn workspace_policy(
             .or_insert_with(|| "1".into());
     }
     p
+}
+
+/// The sandbox of the interpreters `ws` keeps: the Python policy in that workspace, without a
+/// timeout (they live across calls, and each call has its own deadline). Otherwise it is the
+/// policy of a fresh run in `ws`, its `mounts` and private `/tmp` included, so that a forked call
+/// or a persistent cell sees the same files as a fresh run.
+fn kept_sandbox(
+    policy: &Policy,
+    mounts: &Mounts,
+    python: &Interpreter,
+    ws: &Workspace,
+) -> Result<Arc<Sandbox>, String> {
+    ws.kept_sandbox(|| {
+        let mut p = workspace_policy(policy, ExecTool::Python, &ws.dir, &python.readable, mounts);
+        p.timeout = None;
+        Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
+    })
+}
+
+/// Starts `ws`'s fork server and installs it (it stops after `idle` without calls; never, for
+/// `None`).
+fn start_fork_server(
+    policy: &Policy,
+    mounts: &Mounts,
+    python: &Interpreter,
+    ws: &Workspace,
+    idle: Option<Duration>,
+) -> Result<Arc<Zygote>, String> {
+    let sandbox = kept_sandbox(policy, mounts, python, ws)?;
+    let z = Zygote::start(&sandbox, python, idle)
+        .map_err(|e| format!("cannot start the workspace's Python: {e}"))?;
+    ws.set_zygote(z.clone());
+    Ok(z)
+}
+
+/// A persistent cell's result.
+pub struct PersistentRun {
+    /// The cell.
+    pub cell: Cell,
+    /// Why the state of earlier cells is gone, when the interpreter that held it ended by itself
+    /// (a limit, a crash) and this cell started a new one.
+    pub lost: Option<String>,
 }
 
 /// What a call runs.
@@ -159,6 +202,9 @@ pub struct Gate {
     waiting: AtomicUsize,
     running: AtomicUsize,
     calls: AtomicUsize,
+    /// When the gate was made, and when a run last entered (µs after that).
+    born: std::time::Instant,
+    last_entry: AtomicU64,
     /// Cancelled when the server starts shutting down: no new runs enter.
     pub closing: CancellationToken,
     /// Cancelled when the grace period is over: runs in progress are killed.
@@ -194,6 +240,8 @@ impl Gate {
             waiting: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
             calls: AtomicUsize::new(0),
+            born: std::time::Instant::now(),
+            last_entry: AtomicU64::new(0),
             closing: CancellationToken::new(),
             kill: CancellationToken::new(),
         }
@@ -207,6 +255,14 @@ impl Gate {
     /// Calls waiting for a slot.
     pub fn queued(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Whether no run is in progress or waiting, and none has entered for `quiet`.
+    pub fn quiet_for(&self, quiet: Duration) -> bool {
+        let last = Duration::from_micros(self.last_entry.load(Ordering::Relaxed));
+        self.running() == 0
+            && self.queued() == 0
+            && self.born.elapsed().saturating_sub(last) >= quiet
     }
 
     /// Execution calls in progress, from their arrival until their result is built (a run ends a
@@ -244,6 +300,8 @@ impl Gate {
             }
         };
         self.running.fetch_add(1, Ordering::Relaxed);
+        let now = u64::try_from(self.born.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_entry.store(now, Ordering::Relaxed);
         Ok(Slot {
             _permit: permit,
             gate: self,
@@ -340,6 +398,109 @@ impl Executor {
             .ok()
     }
 
+    /// Runs a cell in `ws`'s persistent interpreter, starting one if it has none alive. The caller
+    /// holds `ws.persistent_turn`. `Err`: no interpreter could be started (words).
+    pub async fn run_persistent(
+        &self,
+        ws: &Workspace,
+        code: &str,
+        stdin: Option<String>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+        cancel_why: impl Fn() -> String,
+    ) -> Result<PersistentRun, String> {
+        let cap = self.config.python_policy.output_cap().0;
+        let stdin = stdin.map(String::into_bytes);
+        let mut lost = None;
+        let mut replace = false;
+        // An interpreter that ends just as a cell is sent gets one replacement.
+        for _ in 0..2 {
+            let p = match ws.persistent() {
+                Some(p) if p.ended().is_none() && !replace => p,
+                previous => {
+                    if let Some(why) = previous.and_then(|p| p.ended()) {
+                        lost.get_or_insert(why);
+                    }
+                    let sandbox = kept_sandbox(
+                        &self.config.python_policy,
+                        &self.config.mounts,
+                        &self.python,
+                        ws,
+                    )?;
+                    let p = Persistent::start(&sandbox, &self.python)
+                        .map_err(|e| format!("cannot start the persistent interpreter: {e}"))?;
+                    ws.set_persistent(p.clone());
+                    p
+                }
+            };
+            match p
+                .run(
+                    code.as_bytes(),
+                    stdin.clone(),
+                    timeout,
+                    cap,
+                    cancel,
+                    &cancel_why,
+                )
+                .await
+            {
+                Ok(cell) => return Ok(PersistentRun { cell, lost }),
+                Err(Gone) => {
+                    // Ended, or its control socket failed before its end was reported: either
+                    // way its state is out of reach.
+                    lost = Some(p.ended().unwrap_or_else(|| {
+                        p.stop("stopped taking cells");
+                        "stopped taking cells".into()
+                    }));
+                    replace = true;
+                }
+            }
+        }
+        Err("the persistent interpreter ended twice before the cell reached it".into())
+    }
+
+    /// Makes `ws` a ready workspace for the pool (`crate::pool`): builds its sandbox and starts its
+    /// fork server, which does not stop for being idle until the workspace is claimed. Returns once
+    /// the fork server waits for calls.
+    pub async fn ready_workspace(&self, ws: &Arc<Workspace>) -> Result<(), String> {
+        // Building a sandbox (the Landlock ruleset, the seccomp program) is CPU work: on the
+        // blocking pool, so that the event loop keeps serving calls meanwhile.
+        let (policy, mounts, python, w) = (
+            self.config.python_policy.clone(),
+            self.config.mounts.clone(),
+            self.python.clone(),
+            ws.clone(),
+        );
+        tokio::task::spawn_blocking(move || kept_sandbox(&policy, &mounts, &python, &w).map(drop))
+            .await
+            .map_err(|e| format!("building the workspace's sandbox failed: {e}"))??;
+        let z = start_fork_server(
+            &self.config.python_policy,
+            &self.config.mounts,
+            &self.python,
+            ws,
+            None,
+        )?;
+        match tokio::time::timeout(READY_WITHIN, z.started()).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the workspace's Python fork server ended as it started".into()),
+            Err(_) => Err(format!(
+                "the workspace's Python fork server did not start within {} s",
+                READY_WITHIN.as_secs()
+            )),
+        }
+    }
+
+    /// Stops `ws`'s persistent interpreter (`reset_python`); its state is gone, and the next
+    /// persistent cell starts a new one. True when a live one was stopped.
+    pub fn reset_python(&self, ws: &Workspace) -> bool {
+        ws.take_persistent().is_some_and(|p| {
+            let alive = p.ended().is_none();
+            p.stop("was stopped by reset_python");
+            alive
+        })
+    }
+
     /// Called for a Python call that runs fresh in fork mode: from a workspace's second such call
     /// on, starts its fork server in the background (once at a time), so that the calls after it
     /// fork. A workspace that makes a single call never pays for a fork server.
@@ -358,29 +519,12 @@ impl Executor {
             // After this call's answer is on its way: starting an interpreter is 10-20 ms of CPU.
             tokio::time::sleep(FORK_START_DELAY).await;
             let Some(ws) = weak.upgrade() else { return };
-            let started = ws
-                .fork_sandbox(|| {
-                    let mut p = workspace_policy(
-                        &policy,
-                        ExecTool::Python,
-                        &ws.dir,
-                        &python.readable,
-                        &mounts,
-                    );
-                    p.timeout = None;
-                    Sandbox::new(p).map_err(|e| format!("cannot set up the sandbox: {e}"))
-                })
-                .and_then(|sandbox| {
-                    Zygote::start(&sandbox, &python, idle)
-                        .map_err(|e| format!("cannot start the workspace's Python: {e}"))
-                });
-            match started {
-                Ok(z) => ws.set_zygote(z),
-                Err(e) => tracing::warn!(
+            if let Err(e) = start_fork_server(&policy, &mounts, &python, &ws, Some(idle)) {
+                tracing::warn!(
                     workspace = %short(&ws.handle),
                     error = %e,
                     "no fork server for this workspace; its calls run fresh interpreters"
-                ),
+                );
             }
             ws.fork_starting.store(false, Ordering::Release);
         });
@@ -389,6 +533,9 @@ impl Executor {
 
 /// How long after a call a workspace's fork server is started.
 const FORK_START_DELAY: Duration = Duration::from_millis(10);
+
+/// How long a pooled workspace's fork server may take to start.
+const READY_WITHIN: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
@@ -407,6 +554,21 @@ mod tests {
         drop(first);
         queued.await.unwrap().unwrap();
         assert_eq!((g.running(), g.queued()), (0, 0));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_gate_is_quiet_once_no_run_has_entered_for_a_while() {
+        let g = Gate::new(2, 2);
+        assert!(g.quiet_for(Duration::ZERO));
+        let slot = g.enter().await.unwrap();
+        assert!(!g.quiet_for(Duration::ZERO), "a run is in progress");
+        drop(slot);
+        assert!(
+            !g.quiet_for(Duration::from_secs(60)),
+            "a run entered just now"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(g.quiet_for(Duration::from_millis(20)));
     }
 
     #[tokio::test(flavor = "current_thread")]

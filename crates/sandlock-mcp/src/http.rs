@@ -278,6 +278,7 @@ pub async fn serve(app: Arc<App>, provider: Option<Arc<Provider>>) -> anyhow::Re
     if let Some(p) = &provider {
         p.shutdown();
     }
+    app.pool.clear();
     app.workspaces.clear();
     tracing::info!("sandlock mcp stopped");
     Ok(())

@@ -3,13 +3,15 @@
 //! A self-hosted "execute code" tool for agent platforms. It speaks Streamable HTTP (the
 //! 2025-11-25 revision with `Mcp-Session-Id` sessions, and stateless 2026-07-28 requests) or stdio,
 //! and offers the tools an agent needs to run code and work with files in a private workspace
-//! (`execute_python`, `execute_shell`, `execute_code`, background commands, and file tools from
-//! `read_file` to `grep_files`), with the workspace's files as MCP resources.
+//! (`execute_python`, also as persistent cells that keep their variables, `execute_shell`,
+//! `execute_code`, background commands, and file tools from `read_file` to `grep_files`), with
+//! the workspace's files as MCP resources.
 //!
 //! The flow of one call: [`tools`] (the rmcp handler, one module per family of tools) finds the
-//! caller's [`workspace`], waits for a slot at the concurrency gate and runs the code through
-//! [`exec`] (the policy and command of a call), which forks the workspace's Python fork server
-//! ([`warm`]) or starts a fresh run that [`drive`] supervises on the tokio event loop; [`python`]
+//! caller's [`workspace`] (a new one from the [`pool`] of ready workspaces), waits for a slot at
+//! the concurrency gate and runs the code through [`exec`] (the policy and command of a call),
+//! which forks the workspace's Python fork server or hands a cell to its persistent interpreter
+//! ([`warm`]), or starts a fresh run that [`drive`] supervises on the tokio event loop; [`python`]
 //! knows the interpreter and how code reaches it, and [`output`] turns long output into an excerpt
 //! and a saved file. File tools go through [`files`], which resolves every path beneath the
 //! workspace with `openat2(RESOLVE_BENEATH)`. [`http`] adds authentication, health, readiness,
@@ -20,8 +22,8 @@
 //! Background commands live in [`background`], per workspace; [`node`] finds Node.js and a
 //! TypeScript runner for `execute_code`, and [`images`] returns the charts code saves.
 //!
-//! Modules depend downwards only: `http -> provider -> tools -> exec -> workspace -> {warm,
-//! background} -> {drive, python, files}`.
+//! Modules depend downwards only: `http -> provider -> tools -> pool -> exec -> workspace ->
+//! {warm, background} -> {drive, python, files}`.
 //!
 //! # Isolation
 //!
@@ -50,6 +52,7 @@ pub mod images;
 pub mod metrics;
 pub mod node;
 pub mod output;
+pub mod pool;
 pub mod provider;
 pub mod python;
 pub mod replica;
@@ -166,6 +169,12 @@ pub struct McpArgs {
     /// per call, with every limit per call) [default: fork, or fresh when the policy sets max_cpu].
     #[arg(long, value_enum, value_name = "MODE")]
     pub python_start: Option<PythonStart>,
+    /// Workspaces kept ready for new sessions, each with its own sandboxed Python fork server
+    /// started, so that a new session's first execute_python forks instead of starting an
+    /// interpreter; refilled in the background; 0 turns the pool off. Fork mode only
+    /// [default: max_concurrent over HTTP (at most half of max_workspaces), 0 with stdio].
+    #[arg(long, value_name = "N")]
+    pub python_pool: Option<usize>,
     /// Node.js for execute_code's javascript and typescript [default: node]. Without it, those
     /// languages answer with an error that says what to install.
     #[arg(long, value_name = "PATH")]
@@ -230,7 +239,7 @@ pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         PythonStart::Fork => "fork",
         PythonStart::Fresh => "fresh",
     };
-    tracing::info!(python = %python.path.display(), version = %python.version, python_start, readable = ?python.readable, "python interpreter");
+    tracing::info!(python = %python.path.display(), version = %python.version, python_start, python_pool = config.python_pool, readable = ?python.readable, "python interpreter");
     let node = Node::discover(
         config.node.as_deref(),
         config.tsx.as_deref(),
@@ -263,9 +272,11 @@ pub fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         })?;
     }
     drop(probe);
+    let pool = pool::Pool::new(exec.config.python_pool);
     Ok(Arc::new(App {
         exec,
         workspaces,
+        pool,
         metrics: metrics::Metrics::default(),
     }))
 }
@@ -317,6 +328,7 @@ async fn serve_stdio(app: Arc<App>) -> anyhow::Result<()> {
         _ = stop.cancelled() => { ct.cancel(); }
     }
     drain.abort();
+    app.pool.clear();
     app.workspaces.clear();
     Ok(())
 }
@@ -349,6 +361,10 @@ pub fn run(args: McpArgs) -> anyhow::Result<()> {
     rt.block_on(async move {
         let stop = CancellationToken::new();
         let reaper = tokio::spawn(reap_idle(app.clone(), stop.clone()));
+        let filler = {
+            let (app, stop) = (app.clone(), stop.clone());
+            tokio::spawn(async move { app.pool.fill(&app.exec, &app.workspaces, stop).await })
+        };
         let leases = provider
             .clone()
             .map(|p| tokio::spawn(provider::reap(p, stop.clone())));
@@ -361,6 +377,8 @@ pub fn run(args: McpArgs) -> anyhow::Result<()> {
         if let Some(l) = leases {
             let _ = l.await;
         }
+        let _ = filler.await;
+        app.pool.clear();
         r
     })?;
     rt.shutdown_timeout(Duration::from_secs(1));

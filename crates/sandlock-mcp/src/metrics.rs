@@ -38,6 +38,10 @@ pub struct Gauges {
     pub fork_servers: usize,
     /// Background commands running.
     pub background_commands: usize,
+    /// Persistent Python interpreters alive (at most one per workspace).
+    pub python_persistent: usize,
+    /// The pool of ready workspaces.
+    pub pool: crate::pool::PoolStats,
     /// Whether the server is draining for shutdown.
     pub draining: bool,
 }
@@ -152,6 +156,12 @@ impl Metrics {
                 g.background_commands,
             ),
             (
+                "sandlock_mcp_python_persistent",
+                "Persistent Python interpreters alive (execute_python with persistent: true; at \
+                 most one per workspace).",
+                g.python_persistent,
+            ),
+            (
                 "sandlock_mcp_draining",
                 "1 while the server shuts down.",
                 usize::from(g.draining),
@@ -160,6 +170,24 @@ impl Metrics {
         for (name, help, v) in gauges {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        let p = &g.pool;
+        let _ = writeln!(
+            o,
+            "# HELP sandlock_mcp_python_pool_ready Ready workspaces in the pool (each with its Python \
+             fork server started), out of sandlock_mcp_python_pool_size.\n\
+             # TYPE sandlock_mcp_python_pool_ready gauge\n\
+             sandlock_mcp_python_pool_ready {}\n\
+             # HELP sandlock_mcp_python_pool_size How many ready workspaces the pool holds when full \
+             (--python-pool).\n\
+             # TYPE sandlock_mcp_python_pool_size gauge\n\
+             sandlock_mcp_python_pool_size {}\n\
+             # HELP sandlock_mcp_python_pool_claims_total New workspaces, by whether the pool had a \
+             ready one (ready) or not (empty).\n\
+             # TYPE sandlock_mcp_python_pool_claims_total counter\n\
+             sandlock_mcp_python_pool_claims_total{{result=\"ready\"}} {}\n\
+             sandlock_mcp_python_pool_claims_total{{result=\"empty\"}} {}",
+            p.ready, p.target, p.hits, p.misses
+        );
         o
     }
 }
@@ -180,6 +208,13 @@ mod tests {
             workspaces: 3,
             fork_servers: 4,
             background_commands: 5,
+            python_persistent: 6,
+            pool: crate::pool::PoolStats {
+                ready: 1,
+                target: 2,
+                hits: 7,
+                misses: 3,
+            },
             draining: false,
         });
         assert!(
@@ -198,5 +233,10 @@ mod tests {
         assert!(t.contains("sandlock_mcp_background_commands 5"));
         assert!(t.contains("sandlock_mcp_misrouted_total{id=\"workspace\"} 1"));
         assert!(t.contains("sandlock_mcp_misrouted_total{id=\"session\"} 0"));
+        assert!(t.contains("sandlock_mcp_python_persistent 6"));
+        assert!(t.contains("sandlock_mcp_python_pool_ready 1\n"));
+        assert!(t.contains("sandlock_mcp_python_pool_size 2\n"));
+        assert!(t.contains("sandlock_mcp_python_pool_claims_total{result=\"ready\"} 7\n"));
+        assert!(t.contains("sandlock_mcp_python_pool_claims_total{result=\"empty\"} 3\n"));
     }
 }

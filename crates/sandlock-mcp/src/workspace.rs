@@ -12,6 +12,10 @@
 //!   the "explicit, server-minted handle passed as an ordinary tool argument" the 2026-07-28
 //!   revision prescribes. A stateless workspace is removed after the TTL without use.
 //!
+//! - A workspace may be created ahead of time for the pool of ready workspaces (`crate::pool`),
+//!   and adopted by a session or a stateless request when one needs a new workspace. Its handle
+//!   is minted like any other, with this replica's prefix.
+//!
 //! Removal happens when the last user lets go: a run in progress keeps its directory alive, and so
 //! does a background command (see [`crate::background`]), which is killed when its session ends
 //! or its stateless workspace expires.
@@ -37,14 +41,17 @@ pub struct Workspace {
     pub dir: PathBuf,
     /// The directory, held open for the file tools.
     pub files: Beneath,
-    /// Whether a session owns it (otherwise it is a stateless one, expired by the reaper).
-    pub session: bool,
     last_used: Mutex<Instant>,
     sandboxes: [OnceLock<Result<Arc<Sandbox>, String>>; 3],
-    /// The sandbox of the Python fork server (the Python policy without a timeout).
-    fork_sandbox: OnceLock<Result<Arc<Sandbox>, String>>,
+    /// The sandbox of the Python interpreters the workspace keeps (the Python policy without a
+    /// timeout).
+    kept_sandbox: OnceLock<Result<Arc<Sandbox>, String>>,
     /// The Python fork server, while one runs (see `crate::warm`).
     zygote: Mutex<Option<Arc<crate::warm::Zygote>>>,
+    /// The persistent Python interpreter, once started (it may have ended since).
+    persistent: Mutex<Option<Arc<crate::warm::Persistent>>>,
+    /// Held for the whole of a persistent cell, so that the workspace's cells run one at a time.
+    pub persistent_turn: tokio::sync::Mutex<()>,
     /// Python calls that ran fresh in fork mode (the second one starts the fork server).
     pub python_calls: AtomicU32,
     /// A fork server is being started.
@@ -92,14 +99,35 @@ impl Workspace {
         }
     }
 
-    /// The fork server's sandbox, built on first use by `make`.
-    pub fn fork_sandbox(
+    /// The sandbox of the interpreters the workspace keeps, built on first use by `make`.
+    pub fn kept_sandbox(
         &self,
         make: impl FnOnce() -> Result<Sandbox, String>,
     ) -> Result<Arc<Sandbox>, String> {
-        self.fork_sandbox
+        self.kept_sandbox
             .get_or_init(|| make().map(Arc::new))
             .clone()
+    }
+
+    /// The persistent interpreter last started (alive, or ended with its reason).
+    pub fn persistent(&self) -> Option<Arc<crate::warm::Persistent>> {
+        self.persistent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Installs a newly started persistent interpreter.
+    pub fn set_persistent(&self, p: Arc<crate::warm::Persistent>) {
+        *self.persistent.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+    }
+
+    /// Removes the persistent interpreter (to stop it), if there is one.
+    pub fn take_persistent(&self) -> Option<Arc<crate::warm::Persistent>> {
+        self.persistent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 
@@ -107,6 +135,9 @@ impl Drop for Workspace {
     fn drop(&mut self) {
         if let Some(z) = self.zygote.get_mut().ok().and_then(|z| z.take()) {
             z.stop();
+        }
+        if let Some(p) = self.persistent.get_mut().ok().and_then(|p| p.take()) {
+            p.stop("was stopped: its workspace ended");
         }
         self.registry.live.fetch_sub(1, Ordering::Relaxed);
         let job = (
@@ -275,14 +306,37 @@ impl Registry {
     /// removed to make room (stateless clients that never pass a handle back would otherwise fill
     /// the server until their workspaces expire); sessions' workspaces are never evicted.
     pub fn create(&self, session: bool) -> Result<Arc<Workspace>, WorkspaceError> {
+        let ws = self.make(true)?;
+        self.adopt(&ws, session);
+        Ok(ws)
+    }
+
+    /// Creates a workspace for the pool of ready workspaces: nobody's yet (see
+    /// [`Registry::adopt`]). At `max_workspaces` it fails rather than evict anything.
+    pub fn create_unowned(&self) -> Result<Arc<Workspace>, WorkspaceError> {
+        self.make(false)
+    }
+
+    /// Hands a workspace made by [`Registry::create_unowned`] to a session, or to stateless
+    /// requests (it is then kept until its TTL runs out).
+    pub fn adopt(&self, ws: &Arc<Workspace>, session: bool) {
+        ws.touch();
+        if !session {
+            if let Ok(mut m) = self.stateless.lock() {
+                m.insert(ws.handle.clone(), ws.clone());
+            }
+        }
+    }
+
+    fn make(&self, evict: bool) -> Result<Arc<Workspace>, WorkspaceError> {
         use std::os::unix::fs::DirBuilderExt;
         let live = self.inner.live.fetch_add(1, Ordering::Relaxed);
         if live >= self.inner.max {
             self.inner.live.fetch_sub(1, Ordering::Relaxed);
-            if !self.evict_one() {
+            if !evict || !self.evict_one() {
                 return Err(WorkspaceError::Full(self.inner.max));
             }
-            return self.create(session);
+            return self.make(evict);
         }
         let fail = |err| {
             self.inner.live.fetch_sub(1, Ordering::Relaxed);
@@ -304,26 +358,21 @@ impl Registry {
                 return Err(fail(e));
             }
         };
-        let ws = Arc::new(Workspace {
-            handle: handle.clone(),
+        Ok(Arc::new(Workspace {
+            handle,
             dir,
             files,
-            session,
             last_used: Mutex::new(Instant::now()),
             sandboxes: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
-            fork_sandbox: OnceLock::new(),
+            kept_sandbox: OnceLock::new(),
             zygote: Mutex::new(None),
+            persistent: Mutex::new(None),
+            persistent_turn: tokio::sync::Mutex::new(()),
             python_calls: AtomicU32::new(0),
             fork_starting: AtomicBool::new(false),
             commands: Commands::default(),
             registry: self.inner.clone(),
-        });
-        if !session {
-            if let Ok(mut m) = self.stateless.lock() {
-                m.insert(handle, ws.clone());
-            }
-        }
-        Ok(ws)
+        }))
     }
 
     /// The stateless workspace named `handle`.
@@ -561,6 +610,23 @@ mod tests {
         // Nothing idle to evict: the session and a stateless workspace in use.
         assert!(matches!(r.create(false), Err(WorkspaceError::Full(2))));
         assert!(session.dir.is_dir());
+        let _ = std::fs::remove_dir_all(r.root());
+    }
+
+    #[test]
+    fn an_unowned_workspace_evicts_nothing_and_is_adopted_by_whoever_takes_it() {
+        let r = Registry::new(&root("unowned"), 2, here()).unwrap();
+        let idle = r.create(false).unwrap().handle.clone();
+        let pooled = r.create_unowned().unwrap();
+        // Minted like any other: the proxy routes a pooled workspace's calls by this prefix.
+        assert!(pooled.handle.starts_with("here.ws-") && pooled.handle.len() == 40);
+        // Full: a pooled workspace never evicts a stateless one to make room; a call does.
+        assert!(matches!(r.create_unowned(), Err(WorkspaceError::Full(2))));
+        assert!(r.get(&idle).is_ok());
+        // Not reachable by its handle until a stateless request adopts it.
+        assert!(r.get(&pooled.handle).is_err());
+        r.adopt(&pooled, false);
+        assert!(r.get(&pooled.handle).is_ok());
         let _ = std::fs::remove_dir_all(r.root());
     }
 

@@ -31,6 +31,13 @@ const bad = await a.client.callTool({ name: 'execute_shell', arguments: { comman
 out.bad = { isError: bad.isError, exit: bad.structuredContent.exit_code, stderr: bad.structuredContent.stderr };
 const esc = await a.client.callTool({ name: 'read_file', arguments: { path: '../../etc/passwd' } });
 out.escape = { isError: esc.isError, text: esc.content[0].text };
+// Persistent cells: a variable defined in one is there in the next; reset_python forgets it.
+const cell = (code) => a.client.callTool({ name: 'execute_python', arguments: { code, persistent: true } });
+await cell('x = 6');
+const kept = await cell('x * 7');
+await a.client.callTool({ name: 'reset_python', arguments: {} });
+const forgot = await cell("'x' in dir()");
+out.persistent = [kept.structuredContent.stdout, kept.structuredContent.persistent, forgot.structuredContent.stdout];
 
 // A second session does not see the first one's files.
 const b = await session();

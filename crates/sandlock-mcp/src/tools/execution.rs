@@ -1,13 +1,19 @@
-//! The execution tools: `execute_python`, `execute_shell` and `execute_code`.
+//! The execution tools: `execute_python`, `execute_shell`, `execute_code` and `reset_python`.
 //!
 //! A call, top to bottom ([`SandlockTools::execute`]): check the arguments and build the command,
-//! wait for a slot at the concurrency gate, find the caller's workspace and its sandbox, note what
-//! its `outputs/` holds, run (forking the workspace's Python fork server when it has one, see
-//! [`crate::warm`], else a fresh run driven by [`crate::drive`]), then show the outcome: the
-//! headline in words, each stream inline or, when long, as its head and tail with the whole saved
-//! in the workspace ([`crate::output`]), and the images the run saved in `outputs/`
+//! wait for a slot at the concurrency gate, find the caller's workspace, note what its `outputs/`
+//! holds, run (forking the workspace's Python fork server when it has one, see [`crate::warm`],
+//! else a fresh run in the workspace's sandbox, driven by [`crate::drive`]), then show the
+//! outcome: the headline in words, each stream inline or, when long, as its head and tail with the
+//! whole saved in the workspace ([`crate::output`]), and the images the run saved in `outputs/`
 //! ([`crate::images`]). `execute_shell` with `background: true` starts a background command
 //! instead ([`super::commands`]).
+//!
+//! A persistent cell (`execute_python` with `persistent: true`, [`SandlockTools::execute_cell`])
+//! finds its workspace first and waits for the workspace's turn, so that its cells run one at a
+//! time without holding a run slot while they wait; then it takes a slot and runs in the
+//! workspace's persistent interpreter ([`crate::warm::persistent`]), and is shown like any other
+//! run. `reset_python` stops that interpreter.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,10 +47,47 @@ pub struct ExecutePythonArgs {
     /// Text given to the program on standard input.
     #[serde(default)]
     pub stdin: Option<String>,
+    /// Run in this workspace's persistent interpreter, like a notebook cell: variables, imports,
+    /// functions and classes stay for the next persistent call, and the value of a trailing
+    /// expression is shown. Calls of one workspace run one at a time. `reset_python` starts over.
+    #[serde(default)]
+    pub persistent: bool,
     /// Stateless requests only: the workspace handle a previous result returned. Omit it to get a
     /// new workspace. Sessions always use their own workspace.
     #[serde(default)]
     pub workspace: Option<String>,
+}
+
+/// Arguments of `reset_python`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ResetPythonArgs {
+    /// Stateless requests only: see `execute_python`.
+    #[serde(default)]
+    pub workspace: Option<String>,
+}
+
+/// The structured result of `reset_python`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ResetResult {
+    /// Whether a live persistent interpreter was stopped (false: there was none).
+    pub stopped: bool,
+    /// The workspace handle.
+    pub workspace: String,
+}
+
+/// What a persistent cell did to the workspace's interpreter (in the results of
+/// `execute_python` with `persistent: true`).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PersistentCell {
+    /// The number of this cell in its interpreter (1: the interpreter was new).
+    pub cell: u64,
+    /// Whether the interpreter and its state are still there after this cell. False when a
+    /// limit, a kill or the code itself ended it: the next persistent cell starts a new one.
+    pub state_kept: bool,
+    /// Set when this cell started a new interpreter because the previous one had ended (by a
+    /// limit, a kill or the code; not by `reset_python`): why, in words. The variables, imports
+    /// and definitions of earlier cells are gone.
+    pub state_lost: Option<String>,
 }
 
 /// Arguments of `execute_shell`.
@@ -138,6 +181,8 @@ pub struct RunResult {
     pub images: Vec<ImageRef>,
     /// The workspace handle (pass it back in stateless requests).
     pub workspace: String,
+    /// For a persistent cell: what became of the interpreter's state. Null otherwise.
+    pub persistent: Option<PersistentCell>,
 }
 
 /// What a call runs.
@@ -240,6 +285,7 @@ impl RunResult {
             command_id: None,
             images: Vec::new(),
             workspace,
+            persistent: None,
         }
     }
 }
@@ -302,17 +348,24 @@ async fn wait_for_slot<'g>(
     }
 }
 
-/// What an ended run becomes: the text block (the headline in words, then the output) and the
-/// structured result. Long output is saved in the workspace, which is file work: it runs on the
-/// blocking pool, off the event loop.
+/// What an ended run becomes: the text block (the headline in words, then `notes`, one a line,
+/// then the output, then the images `found` in `outputs/`), the structured result, and the images
+/// to attach as image content. Long output is saved in the workspace, which is file work: it runs
+/// on the blocking pool, off the event loop.
 async fn show_outcome(
     mut outcome: Outcome,
     timeout: Duration,
     ws: &Arc<Workspace>,
     disk_cap: u64,
-) -> (String, RunResult) {
+    notes: &[String],
+    found: images::Found,
+) -> (String, RunResult, Vec<ContentBlock>) {
     let truncated = outcome.stdout_truncated || outcome.stderr_truncated;
-    let headline = describe(&outcome, timeout);
+    let headline = std::iter::once(describe(&outcome, timeout))
+        .chain(notes.iter().cloned())
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
     let (stdout, stderr) = (
         std::mem::take(&mut outcome.stdout),
         std::mem::take(&mut outcome.stderr),
@@ -337,7 +390,15 @@ async fn show_outcome(
         };
         (lost.clone(), lost)
     });
-    let text = run_text(&headline, &out.text, &err.text, truncated);
+    let mut text = run_text(&headline, &out.text, &err.text, truncated);
+    if !found.refs.is_empty() {
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&images::describe(&found.refs, |p| {
+            resources::uri(&ws.handle, p)
+        }));
+    }
     let r = RunResult {
         stdout: out.text,
         stderr: err.text,
@@ -351,10 +412,22 @@ async fn show_outcome(
         duration_ms: outcome.wall_time.as_millis() as u64,
         truncated,
         command_id: None,
-        images: Vec::new(),
+        images: found.refs,
         workspace: ws.handle.clone(),
+        persistent: None,
     };
-    (text, r)
+    let images = found
+        .content
+        .into_iter()
+        .map(|(data, mime)| ContentBlock::image(data, mime))
+        .collect();
+    (text, r, images)
+}
+
+/// `result` with `images` after its text, as image content.
+fn with_images(mut result: CallToolResult, images: Vec<ContentBlock>) -> CallToolResult {
+    result.content.extend(images);
+    result
 }
 
 /// The images in `outputs/` before a run, noted only where there is such a directory (one
@@ -433,28 +506,27 @@ impl SandlockTools {
             Ok(c) => c,
             Err(words) => return refuse("invalid", words, requested.unwrap_or_default()),
         };
-        let _slot = match wait_for_slot(&exec.gate, &ctx).await {
+        let _slot = match self.slot(&ctx, call.label, t0).await {
             Ok(s) => s,
-            Err(Some(e)) => {
-                let reason = match e {
-                    GateError::ShuttingDown => "shutting_down",
-                    _ => "busy",
-                };
-                return refuse(reason, e.to_string(), requested.unwrap_or_default());
+            Err(Ok((reason, words))) => {
+                return refuse(reason, words, requested.unwrap_or_default());
             }
-            Err(None) => {
-                self.log_call(&ctx, call.label, "cancelled", t0.elapsed(), "");
-                return failure("the call was cancelled while it waited for a free slot");
-            }
+            Err(Err(cancelled)) => return cancelled,
         };
         // After the gate, so that a call refused as busy creates no workspace.
         let ws = match self.workspace(requested.as_deref()) {
             Ok(ws) => ws,
             Err((reason, words)) => return refuse(reason, words, String::new()),
         };
-        let sandbox = match exec.sandbox(tool, &ws) {
-            Ok(s) => s,
-            Err(words) => return refuse("sandbox_error", words, ws.handle.clone()),
+        // A call that forks builds the fresh-run sandbox only if it falls back to a fresh run: a
+        // workspace whose calls all fork never needs it. Only Python forks, so a Node snippet's
+        // file is saved once its sandbox exists.
+        let sandbox = match forked {
+            true => None,
+            false => match exec.sandbox(tool, &ws) {
+                Ok(s) => Some(s),
+                Err(words) => return refuse("sandbox_error", words, ws.handle.clone()),
+            },
         };
         if let Some(file) = &script {
             let (w, f, code) = (ws.clone(), file.clone(), call.code.clone());
@@ -482,6 +554,13 @@ impl SandlockTools {
         let outcome = match outcome {
             Some(o) => o,
             None => {
+                let sandbox = match sandbox.map_or_else(|| exec.sandbox(tool, &ws), Ok) {
+                    Ok(s) => s,
+                    Err(words) => {
+                        cancel.finish().await;
+                        return refuse("sandbox_error", words, ws.handle.clone());
+                    }
+                };
                 if forked {
                     exec.prepare_fork_server(&ws);
                 }
@@ -494,26 +573,149 @@ impl SandlockTools {
         let found = after_run(&ws, script, before).await;
         ws.touch();
         let is_error = !outcome.success();
-        let (mut text, mut r) =
-            show_outcome(outcome, timeout, &ws, exec.config.max_disk.bytes()).await;
-        if !found.refs.is_empty() {
-            if !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text.push_str(&images::describe(&found.refs, |p| {
-                resources::uri(&ws.handle, p)
-            }));
-        }
-        r.images = found.refs;
+        let (text, r, images) = show_outcome(
+            outcome,
+            timeout,
+            &ws,
+            exec.config.max_disk.bytes(),
+            &[],
+            found,
+        )
+        .await;
         self.log_call(&ctx, call.label, &r.reason, t0.elapsed(), &call.code);
-        let mut result = structured(text, &r, is_error);
-        result.content.extend(
-            found
-                .content
-                .into_iter()
-                .map(|(data, mime)| ContentBlock::image(data, mime)),
+        with_images(structured(text, &r, is_error), images)
+    }
+
+    /// One persistent cell of `execute_python`, from its arguments to its result.
+    async fn execute_cell(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        code: String,
+        stdin: Option<String>,
+        timeout_s: Option<f64>,
+        requested: Option<String>,
+    ) -> CallToolResult {
+        let t0 = Instant::now();
+        let exec = &self.app.exec;
+        let tool = ExecTool::Python;
+        let _call = exec.gate.call();
+        let refuse = |reason: &str, words: String, workspace: String| {
+            self.log_call(&ctx, tool.name(), reason, t0.elapsed(), "");
+            structured(words, &RunResult::never_ran(reason, workspace), true)
+        };
+        let timeout = match exec.timeout(tool, timeout_s) {
+            Ok(t) => t,
+            Err(words) => return refuse("invalid", words, String::new()),
+        };
+        if let Some(cpu) = exec.config.python_policy.max_cpu {
+            return refuse(
+                "invalid",
+                format!(
+                    "persistent: true is not available on this server: its Python policy sets \
+                     max_cpu ({cpu}), which would add up over every cell of an interpreter; run \
+                     the code without persistent"
+                ),
+                requested.unwrap_or_default(),
+            );
+        }
+        let ws = match self.workspace(requested.as_deref()) {
+            Ok(ws) => ws,
+            Err((reason, words)) => return refuse(reason, words, String::new()),
+        };
+        let _turn = tokio::select! {
+            t = ws.persistent_turn.lock() => t,
+            _ = ctx.ct.cancelled() => {
+                self.log_call(&ctx, tool.name(), "cancelled", t0.elapsed(), "");
+                return failure("the call was cancelled while it waited for the workspace's previous persistent cell");
+            }
+        };
+        let _slot = match self.slot(&ctx, tool.name(), t0).await {
+            Ok(s) => s,
+            Err(Ok((reason, words))) => return refuse(reason, words, ws.handle.clone()),
+            Err(Err(cancelled)) => return cancelled,
+        };
+        let before = note_outputs(&ws).await;
+        let cancel = CallCancel::new(&exec.gate, &ctx);
+        let why = cancel.why();
+        let run = exec
+            .run_persistent(&ws, &code, stdin, timeout, &cancel.token, &why)
+            .await;
+        cancel.finish().await;
+        let found = after_run(&ws, None, before).await;
+        ws.touch();
+        let run = match run {
+            Ok(r) => r,
+            Err(words) => return refuse("sandbox_error", words, ws.handle.clone()),
+        };
+        let (cell, ended) = (run.cell.number, run.cell.ended);
+        let outcome = run.cell.outcome;
+        let mut notes = Vec::new();
+        if let Some(why) = &run.lost {
+            notes.push(format!(
+                "[state lost: the previous persistent interpreter {why}; this cell ran in a new \
+                 one, without the variables, imports and definitions of earlier cells]"
+            ));
+        }
+        let stopped = matches!(
+            outcome.reason,
+            Reason::Timeout | Reason::Output | Reason::Signaled
         );
-        result
+        if let Some(why) = &ended {
+            notes.push(format!(
+                "[the persistent interpreter {why}: it is gone, with its state; the next \
+                 persistent cell starts a new one]"
+            ));
+        } else if stopped {
+            notes.push(
+                "[the cell was interrupted with KeyboardInterrupt; the interpreter keeps its \
+                 state]"
+                    .into(),
+            );
+        }
+        let is_error = !outcome.success();
+        let (text, mut r, images) = show_outcome(
+            outcome,
+            timeout,
+            &ws,
+            exec.config.max_disk.bytes(),
+            &notes,
+            found,
+        )
+        .await;
+        r.persistent = Some(PersistentCell {
+            cell,
+            state_kept: ended.is_none(),
+            state_lost: run.lost,
+        });
+        self.log_call(&ctx, tool.name(), &r.reason, t0.elapsed(), &code);
+        with_images(structured(text, &r, is_error), images)
+    }
+
+    /// Waits for a run slot at the gate. The error is the call's result when it gets none:
+    /// `Ok((reason, words))` to refuse it (busy, shutting down), or `Err(result)` when the client
+    /// cancelled while it waited (logged here).
+    async fn slot(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        tool: &str,
+        t0: Instant,
+    ) -> Result<Slot<'_>, Result<(&'static str, String), CallToolResult>> {
+        match wait_for_slot(&self.app.exec.gate, ctx).await {
+            Ok(s) => Ok(s),
+            Err(Some(e)) => Err(Ok((
+                match e {
+                    GateError::ShuttingDown => "shutting_down",
+                    _ => "busy",
+                },
+                e.to_string(),
+            ))),
+            Err(None) => {
+                self.log_call(ctx, tool, "cancelled", t0.elapsed(), "");
+                Err(Err(failure(
+                    "the call was cancelled while it waited for a free slot",
+                )))
+            }
+        }
     }
 }
 
@@ -526,6 +728,10 @@ impl SandlockTools {
                        file tools); nothing outside it is writable, there is no network unless the \
                        server allows it, and the run is limited in time, memory, processes and \
                        output. Installed packages of the server's interpreter can be imported. \
+                       Each call starts from a clean interpreter, unless persistent is true: then \
+                       the call runs like a notebook cell in this workspace's persistent \
+                       interpreter, where variables, imports and definitions of earlier \
+                       persistent calls are kept and a trailing expression's value is shown. \
                        Images saved in outputs/ (e.g. plt.savefig('outputs/chart.png')) come back \
                        as images. Returns stdout, stderr, exit_code and why the run ended.",
         output_schema = output_schema::<RunResult>(),
@@ -536,6 +742,11 @@ impl SandlockTools {
         ctx: RequestContext<RoleServer>,
         Parameters(a): Parameters<ExecutePythonArgs>,
     ) -> Result<CallToolResult, ErrorData> {
+        if a.persistent {
+            return Ok(self
+                .execute_cell(ctx, a.code, a.stdin, a.timeout_s, a.workspace)
+                .await);
+        }
         let call = Call {
             label: "execute_python",
             program: Program::Python,
@@ -545,6 +756,43 @@ impl SandlockTools {
             workspace: a.workspace,
         };
         Ok(self.execute(ctx, call).await)
+    }
+
+    /// Stops the workspace's persistent Python interpreter.
+    #[tool(
+        description = "Forget the state of persistent execute_python calls: stops this \
+                       workspace's persistent interpreter (a cell still running is killed); the \
+                       next call with persistent: true starts a new, empty one. Files in the \
+                       workspace are kept.",
+        output_schema = output_schema::<ResetResult>(),
+        annotations(open_world_hint = false, idempotent_hint = true)
+    )]
+    async fn reset_python(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(a): Parameters<ResetPythonArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let t0 = Instant::now();
+        let ws = match self.workspace(a.workspace.as_deref()) {
+            Ok(ws) => ws,
+            Err((reason, words)) => {
+                self.log_call(&ctx, "reset_python", reason, t0.elapsed(), "");
+                return Ok(failure(words));
+            }
+        };
+        let stopped = self.app.exec.reset_python(&ws);
+        let text = if stopped {
+            "stopped the persistent Python interpreter: its variables, imports and definitions \
+             are gone; the next persistent call starts a new one"
+        } else {
+            "there was no persistent Python interpreter running in this workspace"
+        };
+        self.log_call(&ctx, "reset_python", "ok", t0.elapsed(), "");
+        let r = ResetResult {
+            stopped,
+            workspace: ws.handle.clone(),
+        };
+        Ok(structured(text.into(), &r, false))
     }
 
     /// Runs a shell command in the session's sandboxed workspace, or starts it in the background.

@@ -3,7 +3,8 @@
 //! The tools come in families, one module each; this module owns what they share (the handler,
 //! its session and workspace, the call log, the shape of a result) and the dispatch, which is
 //! rmcp's router made of each family's routes:
-//! - [`execution`]: `execute_python`, `execute_shell`, `execute_code`;
+//! - [`execution`]: `execute_python` (also as persistent cells), `execute_shell`,
+//!   `execute_code`, `reset_python`;
 //! - [`commands`]: background commands (`execute_shell` with `background`), `command_output`,
 //!   `kill_command`;
 //! - [`files`]: `read_file`, `write_file`, `edit_file`, `list_files`, `glob_files`,
@@ -38,6 +39,7 @@ use serde::Serialize;
 
 use crate::exec::Executor;
 use crate::metrics::{Gauges, Metrics};
+use crate::pool::Pool;
 use crate::workspace::{Registry, Workspace, WorkspaceError, short};
 
 /// State shared by every handler of the server.
@@ -46,6 +48,8 @@ pub struct App {
     pub exec: Executor,
     /// Workspaces.
     pub workspaces: Registry,
+    /// Ready workspaces, for new sessions.
+    pub pool: Pool,
     /// Metrics.
     pub metrics: Metrics,
 }
@@ -59,6 +63,8 @@ impl App {
             workspaces: self.workspaces.live(),
             fork_servers: crate::warm::live_fork_servers(),
             background_commands: crate::background::running_commands(),
+            python_persistent: crate::warm::live_persistent(),
+            pool: self.pool.stats(),
             draining: self.exec.gate.closing.is_cancelled(),
         }
     }
@@ -219,14 +225,21 @@ impl SandlockTools {
                         .into(),
                 ));
             }
-            let ws = self.app.workspaces.create(true)?;
+            let ws = self.new_workspace(true)?;
             *g = Some(ws.clone());
             return Ok(ws);
         }
         Ok(match requested {
             Some(h) => self.app.workspaces.get(h)?,
-            None => self.app.workspaces.create(false)?,
+            None => self.new_workspace(false)?,
         })
+    }
+
+    /// A new workspace, from the pool of ready ones when it has one.
+    fn new_workspace(&self, session: bool) -> Result<Arc<Workspace>, WorkspaceError> {
+        let app = &self.app;
+        app.pool
+            .new_workspace(&app.workspaces, session, app.exec.config.fork_idle)
     }
 
     /// The session's workspace if it has one already (none is created).
@@ -286,14 +299,15 @@ impl ServerHandler for SandlockTools {
             .with_instructions(
                 "Sandboxed code execution. execute_python, execute_shell and execute_code \
                  (python, javascript, typescript) run in a private workspace directory that \
-                 persists for this session; execute_shell with background=true starts a command \
-                 that command_output reads and kill_command stops. read_file, write_file, \
-                 edit_file, list_files, glob_files, grep_files, move_file and delete_file work on \
-                 the same directory with relative paths. Images code saves in outputs/ come back \
-                 in the result. The workspace's files are also resources \
-                 (sandlock://<workspace>/<path>), which is how to download one. Stateless \
-                 (2026-07-28) clients: pass back the `workspace` handle from a result to reach \
-                 the same files.",
+                 persists for this session; execute_python with persistent: true keeps \
+                 variables between calls, like notebook cells, and reset_python starts over; \
+                 execute_shell with background=true starts a command that command_output reads \
+                 and kill_command stops. read_file, write_file, edit_file, list_files, \
+                 glob_files, grep_files, move_file and delete_file work on the same directory \
+                 with relative paths. Images code saves in outputs/ come back in the result. The \
+                 workspace's files are also resources (sandlock://<workspace>/<path>), which is \
+                 how to download one. Stateless (2026-07-28) clients: pass back the `workspace` \
+                 handle from a result to reach the same files.",
             )
     }
 

@@ -3,7 +3,9 @@
 //!
 //! A workspace's first two calls run fresh interpreters; the second starts the fork server in the
 //! background (`crate::exec::Executor::prepare_fork_server`), and later calls fork it while it
-//! lives. A call that finds no live fork server runs fresh, and starts a new one.
+//! lives. A call that finds no live fork server runs fresh, and starts a new one. A workspace
+//! taken from the pool of ready workspaces (`crate::pool`) comes with its fork server running, so
+//! its first call forks.
 //!
 //! Starting CPython costs about 13 ms of CPU on the reference machine; forking an initialized one,
 //! running `print(1)` and reaping it costs under 1 ms. At concurrency 8 on 2 cores every
@@ -37,7 +39,8 @@
 //!   of their fork server, so they may signal each other (they are one trust domain; workspaces
 //!   never share a fork server).
 //!
-//! # Protocol (a `SOCK_SEQPACKET` pair; the server's end is descriptor 3)
+//! # Protocol (a `SOCK_SEQPACKET` pair; the fork server's end is its descriptor 3)
+//! - `H 0 0`: the fork server has started and waits for calls.
 //! - `R <id>` with four descriptors (code, stdin, stdout, stderr): fork a call.
 //! - `P <id> <pid>` with a pidfd: the call's process started.
 //! - `X <id> <pid> <wait status> <cpu µs> <max rss KiB>`: it ended and was reaped.
@@ -50,20 +53,22 @@
 //! in the fork server's process group, so nothing leaves the tree the supervisor measures.
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sandlock_core::{Command, LimitMechanism, Outcome, Reason, Running, Sandbox, Stdio};
+use sandlock_core::{LimitMechanism, Outcome, Reason, Running, Sandbox};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::unix::pipe;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::drive::{EpollFd, still_readable};
-use crate::python::{Interpreter, memfd_with};
+use super::call::{CallIo, Captured, ended, failed};
+use super::control::send_with_fds;
+use super::supervise::{Host, Pace, spawn_kept, supervise};
+use super::tree::{kill_strays, pidfd_signal};
+use crate::python::Interpreter;
 
 /// The fork server, then the call. `_serve` returns only in a forked child, after it has put the
 /// call's descriptors on 0-3; what follows it reads the code from descriptor 3 and runs it as
@@ -93,6 +98,7 @@ def _serve():
     p.register(3, select.POLLIN)
     p.register(wake_r, select.POLLIN)
     space = _socket.CMSG_SPACE(4 * 4)
+    ctl.send(b"H 0 0")
     while True:
         for fd, _ in p.poll():
             if fd == wake_r:
@@ -236,7 +242,11 @@ struct State {
     /// Calls' processes the fork server has forked and not yet reaped.
     leaders: HashSet<libc::pid_t>,
     ended: bool,
+    /// The fork server said it has started (`H`).
+    ready: bool,
     last_used: Option<Instant>,
+    /// Stopped after this long without calls (never while it waits in the pool).
+    idle: Option<Duration>,
 }
 
 /// A workspace's fork server.
@@ -249,15 +259,13 @@ pub struct Zygote {
     state: Mutex<State>,
     next_id: AtomicU64,
     stop: CancellationToken,
-    /// Wakes the supervising task when a call arrives (to sample the tree at the normal rate).
+    /// Wakes the supervising task when a call arrives (to sample the tree at the normal rate) or
+    /// the idle time changes.
     busy: tokio::sync::Notify,
+    /// Notified when the fork server has started, or ended.
+    came_up: tokio::sync::Notify,
     not_enforced: Vec<sandlock_core::Protection>,
 }
-
-/// How often an idle fork server's tree is sampled: between calls nothing in it runs (a finished
-/// call's leftovers are swept), so its memory cannot grow; sampling it at the normal rate would
-/// cost every idle workspace 100 reads of `/proc` a second.
-const IDLE_SAMPLE: Duration = Duration::from_secs(1);
 
 impl Drop for Zygote {
     fn drop(&mut self) {
@@ -267,61 +275,36 @@ impl Drop for Zygote {
 
 impl Zygote {
     /// Starts a fork server in `sandbox` (a sandbox without a timeout: the server lives as long as
-    /// the workspace uses it). It stops after `idle` without calls, or when [`Zygote::stop`] is
-    /// called.
+    /// the workspace uses it). It stops after `idle` without calls (never, for `None`), or when
+    /// [`Zygote::stop`] is called.
     pub fn start(
         sandbox: &Sandbox,
         python: &Interpreter,
-        idle: Duration,
+        idle: Option<Duration>,
     ) -> Result<Arc<Zygote>, sandlock_core::Error> {
-        let (ours, theirs) = seqpacket_pair().map_err(|e| {
-            sandlock_core::SandboxError::io(
-                sandlock_core::Stage::Prepare,
-                &e,
-                "cannot create the fork server's control socket",
-            )
-        })?;
-        let script = ZYGOTE;
-        let cmd = Command::new([python.path.as_os_str(), "-c".as_ref(), script.as_ref()])
-            .stdin(Stdio::Null)
-            .pass_fd(theirs, 3);
-        let running = sandbox.spawn(cmd)?;
-        // Counted until `drive` has reaped it, or until this function fails (dropping `running`
-        // kills and reaps it).
+        let (running, ctl) = spawn_kept(sandbox, python, ZYGOTE, "the fork server")?;
+        // Counted until `supervise` has reaped it, or until this function fails (dropping
+        // `running` kills and reaps it).
         let counted = Counted::new();
-        // SAFETY: `ours` is owned by the AsyncFd from here on and is never closed or replaced
-        // while registered.
-        let ctl = unsafe {
-            AsyncFd::register_with_interest(ours, Interest::READABLE | Interest::WRITABLE)
-        }
-        .map_err(|e| {
-            let e: std::io::Error = e.into();
-            {
-                sandlock_core::SandboxError::io(
-                    sandlock_core::Stage::Supervise,
-                    &e,
-                    "cannot register the fork server's control socket",
-                )
-            }
-        })?;
         let z = Arc::new(Zygote {
             pid: running.pid(),
             ctl,
             fork_lock: tokio::sync::Mutex::new(()),
             state: Mutex::new(State {
                 last_used: Some(Instant::now()),
+                idle,
                 ..State::default()
             }),
             next_id: AtomicU64::new(1),
             stop: CancellationToken::new(),
             busy: tokio::sync::Notify::new(),
+            came_up: tokio::sync::Notify::new(),
             not_enforced: sandbox.not_enforced().to_vec(),
         });
-        tokio::spawn(drive(
+        tokio::spawn(supervise(
             Arc::downgrade(&z),
             z.stop.clone(),
             running,
-            idle,
             counted,
         ));
         Ok(z)
@@ -330,6 +313,37 @@ impl Zygote {
     /// Whether the fork server has ended (a new one is needed).
     pub fn ended(&self) -> bool {
         self.state.lock().map(|s| s.ended).unwrap_or(true)
+    }
+
+    /// Waits until the fork server has started and waits for calls (true), or has ended (false).
+    pub async fn started(&self) -> bool {
+        loop {
+            let up = self.came_up.notified();
+            tokio::pin!(up);
+            up.as_mut().enable();
+            {
+                let st = self.state();
+                if st.ended {
+                    return false;
+                }
+                if st.ready {
+                    return true;
+                }
+            }
+            up.await;
+        }
+    }
+
+    /// From now on, stops after `idle` without calls (counted from now).
+    pub fn set_idle(&self, idle: Duration) {
+        {
+            let mut st = self.state();
+            st.idle = Some(idle);
+            if st.calls.is_empty() {
+                st.last_used = Some(Instant::now());
+            }
+        }
+        self.busy.notify_one();
     }
 
     /// Kills the fork server and every call in progress.
@@ -348,6 +362,12 @@ impl Zygote {
         let f: Vec<&str> = text.split_ascii_whitespace().collect();
         let num = |i: usize| f.get(i).and_then(|v| v.parse::<i64>().ok());
         let mut st = self.state();
+        if f.first() == Some(&"H") {
+            st.ready = true;
+            drop(st);
+            self.came_up.notify_waiters();
+            return false;
+        }
         let (Some(id), Some(pid)) = (num(1), num(2)) else {
             tracing::warn!(message = %text, "the fork server sent a malformed message");
             return false;
@@ -402,6 +422,8 @@ impl Zygote {
                 detail: detail.clone(),
             });
         }
+        drop(st);
+        self.came_up.notify_waiters();
     }
 
     /// Sends `R <id>` with the call's descriptors.
@@ -422,23 +444,8 @@ impl Zygote {
         let _l = self.fork_lock.lock().await;
         for _ in 0..50 {
             let leaders = self.state().leaders.clone();
-            let strays: Vec<libc::pid_t> = children(self.pid)
-                .into_iter()
-                .filter(|p| !leaders.contains(p) && alive(*p))
-                .collect();
-            if strays.is_empty() {
+            if kill_strays(self.pid, &leaders) {
                 return;
-            }
-            for s in strays {
-                let mut all = vec![s];
-                let mut i = 0;
-                while i < all.len() {
-                    all.extend(children(all[i]));
-                    i += 1;
-                }
-                for p in all {
-                    kill_in_group(p, self.pid);
-                }
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -537,7 +544,7 @@ impl Zygote {
         let mut drain_until: Option<tokio::time::Instant> = None;
         let (mut obuf, mut ebuf) = (vec![0u8; 16384], vec![0u8; 16384]);
         let kill = |why: &mut Option<tokio::time::Instant>| {
-            pidfd_kill(&leader.pidfd);
+            pidfd_signal(&leader.pidfd, libc::SIGKILL);
             why.get_or_insert_with(tokio::time::Instant::now);
         };
         loop {
@@ -636,7 +643,7 @@ struct Leader {
 impl Drop for Leader {
     fn drop(&mut self) {
         if !self.ended.load(Ordering::Relaxed) {
-            pidfd_kill(&self.pidfd);
+            pidfd_signal(&self.pidfd, libc::SIGKILL);
         }
     }
 }
@@ -653,461 +660,89 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// One captured stream of a call.
-struct Captured {
-    name: &'static str,
-    data: Vec<u8>,
-    open: bool,
-    cut: bool,
-}
-
-impl Captured {
-    fn new(name: &'static str) -> Captured {
-        Captured {
-            name,
-            data: Vec::new(),
-            open: true,
-            cut: false,
-        }
+impl Host for Zygote {
+    fn ctl(&self) -> &AsyncFd<OwnedFd> {
+        &self.ctl
     }
 
-    /// Takes the result of one read into `buf`: keeps up to `cap` bytes in all, notes the end of
-    /// the stream, and returns why the call must end when output was dropped.
-    fn took(
-        &mut self,
-        r: std::io::Result<usize>,
-        buf: &[u8],
-        cap: usize,
-    ) -> Option<(Reason, String)> {
-        match r {
-            Ok(0) | Err(_) => {
-                self.open = false;
-                None
-            }
-            Ok(n) => keep(&mut self.data, &buf[..n], cap).then(|| {
-                self.cut = true;
-                let name = self.name;
-                (
-                    Reason::Output,
-                    format!("{name} exceeded max_output ({cap} bytes); output truncated"),
-                )
-            }),
-        }
+    fn woken(&self) -> &tokio::sync::Notify {
+        &self.busy
     }
-}
 
-/// Appends to a capture up to `cap` bytes; true when bytes were dropped.
-fn keep(buf: &mut Vec<u8>, data: &[u8], cap: usize) -> bool {
-    let room = cap.saturating_sub(buf.len());
-    buf.extend_from_slice(&data[..data.len().min(room)]);
-    data.len() > room
-}
-
-fn ended(t0: Instant, reason: Reason, detail: String) -> Outcome {
-    Outcome {
-        wall_time: t0.elapsed(),
-        limit_mechanism: LimitMechanism::Supervisor,
-        ..Outcome::ended(reason, detail)
-    }
-}
-
-fn failed(t0: Instant, detail: String) -> Outcome {
-    ended(t0, Reason::SandboxError, detail)
-}
-
-/// The descriptors of one call: ours (async) and the ones handed to the fork server.
-struct CallIo {
-    code: OwnedFd,
-    stdin_r: OwnedFd,
-    stdin_w: pipe::Sender,
-    stdout_w: OwnedFd,
-    stderr_w: OwnedFd,
-    stdout: pipe::Receiver,
-    stderr: pipe::Receiver,
-}
-
-impl CallIo {
-    fn new(code: &[u8]) -> std::io::Result<CallIo> {
-        let code = memfd_with(code)?;
-        let (stdin_w, stdin_r) = pipe::pipe()?;
-        let (stdout_w, stdout) = pipe::pipe()?;
-        let (stderr_w, stderr) = pipe::pipe()?;
-        Ok(CallIo {
-            code,
-            stdin_r: stdin_r.into_blocking_fd()?,
-            stdin_w,
-            stdout_w: stdout_w.into_blocking_fd()?,
-            stderr_w: stderr_w.into_blocking_fd()?,
-            stdout,
-            stderr,
-        })
-    }
-}
-
-/// Supervises the fork server (its `Running`, on this event loop like every run) and reads its
-/// control socket, until it ends; then tells every call in progress why.
-async fn drive(
-    z: std::sync::Weak<Zygote>,
-    stop: CancellationToken,
-    mut running: Running,
-    idle: Duration,
-    _counted: Counted,
-) {
-    // SAFETY: the epoll descriptor belongs to `running`, which outlives `afd` (dropped below).
-    let afd =
-        match unsafe { AsyncFd::register_with_interest(EpollFd(running.fd()), Interest::READABLE) }
-        {
-            Ok(a) => a,
-            Err(e) => {
-                running.kill(
-                    Reason::SandboxError,
-                    format!("cannot watch the fork server: {e}"),
-                );
-                if let Some(z) = z.upgrade() {
-                    z.end(
-                        Reason::SandboxError,
-                        format!("cannot watch the fork server: {e}"),
-                    );
-                }
-                return;
-            }
+    fn activity(&self) -> (Pace, Option<Instant>) {
+        let st = self.state();
+        let pace = if !st.calls.is_empty() {
+            Pace::Busy
+        } else if self.next_id.load(Ordering::Relaxed) == 1 {
+            Pace::Parked
+        } else {
+            Pace::Idle
         };
-    let mut killed = false;
-    let mut stopped_by_us = false;
-    let mut ctl_closed = false;
-    let mut buf = vec![0u8; 256];
-    loop {
-        match running.step(Some(Duration::ZERO)) {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "supervising a fork server failed; killing it");
-                running.kill(Reason::SandboxError, e.to_string());
-                break;
-            }
+        (pace, st.last_used.zip(st.idle).map(|(t, idle)| t + idle))
+    }
+
+    fn end_if_idle(&self) -> bool {
+        // Ended first, under the lock: a call arriving now gets `Gone` and starts a new fork
+        // server, instead of reaching one that is being killed.
+        let mut st = self.state();
+        if !st.calls.is_empty() {
+            return false;
         }
-        let Some(zz) = z.upgrade() else {
-            running.kill(Reason::Signaled, "the workspace ended");
-            killed = true;
-            stopped_by_us = true;
-            continue;
-        };
-        let (busy, idle_at) = {
-            let st = zz.state();
+        st.ended = true;
+        tracing::debug!(pid = self.pid, "stopping an idle fork server");
+        true
+    }
+
+    fn message(self: Arc<Self>, msg: &[u8], fds: Vec<OwnedFd>) {
+        if self.dispatch(msg, fds) {
+            tokio::spawn(async move { self.sweep().await });
+        }
+    }
+
+    fn stepped(&self, _running: &mut Running) {}
+
+    fn ended(&self, outcome: &Outcome, stopped: bool) {
+        let detail = outcome.detail.clone().unwrap_or_default();
+        let (reason, detail) = if outcome.reason.is_limit() {
             (
-                !st.calls.is_empty(),
-                st.last_used
-                    .map(|t| tokio::time::Instant::from_std(t + idle)),
+                outcome.reason,
+                format!(
+                    "{detail}; in fork mode this limit covers the workspace's Python processes \
+                     together"
+                ),
+            )
+        } else if stopped {
+            (
+                Reason::Signaled,
+                "killed: the workspace's Python was stopped (the workspace ended)".to_string(),
+            )
+        } else {
+            let stderr = String::from_utf8_lossy(&outcome.stderr);
+            let tail: String = stderr
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            let tail = match (tail.is_empty(), &outcome.detail) {
+                (false, _) => format!(": {tail}"),
+                (true, Some(d)) => format!(": {d}"),
+                (true, None) => String::new(),
+            };
+            (
+                Reason::SandboxError,
+                format!(
+                    "the workspace's Python fork server ended ({}, exit code {:?}, signal {:?}){tail}",
+                    outcome.reason, outcome.exit_code, outcome.signal,
+                ),
             )
         };
-        let every = if busy {
-            running.default_sample_every()
-        } else {
-            IDLE_SAMPLE
-        };
-        running.set_sample_every(every);
-        let wake = running.next_wakeup().map(tokio::time::Instant::from_std);
-        tokio::select! {
-            r = afd.readable() => {
-                if let Ok(mut g) = r && !still_readable(running.fd()) {
-                    g.clear_ready();
-                }
-            }
-            _ = async { if let Some(w) = wake { tokio::time::sleep_until(w).await } }, if wake.is_some() => {}
-            r = zz.ctl.readable(), if !ctl_closed => {
-                let Ok(mut g) = r else { continue };
-                loop {
-                    match g.try_io(|s| recv_with_fds(s.as_raw_fd(), &mut buf)) {
-                        Ok(Ok((0, _))) | Ok(Err(_)) => {
-                            // The fork server closed its end: it is exiting, and the
-                            // supervisor reports how.
-                            ctl_closed = true;
-                            break;
-                        }
-                        Ok(Ok((n, fds))) => {
-                            if zz.dispatch(&buf[..n], fds) {
-                                let z = zz.clone();
-                                tokio::spawn(async move { z.sweep().await });
-                            }
-                        }
-                        Err(_would_block) => break,
-                    }
-                }
-            }
-            _ = zz.busy.notified() => {}
-            _ = stop.cancelled(), if !killed => {
-                running.kill(Reason::Signaled, "the fork server was stopped");
-                killed = true;
-                stopped_by_us = true;
-            }
-            _ = async { if let Some(t) = idle_at { tokio::time::sleep_until(t).await } }, if idle_at.is_some() && !killed => {
-                // Ended first, under the lock: a call arriving now gets `Gone` and starts a new
-                // fork server, instead of reaching one that is being killed.
-                let mut st = zz.state();
-                if st.calls.is_empty() {
-                    st.ended = true;
-                    drop(st);
-                    tracing::debug!(pid = zz.pid, "stopping an idle fork server");
-                    running.kill(Reason::Signaled, "idle");
-                    killed = true;
-                    stopped_by_us = true;
-                }
-            }
+        if !stopped {
+            tracing::warn!(pid = self.pid, reason = %reason, detail = %detail, "a fork server ended");
         }
-    }
-    drop(afd);
-    let (outcome, residue) = running.into_outcome_and_residue();
-    tokio::task::spawn_blocking(move || drop(residue));
-    let Some(z) = z.upgrade() else { return };
-    let detail = outcome.detail.clone().unwrap_or_default();
-    let (reason, detail) = if outcome.reason.is_limit() {
-        (
-            outcome.reason,
-            format!(
-                "{detail}; in fork mode this limit covers the workspace's Python processes together"
-            ),
-        )
-    } else if stopped_by_us {
-        (
-            Reason::Signaled,
-            "killed: the workspace's Python was stopped (the workspace ended)".to_string(),
-        )
-    } else {
-        let stderr = String::from_utf8_lossy(&outcome.stderr);
-        let tail: String = stderr
-            .lines()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n");
-        (
-            Reason::SandboxError,
-            format!(
-                "the workspace's Python fork server ended ({}, exit code {:?}, signal {:?}){}{tail}",
-                outcome.reason,
-                outcome.exit_code,
-                outcome.signal,
-                if tail.is_empty() { "" } else { ": " }
-            ),
-        )
-    };
-    if !stopped_by_us {
-        tracing::warn!(pid = z.pid, reason = %reason, detail = %detail, "a fork server ended");
-    }
-    z.end(reason, detail);
-}
-
-fn seqpacket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: socketpair writes two descriptors into the array.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: socketpair succeeded; both descriptors are new and ours.
-    let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // Our end is non-blocking (it is on the event loop); the fork server's stays blocking.
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe {
-        let fl = libc::fcntl(a.as_raw_fd(), libc::F_GETFL);
-        if fl < 0 || libc::fcntl(a.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok((a, b))
-}
-
-fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    let bytes = std::mem::size_of_val(fds) as u32;
-    // SAFETY: CMSG_SPACE is arithmetic.
-    let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the sendmsg call, and the
-    // control buffer is CMSG_SPACE bytes, aligned for cmsghdr.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(bytes) as _;
-        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast::<RawFd>(), fds.len());
-        if libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut cbuf = [0u64; 16];
-    // SAFETY: as in send_with_fds; the kernel fills at most msg_controllen bytes, and every
-    // descriptor it passes is new and ours (MSG_CMSG_CLOEXEC).
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
-        let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut fds = Vec::new();
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(c).cast::<RawFd>();
-                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
-                    / std::mem::size_of::<RawFd>();
-                for i in 0..count {
-                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-        Ok((n as usize, fds))
-    }
-}
-
-/// The children of every thread of `pid`.
-fn children(pid: libc::pid_t) -> Vec<libc::pid_t> {
-    let mut out = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for t in tasks.flatten() {
-        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
-            out.extend(
-                s.split_ascii_whitespace()
-                    .filter_map(|p| p.parse::<libc::pid_t>().ok()),
-            );
-        }
-    }
-    out
-}
-
-/// `(state, pgid)` from `/proc/<pid>/stat`.
-fn stat(pid: libc::pid_t) -> Option<(u8, libc::pid_t)> {
-    let s = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    let close = s.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(&s[close + 2..]).ok()?;
-    let mut f = rest.split_ascii_whitespace();
-    let state = f.next()?.bytes().next()?;
-    let _ppid = f.next()?;
-    let pgid = f.next()?.parse().ok()?;
-    Some((state, pgid))
-}
-
-fn alive(pid: libc::pid_t) -> bool {
-    stat(pid).is_some_and(|(s, _)| s != b'Z' && s != b'X')
-}
-
-/// Kills `pid` if it is (still) in process group `pgid`: the pidfd pins the process, so the check
-/// and the signal are about the same one even if the pid is being reused.
-fn kill_in_group(pid: libc::pid_t, pgid: libc::pid_t) {
-    // SAFETY: pidfd_open takes a pid and flags.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return;
-    }
-    // SAFETY: pidfd_open returned a new descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    if stat(pid).is_some_and(|(_, g)| g == pgid) {
-        pidfd_kill(&fd);
-    }
-}
-
-fn pidfd_kill(pidfd: &OwnedFd) {
-    // SAFETY: pidfd_send_signal on a pidfd we hold, no siginfo.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keep_stops_at_the_cap_and_says_what_it_dropped() {
-        let mut b = Vec::new();
-        assert!(!keep(&mut b, b"abc", 5));
-        assert!(keep(&mut b, b"defg", 5));
-        assert_eq!(b, b"abcde");
-        assert!(keep(&mut b, b"h", 5));
-        assert_eq!(b, b"abcde");
-    }
-
-    #[test]
-    fn descriptors_cross_the_control_socket_with_their_message() {
-        let (a, b) = seqpacket_pair().unwrap();
-        let (r, w) = {
-            let mut p = [0; 2];
-            // SAFETY: pipe writes two new descriptors.
-            assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
-            // SAFETY: both are new and ours.
-            unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) }
-        };
-        send_with_fds(b.as_raw_fd(), b"P 7 42", &[w.as_raw_fd()]).unwrap();
-        drop(w);
-        let mut buf = [0u8; 64];
-        let (n, mut fds) = recv_with_fds(a.as_raw_fd(), &mut buf).unwrap();
-        assert_eq!(&buf[..n], b"P 7 42");
-        assert_eq!(fds.len(), 1);
-        // The received descriptor is the pipe's write end: what is written arrives at `r`.
-        let got = fds.pop().unwrap();
-        // SAFETY: write from a valid buffer to a descriptor we own.
-        assert_eq!(
-            unsafe { libc::write(got.as_raw_fd(), b"x".as_ptr().cast(), 1) },
-            1
-        );
-        let mut one = [0u8; 1];
-        // SAFETY: read into a valid buffer from a descriptor we own.
-        assert_eq!(
-            unsafe { libc::read(r.as_raw_fd(), one.as_mut_ptr().cast(), 1) },
-            1
-        );
-        assert_eq!(&one, b"x");
-        // Our end is non-blocking: nothing more to read is WouldBlock, not a hang.
-        let e = recv_with_fds(a.as_raw_fd(), &mut buf).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
-    }
-
-    #[test]
-    fn stat_reads_state_and_group_of_a_live_process() {
-        // SAFETY: getpid and getpgrp take no arguments.
-        let (me, group) = unsafe { (libc::getpid(), libc::getpgrp()) };
-        let (state, pgid) = stat(me).unwrap();
-        assert!(alive(me), "state {}", state as char);
-        assert_eq!(pgid, group);
-        assert!(stat(-1).is_none());
+        self.end(reason, detail);
     }
 }
