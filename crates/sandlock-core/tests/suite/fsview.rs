@@ -696,7 +696,7 @@ fn a_path_flipped_between_real_and_virtual_only_reaches_what_the_policy_allows()
                 &partner,
                 &name,
                 &marker,
-                "20000",
+                &race_rounds(20000),
             ],
         );
         assert!(
@@ -709,7 +709,7 @@ fn a_path_flipped_between_real_and_virtual_only_reaches_what_the_policy_allows()
     }
     // Control: unconfined, the flipped buffer opens the secret within a few tries.
     let c = std::process::Command::new(&exe)
-        .args(["view", "/etc/passwd", &name, &marker, "20000"])
+        .args(["view", "/etc/passwd", &name, &marker, &race_rounds(20000)])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&c.stdout).starts_with("escaped"));
@@ -734,7 +734,7 @@ fn a_directory_swapped_for_a_symlink_inside_a_mount_never_leads_out() {
             "nested",
             "/mnt/data",
             &outside.s(""),
-            "20000",
+            &race_rounds(20000),
         ],
     );
     assert!(out(&o).starts_with("held"), "{} {}", out(&o), err(&o));
@@ -744,7 +744,7 @@ fn a_directory_swapped_for_a_symlink_inside_a_mount_never_leads_out() {
     );
     // Control: unconfined, on the host directory, the exchange lets the truncation out.
     let c = std::process::Command::new(&exe)
-        .args(["nested", &host.s(""), &outside.s(""), "20000"])
+        .args(["nested", &host.s(""), &outside.s(""), &race_rounds(20000)])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&c.stdout).starts_with("escaped"));

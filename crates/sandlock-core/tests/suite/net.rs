@@ -423,7 +423,11 @@ fn descriptor_swap_race_cannot_reach_a_host_unix_socket() {
     let l = unix_server(&sock);
     let o = run(
         &policy(&ws),
-        &[exe.to_str().unwrap(), sock.to_str().unwrap(), "20000"],
+        &[
+            exe.to_str().unwrap(),
+            sock.to_str().unwrap(),
+            &race_rounds(20000),
+        ],
     );
     assert!(out(&o).starts_with("held for"), "{} {}", out(&o), err(&o));
     assert!(l.accept().is_err(), "the host service saw a client");

@@ -737,7 +737,7 @@ fn a_write_raced_onto_the_injected_bundle_never_reaches_the_host_file() {
             "overwrite",
             &ws.s("ok"),
             bundle.to_str().unwrap(),
-            "20000",
+            &race_rounds(20000),
         ],
     );
     assert!(out(&o).starts_with("done"), "{} {}", out(&o), err(&o));
@@ -756,7 +756,7 @@ fn a_write_raced_onto_the_injected_bundle_never_reaches_the_host_file() {
             "overwrite",
             &ws.s("ok"),
             bundle.to_str().unwrap(),
-            "20000",
+            &race_rounds(20000),
         ],
     );
     assert!(out(&o).starts_with("done"), "{} {}", out(&o), err(&o));

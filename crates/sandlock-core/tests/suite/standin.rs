@@ -168,7 +168,13 @@ fn truncate_race_never_reaches_a_read_only_file() {
         let o = run_on(
             k,
             &p,
-            &[exe.to_str().unwrap(), "truncate", &ro_s, &rw_s, "20000"],
+            &[
+                exe.to_str().unwrap(),
+                "truncate",
+                &ro_s,
+                &rw_s,
+                &race_rounds(20000),
+            ],
         );
         assert!(
             out(&o).starts_with("held"),
@@ -183,7 +189,7 @@ fn truncate_race_never_reaches_a_read_only_file() {
     }
     // Control: unconfined, the flipping buffer empties the file at once.
     let c = std::process::Command::new(&exe)
-        .args(["truncate", &ro_s, &rw_s, "20000"])
+        .args(["truncate", &ro_s, &rw_s, &race_rounds(20000)])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&c.stdout).starts_with("escaped"));
@@ -207,7 +213,11 @@ fn bind_race_never_binds_a_forbidden_port() {
     for (name, k) in kernels(4) {
         let mut p = policy(&ws);
         p.net_allow_bind.push(a.clone());
-        let o = run_on(k, &p, &[exe.to_str().unwrap(), "bind", &a, &f, "3000"]);
+        let o = run_on(
+            k,
+            &p,
+            &[exe.to_str().unwrap(), "bind", &a, &f, &race_rounds(3000)],
+        );
         assert!(
             out(&o).starts_with("held"),
             "{name}: {} {}",
@@ -222,7 +232,7 @@ fn bind_race_never_binds_a_forbidden_port() {
     }
     // Control: unconfined, a flipped port gets bound within a few tries.
     let c = std::process::Command::new(&exe)
-        .args(["bind", &a, &f, "3000"])
+        .args(["bind", &a, &f, &race_rounds(3000)])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&c.stdout).starts_with("escaped"));
@@ -239,7 +249,11 @@ fn descriptor_swap_race_cannot_signal_a_host_process_through_pidfd_send_signal()
         let mut p = policy(&ws);
         p.fs_readable.push("/proc".into());
         let pid = v.pid().to_string();
-        let o = run_on(k, &p, &[exe.to_str().unwrap(), "pidfd", &pid, "20000"]);
+        let o = run_on(
+            k,
+            &p,
+            &[exe.to_str().unwrap(), "pidfd", &pid, &race_rounds(20000)],
+        );
         assert!(
             out(&o).starts_with("sent"),
             "{name}: {} {}",
@@ -262,7 +276,7 @@ fn descriptor_swap_race_cannot_signal_a_host_process_through_pidfd_send_signal()
     let mut v = Victim::new();
     let pid = v.pid().to_string();
     std::process::Command::new(&exe)
-        .args(["pidfd", &pid, "20000"])
+        .args(["pidfd", &pid, &race_rounds(20000)])
         .output()
         .unwrap();
     assert!(!v.alive(), "the control did not reach the host process");
@@ -449,7 +463,11 @@ fn a_writable_path_nested_in_another_cannot_be_swapped_for_a_way_out() {
     for (name, k) in kernels(3) {
         let mut p = policy(&ws);
         p.fs_writable.extend([dir.path().into(), dir.join("inner")]);
-        let r = run_on(k, &p, &[exe.to_str().unwrap(), "nested", &d, &o, "20000"]);
+        let r = run_on(
+            k,
+            &p,
+            &[exe.to_str().unwrap(), "nested", &d, &o, &race_rounds(20000)],
+        );
         assert!(
             out(&r).starts_with("held"),
             "{name}: {} {}",
@@ -463,7 +481,7 @@ fn a_writable_path_nested_in_another_cannot_be_swapped_for_a_way_out() {
     }
     // Control: unconfined, the exchange lets the truncation through the symlink.
     let c = std::process::Command::new(&exe)
-        .args(["nested", &d, &o, "20000"])
+        .args(["nested", &d, &o, &race_rounds(20000)])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&c.stdout).starts_with("escaped"));
@@ -487,7 +505,13 @@ fn a_unix_bind_never_changes_the_mode_of_a_file_outside() {
         let r = run_on(
             k,
             &p,
-            &[exe.to_str().unwrap(), "chmod", &ws.s(""), &v, "3000"],
+            &[
+                exe.to_str().unwrap(),
+                "chmod",
+                &ws.s(""),
+                &v,
+                &race_rounds(3000),
+            ],
         );
         assert!(
             out(&r).starts_with("held"),

@@ -372,7 +372,7 @@ fn a_race_that_defeats_the_view_cannot_write_the_work_directory() {
             "overwrite",
             &ws.s("ok"),
             &target,
-            "3000",
+            &race_rounds(3000),
         ],
     );
     assert!(out(&o).starts_with("done"), "{} {}", out(&o), err(&o));
@@ -380,7 +380,7 @@ fn a_race_that_defeats_the_view_cannot_write_the_work_directory() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "read only\n");
     // Control: unconfined, the flipped buffer overwrites the target.
     std::process::Command::new(&exe)
-        .args(["overwrite", &ws.s("ok"), &target, "3000"])
+        .args(["overwrite", &ws.s("ok"), &target, &race_rounds(3000)])
         .output()
         .unwrap();
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "overwritten");
