@@ -234,6 +234,24 @@ fn components(path: &[u8]) -> (VecDeque<OsString>, bool) {
     (parts, dir_only)
 }
 
+/// Puts the components of symlink target `link` in front of what is left of the walk (`queue`),
+/// counting the link in `links` as the kernel does (ELOOP past [`MAX_LINKS`], ENOENT for an empty
+/// target). True when the target is absolute: the walk goes on from "/".
+fn splice(link: &[u8], queue: &mut VecDeque<OsString>, links: &mut u32) -> Result<bool, i32> {
+    *links += 1;
+    if *links > MAX_LINKS {
+        return Err(libc::ELOOP);
+    }
+    if link.is_empty() {
+        return Err(libc::ENOENT);
+    }
+    let (parts, _) = components(link);
+    for p in parts.into_iter().rev() {
+        queue.push_front(p);
+    }
+    Ok(link[0] == b'/')
+}
+
 impl View {
     /// The mount index of `m` (they are shared between views by `Arc`).
     fn index(&self, m: usize) -> &Arc<Mount> {
@@ -540,20 +558,9 @@ impl View {
                             });
                         }
                     };
-                    links += 1;
-                    if links > MAX_LINKS {
-                        return Err(libc::ELOOP);
-                    }
-                    if link.is_empty() {
-                        return Err(libc::ENOENT);
-                    }
                     same = false;
                     clean = false;
-                    let (parts, _) = components(&link);
-                    for p in parts.into_iter().rev() {
-                        queue.push_front(p);
-                    }
-                    if link[0] == b'/' {
+                    if splice(&link, &mut queue, &mut links)? {
                         vpath = PathBuf::from("/");
                         pos = self.place(&vpath)?;
                     }
@@ -618,20 +625,9 @@ impl View {
                 }
             };
             // A symlink: splice its target in front of what is left.
-            links += 1;
-            if links > MAX_LINKS {
-                return Err(libc::ELOOP);
-            }
-            if link.is_empty() {
-                return Err(libc::ENOENT);
-            }
             same = false;
             clean = false;
-            let (parts, _) = components(&link);
-            for p in parts.into_iter().rev() {
-                queue.push_front(p);
-            }
-            if link[0] == b'/' {
+            if splice(&link, &mut queue, &mut links)? {
                 vpath = PathBuf::from("/");
                 pos = self.place(&vpath)?;
             }

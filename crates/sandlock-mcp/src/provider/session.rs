@@ -309,6 +309,28 @@ mod tests {
         }
     }
 
+    /// `s.acquire` of `sub`'s session `name` (account issuer "lobehub"), at most `cap` sessions,
+    /// under a parent token that is never cancelled.
+    fn acquire(
+        s: &Sessions,
+        r: &Registry,
+        sub: &str,
+        name: &str,
+        create: bool,
+        lease: Duration,
+        cap: usize,
+    ) -> Result<(Arc<Session>, bool), ApiError> {
+        s.acquire(
+            &account(sub),
+            name,
+            create,
+            lease,
+            r,
+            cap,
+            &CancellationToken::new(),
+        )
+    }
+
     fn registry(name: &str) -> Registry {
         let root = std::env::temp_dir().join(format!(
             "sandlock-provider-sessions-{name}-{}",
@@ -330,56 +352,17 @@ mod tests {
         let r = registry("accounts");
         let s = Sessions::default();
         let lease = Duration::from_secs(60);
-        let (a, created) = s
-            .acquire(
-                &account("alice"),
-                "lobe-x",
-                true,
-                lease,
-                &r,
-                8,
-                &CancellationToken::new(),
-            )
-            .unwrap();
+        let (a, created) = acquire(&s, &r, "alice", "lobe-x", true, lease, 8).unwrap();
         assert!(created);
         assert!(s.find(&account("bob"), "lobe-x").is_none());
-        let e = s
-            .acquire(
-                &account("bob"),
-                "lobe-x",
-                false,
-                lease,
-                &r,
-                8,
-                &CancellationToken::new(),
-            )
+        let e = acquire(&s, &r, "bob", "lobe-x", false, lease, 8)
             .err()
             .unwrap();
         assert_eq!(e.status, 404);
-        let (b, created) = s
-            .acquire(
-                &account("bob"),
-                "lobe-x",
-                true,
-                lease,
-                &r,
-                8,
-                &CancellationToken::new(),
-            )
-            .unwrap();
+        let (b, created) = acquire(&s, &r, "bob", "lobe-x", true, lease, 8).unwrap();
         assert!(created);
         assert_ne!(a.workspace.dir, b.workspace.dir);
-        let (again, created) = s
-            .acquire(
-                &account("alice"),
-                "lobe-x",
-                false,
-                lease,
-                &r,
-                8,
-                &CancellationToken::new(),
-            )
-            .unwrap();
+        let (again, created) = acquire(&s, &r, "alice", "lobe-x", false, lease, 8).unwrap();
         assert!(!created);
         assert!(Arc::ptr_eq(&a, &again));
         s.end_all();
@@ -390,31 +373,11 @@ mod tests {
     fn leases_only_grow_and_an_expired_session_is_reaped_with_its_files() {
         let r = registry("lease");
         let s = Sessions::default();
-        let (a, _) = s
-            .acquire(
-                &account("a"),
-                "long",
-                true,
-                Duration::from_secs(60),
-                &r,
-                8,
-                &CancellationToken::new(),
-            )
-            .unwrap();
+        let (a, _) = acquire(&s, &r, "a", "long", true, Duration::from_secs(60), 8).unwrap();
         let before = a.lease_expires_unix_ms();
         a.extend(Duration::from_millis(1));
         assert!(a.lease_expires_unix_ms() >= before);
-        let (b, _) = s
-            .acquire(
-                &account("a"),
-                "short",
-                true,
-                Duration::from_millis(20),
-                &r,
-                8,
-                &CancellationToken::new(),
-            )
-            .unwrap();
+        let (b, _) = acquire(&s, &r, "a", "short", true, Duration::from_millis(20), 8).unwrap();
         let dir = b.workspace.dir.clone();
         assert!(dir.join(DATA_DIR).is_dir() && dir.join(TMP_DIR).is_dir());
         std::thread::sleep(Duration::from_millis(40));
@@ -432,17 +395,7 @@ mod tests {
     fn a_foreground_call_holds_an_expired_session_and_the_cap_is_kept() {
         let r = registry("hold");
         let s = Sessions::default();
-        let (a, _) = s
-            .acquire(
-                &account("a"),
-                "x",
-                true,
-                Duration::from_millis(10),
-                &r,
-                8,
-                &CancellationToken::new(),
-            )
-            .unwrap();
+        let (a, _) = acquire(&s, &r, "a", "x", true, Duration::from_millis(10), 8).unwrap();
         let held = a.begin(true, 2).unwrap();
         let background = a.begin(false, 2).unwrap();
         assert_eq!(a.begin(false, 2).err().unwrap().status, 409);
@@ -459,28 +412,8 @@ mod tests {
         let r = registry("cap");
         let s = Sessions::default();
         let lease = Duration::from_secs(60);
-        s.acquire(
-            &account("a"),
-            "one",
-            true,
-            lease,
-            &r,
-            1,
-            &CancellationToken::new(),
-        )
-        .unwrap();
-        let e = s
-            .acquire(
-                &account("a"),
-                "two",
-                true,
-                lease,
-                &r,
-                1,
-                &CancellationToken::new(),
-            )
-            .err()
-            .unwrap();
+        acquire(&s, &r, "a", "one", true, lease, 1).unwrap();
+        let e = acquire(&s, &r, "a", "two", true, lease, 1).err().unwrap();
         assert_eq!((e.status, e.code), (429, "session_capacity_exceeded"));
         s.end_all();
         let _ = std::fs::remove_dir_all(r.root());

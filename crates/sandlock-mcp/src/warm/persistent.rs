@@ -59,7 +59,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::call::{CallIo, Captured, failed};
 use super::control::send_with_fds;
-use super::supervise::{Host, Pace, spawn_kept, supervise};
+use super::supervise::{Gauge, Host, Pace, spawn_kept, supervise};
 use super::tree::{kill_strays, pidfd_open, pidfd_signal, zombie_children};
 use super::zygote::Gone;
 use crate::python::Interpreter;
@@ -200,27 +200,11 @@ _cells()
 "#;
 
 /// Persistent interpreters alive in this process (the `sandlock_mcp_python_persistent` gauge).
-static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static LIVE: Gauge = Gauge::new();
 
 /// How many persistent interpreters are alive (started and not yet reaped).
 pub fn live_persistent() -> usize {
-    LIVE.load(Ordering::Relaxed)
-}
-
-/// One persistent interpreter in [`live_persistent`] while this lives.
-struct Counted;
-
-impl Counted {
-    fn new() -> Counted {
-        LIVE.fetch_add(1, Ordering::Relaxed);
-        Counted
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        LIVE.fetch_sub(1, Ordering::Relaxed);
-    }
+    LIVE.get()
 }
 
 enum Event {
@@ -296,7 +280,7 @@ impl Persistent {
         python: &Interpreter,
     ) -> Result<Arc<Persistent>, sandlock_core::Error> {
         let (running, ctl) = spawn_kept(sandbox, python, PERSISTENT, "the persistent interpreter")?;
-        let counted = Counted::new();
+        let counted = LIVE.hold();
         let pidfd = pidfd_open(running.pid()).map_err(|e| {
             sandlock_core::SandboxError::io(
                 sandlock_core::Stage::Supervise,

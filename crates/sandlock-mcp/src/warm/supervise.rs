@@ -3,6 +3,7 @@
 //! beside it, until the interpreter ends; then the interpreter's owner ([`Host`]) is told how.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -89,6 +90,36 @@ pub(super) trait Host: Send + Sync + 'static {
     fn stepped(&self, running: &mut Running);
     /// The interpreter ended, as `outcome` says; `stopped`: because the server stopped it.
     fn ended(&self, outcome: &Outcome, stopped: bool);
+}
+
+/// How many interpreters of one kind are alive, for a metrics gauge: a [`Live`] from
+/// [`Gauge::hold`] counts one until it is dropped (`supervise` drops it after the reap).
+pub(super) struct Gauge(AtomicUsize);
+
+impl Gauge {
+    pub(super) const fn new() -> Gauge {
+        Gauge(AtomicUsize::new(0))
+    }
+
+    /// The number of [`Live`]s of this gauge in existence.
+    pub(super) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts one interpreter until the returned value is dropped.
+    pub(super) fn hold(&'static self) -> Live {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Live(self)
+    }
+}
+
+/// One interpreter counted in its [`Gauge`] while this lives.
+pub(super) struct Live(&'static Gauge);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Drives `running` (the interpreter's sandbox) and reads `host`'s control socket until the

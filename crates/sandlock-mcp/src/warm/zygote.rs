@@ -66,7 +66,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::call::{CallIo, Captured, ended, failed};
 use super::control::send_with_fds;
-use super::supervise::{Host, Pace, spawn_kept, supervise};
+use super::supervise::{Gauge, Host, Pace, spawn_kept, supervise};
 use super::tree::{kill_strays, pidfd_signal};
 use crate::python::Interpreter;
 
@@ -194,27 +194,11 @@ os._exit(_code)
 "#;
 
 /// Fork servers alive in this process (the `sandlock_mcp_fork_servers` gauge).
-static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static LIVE: Gauge = Gauge::new();
 
 /// How many fork servers are alive (started and not yet reaped).
 pub fn live_fork_servers() -> usize {
-    LIVE.load(Ordering::Relaxed)
-}
-
-/// One fork server in [`live_fork_servers`] while this lives.
-struct Counted;
-
-impl Counted {
-    fn new() -> Counted {
-        LIVE.fetch_add(1, Ordering::Relaxed);
-        Counted
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        LIVE.fetch_sub(1, Ordering::Relaxed);
-    }
+    LIVE.get()
 }
 
 /// Why a call could not be handed to the fork server (it had ended; nothing ran): run it fresh.
@@ -285,7 +269,7 @@ impl Zygote {
         let (running, ctl) = spawn_kept(sandbox, python, ZYGOTE, "the fork server")?;
         // Counted until `supervise` has reaped it, or until this function fails (dropping
         // `running` kills and reaps it).
-        let counted = Counted::new();
+        let counted = LIVE.hold();
         let z = Arc::new(Zygote {
             pid: running.pid(),
             ctl,
