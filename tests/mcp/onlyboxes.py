@@ -232,7 +232,7 @@ class Provider:
         self.client = Client(self.server.base, self.key)
 
     def views(self) -> bool:
-        """Whether sessions have their own /tmp and /mnt/data (filesystem views, issue 14)."""
+        """Whether the server says sessions have their own /tmp and /mnt/data (its metadata)."""
         status, meta = self.client.request("GET", "/api/v1/sandbox/metadata")
         assert status == 200, meta
         return bool(meta["session_paths"]["private"])

@@ -410,12 +410,12 @@ def test_sessions_do_not_see_each_others_files(obx: Provider):
     for who, (c, s) in topics.items():
         body = c.run(f"echo {who!r} > mine.txt; pwd", s)
         dirs[who] = body["stdout"].strip()
-    if obx.views():
-        # Every session's working directory reads /mnt/data: the real ones are found on the host.
-        assert set(dirs.values()) == {"/mnt/data"}, dirs
-        for f in obx.server.root.glob("*/data/mine.txt"):
-            dirs[f.read_text().strip()] = str(f.parent)
-        assert len(dirs) == len(topics), dirs
+    # Every session's working directory reads /mnt/data: the real ones are found on the host.
+    assert obx.views()
+    assert set(dirs.values()) == {"/mnt/data"}, dirs
+    for f in obx.server.root.glob("*/data/mine.txt"):
+        dirs[f.read_text().strip()] = str(f.parent)
+    assert len(dirs) == len(topics), dirs
     for who, (c, s) in topics.items():
         assert c.run("cat mine.txt", s)["stdout"] == f"{who}\n"
         for other, d in dirs.items():
@@ -427,11 +427,7 @@ def test_sessions_do_not_see_each_others_files(obx: Provider):
 
 
 def test_private_tmp_and_mnt_data_per_session(obx: Provider):
-    if not obx.views():
-        pytest.skip(
-            "SKIP: this build gives sessions no private /tmp and /mnt/data yet (they need "
-            "filesystem views, issue 14); their files are in their working directory and $TMPDIR"
-        )
+    assert obx.views(), "sessions have no private /tmp and /mnt/data (metadata)"
     alice, bob = obx.client, obx.client.as_user("bob")
     a1, a2, b = session_name(), session_name(), session_name()
     alice.run("echo a1 > /mnt/data/same.txt; echo a1 > /tmp/same.txt", a1)
