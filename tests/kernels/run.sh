@@ -158,6 +158,8 @@ copy() {  # copy PATH... (absolute) into the stage at the same place; hard links
 }
 copy /usr/bin /usr/sbin /usr/lib64 /usr/libexec /usr/include /usr/share/zoneinfo /usr/share/ca-certificates
 copy /usr/lib/x86_64-linux-gnu /usr/lib/python3 /usr/lib/python3.11 /usr/lib/gcc /usr/lib/locale /usr/lib/os-release
+# OpenSSL's directory: its default CA file (cert.pem) is a symlink to the bundle in /etc/ssl.
+copy /usr/lib/ssl
 copy /usr/local/bin /usr/local/lib
 cp -a /etc "$STAGE/"
 for l in bin sbin lib lib64; do ln -sfn "usr/$l" "$STAGE/$l"; done
