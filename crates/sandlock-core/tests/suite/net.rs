@@ -440,13 +440,6 @@ fn descriptor_swap_race_cannot_reach_a_host_unix_socket() {
     assert!(String::from_utf8_lossy(&c.stdout).starts_with("escaped"));
 }
 
-/// A listener on `ip` (a loopback address) on a free port, and the port.
-fn listener_on(ip: &str, port: u16) -> TcpListener {
-    let l = TcpListener::bind((ip, port)).unwrap();
-    l.set_nonblocking(true).unwrap();
-    l
-}
-
 /// Python that tries each `(host, port)` and prints `ok` or the errno name, one per line.
 fn try_connect(targets: &[(&str, u16)]) -> String {
     let list: Vec<String> = targets
@@ -466,8 +459,7 @@ fn an_allowed_name_is_reachable_and_another_name_or_its_address_is_not() {
     }
     for (kname, k) in kernels(4) {
         let ws = Ws::new();
-        let port = free_port_on_both();
-        let (a, o) = (listener_on(ALLOWED.1, port), listener_on(OTHER.1, port));
+        let (port, a, o) = listeners_on_both();
         let mut p = policy(&ws);
         p.net_allow.push(format!("{}:{port}", ALLOWED.0));
         let code = try_connect(&[
@@ -495,17 +487,14 @@ fn an_allowed_name_is_reachable_and_another_name_or_its_address_is_not() {
         );
     }
     // Control: unconfined, the other name is reachable.
-    let port = free_port_on_both();
-    let _o = listener_on(OTHER.1, port);
+    let (port, _a, _o) = listeners_on_both();
     assert_eq!(host_py(&try_connect(&[(OTHER.0, port)])), "ok");
 }
 
 #[test]
 fn cidr_rules_allow_inside_the_block_and_deny_rules_win() {
     let ws = Ws::new();
-    let port = free_port_on_both();
-    let inside = listener_on("127.0.0.2", port);
-    let outside = listener_on("127.0.0.3", port);
+    let (port, inside, outside) = listeners_on_both();
     let mut p = policy(&ws);
     p.net_allow.push(format!("127.0.0.0/31:{port}"));
     p.net_allow.push(format!("127.0.0.2/32:{port}"));

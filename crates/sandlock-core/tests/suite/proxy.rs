@@ -40,6 +40,15 @@ impl Upstream {
     fn start(ip: &str, port: u16, name: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
         let listener = TcpListener::bind((ip, port)).unwrap();
         listener.set_nonblocking(true).unwrap();
+        Upstream::serve(listener, name, tls)
+    }
+
+    /// Serves on `listener` (nonblocking), as [`Upstream::start`] does.
+    fn serve(
+        listener: TcpListener,
+        name: &str,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Upstream {
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -245,9 +254,9 @@ fn only_the_hosts_the_rules_name_are_reachable_whatever_the_host_header_says() {
     if !test_names_present("HTTP hosts") {
         return;
     }
-    let p = free_port_on_both();
-    let allowed = Upstream::start(ALLOWED.1, p, "allowed", None);
-    let other = Upstream::start(OTHER.1, p, "other", None);
+    let (p, a, o) = listeners_on_both();
+    let allowed = Upstream::serve(a, "allowed", None);
+    let other = Upstream::serve(o, "other", None);
     let ws = Ws::new();
     let mut pol = policy(&ws);
     pol.http_allow = vec![format!("* {}:{p}", ALLOWED.0)];

@@ -246,16 +246,16 @@ pub fn test_names_present(what: &str) -> bool {
     false
 }
 
-/// A port free on both 127.0.0.2 and 127.0.0.3.
-pub fn free_port_on_both() -> u16 {
+/// A port and nonblocking listeners on it at 127.0.0.2 and 127.0.0.3, held from the start, so
+/// that no test running beside can take the port between the search and the bind.
+pub fn listeners_on_both() -> (u16, std::net::TcpListener, std::net::TcpListener) {
     loop {
-        let p = std::net::TcpListener::bind("127.0.0.2:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if std::net::TcpListener::bind(("127.0.0.3", p)).is_ok() {
-            return p;
+        let a = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if let Ok(b) = std::net::TcpListener::bind(("127.0.0.3", p)) {
+            a.set_nonblocking(true).unwrap();
+            b.set_nonblocking(true).unwrap();
+            return (p, a, b);
         }
     }
 }
