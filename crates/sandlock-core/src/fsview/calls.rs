@@ -841,7 +841,9 @@ fn read_words(n: &Notification, addr: u64, count: usize) -> Result<Vec<i64>, i32
 
 fn timespecs(n: &Notification, t: Times) -> Result<Option<[libc::timespec; 2]>, i32> {
     let ts = |sec: i64, nsec: i64| libc::timespec {
-        tv_sec: sec as libc::time_t,
+        // `time_t` (64 bits on x86_64 and aarch64 with glibc and musl alike), by inference:
+        // musl's libc crate marks the alias deprecated.
+        tv_sec: sec as _,
         tv_nsec: nsec as libc::c_long,
     };
     Ok(match t {

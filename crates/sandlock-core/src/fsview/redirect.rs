@@ -68,7 +68,15 @@ impl Default for Scratch {
 /// arguments to set (index, value).
 pub(crate) type Layout<'a> = &'a dyn Fn(u64) -> Result<(Vec<u8>, Vec<(usize, u64)>), i32>;
 
-fn ptrace(req: libc::c_uint, tid: libc::pid_t, addr: usize, data: usize) -> Result<i64, i32> {
+/// `ptrace(2)` as a raw system call. `req` is one of libc's `PTRACE_*` constants, whose type is
+/// `c_uint` with glibc and `c_int` with musl.
+fn ptrace(
+    req: impl Into<libc::c_long>,
+    tid: libc::pid_t,
+    addr: usize,
+    data: usize,
+) -> Result<i64, i32> {
+    let req: libc::c_long = req.into();
     // SAFETY: the requests used here read or write at most the buffers their callers pass.
     let r = unsafe { libc::syscall(libc::SYS_ptrace, req, tid, addr, data) };
     if r < 0 {

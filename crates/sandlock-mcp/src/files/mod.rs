@@ -600,9 +600,11 @@ impl Beneath {
             return Err(FileError::Exists(to.into()));
         }
         let flags = if overwrite { 0 } else { libc::RENAME_NOREPLACE };
-        // SAFETY: renameat2 on two directory descriptors we own, with valid C strings.
+        // SAFETY: renameat2 on two directory descriptors we own, with valid C strings. A raw
+        // system call: the musl that Rust's static target links has no renameat2 wrapper.
         let r = unsafe {
-            libc::renameat2(
+            libc::syscall(
+                libc::SYS_renameat2,
                 src_dir.as_raw_fd(),
                 src_c.as_ptr(),
                 dst_dir.as_raw_fd(),
