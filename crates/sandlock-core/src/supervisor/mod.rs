@@ -108,6 +108,8 @@ pub struct Running {
     reconnects: reconnect::Reconnects,
     /// When to look at those again.
     next_sweep: Option<Instant>,
+    /// The `fdinfo` files of descriptors the sandbox connects on, kept open.
+    fd_infos: connect::FdInfos,
     next_connect: u64,
     /// What the stand-ins for Landlock features remember (see `standin/`).
     standin: standin::State,
@@ -199,6 +201,7 @@ impl Running {
             dns: HashMap::new(),
             dns_retry: None,
             reconnects: reconnect::Reconnects::default(),
+            fd_infos: connect::FdInfos::default(),
             next_sweep: None,
             next_connect: TOKEN_CONNECT_BASE,
             standin: standin::State::default(),
@@ -858,6 +861,7 @@ impl Running {
                     &self.sockets,
                     self.pid,
                     &mut self.reconnects,
+                    &mut self.fd_infos,
                     self.view.as_deref(),
                 ) {
                     Some(connect::Connecting::Tcp(p)) => {

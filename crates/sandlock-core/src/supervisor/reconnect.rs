@@ -72,6 +72,21 @@ fn progress(sock: &OwnedFd) -> Progress {
     if r == 0 && err != 0 {
         return Progress::Done(Ended::Failed(err));
     }
+    const SYN_SENT: u8 = 2;
+    const SYN_RECV: u8 = 3;
+    const CLOSE: u8 = 7;
+    match tcp_state(sock) {
+        None => Progress::Done(Ended::Failed(libc::ECONNABORTED)),
+        Some(SYN_SENT | SYN_RECV) => Progress::Connecting,
+        // Closed without an error to tell: what the kernel answers for it.
+        Some(CLOSE) => Progress::Done(Ended::Failed(libc::ECONNABORTED)),
+        Some(_) => Progress::Done(Ended::Connected { told: false }),
+    }
+}
+
+/// The socket's TCP state (`tcpi_state`, as in `include/net/tcp_states.h`); reading it changes
+/// nothing, unlike `SO_ERROR`.
+fn tcp_state(sock: &OwnedFd) -> Option<u8> {
     // SAFETY: tcp_info is plain data; all-zero is valid.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -85,21 +100,22 @@ fn progress(sock: &OwnedFd) -> Progress {
             &mut len,
         )
     };
-    const SYN_SENT: u8 = 2;
-    const SYN_RECV: u8 = 3;
-    const CLOSE: u8 = 7;
-    match info.tcpi_state {
-        _ if r != 0 => Progress::Done(Ended::Failed(libc::ECONNABORTED)),
-        SYN_SENT | SYN_RECV => Progress::Connecting,
-        // Closed without an error to tell: what the kernel answers for it.
-        CLOSE => Progress::Done(Ended::Failed(libc::ECONNABORTED)),
-        _ => Progress::Done(Ended::Connected { told: false }),
-    }
+    (r == 0).then_some(info.tcpi_state)
 }
 
 impl Reconnects {
-    /// Keeps `sock` (inode `ino`), just installed with its connect in progress.
+    /// Keeps `sock` (inode `ino`), just installed with its connect in progress, until its
+    /// handshake ends. To a server on this host the handshake has usually ended within our
+    /// `connect` already (the kernel runs both ends before the call returns); then it is only
+    /// remembered, as the sweep would, and not held: holding it would keep the connection open
+    /// after the sandbox closes it, and send its FIN only at the next sweep. The state is read
+    /// from `TCP_INFO`, which leaves the socket's pending error for the sandbox to read.
     pub(crate) fn hold(&mut self, ino: u64, sock: OwnedFd) {
+        const ESTABLISHED: u8 = 1;
+        if tcp_state(&sock) == Some(ESTABLISHED) {
+            self.remember(ino, Ended::Connected { told: false });
+            return;
+        }
         self.held.insert(ino, (sock, Instant::now()));
     }
 
@@ -238,5 +254,53 @@ mod tests {
         assert_eq!(r.ended.len(), MAX_ENDED);
         assert_eq!(r.answer(5), None, "among the oldest");
         assert_eq!(r.answer(MAX_ENDED as u64 + 9), Some(0), "the newest");
+    }
+
+    fn so_error(sock: &OwnedFd) -> i32 {
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: SO_ERROR writes one int.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0);
+        err
+    }
+
+    #[test]
+    fn a_handshake_ended_within_our_connect_is_remembered_not_held() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut r = Reconnects::default();
+        let sock = connecting_to(l.local_addr().unwrap());
+        let ino = crate::supervisor::connect::own_inode(&sock).unwrap();
+        assert_eq!(
+            tcp_state(&sock),
+            Some(1),
+            "loopback: established within connect"
+        );
+        r.hold(ino, sock);
+        assert!(!r.holding(), "nothing to wait for");
+        assert_eq!(r.answer(ino), Some(0));
+        assert_eq!(r.answer(ino), Some(-i64::from(libc::EISCONN)));
+
+        // Refused: held, and the error is still there for the sandbox to read.
+        let port = l.local_addr().unwrap();
+        drop(l);
+        let sock = connecting_to(port);
+        let sandboxs = sock.try_clone().unwrap();
+        let ino = crate::supervisor::connect::own_inode(&sock).unwrap();
+        r.hold(ino, sock);
+        assert!(r.holding(), "not established: the sweep decides");
+        assert_eq!(
+            so_error(&sandboxs),
+            libc::ECONNREFUSED,
+            "not taken by the look"
+        );
     }
 }
