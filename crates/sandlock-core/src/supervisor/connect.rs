@@ -403,6 +403,13 @@ fn on_tcp_connect(
                 reconnects.hold(ino, sock);
             }
         }
+        // A blocking connect whose handshake already ended (to this host's loopback): answered
+        // now, as the kernel would, without a round through the event loop.
+        (true, false) if super::reconnect::established(&sock) => {
+            if install(l, n.id, &sock, fd as u32, cloexec, false, 0) {
+                reconnects.connected(&sock);
+            }
+        }
         (true, false) => {
             let proxied = proxy.and_then(|p| {
                 sys::local_port(&sock)

@@ -84,6 +84,15 @@ fn progress(sock: &OwnedFd) -> Progress {
     }
 }
 
+/// Whether the socket's handshake has ended and it is connected (`TCP_ESTABLISHED`): to a server on
+/// this host, usually already when a non-blocking `connect` returns (the kernel runs both ends of
+/// the handshake before the call returns, though it answers `EINPROGRESS`). Reading it leaves the
+/// socket's pending error for the sandbox to read.
+pub(crate) fn established(sock: &OwnedFd) -> bool {
+    const ESTABLISHED: u8 = 1;
+    tcp_state(sock) == Some(ESTABLISHED)
+}
+
 /// The socket's TCP state (`tcpi_state`, as in `include/net/tcp_states.h`); reading it changes
 /// nothing, unlike `SO_ERROR`.
 fn tcp_state(sock: &OwnedFd) -> Option<u8> {
@@ -105,14 +114,11 @@ fn tcp_state(sock: &OwnedFd) -> Option<u8> {
 
 impl Reconnects {
     /// Keeps `sock` (inode `ino`), just installed with its connect in progress, until its
-    /// handshake ends. To a server on this host the handshake has usually ended within our
-    /// `connect` already (the kernel runs both ends before the call returns); then it is only
-    /// remembered, as the sweep would, and not held: holding it would keep the connection open
-    /// after the sandbox closes it, and send its FIN only at the next sweep. The state is read
-    /// from `TCP_INFO`, which leaves the socket's pending error for the sandbox to read.
+    /// handshake ends. When it has ended already ([`established`]), it is only remembered, as the
+    /// sweep would, and not held: holding it would keep the connection open after the sandbox
+    /// closes it, and send its FIN only at the next sweep.
     pub(crate) fn hold(&mut self, ino: u64, sock: OwnedFd) {
-        const ESTABLISHED: u8 = 1;
-        if tcp_state(&sock) == Some(ESTABLISHED) {
+        if established(&sock) {
             self.remember(ino, Ended::Connected { told: false });
             return;
         }
