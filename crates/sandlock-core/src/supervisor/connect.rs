@@ -485,27 +485,15 @@ fn dns_session(l: &Listener, n: &Notification, info: FdInfo) -> Option<Connectin
 
 /// Completes a blocking TCP connect once our socket is writable (connected, or failed).
 pub(crate) fn finish_connect(l: &Listener, p: PendingConnect, reconnects: &mut Reconnects) {
-    let mut err: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: SO_ERROR writes one int.
-    let r = unsafe {
-        libc::getsockopt(
-            p.sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut err as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    let failed = match (r, err) {
-        (0, 0) => {
+    let failed = match sys::take_socket_error(&p.sock) {
+        Ok(0) => {
             if install(l, p.id, &p.sock, p.target, p.cloexec, false, 0) {
                 reconnects.connected(&p.sock);
             }
             return;
         }
-        (0, e) => e,
-        _ => sys::errno(),
+        Ok(e) => e,
+        Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
     };
     if let Some((proxy, port)) = &p.proxied {
         proxy.forget(*port);

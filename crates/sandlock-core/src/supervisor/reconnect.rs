@@ -57,19 +57,8 @@ enum Progress {
 }
 
 fn progress(sock: &OwnedFd) -> Progress {
-    let mut err: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: SO_ERROR writes one int. Reading it clears it, as the sandbox's own read would.
-    let r = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ERROR,
-            (&mut err as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if r == 0 && err != 0 {
+    // Taking the error clears it, as the sandbox's own read would.
+    if let Ok(err @ 1..) = crate::sys::take_socket_error(sock) {
         return Progress::Done(Ended::Failed(err));
     }
     const SYN_SENT: u8 = 2;
@@ -262,23 +251,6 @@ mod tests {
         assert_eq!(r.answer(MAX_ENDED as u64 + 9), Some(0), "the newest");
     }
 
-    fn so_error(sock: &OwnedFd) -> i32 {
-        let mut err: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: SO_ERROR writes one int.
-        let r = unsafe {
-            libc::getsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut err as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(r, 0);
-        err
-    }
-
     #[test]
     fn a_handshake_ended_within_our_connect_is_remembered_not_held() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -304,7 +276,7 @@ mod tests {
         r.hold(ino, sock);
         assert!(r.holding(), "not established: the sweep decides");
         assert_eq!(
-            so_error(&sandboxs),
+            crate::sys::take_socket_error(&sandboxs).unwrap(),
             libc::ECONNREFUSED,
             "not taken by the look"
         );

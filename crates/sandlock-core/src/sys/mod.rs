@@ -284,6 +284,24 @@ pub(crate) fn connect_inet(sock: &OwnedFd, addr: std::net::SocketAddr) -> io::Re
     .map(drop)
 }
 
+/// Takes a socket's pending error (`SO_ERROR`, 0 for none): reading it clears it, as the owner's
+/// own read would.
+pub(crate) fn take_socket_error(sock: &OwnedFd) -> io::Result<i32> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: SO_ERROR writes one int.
+    cvt(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(err)
+}
+
 /// The local port an IPv4 or IPv6 socket is bound to.
 pub(crate) fn local_port(sock: &OwnedFd) -> io::Result<u16> {
     // SAFETY: sockaddr_storage is plain data; all-zero is valid.
