@@ -12,7 +12,7 @@ use crate::kernel::{KernelSupport, Protection};
 use crate::outcome::Outcome;
 use crate::plan::{RunPlan, SandboxPlan};
 use crate::policy::Policy;
-use crate::spawn::{self, ChildArgs, MAX_FD_MAP};
+use crate::spawn::{self, ChildArgs, Launch, MAX_FD_MAP};
 use crate::supervisor::{Capture, Feeder, Io, Running};
 use crate::sys;
 
@@ -105,6 +105,11 @@ impl Command {
 /// A validated policy, ready to run commands. Cheap to share: `run` takes `&self` and may be called
 /// from many threads at once.
 pub struct Sandbox {
+    /// Children confined ahead of their run (dropped, and so killed, before the plan whose
+    /// ruleset and filter they were made from).
+    pool: spawn::pool::Pool,
+    /// Whether this sandbox may keep a child waiting (see `spawn::pool` for when it may).
+    pool_ok: bool,
     plan: SandboxPlan,
 }
 
@@ -119,8 +124,11 @@ impl Sandbox {
     /// Like [`Sandbox::new`], against an explicit description of the kernel (for example
     /// `KernelSupport::detect().limit_landlock_abi(3)`, to see how a policy degrades).
     pub fn with_kernel_support(policy: Policy, kernel: KernelSupport) -> Result<Sandbox, Error> {
+        let plan = SandboxPlan::new(policy, kernel)?;
         Ok(Sandbox {
-            plan: SandboxPlan::new(policy, kernel)?,
+            pool: spawn::pool::Pool::new(),
+            pool_ok: plan.ruleset.is_some() && plan.view_filter.is_none(),
+            plan,
         })
     }
 
@@ -138,6 +146,13 @@ impl Sandbox {
     /// or by the supervisor standing in for a Landlock feature the kernel lacks.
     pub fn enforcement(&self) -> &[crate::coverage::Enforcement] {
         &self.plan.enforcement
+    }
+
+    /// How many children this sandbox keeps confined and waiting for a run (0 or 1). A sandbox
+    /// starts keeping one from its second run on, when it has a Landlock domain and no view (see
+    /// `docs/security.md`); a run handed to one skips the confinement work at its start.
+    pub fn waiting_children(&self) -> usize {
+        self.pool.waiting()
     }
 
     /// Runs `cmd` to completion on the calling thread and returns its outcome.
@@ -198,38 +213,6 @@ impl Sandbox {
             .max(3);
         let above = |fd: OwnedFd| {
             sys::keep_above(fd, floor).map_err(|e| prep(e, "cannot arrange descriptors"))
-        };
-
-        // Non-blocking: when clone returns, the child has exec'd or exited (CLONE_VFORK), so its
-        // report is either already in the pipe or will never come. Waiting for end-of-file
-        // instead would also wait for any host process that forked (without exec) meanwhile and
-        // so holds a copy of the write end.
-        let (err_r, err_w) =
-            sys::pipe(libc::O_NONBLOCK).map_err(|e| prep(e, "cannot create the error pipe"))?;
-        let (err_r, err_w) = (above(err_r)?, above(err_w)?);
-        // The child applies the ruleset before it installs the targets, so the ruleset must not
-        // sit on a target's number. The shared one usually sits above them all and is used as it
-        // is; one made while the host had 0-2 closed (or below a passed fd's target) is copied for
-        // this run, and a run with rules of its own (a private /tmp, a work directory's upper
-        // layer) gets a ruleset of its own, made clear of every target.
-        let ruleset_copy = match (&plan.run_ruleset, &plan.ruleset) {
-            (Some(rr), _) if !run_rules.is_empty() => Some(above(rr.build(&run_rules)?)?),
-            (_, Some(r)) if r.as_raw_fd() < floor => Some(
-                sys::dup_above(r.as_raw_fd(), floor)
-                    .map_err(|e| prep(e, "cannot copy the Landlock ruleset descriptor"))?,
-            ),
-            _ => None,
-        };
-        let ruleset_fd = ruleset_copy
-            .as_ref()
-            .or(plan.ruleset.as_ref())
-            .map_or(-1, AsRawFd::as_raw_fd);
-        let (listener_ours, listener_theirs) = if plan.notify {
-            let (a, b) = sys::socketpair(libc::SOCK_SEQPACKET)
-                .map_err(|e| prep(e, "cannot create the listener socket pair"))?;
-            (Some(above(a)?), Some(above(b)?))
-        } else {
-            (None, None)
         };
 
         let mut fd_map: Vec<(RawFd, RawFd)> = Vec::with_capacity(3 + cmd.pass_fds.len());
@@ -315,16 +298,6 @@ impl Sandbox {
             )
             .into());
         }
-        let highest = fd_map
-            .iter()
-            .flat_map(|(s, t)| [*s, *t])
-            .chain([err_r.as_raw_fd(), err_w.as_raw_fd()])
-            .chain(listener_theirs.iter().map(AsRawFd::as_raw_fd))
-            .chain(listener_ours.iter().map(AsRawFd::as_raw_fd))
-            .chain([ruleset_fd])
-            .max()
-            .unwrap_or(2);
-
         // The run's own cgroup, where the plan has one. Automatically chosen cgroups fall back to
         // the supervisor alone if this run cannot get one; required ones fail the run.
         let cgroup = match &plan.cgroup {
@@ -337,61 +310,73 @@ impl Sandbox {
         };
         let disk = crate::supervisor::watch_disk(&limits)?;
         let cgroup_failed = std::sync::atomic::AtomicI32::new(0);
-        // With a view the filter names this run's first execve (see `SeccompPolicy::exec_ptr`).
-        let run_filter = match &plan.view_filter {
-            Some(spec) => {
-                let mut spec = spec.clone();
-                spec.exec_ptr = run.path.as_ptr() as u64;
-                Some(
-                    spec.compile()
-                        .map_err(|e| SandboxError::new(Stage::SeccompBuild, None, e))?,
-                )
-            }
-            None => None,
-        };
-        let fprog = run_filter
-            .as_ref()
-            .or(plan.filter.as_ref())
-            .map(|f| libc::sock_fprog {
-                len: f.len() as u16,
-                filter: f.as_ptr().cast_mut(),
-            });
-        let cwd_bytes = run.cwd.as_ref().map(|c| c.as_bytes_with_nul());
-        let args = ChildArgs {
-            err_fd: err_w.as_raw_fd(),
-            fd_map: &fd_map,
-            temp_base: highest + 1,
-            cwd: cwd_bytes,
-            rlimits: &plan.rlimits,
-            drop_caps: true,
+        let again = self.pool_ok && self.pool.count_run();
+        let recipe = || spawn::pool::Recipe {
             drop_bounding: plan.drop_bounding,
-            ruleset_fd,
-            filter: fprog.as_ref(),
-            filter_flags: match (plan.notify, crate::kernel::seccomp_wait_killable()) {
-                (false, _) => 0,
-                (true, false) => libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-                (true, true) => {
-                    libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
-                        | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
-                }
-            },
-            listener_sock: listener_theirs.as_ref().map_or(-1, AsRawFd::as_raw_fd),
-            cgroup_procs_fd: cgroup.as_ref().map_or(-1, |c| c.procs_fd()),
-            cgroup_required: plan.cgroup.as_ref().is_some_and(|c| c.required),
-            cgroup_failed: &cgroup_failed,
-            path: run.path.as_ptr(),
-            argv: run.argv(),
-            envp: run.envp(),
+            ruleset_fd: plan.ruleset.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+            filter: plan.filter.as_deref(),
+            filter_flags: filter_flags(plan.notify),
         };
-        let started = spawn::spawn(&args, err_r, err_w, listener_ours.as_ref()).map_err(|e| {
-            if e.stage == Stage::Execve && e.detail.is_none() {
-                e.with_detail(run.path.to_string_lossy())
-            } else {
-                e
+        let cwd_bytes = run.cwd.as_ref().map(|c| c.as_bytes_with_nul());
+
+        // A child confined ahead of this run (see `spawn::pool`), when the sandbox keeps one and
+        // the run needs nothing per run in its confinement (a view's filter names the run's
+        // program; a private /tmp adds Landlock rules).
+        let ready = if self.pool_ok && run_rules.is_empty() {
+            self.pool.take()
+        } else {
+            None
+        };
+        let mut started = None;
+        if let Some(ready) = ready {
+            let mut fds: Vec<RawFd> = fd_map.iter().map(|(s, _)| *s).collect();
+            let targets: Vec<RawFd> = fd_map.iter().map(|(_, t)| *t).collect();
+            if let Some(c) = &cgroup {
+                fds.push(c.procs_fd());
             }
-        })?;
+            // Without a cwd the run starts where the host is now (the waiting child's working
+            // directory is the host's when it was made).
+            let here = match cwd_bytes {
+                Some(_) => None,
+                None => Some(
+                    sys::open_dir_path(c".")
+                        .map_err(|e| prep(e, "cannot open the current directory for the run"))?,
+                ),
+            };
+            fds.extend(here.as_ref().map(AsRawFd::as_raw_fd));
+            let launch = Launch {
+                targets: &targets,
+                cgroup: cgroup.is_some(),
+                cgroup_required: plan.cgroup.as_ref().is_some_and(|c| c.required),
+                cgroup_failed: &cgroup_failed,
+                cwd: cwd_bytes,
+                rlimits: &plan.rlimits,
+                path: run.path.as_ptr(),
+                argv: run.argv(),
+                envp: run.envp(),
+            };
+            if let Some(handed) = self.pool.hand(ready, &launch, &fds) {
+                // The child has its own copies (in flight, or received).
+                drop(here);
+                keep_until_spawned.clear();
+                // The next child confines itself while this one execs.
+                self.pool.refill(&recipe());
+                started = Some(self.pool.finish(handed).map_err(|e| exec_detail(e, &run))?);
+            }
+        }
+        let started = match started {
+            Some(s) => s,
+            None => {
+                let s =
+                    self.spawn_direct(&run, &fd_map, &run_rules, floor, &cgroup, &cgroup_failed)?;
+                keep_until_spawned.clear();
+                if again {
+                    self.pool.refill(&recipe());
+                }
+                s
+            }
+        };
         drop(keep_until_spawned);
-        drop(listener_theirs);
         // The child could not join the cgroup chosen automatically (the kernel's delegation rules
         // said no): it runs under the supervisor alone, and the outcome reports no kernel limits.
         let cgroup =
@@ -419,5 +404,129 @@ impl Sandbox {
             cgroup,
             t0,
         )?)
+    }
+
+    /// Starts a run's child directly: `clone(CLONE_VM | CLONE_VFORK)`, confinement, `execve`.
+    fn spawn_direct(
+        &self,
+        run: &RunPlan,
+        fd_map: &[(RawFd, RawFd)],
+        run_rules: &[crate::plan::PathRule],
+        floor: RawFd,
+        cgroup: &Option<crate::cgroup::RunCgroup>,
+        cgroup_failed: &std::sync::atomic::AtomicI32,
+    ) -> Result<spawn::Started, Error> {
+        let plan = &self.plan;
+        let prep =
+            |e: std::io::Error, what: &str| SandboxError::io(Stage::Prepare, &e, what.to_string());
+        let above = |fd: OwnedFd| {
+            sys::keep_above(fd, floor).map_err(|e| prep(e, "cannot arrange descriptors"))
+        };
+        // Non-blocking: when clone returns, the child has exec'd or exited (CLONE_VFORK), so its
+        // report is either already in the pipe or will never come. Waiting for end-of-file
+        // instead would also wait for any host process that forked (without exec) meanwhile and
+        // so holds a copy of the write end.
+        let (err_r, err_w) =
+            sys::pipe(libc::O_NONBLOCK).map_err(|e| prep(e, "cannot create the error pipe"))?;
+        let (err_r, err_w) = (above(err_r)?, above(err_w)?);
+        // The child applies the ruleset before it installs the targets, so the ruleset must not
+        // sit on a target's number. The shared one usually sits above them all and is used as it
+        // is; one made while the host had 0-2 closed (or below a passed fd's target) is copied for
+        // this run, and a run with rules of its own (a private /tmp, a work directory's upper
+        // layer) gets a ruleset of its own, made clear of every target.
+        let ruleset_copy = match (&plan.run_ruleset, &plan.ruleset) {
+            (Some(rr), _) if !run_rules.is_empty() => Some(above(rr.build(run_rules)?)?),
+            (_, Some(r)) if r.as_raw_fd() < floor => Some(
+                sys::dup_above(r.as_raw_fd(), floor)
+                    .map_err(|e| prep(e, "cannot copy the Landlock ruleset descriptor"))?,
+            ),
+            _ => None,
+        };
+        let ruleset_fd = ruleset_copy
+            .as_ref()
+            .or(plan.ruleset.as_ref())
+            .map_or(-1, AsRawFd::as_raw_fd);
+        let (listener_ours, listener_theirs) = if plan.notify {
+            let (a, b) = sys::socketpair(libc::SOCK_SEQPACKET)
+                .map_err(|e| prep(e, "cannot create the listener socket pair"))?;
+            (Some(above(a)?), Some(above(b)?))
+        } else {
+            (None, None)
+        };
+
+        let highest = fd_map
+            .iter()
+            .flat_map(|(s, t)| [*s, *t])
+            .chain([err_r.as_raw_fd(), err_w.as_raw_fd()])
+            .chain(listener_theirs.iter().map(AsRawFd::as_raw_fd))
+            .chain(listener_ours.iter().map(AsRawFd::as_raw_fd))
+            .chain([ruleset_fd])
+            .max()
+            .unwrap_or(2);
+
+        // With a view the filter names this run's first execve (see `SeccompPolicy::exec_ptr`).
+        let run_filter = match &plan.view_filter {
+            Some(spec) => {
+                let mut spec = spec.clone();
+                spec.exec_ptr = run.path.as_ptr() as u64;
+                Some(
+                    spec.compile()
+                        .map_err(|e| SandboxError::new(Stage::SeccompBuild, None, e))?,
+                )
+            }
+            None => None,
+        };
+        let fprog = run_filter
+            .as_ref()
+            .or(plan.filter.as_ref())
+            .map(|f| libc::sock_fprog {
+                len: f.len() as u16,
+                filter: f.as_ptr().cast_mut(),
+            });
+        let cwd_bytes = run.cwd.as_ref().map(|c| c.as_bytes_with_nul());
+        let args = ChildArgs {
+            err_fd: err_w.as_raw_fd(),
+            fd_map,
+            temp_base: highest + 1,
+            cwd: cwd_bytes,
+            rlimits: &plan.rlimits,
+            drop_caps: true,
+            drop_bounding: plan.drop_bounding,
+            ruleset_fd,
+            filter: fprog.as_ref(),
+            filter_flags: filter_flags(plan.notify),
+            listener_sock: listener_theirs.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+            cgroup_procs_fd: cgroup.as_ref().map_or(-1, |c| c.procs_fd()),
+            cgroup_required: plan.cgroup.as_ref().is_some_and(|c| c.required),
+            cgroup_failed,
+            path: run.path.as_ptr(),
+            argv: run.argv(),
+            envp: run.envp(),
+        };
+        let started = spawn::spawn(&args, err_r, err_w, listener_ours.as_ref())
+            .map_err(|e| exec_detail(e, run))?;
+        drop(listener_theirs);
+        Ok(started)
+    }
+}
+
+/// The flags for `seccomp(SECCOMP_SET_MODE_FILTER)`: a listener when the supervisor decides
+/// some syscalls, and killable waits for its answers where the kernel has them.
+fn filter_flags(notify: bool) -> u64 {
+    match (notify, crate::kernel::seccomp_wait_killable()) {
+        (false, _) => 0,
+        (true, false) => libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+        (true, true) => {
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+        }
+    }
+}
+
+/// Names the program in an exec failure.
+fn exec_detail(e: SandboxError, run: &RunPlan) -> SandboxError {
+    if e.stage == Stage::Execve && e.detail.is_none() {
+        e.with_detail(run.path.to_string_lossy())
+    } else {
+        e
     }
 }

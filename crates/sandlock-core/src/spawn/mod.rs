@@ -5,11 +5,17 @@
 //! stack and arguments we lend it stay valid. The child code lives in [`child`]; this side only
 //! blocks signals around the clone, and turns the child's `(stage, errno)` report into an error.
 //!
-//! Never `clone3`: container runtimes answer it with ENOSYS. The child is created with exit signal 0
-//! so the host never gets a `SIGCHLD` for it and a host `waitpid(-1)` cannot steal its status; it is
-//! reaped through its pidfd only.
+//! Never `clone3`: container runtimes answer it with ENOSYS. The child is created with exit signal
+//! 0 and reaped through its pidfd. That keeps a host's `waitpid(-1)` away from it only until it
+//! execs: measured on 6.18, an exec'd child's exit is signalled to the host with `SIGCHLD` and a
+//! plain `waitpid(-1)` reaps it. The supervisor survives that (ECHILD: the status is read from the
+//! pidfd where the kernel has `PIDFD_GET_INFO`, 6.15).
+//!
+//! A sandbox that runs more than once also keeps a child confined ahead of its next run
+//! ([`pool`]); its code is in [`child`] too, under the same rules.
 
 pub(crate) mod child;
+pub(crate) mod pool;
 
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -18,7 +24,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use crate::error::{SandboxError, Stage, errno_name};
 use crate::sys;
 
-pub(crate) use child::{ChildArgs, MAX_FD_MAP};
+pub(crate) use child::{ChildArgs, Launch, MAX_FD_MAP};
 
 /// Size of the stack lent to the child; it only runs [`child::run`].
 const STACK_SIZE: usize = 128 * 1024;
@@ -29,6 +35,10 @@ pub(crate) struct ChildStack {
     base: *mut c_void,
     len: usize,
 }
+
+// SAFETY: a ChildStack owns its mapping outright (the pointer is only its address), so moving it
+// to another thread moves nothing shared; the pool hands stacks between threads.
+unsafe impl Send for ChildStack {}
 
 impl ChildStack {
     pub(crate) fn new() -> Result<ChildStack, SandboxError> {
@@ -107,6 +117,39 @@ pub(crate) struct Started {
     pub(crate) listener: Option<OwnedFd>,
 }
 
+/// Blocks every signal, the C library's internal ones included, so that no host handler runs in
+/// a child before it has reset the dispositions; returns the mask to restore. Raw syscall:
+/// pthread_sigmask would refuse to block the internal ones.
+fn block_all_signals() -> u64 {
+    let all: u64 = !0;
+    let mut old: u64 = 0;
+    // SAFETY: rt_sigprocmask reads `all` and writes `old`, both 8-byte sigsets on our stack.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &all,
+            &mut old,
+            8usize,
+        );
+    }
+    old
+}
+
+/// Restores the mask [`block_all_signals`] returned.
+fn restore_signals(old: u64) {
+    // SAFETY: rt_sigprocmask reads `old`, an 8-byte sigset on our stack.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &old,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        );
+    }
+}
+
 extern "C" fn child_entry(arg: *mut c_void) -> libc::c_int {
     // SAFETY: only `clone` below calls this, with a pointer to a ChildArgs that the parent keeps
     // alive until the child has exec'd or exited (CLONE_VFORK).
@@ -127,21 +170,7 @@ pub(crate) fn spawn(
     let mut pidfd: libc::c_int = -1;
     let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD;
 
-    // Block every signal, the C library's internal ones included, so that no host handler runs in
-    // the child before it has reset the dispositions. Raw syscall: pthread_sigmask would refuse to
-    // block the internal ones.
-    let all: u64 = !0;
-    let mut old: u64 = 0;
-    // SAFETY: rt_sigprocmask reads `all` and writes `old`, both 8-byte sigsets on our stack.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &all,
-            &mut old,
-            8usize,
-        );
-    }
+    let old = block_all_signals();
     // SAFETY: `stack` is a fresh mapping of STACK_SIZE bytes above a guard page; `args` outlives the
     // child's use of it because CLONE_VFORK suspends us until it has exec'd or exited; `pidfd` is
     // where CLONE_PIDFD stores the new descriptor.
@@ -155,16 +184,7 @@ pub(crate) fn spawn(
         )
     };
     let clone_errno = sys::errno();
-    // SAFETY: restores the mask saved above.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &old,
-            std::ptr::null_mut::<u64>(),
-            8usize,
-        );
-    }
+    restore_signals(old);
     keep_stack(stack);
     if pid < 0 {
         return Err(SandboxError::new(
@@ -180,25 +200,25 @@ pub(crate) fn spawn(
     let mut word = [0u8; 8];
     // The pipe is non-blocking and the child is done with it: eight bytes, or nothing (exec'd).
     if matches!(sys::read(err_read.as_raw_fd(), &mut word), Ok(8)) {
-        let (stage, errno) = child::decode_failure(u64::from_ne_bytes(word));
         reap(&pidfd);
-        let stage = stage.unwrap_or(Stage::Execve);
-        return Err(SandboxError::new(
-            stage,
-            Some(errno),
-            child_hint(stage, errno),
-        ));
+        return Err(child_error(u64::from_ne_bytes(word)));
     }
 
     let listener = match listener_recv {
-        Some(sock) => Some(recv_fd(sock).map_err(|e| {
-            reap_kill(&pidfd);
-            SandboxError::io(
-                Stage::RecvListener,
-                &e,
-                "the child installed its seccomp filter but its listener did not arrive",
-            )
-        })?),
+        Some(sock) => Some(
+            recv_fd(sock)
+                .and_then(|(_, fd)| {
+                    fd.ok_or_else(|| std::io::Error::from_raw_os_error(libc::EBADMSG))
+                })
+                .map_err(|e| {
+                    reap_kill(&pidfd);
+                    SandboxError::io(
+                        Stage::RecvListener,
+                        &e,
+                        "the child installed its seccomp filter but its listener did not arrive",
+                    )
+                })?,
+        ),
         None => None,
     };
     Ok(Started {
@@ -206,6 +226,13 @@ pub(crate) fn spawn(
         pidfd,
         listener,
     })
+}
+
+/// The error for the `(stage, errno)` word a child reported.
+fn child_error(word: u64) -> SandboxError {
+    let (stage, errno) = child::decode_failure(word);
+    let stage = stage.unwrap_or(Stage::Execve);
+    SandboxError::new(stage, Some(errno), child_hint(stage, errno))
 }
 
 /// Reaps a child that has exited or been killed.
@@ -241,12 +268,13 @@ pub(crate) fn unsafe_zeroed_siginfo() -> libc::siginfo_t {
     unsafe { std::mem::zeroed() }
 }
 
-/// Receives one fd sent with `SCM_RIGHTS`, without waiting.
-fn recv_fd(sock: &OwnedFd) -> std::io::Result<OwnedFd> {
-    let mut byte = [0u8; 1];
+/// Receives one message without waiting: its length, and the descriptor it carried with
+/// `SCM_RIGHTS`, if any.
+fn recv_fd(sock: &OwnedFd) -> std::io::Result<(usize, Option<OwnedFd>)> {
+    let mut buf = [0u8; 8];
     let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
     };
     #[repr(C, align(8))]
     struct Buf([u8; 64]);
@@ -269,15 +297,17 @@ fn recv_fd(sock: &OwnedFd) -> std::io::Result<OwnedFd> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: CMSG_FIRSTHDR/CMSG_DATA walk the control buffer the kernel just filled.
-    unsafe {
+    let fd = unsafe {
         let c = libc::CMSG_FIRSTHDR(&msg);
         if c.is_null() || (*c).cmsg_level != libc::SOL_SOCKET || (*c).cmsg_type != libc::SCM_RIGHTS
         {
-            return Err(std::io::Error::from_raw_os_error(libc::EBADMSG));
+            None
+        } else {
+            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+            Some(sys::owned(fd))
         }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
-        Ok(sys::owned(fd))
-    }
+    };
+    Ok((n as usize, fd))
 }
 
 fn clone_hint(errno: i32) -> String {

@@ -86,6 +86,20 @@ pub(crate) fn keep_above(fd: OwnedFd, min: RawFd) -> io::Result<OwnedFd> {
     }
 }
 
+/// Opens the directory `path` as a handle only (`O_PATH`: enough for `fchdir`, needs no read
+/// permission), close-on-exec.
+pub(crate) fn open_dir_path(path: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    // SAFETY: open on a NUL-terminated path; the result is checked.
+    let fd = cvt(unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: open just returned this descriptor.
+    Ok(unsafe { owned(fd) })
+}
+
 /// Sets or clears `O_NONBLOCK`.
 pub(crate) fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     // SAFETY: F_GETFL/F_SETFL only read and write the descriptor's status flags.

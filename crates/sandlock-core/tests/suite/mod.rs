@@ -11,4 +11,5 @@ mod standin;
 mod stress;
 pub(crate) mod support;
 mod syscalls;
+mod waiting;
 mod workdir;

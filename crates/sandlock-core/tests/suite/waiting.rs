@@ -1,0 +1,243 @@
+//! Runs handed to a child that confined itself ahead of time (`spawn::pool`): each must be
+//! confined and set up exactly as a child started for the run, and the waiting child must hold
+//! nothing of the host's.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use sandlock_core::{Command, Error, Policy, Sandbox, Stage, Stdio};
+
+use super::support::{Ws, out, policy};
+
+/// The pids of the children the calling thread has made.
+fn my_children() -> Option<Vec<i32>> {
+    let s = std::fs::read_to_string("/proc/thread-self/children").ok()?;
+    Some(
+        s.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+    )
+}
+
+/// The system preset, a workspace, and `/proc` (so that a run can report on itself).
+fn with_proc(ws: &Ws) -> Policy {
+    let mut p = policy(ws);
+    p.fs_readable.push("/proc".into());
+    p
+}
+
+/// A sandbox that has run twice, and so keeps a confined child waiting.
+fn warmed(ws: &Ws) -> Sandbox {
+    let sb = Sandbox::new(with_proc(ws)).expect("policy");
+    assert_eq!(sb.waiting_children(), 0, "a new sandbox keeps no child");
+    sb.run(Command::new(["/bin/true"])).expect("first run");
+    assert_eq!(sb.waiting_children(), 0, "one run keeps no child");
+    sb.run(Command::new(["/bin/true"])).expect("second run");
+    assert_eq!(
+        sb.waiting_children(),
+        1,
+        "from the second run on, one waits"
+    );
+    sb
+}
+
+/// What a run sees of its own confinement.
+const SELF_REPORT: &str = "grep -E '^(NoNewPrivs|Seccomp|CapInh|CapPrm|CapEff|CapBnd|CapAmb):' /proc/self/status; \
+     touch /etc/sandlock-waiting-probe 2>/dev/null && echo etc-writable || echo etc-refused; \
+     touch \"$WS/ok\" && echo ws-writable; \
+     cat /proc/1/environ >/dev/null 2>&1 && echo pid1-readable || echo pid1-refused; \
+     ls /proc/self/fd | sort -n | tr '\\n' ' '; echo; \
+     ps -o pid= -o pgid= -o sid= -p $$ | awk '{print ($1==$2 && $1==$3) ? \"leader\" : \"not-leader\"}'";
+
+#[test]
+fn a_handed_run_is_confined_exactly_as_a_fresh_one() {
+    let ws = Ws::new();
+    let report = |sb: &Sandbox| {
+        let o = sb
+            .run(
+                Command::new(["/bin/sh", "-c", SELF_REPORT])
+                    .env("WS", ws.path().display().to_string()),
+            )
+            .expect("run");
+        assert_eq!(
+            o.exit_code,
+            Some(0),
+            "stderr: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out(&o)
+    };
+    // The control: a first run, whose child is started for it.
+    let fresh = Sandbox::new(with_proc(&ws)).expect("policy");
+    let direct = report(&fresh);
+    let sb = warmed(&ws);
+    for _ in 0..3 {
+        assert_eq!(sb.waiting_children(), 1);
+        let handed = report(&sb);
+        assert_eq!(handed, direct, "a handed run differs from a fresh one");
+    }
+    assert!(direct.contains("NoNewPrivs:\t1"), "{direct}");
+    assert!(direct.contains("Seccomp:\t2"), "{direct}");
+    assert!(direct.contains("CapEff:\t0000000000000000"), "{direct}");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert!(direct.contains("CapBnd:\t0000000000000000"), "{direct}");
+    }
+    assert!(direct.contains("etc-refused"), "{direct}");
+    assert!(direct.contains("ws-writable"), "{direct}");
+    assert!(direct.contains("leader"), "{direct}");
+    assert!(!direct.contains("not-leader"), "{direct}");
+    assert!(
+        direct.contains("\n0 1 2 3 \n") || direct.contains("\n0 1 2 3\n"),
+        "only stdio (and ls's own directory) open: {direct}"
+    );
+}
+
+#[test]
+fn a_handed_run_gets_its_own_command_environment_stdin_directory_and_descriptors() {
+    let ws = Ws::new();
+    let sb = warmed(&ws);
+    let here = std::env::current_dir().expect("cwd");
+    for i in 0..3 {
+        assert_eq!(sb.waiting_children(), 1, "run {i}");
+        let passed = ws.join(&format!("passed{i}"));
+        std::fs::write(&passed, format!("passed {i}\n")).expect("write");
+        let file = std::fs::File::open(&passed).expect("open");
+        let mut cmd = Command::new([
+            "/bin/sh",
+            "-c",
+            "echo \"$FOO\"; cat; echo; pwd; cat <&5; echo \"$0\"",
+            &format!("arg{i}"),
+        ])
+        .env("FOO", format!("value {i}"))
+        .stdin(Stdio::Bytes(format!("input {i}").into_bytes()))
+        .pass_fd(OwnedFd::from(file), 5);
+        // Every other run sets its own directory; the others start where the host is.
+        let dir = if i % 2 == 0 {
+            ws.path().to_path_buf()
+        } else {
+            here.clone()
+        };
+        if i % 2 == 0 {
+            cmd = cmd.cwd(ws.path());
+        }
+        let o = sb.run(cmd).expect("run");
+        assert_eq!(
+            o.exit_code,
+            Some(0),
+            "stderr: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            out(&o),
+            format!(
+                "value {i}\ninput {i}\n{}\npassed {i}\narg{i}",
+                dir.display()
+            ),
+            "run {i}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_exec_in_a_handed_run_is_reported_and_the_next_run_works() {
+    let ws = Ws::new();
+    let expect_enoent = |r: Result<sandlock_core::Outcome, Error>| match r {
+        Err(e) => {
+            assert_eq!(e.stage(), Some(Stage::Execve), "{e}");
+            assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
+            e.to_string()
+        }
+        Ok(o) => panic!("a missing program ran: {o:?}"),
+    };
+    let fresh = Sandbox::new(with_proc(&ws)).expect("policy");
+    let direct = expect_enoent(fresh.run(Command::new([ws.s("missing").as_str()])));
+    let sb = warmed(&ws);
+    let handed = expect_enoent(sb.run(Command::new([ws.s("missing").as_str()])));
+    assert_eq!(handed, direct);
+    // The pool made the next child while that one failed; it runs.
+    assert_eq!(sb.waiting_children(), 1);
+    let o = sb.run(Command::new(["/bin/echo", "after"])).expect("run");
+    assert_eq!(out(&o), "after");
+}
+
+#[test]
+fn a_waiting_child_holds_nothing_of_the_host_and_ends_with_its_sandbox() {
+    let Some(before) = my_children() else {
+        eprintln!(
+            "SKIP waiting child's descriptors: this kernel has no /proc/<pid>/task/<tid>/children"
+        );
+        return;
+    };
+    let ws = Ws::new();
+    // A pipe the host holds while the waiting child is made.
+    let (r, mut w) = std::io::pipe().expect("pipe");
+    let sb = warmed(&ws);
+    let waiting: Vec<i32> = my_children()
+        .expect("children")
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(
+        waiting.len(),
+        1,
+        "one waiting child made by this thread: {waiting:?}"
+    );
+    let pid = waiting[0];
+
+    // Once it waits (asleep in recvmsg; it may still be confining itself a moment after the run
+    // that made it returned), it is confined and holds only its socket to the pool.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        if status.contains("State:\tS") && status.contains("Seccomp:\t2") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "it never settled: {status}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    assert!(status.contains("Seccomp:\t2"), "{status}");
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(fds.len(), 1, "only its socket: {fds:?}");
+    let target = std::fs::read_link(format!("/proc/{pid}/fd/{}", fds[0])).expect("link");
+    assert!(
+        target.to_string_lossy().starts_with("socket:"),
+        "{target:?}"
+    );
+
+    // So a pipe's reader sees end of file once the host closes its end (control: not before).
+    w.write_all(b"x").expect("write");
+    let mut pfd = libc::pollfd {
+        fd: r.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut buf = [0u8; 8];
+    let n = std::io::Read::read(&mut &r, &mut buf).expect("read");
+    assert_eq!(n, 1);
+    // SAFETY: poll on one pollfd on our stack.
+    assert_eq!(
+        unsafe { libc::poll(&mut pfd, 1, 100) },
+        0,
+        "readable while the writer is open"
+    );
+    drop(w);
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::poll(&mut pfd, 1, 5000) },
+        1,
+        "no end of file: someone holds the writer"
+    );
+    assert_eq!(std::io::Read::read(&mut &r, &mut buf).expect("read"), 0);
+
+    drop(sb);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the waiting child outlived its sandbox"
+    );
+}
