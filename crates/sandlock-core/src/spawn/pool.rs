@@ -336,6 +336,12 @@ extern "C" fn waiting_entry(arg: *mut libc::c_void) -> libc::c_int {
 /// Waits for the child's "confined" message: `Ok` with its listener (when the filter has one),
 /// `Err` if it failed or died.
 fn ready(w: &Waiting) -> Result<Option<OwnedFd>, ()> {
+    // Normally it confined itself long ago and its message is there.
+    match super::recv_fd(&w.sock) {
+        Ok((1, listener)) => return Ok(listener),
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+        _ => return Err(()),
+    }
     let mut fds = [
         libc::pollfd {
             fd: w.sock.as_raw_fd(),

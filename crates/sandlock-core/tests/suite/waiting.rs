@@ -193,7 +193,10 @@ fn a_waiting_child_holds_nothing_of_the_host_and_ends_with_its_sandbox() {
         if status.contains("State:\tS") && status.contains("Seccomp:\t2") {
             break status;
         }
-        assert!(std::time::Instant::now() < deadline, "it never settled: {status}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "it never settled: {status}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(1));
     };
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
@@ -240,4 +243,54 @@ fn a_waiting_child_holds_nothing_of_the_host_and_ends_with_its_sandbox() {
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "the waiting child outlived its sandbox"
     );
+}
+
+#[test]
+fn no_sandbox_can_read_a_waiting_childs_memory() {
+    let Some(before) = my_children() else {
+        eprintln!(
+            "SKIP waiting child's memory: this kernel has no /proc/<pid>/task/<tid>/children"
+        );
+        return;
+    };
+    let ws = Ws::new();
+    let sb = warmed(&ws);
+    let waiting: Vec<i32> = my_children()
+        .expect("children")
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    let pid = waiting[0];
+    // The waiting child shares this process's memory (its environ is this process's). Control
+    // from the host (same user, unconfined): readable.
+    let host = std::fs::read(format!("/proc/{pid}/environ")).expect("the host reads it");
+    assert!(!host.is_empty());
+    // Another sandbox (a fresh one, with /proc readable) tries its memory and its environ; the
+    // control inside is its own.
+    let other = Sandbox::new(with_proc(&ws)).expect("policy");
+    let probe = format!(
+        "import os\n\
+         for path in ['/proc/{pid}/environ', '/proc/{pid}/mem', '/proc/self/environ']:\n\
+         \x20   try:\n\
+         \x20       with open(path, 'rb') as f:\n\
+         \x20           f.read(16)\n\
+         \x20       print(path.split('/')[2], path.split('/')[3], 'read')\n\
+         \x20   except OSError as e:\n\
+         \x20       print(path.split('/')[2], path.split('/')[3], 'refused', e.errno)\n"
+    );
+    let o = other
+        .run(Command::new(["python3", "-c", probe.as_str()]))
+        .expect("run");
+    let text = out(&o);
+    assert!(
+        text.contains(&format!("{pid} environ refused")),
+        "another sandbox read the waiting child's environ: {text}"
+    );
+    assert!(
+        text.contains(&format!("{pid} mem refused")),
+        "another sandbox opened the waiting child's memory: {text}"
+    );
+    assert!(text.contains("self environ read"), "control: {text}");
+    drop(sb);
 }
