@@ -129,6 +129,8 @@ fn threads_that_ran_sandboxes_leave_no_child_stack_behind() {
             "a thread that ran sandboxes kept no stack: {seen:?}"
         );
     });
+    // The sandbox's own stacks (its waiting child's, and a spare) go with it.
+    drop(sb);
     // A test that ran before may still be unmapping its thread's stack: fewer is fine, more leak.
     let after = child_stacks();
     assert!(
