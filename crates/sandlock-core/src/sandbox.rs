@@ -127,7 +127,13 @@ impl Sandbox {
         let plan = SandboxPlan::new(policy, kernel)?;
         Ok(Sandbox {
             pool: spawn::pool::Pool::new(),
-            pool_ok: plan.ruleset.is_some() && plan.view_filter.is_none(),
+            pool_ok: plan.ruleset.is_some()
+                && plan.view_filter.is_none()
+                && !plan.policy.extra_deny_syscalls.iter().any(|n| {
+                    spawn::pool::AFTER_FILTER.iter().any(|a| {
+                        crate::plan::syscall_number(a) == crate::plan::syscall_number(n.trim())
+                    })
+                }),
             plan,
         })
     }
@@ -148,9 +154,9 @@ impl Sandbox {
         &self.plan.enforcement
     }
 
-    /// How many children this sandbox keeps confined and waiting for a run (0 or 1). A sandbox
-    /// starts keeping one from its second run on, when it has a Landlock domain and no view (see
-    /// `docs/security.md`); a run handed to one skips the confinement work at its start.
+    /// How many children this sandbox keeps confined and waiting for a run: from its second run
+    /// on, one for each thread that runs it (up to 8), when it has a Landlock domain and no view
+    /// (see `docs/security.md`). A run handed to one skips the confinement work at its start.
     pub fn waiting_children(&self) -> usize {
         self.pool.waiting()
     }

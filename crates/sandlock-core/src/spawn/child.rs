@@ -386,14 +386,16 @@ pub(crate) const MAX_LAUNCH_FDS: usize = MAX_FD_MAP + 2;
 pub(crate) unsafe extern "C" fn waiting_main(arg: *mut c_void) -> libc::c_int {
     // SAFETY: the pool keeps the WaitArgs alive until the child has exec'd or been reaped.
     let a = unsafe { &*(arg as *const WaitArgs<'_>) };
+    // Where a failure is reported: the socket, moved above every target once the run is known.
+    let mut report = a.sock;
     // SAFETY: as `child_main`: raw syscalls with arguments from `a` and the launch it receives.
-    let (stage, errno) = unsafe { wait_and_run(a) };
+    let (stage, errno) = unsafe { wait_and_run(a, &mut report) };
     // SAFETY: reporting and exiting are plain syscalls on our own descriptor.
-    unsafe { fail(a.sock, stage, errno) }
+    unsafe { fail(report, stage, errno) }
 }
 
 /// Confines this child, tells the pool, waits for a run, and runs it; returns only on failure.
-unsafe fn wait_and_run(a: &WaitArgs<'_>) -> Failed {
+unsafe fn wait_and_run(a: &WaitArgs<'_>, report: &mut i32) -> Failed {
     // SAFETY (whole body): raw syscalls on our own stack, on `a`, and on the `Launch` whose
     // address the parent sends (it stays alive until we exec or exit).
     unsafe {
@@ -470,6 +472,26 @@ unsafe fn wait_and_run(a: &WaitArgs<'_>) -> Failed {
                 count = i.wrapping_add(1);
             }
         }
+        // Signals sent to this process while it waited (it shows the host's command line, so a
+        // `pkill -f` aimed at the host reaches it) are still pending, blocked: they were not
+        // meant for the run, which must not get them when exec unblocks them.
+        let all: u64 = !0;
+        let now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut drained = 0u32;
+        while drained < 1024
+            && raw_syscall!(
+                libc::SYS_rt_sigtimedwait,
+                &all as *const u64,
+                0,
+                &now as *const libc::timespec,
+                8
+            ) > 0
+        {
+            drained = drained.wrapping_add(1);
+        }
         let l = &*(word as *const Launch<'_>);
         let extra = usize::from(l.cgroup).wrapping_add(usize::from(l.cwd.is_none()));
         if count != l.targets.len().wrapping_add(extra) || l.targets.len() > MAX_FD_MAP {
@@ -505,8 +527,22 @@ unsafe fn wait_and_run(a: &WaitArgs<'_>) -> Failed {
             .chain([a.sock])
             .max()
             .unwrap_or(a.sock);
+        // A target may take the socket's number: report on a copy above every target (the
+        // direct child's error pipe sits above them too).
+        *report = match step(
+            Stage::Fds,
+            raw_syscall!(
+                libc::SYS_fcntl,
+                a.sock,
+                libc::F_DUPFD_CLOEXEC,
+                highest.saturating_add(1)
+            ),
+        ) {
+            Ok(fd) => fd as i32,
+            Err(f) => return f,
+        };
         let pairs = sources.iter().copied().zip(l.targets.iter().copied());
-        if let Err(f) = arrange_fds(pairs, highest.saturating_add(1)) {
+        if let Err(f) = arrange_fds(pairs, report.saturating_add(1)) {
             return f;
         }
         if let Err(f) = set_rlimits(l.rlimits) {

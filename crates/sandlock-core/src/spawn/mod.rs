@@ -298,6 +298,20 @@ fn recv_fd(sock: &OwnedFd) -> std::io::Result<(usize, Option<OwnedFd>)> {
     }
     // SAFETY: CMSG_FIRSTHDR/CMSG_DATA walk the control buffer the kernel just filled.
     let fd = unsafe {
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            // A descriptor was sent but could not be installed (this process is at its limit);
+            // the kernel closed it. Whatever came with it, close it too.
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            if !c.is_null()
+                && (*c).cmsg_type == libc::SCM_RIGHTS
+                && (*c).cmsg_len as usize >= libc::CMSG_LEN(4) as usize
+            {
+                drop(sys::owned(std::ptr::read_unaligned(
+                    libc::CMSG_DATA(c).cast::<libc::c_int>(),
+                )));
+            }
+            return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+        }
         let c = libc::CMSG_FIRSTHDR(&msg);
         if c.is_null() || (*c).cmsg_level != libc::SOL_SOCKET || (*c).cmsg_type != libc::SCM_RIGHTS
         {

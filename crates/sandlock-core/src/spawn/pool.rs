@@ -3,9 +3,10 @@
 //! Every run of a sandbox starts a child that confines itself the same way: empty the bounding
 //! set (as root), `no_new_privs`, the Landlock domain, the seccomp filter. That is most of what a
 //! run costs beyond `subprocess.run` (docs/perf/startup-breakdown.md), and none of it depends on
-//! the command. So once a sandbox has run twice, it keeps one child that has done all of it and
-//! waits, blocked in `recvmsg`, for its run; a run then hands it the command and its descriptors
-//! and makes the next one while the handed child execs on another CPU.
+//! the command. So once a sandbox has run twice, each thread that runs it keeps one child that
+//! has done all of it and waits, blocked in `recvmsg`, for its run (up to [`MAX_WAITING`] per
+//! sandbox); a run then hands it the command and its descriptors and makes the next one while the
+//! handed child execs on another CPU.
 //!
 //! The waiting child is made like the direct one (`clone` with `CLONE_VM`, never `clone3`, exit
 //! signal 0, reaped through its pidfd) but without `CLONE_VFORK`, on a stack of its own, and with
@@ -13,17 +14,26 @@
 //! `execve`, or at exit) and wakes a futex on it, which is how a run knows that the [`Launch`] it
 //! lent is free again. Its code is in [`super::child`], under the same rules as the direct
 //! child's (async-signal-safe, raw syscalls only); while it waits it holds no descriptor of the
-//! host's but its socket.
+//! host's but its socket, and it reports a failed run on a copy of that socket placed above every
+//! descriptor the run installs.
+//!
+//! What a waiting child has is fixed when it is made, so it is handed only to a run on the
+//! thread that made it, under the same user and group ids (a thread may carry a Landlock domain
+//! or seccomp filter of the host's own, an affinity, a nice value); its umask and the resource
+//! limits the policy does not set are the host's at that moment; the working directory goes with
+//! each run. Signals sent to it while it waits (it shows the host's command line, so `pkill -f`
+//! reaches it) are blocked, and discarded when its run arrives. A policy that denies a syscall
+//! the hand-over makes after the filter ([`AFTER_FILTER`]) keeps no child waiting.
 //!
 //! Sharing the host's memory while it waits is why a waiting child is only kept when the
-//! sandbox has a Landlock domain: Landlock lets a process trace, or open the `/proc/<pid>/mem`
-//! of, only processes in its own domain or below it, and the waiting child's domain is a sibling
-//! of every run's, so no sandboxed process can reach it (seccomp also refuses `ptrace` and
-//! `process_vm_readv`). What a waiting child has from the host is fixed when it is made: its
-//! umask and resource limits other than the policy's (the working directory is sent with each
-//! run). A host that forks does not use its parent's waiting children (they share the parent's
-//! memory, not the fork's); they end when the sandbox is dropped, or when the host's end of their
-//! socket closes.
+//! sandbox has a Landlock domain: Landlock lets a process trace, or open the `/proc/<pid>/mem` or
+//! `environ` of, only processes in its own domain or below it, and the waiting child's domain is
+//! a sibling of every run's, so no process confined by Landlock reaches it (seccomp also refuses
+//! `ptrace` and `process_vm_readv`). A process with no Landlock domain, of the same user, that
+//! could reach the waiting child could reach the host process itself, whose memory it is. A host
+//! that forks does not use its parent's pool at all (its waiting children share the parent's
+//! memory, not the fork's, and a lock may have been held at the fork); they end when the sandbox
+//! is dropped, or when the host's end of their socket closes.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
@@ -34,13 +44,61 @@ use super::{ChildStack, Started};
 use crate::error::{SandboxError, Stage};
 use crate::sys;
 
-/// How many confined children a sandbox keeps waiting.
-const KEEP: usize = 1;
+/// Most confined children a sandbox keeps waiting: one per thread that runs it, up to this many.
+const MAX_WAITING: usize = 8;
 
-/// A confined child waiting for its run.
+/// The syscalls a waiting child makes after its seccomp filter is in place that a direct child
+/// makes before (the hand-over, the descriptors, the working directory, the cgroup, the pending
+/// signals): a policy that denies one of them (`extra_deny_syscalls`) gets no waiting child.
+pub(crate) const AFTER_FILTER: &[&str] = &[
+    "recvmsg",
+    "rt_sigtimedwait",
+    "write",
+    "chdir",
+    "fchdir",
+    "fcntl",
+    "close_range",
+    "dup3",
+];
+
+/// Who made a waiting child: its process, thread and credentials. A child is handed only to a
+/// run on the same thread with the same credentials, because it carries the state of the thread
+/// that made it (its own Landlock domain and seccomp filters, if the host confined that thread,
+/// its credentials, CPU affinity and nice value).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Maker {
+    pid: libc::pid_t,
+    tid: libc::pid_t,
+    uids: [libc::uid_t; 3],
+    gids: [libc::gid_t; 3],
+}
+
+impl Maker {
+    fn now() -> Maker {
+        let mut uids = [0; 3];
+        let mut gids = [0; 3];
+        // SAFETY: getresuid/getresgid write three ids each into arrays on our stack; getpid and
+        // gettid have no preconditions.
+        unsafe {
+            libc::getresuid(&mut uids[0], &mut uids[1], &mut uids[2]);
+            libc::getresgid(&mut gids[0], &mut gids[1], &mut gids[2]);
+            Maker {
+                pid: libc::getpid(),
+                tid: libc::gettid(),
+                uids,
+                gids,
+            }
+        }
+    }
+}
+
+/// A confined child waiting for its run. Dropping it kills and reaps the child (from the process
+/// that made it; a forked host only closes its copies of the descriptors), before the stack and
+/// arguments the child uses are freed.
 pub(crate) struct Waiting {
     pid: libc::pid_t,
-    pidfd: OwnedFd,
+    /// `None` once the child is handed over and has exec'd (it is then the run's).
+    pidfd: Option<OwnedFd>,
     /// Our end of its socket pair.
     sock: OwnedFd,
     /// Cleared by the kernel (with a futex wake) when the child execs or exits.
@@ -50,24 +108,40 @@ pub(crate) struct Waiting {
     /// The filter program `args` points at (the sandbox's, copied: a `Waiting` may outlive a
     /// borrow of the plan while it moves between threads).
     _filter: Option<Box<(Vec<libc::sock_filter>, libc::sock_fprog)>>,
-    stack: ChildStack,
-    /// The host process that made it (a forked host must not use it).
-    owner: libc::pid_t,
+    /// `None` once given back to the pool.
+    stack: Option<ChildStack>,
+    /// Whether the child sends a seccomp listener with its "confined" message.
+    wants_listener: bool,
+    maker: Maker,
 }
 
 // SAFETY: the raw pointers in `args` point into the boxed program owned by the same `Waiting`,
 // and into nothing else; the child reads them, the parent never writes them after the clone.
 unsafe impl Send for Waiting {}
 
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let Some(pidfd) = self.pidfd.take() else {
+            return;
+        };
+        // SAFETY: getpid has no preconditions.
+        if self.maker.pid == unsafe { libc::getpid() } {
+            kill_and_reap(&pidfd);
+        }
+        // The fields (the stack, the arguments) are freed after this: the child is gone, or is
+        // not ours (a forked host's copies of that memory are its own).
+    }
+}
+
 /// The confined children a sandbox keeps waiting, and spare stacks for the next ones.
 pub(crate) struct Pool {
     waiting: Mutex<Vec<Waiting>>,
-    /// Children being made right now (counted so that threads racing to refill make no more
-    /// than [`KEEP`]).
-    making: AtomicUsize,
     stacks: Mutex<Vec<ChildStack>>,
     /// Runs started so far: a sandbox run only once (the CLI) keeps no child waiting.
     runs: AtomicUsize,
+    /// The process the pool belongs to: a forked host uses none of it (not even its locks,
+    /// which another thread may have held at the fork).
+    owner: libc::pid_t,
 }
 
 /// What a waiting child is made with: the sandbox's confinement.
@@ -95,14 +169,24 @@ impl Pool {
     pub(crate) fn new() -> Pool {
         Pool {
             waiting: Mutex::new(Vec::new()),
-            making: AtomicUsize::new(0),
             stacks: Mutex::new(Vec::new()),
             runs: AtomicUsize::new(0),
+            // SAFETY: getpid has no preconditions.
+            owner: unsafe { libc::getpid() },
         }
+    }
+
+    /// Whether this process may use the pool (it is not a fork of the one that made it).
+    fn usable(&self) -> bool {
+        // SAFETY: getpid has no preconditions.
+        self.owner == unsafe { libc::getpid() }
     }
 
     /// How many confined children are waiting (for tests and status).
     pub(crate) fn waiting(&self) -> usize {
+        if !self.usable() {
+            return 0;
+        }
         self.waiting.lock().map_or(0, |w| w.len())
     }
 
@@ -111,47 +195,65 @@ impl Pool {
         self.runs.fetch_add(1, Ordering::Relaxed) >= 1
     }
 
-    /// A waiting child that is confined and alive, if there is one. Children found dead or
-    /// failed are reaped and dropped (the run then starts directly, which reports any error).
+    /// This thread's waiting child, confined and alive, if there is one. A child found dead,
+    /// failed, or made under other credentials is killed and dropped (the run then starts
+    /// directly, which reports any error).
     pub(crate) fn take(&self) -> Option<Ready> {
-        loop {
-            let w = self.waiting.lock().ok()?.pop()?;
-            // SAFETY: getpid has no preconditions.
-            if w.owner != unsafe { libc::getpid() } {
-                // A forked host: the child shares the memory of the process that made it.
-                std::mem::forget(w);
-                continue;
-            }
-            match ready(&w) {
-                Ok(listener) => {
-                    return Some(Ready {
-                        waiting: w,
-                        listener,
-                    });
-                }
-                Err(()) => self.discard(w),
+        if !self.usable() {
+            return None;
+        }
+        let me = Maker::now();
+        let w = {
+            let mut list = self.waiting.lock().ok()?;
+            let i = list.iter().position(|w| w.maker.tid == me.tid)?;
+            list.swap_remove(i)
+        };
+        if w.maker != me {
+            self.discard(w);
+            return None;
+        }
+        match ready(&w) {
+            Ok(listener) => Some(Ready {
+                waiting: w,
+                listener,
+            }),
+            Err(()) => {
+                self.discard(w);
+                None
             }
         }
     }
 
-    /// Makes waiting children until [`KEEP`] are waiting or being made. Failures only leave the
-    /// pool short: the next run starts directly and reports what is wrong.
+    /// Makes a waiting child for this thread, unless it has one. At [`MAX_WAITING`], the
+    /// oldest child of another thread makes room. Failures only leave the pool short: the next
+    /// run starts directly and reports what is wrong.
     pub(crate) fn refill(&self, recipe: &Recipe<'_>) {
-        loop {
-            let have = self.waiting.lock().map_or(KEEP, |w| w.len());
-            if have + self.making.fetch_add(1, Ordering::AcqRel) >= KEEP {
-                self.making.fetch_sub(1, Ordering::AcqRel);
-                return;
+        if !self.usable() {
+            return;
+        }
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        match self.waiting.lock() {
+            Ok(list) if !list.iter().any(|w| w.maker.tid == tid) => {}
+            _ => return,
+        }
+        let Ok(w) = self.make(recipe) else {
+            return;
+        };
+        let evicted = match self.waiting.lock() {
+            Ok(mut list) => {
+                let evicted = if list.len() >= MAX_WAITING {
+                    Some(list.remove(0))
+                } else {
+                    None
+                };
+                list.push(w);
+                evicted
             }
-            let made = self.make(recipe);
-            self.making.fetch_sub(1, Ordering::AcqRel);
-            match made {
-                Ok(w) => match self.waiting.lock() {
-                    Ok(mut list) => list.push(w),
-                    Err(_) => return,
-                },
-                Err(_) => return,
-            }
+            Err(_) => None,
+        };
+        if let Some(e) = evicted {
+            self.discard(e);
         }
     }
 
@@ -195,6 +297,7 @@ impl Pool {
             None => ChildStack::new()?,
         };
         let ctid = Box::new(AtomicU32::new(1));
+        let maker = Maker::now();
         let mut pidfd: libc::c_int = -1;
         let flags = libc::CLONE_VM | libc::CLONE_PIDFD | libc::CLONE_CHILD_CLEARTID;
         // As in `super::spawn`: every signal blocked across the clone, so that no host handler
@@ -229,34 +332,38 @@ impl Pool {
         Ok(Waiting {
             pid,
             // SAFETY: CLONE_PIDFD stored a new descriptor that nothing else owns.
-            pidfd: unsafe { sys::owned(pidfd) },
+            pidfd: Some(unsafe { sys::owned(pidfd) }),
             sock: ours,
             ctid,
             _args: args,
             _filter: filter,
-            stack,
-            // SAFETY: getpid has no preconditions.
-            owner: unsafe { libc::getpid() },
+            stack: Some(stack),
+            wants_listener: recipe.filter.is_some()
+                && recipe.filter_flags & libc::SECCOMP_FILTER_FLAG_NEW_LISTENER != 0,
+            maker,
         })
     }
 
     fn keep_stack(&self, stack: ChildStack) {
         if let Ok(mut s) = self.stacks.lock() {
-            if s.len() < KEEP + 1 {
+            if s.len() < 2 {
                 s.push(stack);
             }
         }
     }
 
     /// Kills and reaps a waiting child, and keeps its stack.
-    fn discard(&self, w: Waiting) {
-        kill_and_reap(&w);
-        let Waiting { stack, .. } = w;
-        self.keep_stack(stack);
+    fn discard(&self, mut w: Waiting) {
+        if let Some(pidfd) = w.pidfd.take() {
+            kill_and_reap(&pidfd);
+        }
+        if let Some(stack) = w.stack.take() {
+            self.keep_stack(stack);
+        }
     }
 
-    /// Hands `launch` and its descriptors to `w`. On failure the child is discarded and the
-    /// caller starts the run directly.
+    /// Hands `launch` and its descriptors to the child. On failure the child is discarded and
+    /// the caller starts the run directly.
     pub(crate) fn hand(&self, r: Ready, launch: &Launch<'_>, fds: &[RawFd]) -> Option<Handed> {
         if fds.len() > MAX_LAUNCH_FDS || send_launch(&r.waiting.sock, launch, fds).is_err() {
             self.discard(r.waiting);
@@ -272,7 +379,7 @@ impl Pool {
     /// into a started child, or an error with the stage and errno the child reported.
     pub(crate) fn finish(&self, h: Handed) -> Result<Started, SandboxError> {
         let Handed {
-            waiting: w,
+            waiting: mut w,
             listener,
         } = h;
         wait_cleared(&w.ctid);
@@ -287,20 +394,22 @@ impl Pool {
                 libc::MSG_DONTWAIT,
             )
         };
-        let failed = n == 8;
-        if failed {
-            super::reap(&w.pidfd);
-            let err = super::child_error(u64::from_ne_bytes(word));
-            let Waiting { stack, .. } = w;
+        if let Some(stack) = w.stack.take() {
             self.keep_stack(stack);
-            return Err(err);
         }
-        let Waiting {
-            pid, pidfd, stack, ..
-        } = w;
-        self.keep_stack(stack);
+        let Some(pidfd) = w.pidfd.take() else {
+            return Err(SandboxError::new(
+                Stage::Wait,
+                None,
+                "a handed child lost its pidfd",
+            ));
+        };
+        if n == 8 {
+            super::reap(&pidfd);
+            return Err(super::child_error(u64::from_ne_bytes(word)));
+        }
         Ok(Started {
-            pid,
+            pid: w.pid,
             pidfd,
             listener,
         })
@@ -309,21 +418,12 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        // Each Waiting kills and reaps its child (when this process made it) as it drops.
         let list = match self.waiting.get_mut() {
             Ok(l) => std::mem::take(l),
             Err(p) => std::mem::take(p.into_inner()),
         };
-        // SAFETY: getpid has no preconditions.
-        let me = unsafe { libc::getpid() };
-        for w in list {
-            if w.owner == me {
-                kill_and_reap(&w);
-                drop(w);
-            } else {
-                // A forked host: not our child; its stack and arguments are the parent's.
-                std::mem::forget(w);
-            }
-        }
+        drop(list);
     }
 }
 
@@ -338,7 +438,7 @@ extern "C" fn waiting_entry(arg: *mut libc::c_void) -> libc::c_int {
 fn ready(w: &Waiting) -> Result<Option<OwnedFd>, ()> {
     // Normally it confined itself long ago and its message is there.
     match super::recv_fd(&w.sock) {
-        Ok((1, listener)) => return Ok(listener),
+        Ok((1, listener)) => return confined(w, listener),
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
         _ => return Err(()),
     }
@@ -349,7 +449,7 @@ fn ready(w: &Waiting) -> Result<Option<OwnedFd>, ()> {
             revents: 0,
         },
         libc::pollfd {
-            fd: w.pidfd.as_raw_fd(),
+            fd: w.pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd),
             events: libc::POLLIN,
             revents: 0,
         },
@@ -362,23 +462,33 @@ fn ready(w: &Waiting) -> Result<Option<OwnedFd>, ()> {
         return Err(());
     }
     match super::recv_fd(&w.sock) {
-        Ok((1, listener)) => Ok(listener),
+        Ok((1, listener)) => confined(w, listener),
         _ => Err(()),
     }
 }
 
-fn kill_and_reap(w: &Waiting) {
+/// A "confined" message is good when it brought the listener exactly when one was asked for
+/// (the kernel drops a descriptor it cannot install, when this process is at its limit).
+fn confined(w: &Waiting, listener: Option<OwnedFd>) -> Result<Option<OwnedFd>, ()> {
+    if listener.is_some() == w.wants_listener {
+        Ok(listener)
+    } else {
+        Err(())
+    }
+}
+
+fn kill_and_reap(pidfd: &OwnedFd) {
     // SAFETY: signalling our own child through its pidfd.
     unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
-            w.pidfd.as_raw_fd(),
+            pidfd.as_raw_fd(),
             libc::SIGKILL,
             0,
             0,
         );
     }
-    super::reap(&w.pidfd);
+    super::reap(pidfd);
 }
 
 /// Blocks until the kernel has cleared `word` (the child exec'd or exited).

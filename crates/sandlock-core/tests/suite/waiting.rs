@@ -19,6 +19,30 @@ fn my_children() -> Option<Vec<i32>> {
     )
 }
 
+/// [`my_children`], or `None` after saying why `what` is skipped.
+fn children_or_skip(what: &str) -> Option<Vec<i32>> {
+    let c = my_children();
+    if c.is_none() {
+        eprintln!("SKIP {what}: this kernel has no /proc/<pid>/task/<tid>/children");
+    }
+    c
+}
+
+/// The one child this thread made since `before` (a sandbox's waiting child).
+fn new_child(before: &[i32]) -> i32 {
+    let new: Vec<i32> = my_children()
+        .expect("children")
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(
+        new.len(),
+        1,
+        "one waiting child made by this thread: {new:?}"
+    );
+    new[0]
+}
+
 /// The system preset, a workspace, and `/proc` (so that a run can report on itself).
 fn with_proc(ws: &Ws) -> Policy {
     let mut p = policy(ws);
@@ -163,27 +187,14 @@ fn a_failed_exec_in_a_handed_run_is_reported_and_the_next_run_works() {
 
 #[test]
 fn a_waiting_child_holds_nothing_of_the_host_and_ends_with_its_sandbox() {
-    let Some(before) = my_children() else {
-        eprintln!(
-            "SKIP waiting child's descriptors: this kernel has no /proc/<pid>/task/<tid>/children"
-        );
+    let Some(before) = children_or_skip("waiting child's descriptors") else {
         return;
     };
     let ws = Ws::new();
     // A pipe the host holds while the waiting child is made.
     let (r, mut w) = std::io::pipe().expect("pipe");
     let sb = warmed(&ws);
-    let waiting: Vec<i32> = my_children()
-        .expect("children")
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
-    assert_eq!(
-        waiting.len(),
-        1,
-        "one waiting child made by this thread: {waiting:?}"
-    );
-    let pid = waiting[0];
+    let pid = new_child(&before);
 
     // Once it waits (asleep in recvmsg; it may still be confining itself a moment after the run
     // that made it returned), it is confined and holds only its socket to the pool.
@@ -247,21 +258,12 @@ fn a_waiting_child_holds_nothing_of_the_host_and_ends_with_its_sandbox() {
 
 #[test]
 fn no_sandbox_can_read_a_waiting_childs_memory() {
-    let Some(before) = my_children() else {
-        eprintln!(
-            "SKIP waiting child's memory: this kernel has no /proc/<pid>/task/<tid>/children"
-        );
+    let Some(before) = children_or_skip("waiting child's memory") else {
         return;
     };
     let ws = Ws::new();
     let sb = warmed(&ws);
-    let waiting: Vec<i32> = my_children()
-        .expect("children")
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
-    assert_eq!(waiting.len(), 1, "{waiting:?}");
-    let pid = waiting[0];
+    let pid = new_child(&before);
     // The waiting child shares this process's memory (its environ is this process's). Control
     // from the host (same user, unconfined): readable.
     let host = std::fs::read(format!("/proc/{pid}/environ")).expect("the host reads it");
@@ -293,4 +295,120 @@ fn no_sandbox_can_read_a_waiting_childs_memory() {
     );
     assert!(text.contains("self environ read"), "control: {text}");
     drop(sb);
+}
+
+#[test]
+fn a_passed_descriptor_on_the_waiting_childs_socket_number_still_reports_a_failed_exec() {
+    let Some(before) = children_or_skip("waiting child's socket number") else {
+        return;
+    };
+    let ws = Ws::new();
+    let sb = warmed(&ws);
+    let pid = new_child(&before);
+    let fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    // While it settles it may still hold the ruleset too; the socket is the one that stays.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut sock = fds.clone();
+    while sock.len() != 1 {
+        assert!(std::time::Instant::now() < deadline, "{sock:?}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        sock = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fd dir")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+    }
+    let target = sock[0];
+    assert!(target >= 3, "{target}");
+    let null = std::fs::File::open("/dev/null").expect("null");
+    let r = sb.run(Command::new([ws.s("missing").as_str()]).pass_fd(OwnedFd::from(null), target));
+    match r {
+        Err(e) => {
+            assert_eq!(e.stage(), Some(Stage::Execve), "{e}");
+            assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
+        }
+        Ok(o) => panic!("the failure went into the passed descriptor: {o:?}"),
+    }
+    // Control: the same descriptor number with a program that exists runs and sees it.
+    let null = std::fs::File::open("/dev/null").expect("null");
+    let o = sb
+        .run(
+            Command::new([
+                "/bin/sh",
+                "-c",
+                &format!("test -e /dev/fd/{target} && echo there"),
+            ])
+            .pass_fd(OwnedFd::from(null), target),
+        )
+        .expect("run");
+    assert_eq!(out(&o), "there");
+}
+
+#[test]
+fn signals_sent_to_a_waiting_child_do_not_reach_its_run() {
+    let Some(before) = children_or_skip("signals to a waiting child") else {
+        return;
+    };
+    let ws = Ws::new();
+    let sb = warmed(&ws);
+    let pid = new_child(&before);
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    // Blocked while it waits, so pending (control: the signal did arrive).
+    let pending = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("ShdPnd:\t").map(str::to_string))
+        .expect("ShdPnd");
+    let bits = u64::from_str_radix(pending.trim(), 16).expect("hex");
+    assert_ne!(
+        bits & (1 << (libc::SIGTERM - 1)),
+        0,
+        "SIGTERM not pending: {pending}"
+    );
+    let o = sb
+        .run(Command::new(["/bin/sh", "-c", "sleep 0.2; echo alive"]))
+        .expect("run");
+    assert_eq!(o.exit_code, Some(0), "{o:?}");
+    assert_eq!(out(&o), "alive");
+}
+
+#[test]
+fn a_waiting_child_serves_only_the_thread_that_made_it() {
+    let ws = Ws::new();
+    let sb = warmed(&ws);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // This thread's first run starts directly, and it makes a child of its own.
+            let o = sb.run(Command::new(["/bin/echo", "other"])).expect("run");
+            assert_eq!(out(&o), "other");
+        });
+    });
+    assert_eq!(sb.waiting_children(), 2, "one per thread");
+    let o = sb.run(Command::new(["/bin/echo", "maker"])).expect("run");
+    assert_eq!(out(&o), "maker");
+    assert_eq!(sb.waiting_children(), 2);
+}
+
+#[test]
+fn a_policy_that_denies_a_syscall_of_the_hand_over_keeps_no_child_waiting() {
+    let ws = Ws::new();
+    let mut p = with_proc(&ws);
+    p.extra_deny_syscalls = vec!["fchdir".into()];
+    let sb = Sandbox::new(p).expect("policy");
+    for i in 0..3 {
+        let o = sb.run(Command::new(["/bin/echo", "ran"])).expect("run");
+        assert_eq!(out(&o), "ran", "run {i}");
+        assert_eq!(sb.waiting_children(), 0, "run {i}");
+    }
+    // Control: a denied syscall the hand-over does not use keeps the pool.
+    let mut p = with_proc(&ws);
+    p.extra_deny_syscalls = vec!["flock".into()];
+    let sb = Sandbox::new(p).expect("policy");
+    for _ in 0..2 {
+        sb.run(Command::new(["/bin/true"])).expect("run");
+    }
+    assert_eq!(sb.waiting_children(), 1);
 }
