@@ -251,3 +251,27 @@ def test_a_signal_handler_interrupts_run_and_the_sandbox_dies(workspace: str) ->
     while _is_running(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not _is_running(pid)
+
+
+def test_a_forked_host_runs_its_parents_sandbox(system: Sandbox) -> None:
+    # Warm: from its second run on the sandbox keeps a confined child waiting, which shares this
+    # process's memory; a fork must not hand it runs (it would read the parent's memory).
+    for _ in range(3):
+        assert system.run(["/bin/true"]).success
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            results = [system.run(["echo", f"child {i}"]) for i in range(3)]
+            ok = all(r.success for r in results)
+            code = (
+                0
+                if ok and [r.stdout for r in results] == [f"child {i}\n".encode() for i in range(3)]
+                else 1
+            )
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's sandbox, and its waiting child, still serve the parent.
+    assert system.run(["echo", "parent"]).stdout == b"parent\n"

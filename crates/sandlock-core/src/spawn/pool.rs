@@ -224,9 +224,10 @@ impl Pool {
         }
     }
 
-    /// Makes a waiting child for this thread, unless it has one. At [`MAX_WAITING`], the
-    /// oldest child of another thread makes room. Failures only leave the pool short: the next
-    /// run starts directly and reports what is wrong.
+    /// Makes a waiting child for this thread, unless it has one. At [`MAX_WAITING`], only the
+    /// child of a thread that has ended makes room (more threads than that take turns starting
+    /// directly, rather than kill each other's children). Failures only leave the pool short: the
+    /// next run starts directly and reports what is wrong.
     pub(crate) fn refill(&self, recipe: &Recipe<'_>) {
         if !self.usable() {
             return;
@@ -234,26 +235,31 @@ impl Pool {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         match self.waiting.lock() {
-            Ok(list) if !list.iter().any(|w| w.maker.tid == tid) => {}
+            Ok(list)
+                if !list.iter().any(|w| w.maker.tid == tid)
+                    && (list.len() < MAX_WAITING || list.iter().any(maker_ended)) => {}
             _ => return,
         }
         let Ok(w) = self.make(recipe) else {
             return;
         };
-        let evicted = match self.waiting.lock() {
+        let surplus = match self.waiting.lock() {
             Ok(mut list) => {
-                let evicted = if list.len() >= MAX_WAITING {
-                    Some(list.remove(0))
-                } else {
+                if list.len() < MAX_WAITING {
+                    list.push(w);
                     None
-                };
-                list.push(w);
-                evicted
+                } else if let Some(i) = list.iter().position(maker_ended) {
+                    let old = list.swap_remove(i);
+                    list.push(w);
+                    Some(old)
+                } else {
+                    Some(w)
+                }
             }
-            Err(_) => None,
+            Err(_) => Some(w),
         };
-        if let Some(e) = evicted {
-            self.discard(e);
+        if let Some(w) = surplus {
+            self.discard(w);
         }
     }
 
@@ -489,6 +495,13 @@ fn kill_and_reap(pidfd: &OwnedFd) {
         );
     }
     super::reap(pidfd);
+}
+
+/// Whether the thread that made `w` has ended (its child can then serve nobody).
+fn maker_ended(w: &Waiting) -> bool {
+    // SAFETY: signal 0 only checks that the thread exists.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, w.maker.pid, w.maker.tid, 0) };
+    r != 0 && sys::errno() == libc::ESRCH
 }
 
 /// Blocks until the kernel has cleared `word` (the child exec'd or exited).

@@ -412,3 +412,25 @@ fn a_policy_that_denies_a_syscall_of_the_hand_over_keeps_no_child_waiting() {
     }
     assert_eq!(sb.waiting_children(), 1);
 }
+
+#[test]
+fn children_of_ended_threads_make_room_and_the_pool_stays_bounded() {
+    let ws = Ws::new();
+    let sb = warmed(&ws);
+    for t in 0..10 {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let o = sb.run(Command::new(["/bin/echo", "t"])).expect("run");
+                assert_eq!(out(&o), "t");
+            });
+        });
+        let n = sb.waiting_children();
+        assert!(n <= 8, "after thread {t}: {n} waiting");
+        // Until the cap, each thread leaves one; at the cap, an ended thread's child makes room.
+        assert_eq!(n, (t + 2).min(8), "after thread {t}");
+    }
+    // This thread's own child was kept (its maker is alive) and serves it.
+    let o = sb.run(Command::new(["/bin/echo", "main"])).expect("run");
+    assert_eq!(out(&o), "main");
+    assert_eq!(sb.waiting_children(), 8);
+}
