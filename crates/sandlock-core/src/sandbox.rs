@@ -155,7 +155,8 @@ impl Sandbox {
     }
 
     /// How many children this sandbox keeps confined and waiting for a run: from its second run
-    /// on, one for each thread that runs it (up to 8), when it has a Landlock domain and no view
+    /// on, one for each thread that runs it (up to 8, and 32 in the whole process), when it has a
+    /// Landlock domain and no view
     /// (see `docs/security.md`). A run handed to one skips the confinement work at its start.
     pub fn waiting_children(&self) -> usize {
         self.pool.waiting()

@@ -5,8 +5,8 @@
 //! run costs beyond `subprocess.run` (docs/perf/startup-breakdown.md), and none of it depends on
 //! the command. So once a sandbox has run twice, each thread that runs it keeps one child that
 //! has done all of it and waits, blocked in `recvmsg`, for its run (up to [`MAX_WAITING`] per
-//! sandbox); a run then hands it the command and its descriptors and makes the next one while the
-//! handed child execs on another CPU.
+//! sandbox and [`MAX_WAITING_PER_PROCESS`] in the host); a run then hands it the command and its
+//! descriptors and makes the next one while the handed child execs on another CPU.
 //!
 //! The waiting child is made like the direct one (`clone` with `CLONE_VM`, never `clone3`, exit
 //! signal 0, reaped through its pidfd) but without `CLONE_VFORK`, on a stack of its own, and with
@@ -46,6 +46,12 @@ use crate::sys;
 
 /// Most confined children a sandbox keeps waiting: one per thread that runs it, up to this many.
 const MAX_WAITING: usize = 8;
+/// Most confined children waiting in this process, over every sandbox: each is a process, and a
+/// server with many sandboxes must not fill a pids limit with them.
+const MAX_WAITING_PER_PROCESS: usize = 32;
+
+/// Confined children waiting (or being made) in this process.
+static WAITING_IN_PROCESS: AtomicUsize = AtomicUsize::new(0);
 
 /// The syscalls a waiting child makes after its seccomp filter is in place that a direct child
 /// makes before (the hand-over, the descriptors, the working directory, the cgroup, the pending
@@ -121,6 +127,10 @@ unsafe impl Send for Waiting {}
 
 impl Drop for Waiting {
     fn drop(&mut self) {
+        // SAFETY: getpid has no preconditions.
+        if self.maker.pid == unsafe { libc::getpid() } {
+            WAITING_IN_PROCESS.fetch_sub(1, Ordering::AcqRel);
+        }
         let Some(pidfd) = self.pidfd.take() else {
             return;
         };
@@ -240,7 +250,12 @@ impl Pool {
                     && (list.len() < MAX_WAITING || list.iter().any(maker_ended)) => {}
             _ => return,
         }
+        if WAITING_IN_PROCESS.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING_PER_PROCESS {
+            WAITING_IN_PROCESS.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
         let Ok(w) = self.make(recipe) else {
+            WAITING_IN_PROCESS.fetch_sub(1, Ordering::AcqRel);
             return;
         };
         let surplus = match self.waiting.lock() {
