@@ -136,7 +136,7 @@ impl Drop for Waiting {
         };
         // SAFETY: getpid has no preconditions.
         if self.maker.pid == unsafe { libc::getpid() } {
-            kill_and_reap(&pidfd);
+            super::reap_kill(&pidfd);
         }
         // The fields (the stack, the arguments) are freed after this: the child is gone, or is
         // not ours (a forked host's copies of that memory are its own).
@@ -376,7 +376,7 @@ impl Pool {
     /// Kills and reaps a waiting child, and keeps its stack.
     fn discard(&self, mut w: Waiting) {
         if let Some(pidfd) = w.pidfd.take() {
-            kill_and_reap(&pidfd);
+            super::reap_kill(&pidfd);
         }
         if let Some(stack) = w.stack.take() {
             self.keep_stack(stack);
@@ -496,20 +496,6 @@ fn confined(w: &Waiting, listener: Option<OwnedFd>) -> Result<Option<OwnedFd>, (
     } else {
         Err(())
     }
-}
-
-fn kill_and_reap(pidfd: &OwnedFd) {
-    // SAFETY: signalling our own child through its pidfd.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            0,
-            0,
-        );
-    }
-    super::reap(pidfd);
 }
 
 /// Whether the thread that made `w` has ended (its child can then serve nobody).

@@ -19,6 +19,14 @@ fn my_children() -> Option<Vec<i32>> {
     )
 }
 
+/// The descriptor numbers process `pid` holds.
+fn fds_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
 /// [`my_children`], or `None` after saying why `what` is skipped.
 fn children_or_skip(what: &str) -> Option<Vec<i32>> {
     let c = my_children();
@@ -213,10 +221,7 @@ fn a_waiting_child_holds_nothing_of_the_host_and_ends_with_its_sandbox() {
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
     assert!(status.contains("Seccomp:\t2"), "{status}");
     assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
-    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("fd dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
+    let fds = fds_of(pid);
     assert_eq!(fds.len(), 1, "only its socket: {fds:?}");
     let target = std::fs::read_link(format!("/proc/{pid}/fd/{}", fds[0])).expect("link");
     assert!(
@@ -305,20 +310,13 @@ fn a_passed_descriptor_on_the_waiting_childs_socket_number_still_reports_a_faile
     let ws = Ws::new();
     let sb = warmed(&ws);
     let pid = new_child(&before);
-    let fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("fd dir")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
     // While it settles it may still hold the ruleset too; the socket is the one that stays.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut sock = fds.clone();
+    let mut sock = fds_of(pid);
     while sock.len() != 1 {
         assert!(std::time::Instant::now() < deadline, "{sock:?}");
         std::thread::sleep(std::time::Duration::from_millis(1));
-        sock = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .expect("fd dir")
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
+        sock = fds_of(pid);
     }
     let target = sock[0];
     assert!(target >= 3, "{target}");
