@@ -29,7 +29,9 @@ impl Seen {
 }
 
 /// A test HTTP server (TLS when given a configuration) that records what it receives and answers
-/// every request with 200 and `<name> says hi`.
+/// every request with 200 and `<name> says hi`, except one asking for `Upgrade: websocket`: that
+/// gets `101 Switching Protocols`, and from then on every byte that comes is sent back in upper
+/// case, until the client closes.
 struct Upstream {
     port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -132,10 +134,31 @@ fn exchange<S: Read + Write>(stream: S, seen: &Mutex<Vec<Seen>>, name: &str) {
         if r.read_exact(&mut body).is_err() {
             return;
         }
+        let upgrade = headers
+            .iter()
+            .any(|(k, v)| k == "upgrade" && v.eq_ignore_ascii_case("websocket"));
         seen.lock().unwrap().push(Seen {
             line: line.trim_end().to_string(),
             headers,
         });
+        if upgrade {
+            let s = r.get_mut();
+            let head = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
+            if s.write_all(head.as_bytes()).is_err() || s.flush().is_err() {
+                return;
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = match r.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let s = r.get_mut();
+                if s.write_all(&buf[..n].to_ascii_uppercase()).is_err() || s.flush().is_err() {
+                    return;
+                }
+            }
+        }
         let text = format!("{name} says hi");
         let reply = format!(
             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n{text}",
@@ -379,6 +402,153 @@ fn https_is_intercepted_and_the_upstream_is_verified_against_the_trust_store() {
     let o = py(&pol, &requests(&[("GET", url("/ok/5"))], Some(&ours)));
     assert!(out(&o).starts_with("502 sandlock:"), "{}", out(&o));
     assert_eq!(up.lines(), ["GET /ok/1 HTTP/1.1"]);
+}
+
+/// Python that opens a WebSocket-style upgrade on each `(host, port, path)` (in TLS trusting
+/// `cafile` if given) and prints one line per attempt: the status line, and after a `101` what
+/// comes back for two messages and whether the upstream then closes when the client does.
+fn upgrades(reqs: &[(&str, u16, &str)], cafile: Option<&str>) -> String {
+    let list: Vec<String> = reqs
+        .iter()
+        .map(|(h, p, path)| format!("({h:?}, {p}, {path:?})"))
+        .collect();
+    format!(
+        r#"
+import signal, socket, ssl
+signal.alarm(60)
+cafile = {cafile}
+def exactly(s, n):
+    got = b''
+    while len(got) < n:
+        c = s.recv(n - len(got))
+        if not c:
+            break
+        got += c
+    return got.decode()
+for host, port, path in [{list}]:
+    s = socket.create_connection((host, port))
+    if cafile:
+        s = ssl.create_default_context(cafile=cafile).wrap_socket(s, server_hostname=host)
+    s.sendall(f'GET {{path}} HTTP/1.1\r\nHost: {{host}}:{{port}}\r\nConnection: Upgrade\r\n'
+              f'Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n'.encode())
+    head = b''
+    while b'\r\n\r\n' not in head:
+        c = s.recv(1)
+        if not c:
+            break
+        head += c
+    status = head.split(b'\r\n')[0].decode()
+    if ' 101 ' not in status:
+        print(status)
+        continue
+    s.sendall(b'ping')
+    one = exactly(s, 4)
+    s.sendall(b'second message')
+    two = exactly(s, 14)
+    if cafile:
+        s = s.unwrap()
+    s.shutdown(socket.SHUT_WR)
+    print(status, one, two, 'closed' if s.recv(1) == b'' else 'open')
+"#,
+        cafile = cafile.map_or("None".to_string(), |c| format!("{c:?}")),
+        list = list.join(", ")
+    )
+}
+
+#[test]
+fn a_websocket_upgrade_is_decided_by_the_rules_then_tunnelled() {
+    if !test_names_present("HTTP upgrades") {
+        return;
+    }
+    let up = Upstream::start(ALLOWED.1, 0, "ws", None);
+    let p = up.port;
+    let (ws, vault) = (Ws::new(), Ws::new());
+    let (secret, file) = secret_file(&vault);
+    let mut pol = policy(&ws);
+    pol.http_allow = vec![format!("GET {}:{p}/ws/*", ALLOWED.0)];
+    pol.credentials
+        .insert("token".into(), format!("file:{}", file.display()));
+    pol.http_auth = vec![format!("GET {}:{p}/ws/* bearer token", ALLOWED.0)];
+    let code = upgrades(
+        &[
+            (ALLOWED.0, p, "/ws/chat"),
+            (ALLOWED.0, p, "/private"),
+            (ALLOWED.0, p, "/ws/again"),
+        ],
+        None,
+    );
+    let o = py(&pol, &code);
+    ok(&o);
+    assert_eq!(
+        lines(&o),
+        [
+            "HTTP/1.1 101 Switching Protocols PING SECOND MESSAGE closed",
+            "HTTP/1.1 403 Forbidden",
+            "HTTP/1.1 101 Switching Protocols PING SECOND MESSAGE closed",
+        ],
+        "{}",
+        err(&o)
+    );
+    // The refused upgrade never left; the allowed ones arrived asking to upgrade, with the
+    // credential the proxy adds.
+    let seen = up.seen();
+    assert_eq!(
+        up.lines(),
+        ["GET /ws/chat HTTP/1.1", "GET /ws/again HTTP/1.1"]
+    );
+    for s in &seen {
+        assert_eq!(s.header("upgrade"), Some("websocket"), "{s:?}");
+        assert_eq!(
+            s.header("connection")
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
+            Some("upgrade"),
+            "{s:?}"
+        );
+        assert_eq!(s.header("sec-websocket-version"), Some("13"), "{s:?}");
+        assert_eq!(
+            s.header("authorization"),
+            Some(format!("Bearer {secret}").as_str())
+        );
+    }
+    // Control: unconfined, the upstream takes the upgrade the rules refuse.
+    let o = host_py(&upgrades(&[(ALLOWED.0, p, "/private")], None));
+    assert_eq!(
+        o,
+        "HTTP/1.1 101 Switching Protocols PING SECOND MESSAGE closed"
+    );
+}
+
+#[test]
+fn a_websocket_upgrade_over_tls_is_intercepted_and_tunnelled() {
+    if !test_names_present("HTTPS upgrades") {
+        return;
+    }
+    let (ca_pem, server) = test_pki();
+    let up = Upstream::start(ALLOWED.1, 0, "wss", Some(server));
+    let p = up.port;
+    let (ws, host) = (Ws::new(), Ws::new());
+    std::fs::write(host.join("upstream-ca.pem"), &ca_pem).unwrap();
+    let mut pol = policy(&ws);
+    pol.http_allow = vec![format!("GET {}:{p}/ws/*", ALLOWED.0)];
+    pol.http_ca_out = Some(ws.join("sandbox-ca.pem"));
+    pol.http_upstream_ca = Some(host.join("upstream-ca.pem"));
+    let code = upgrades(
+        &[(ALLOWED.0, p, "/ws/live"), (ALLOWED.0, p, "/other")],
+        Some(&ws.s("sandbox-ca.pem")),
+    );
+    let o = py(&pol, &code);
+    ok(&o);
+    assert_eq!(
+        lines(&o),
+        [
+            "HTTP/1.1 101 Switching Protocols PING SECOND MESSAGE closed",
+            "HTTP/1.1 403 Forbidden",
+        ],
+        "{}",
+        err(&o)
+    );
+    assert_eq!(up.lines(), ["GET /ws/live HTTP/1.1"]);
 }
 
 /// A credential file outside every path of the sandbox, holding a secret made for this test.

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::credentials::Credentials;
@@ -86,17 +87,21 @@ pub(crate) async fn run(
                     continue;
                 };
                 let state = Arc::clone(&state);
-                tokio::spawn(async move {
-                    connection(stream, reg, state).await;
-                    drop(slot);
-                });
+                // The slot is held for as long as the connection lives, through an upgrade too.
+                tokio::spawn(connection(stream, reg, state, slot));
             }
         }
     }
 }
 
 /// One connection from the sandbox: TLS or plain HTTP, then requests until it closes.
-async fn connection(stream: TcpStream, reg: Registration, state: Arc<State>) {
+async fn connection(
+    stream: TcpStream,
+    reg: Registration,
+    state: Arc<State>,
+    slot: OwnedSemaphorePermit,
+) {
+    let slot = Arc::new(slot);
     let _ = stream.set_nodelay(true);
     let mut first = [0u8; 1];
     let tls = match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
@@ -112,6 +117,7 @@ async fn connection(stream: TcpStream, reg: Registration, state: Arc<State>) {
             sni,
             log: Arc::clone(&reg.log),
             upstream: tokio::sync::Mutex::new(None),
+            slot: Arc::clone(&slot),
         })
     };
     if !tls {
@@ -149,6 +155,7 @@ where
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(io, service)
+        .with_upgrades()
         .await;
 }
 
@@ -162,6 +169,8 @@ struct Conn {
     sni: Option<String>,
     log: Arc<RunLog>,
     upstream: tokio::sync::Mutex<Option<Upstream>>,
+    /// This connection's place among the sandbox's `MAX_CONNECTIONS`; a tunnel keeps a handle.
+    slot: Arc<OwnedSemaphorePermit>,
 }
 
 struct Upstream {
@@ -225,6 +234,26 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("proxy-connection");
 }
 
+/// The protocol a request asks to switch to (`Upgrade: websocket`), if it asks properly: an
+/// `Upgrade` header naming one, and `upgrade` among the `Connection` options (RFC 9110 7.8).
+fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    let protocol = req.headers().get(header::UPGRADE)?;
+    let asked = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|o| o.trim().eq_ignore_ascii_case("upgrade"));
+    (asked && !protocol.as_bytes().trim_ascii().is_empty()).then(|| protocol.clone())
+}
+
+/// Puts back the two hop-by-hop headers an upgrade needs on the next hop.
+fn keep_upgrade(h: &mut HeaderMap, protocol: HeaderValue) {
+    h.insert(header::UPGRADE, protocol);
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+}
+
 /// The host a request is for (from its URI, else `Host`, else the TLS name): lowercase, without
 /// port or trailing dot, an IPv6 address without brackets. `None` if there is none, or it is not
 /// a host.
@@ -259,11 +288,19 @@ fn request_host(req: &Request<Incoming>, sni: Option<&str>) -> Option<String> {
 
 impl Conn {
     /// Decides one request and answers it; an error closes the sandbox's connection.
-    async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
-        if req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE) {
+    async fn handle(&self, mut req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
+        if req.method() == Method::CONNECT {
             return Ok(answer(
                 StatusCode::NOT_IMPLEMENTED,
-                "the HTTP proxy does not carry CONNECT or protocol upgrades (WebSocket)",
+                "the HTTP proxy does not carry CONNECT: connect to the host itself, the proxy \
+                 is transparent",
+            ));
+        }
+        let protocol = upgrade_protocol(&req);
+        if req.headers().contains_key(header::UPGRADE) && protocol.is_none() {
+            return Ok(answer(
+                StatusCode::BAD_REQUEST,
+                "an Upgrade header without `Connection: upgrade`, or naming no protocol",
             ));
         }
         let Some(host) = request_host(&req, self.sni.as_deref()) else {
@@ -286,8 +323,13 @@ impl Conn {
             ));
         }
         let auth = self.state.rules.auth_for(&r).map(|(i, a)| (i, a.clone()));
+        // Taken before the request goes upstream: the sandbox's side of an upgrade.
+        let downstream = protocol.is_some().then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if let Some(p) = &protocol {
+            keep_upgrade(&mut parts.headers, p.clone());
+        }
         // The upstream connection is the proxy's own hop: it speaks HTTP/1.1 there (and keeps the
         // connection alive) whatever the sandbox spoke, as a proxy sends its own version.
         parts.version = http::Version::HTTP_11;
@@ -317,6 +359,12 @@ impl Conn {
                 ));
             }
         }
+        if let Some(down) = downstream {
+            return Ok(self
+                .tunnel(&host, Request::from_parts(parts, body), down)
+                .await
+                .unwrap_or_else(|f| answer(f.status, &f.why)));
+        }
         match self.forward(&host, Request::from_parts(parts, body)).await {
             Ok(Some(mut res)) => {
                 strip_hop_by_hop(res.headers_mut());
@@ -333,6 +381,57 @@ impl Conn {
         }
     }
 
+    /// Forwards an upgrade request (a WebSocket handshake) on a connection of its own to `host`.
+    /// If the upstream switches protocols, its `101` goes back to the sandbox and the two
+    /// connections are joined byte for byte until either side closes: the rules decided the
+    /// request that opened the tunnel, and what flows through it afterwards is not HTTP.
+    async fn tunnel(
+        &self,
+        host: &str,
+        req: Request<Incoming>,
+        downstream: hyper::upgrade::OnUpgrade,
+    ) -> Result<Response<Body>, Failure> {
+        let mut sender = self.dial(host, true).await?;
+        if let Err(e) = sender.ready().await {
+            return Err(failure(
+                StatusCode::BAD_GATEWAY,
+                format!("{host} closed the connection: {e}"),
+            ));
+        }
+        let mut res = sender.send_request(req).await.map_err(|e| {
+            failure(
+                StatusCode::BAD_GATEWAY,
+                format!("{host} did not answer: {e}"),
+            )
+        })?;
+        let protocol = (res.status() == StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| res.headers().get(header::UPGRADE).cloned())
+            .flatten();
+        strip_hop_by_hop(res.headers_mut());
+        let Some(protocol) = protocol else {
+            if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(failure(
+                    StatusCode::BAD_GATEWAY,
+                    format!("{host} switched protocols without naming one"),
+                ));
+            }
+            // Refused by the upstream: its answer is an ordinary response.
+            return Ok(res.map(BodyExt::boxed));
+        };
+        keep_upgrade(res.headers_mut(), protocol);
+        let upstream = hyper::upgrade::on(&mut res);
+        let slot = Arc::clone(&self.slot);
+        tokio::spawn(async move {
+            let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) else {
+                return;
+            };
+            let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            drop(slot);
+        });
+        Ok(res.map(BodyExt::boxed))
+    }
+
     /// Sends the request on this connection's upstream connection for `host` (made if needed).
     /// `Ok(None)` when a reused connection failed before answering.
     async fn forward(
@@ -345,7 +444,7 @@ impl Conn {
         if !reused {
             *slot = Some(Upstream {
                 host: host.to_string(),
-                sender: self.dial(host).await?,
+                sender: self.dial(host, false).await?,
             });
         }
         let Some(up) = slot.as_mut() else {
@@ -375,8 +474,8 @@ impl Conn {
     }
 
     /// A new connection to `host` on the port the sandbox connected to, in TLS if the sandbox
-    /// spoke TLS.
-    async fn dial(&self, host: &str) -> Result<SendRequest<Incoming>, Failure> {
+    /// spoke TLS; able to switch protocols if `upgrades`.
+    async fn dial(&self, host: &str, upgrades: bool) -> Result<SendRequest<Incoming>, Failure> {
         let port = self.dest.port();
         let addrs = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
@@ -425,7 +524,7 @@ impl Conn {
         let _ = stream.set_nodelay(true);
         let bad_gateway = |what: String| failure(StatusCode::BAD_GATEWAY, what);
         if !self.tls {
-            return handshake(TokioIo::new(stream))
+            return handshake(TokioIo::new(stream), upgrades)
                 .await
                 .map_err(|e| bad_gateway(format!("HTTP with {host}:{port}: {e}")));
         }
@@ -440,19 +539,80 @@ impl Conn {
             .connect(name, stream)
             .await
             .map_err(|e| bad_gateway(format!("TLS with {host}:{port} failed: {e}")))?;
-        handshake(TokioIo::new(tls))
+        handshake(TokioIo::new(tls), upgrades)
             .await
             .map_err(|e| bad_gateway(format!("HTTP with {host}:{port}: {e}")))
     }
 }
 
-async fn handshake<I>(io: I) -> Result<SendRequest<Incoming>, hyper::Error>
+async fn handshake<I>(io: I, upgrades: bool) -> Result<SendRequest<Incoming>, hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(async move {
-        let _ = conn.await;
+        if upgrades {
+            let _ = conn.with_upgrades().await;
+        } else {
+            let _ = conn.await;
+        }
     });
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().uri("/ws");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn an_upgrade_needs_the_header_and_the_connection_option() {
+        let p = |h: &[(&str, &str)]| upgrade_protocol(&request(h));
+        assert_eq!(
+            p(&[("upgrade", "websocket"), ("connection", "Upgrade")]),
+            Some(HeaderValue::from_static("websocket"))
+        );
+        // Among other options, in any case, in a second Connection header.
+        assert!(
+            p(&[
+                ("upgrade", "websocket"),
+                ("connection", "keep-alive"),
+                ("connection", "close, UPGRADE"),
+            ])
+            .is_some()
+        );
+        // Not an upgrade: no Connection option, another option, no protocol, nothing asked.
+        assert_eq!(p(&[("upgrade", "websocket")]), None);
+        assert_eq!(
+            p(&[("upgrade", "websocket"), ("connection", "keep-alive")]),
+            None
+        );
+        assert_eq!(p(&[("upgrade", " "), ("connection", "upgrade")]), None);
+        assert_eq!(p(&[("connection", "upgrade")]), None);
+    }
+
+    #[test]
+    fn the_upgrade_headers_survive_the_hop_by_hop_strip_only_when_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, x-hop"),
+        );
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("sec-websocket-key", HeaderValue::from_static("k"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get(header::UPGRADE).is_none() && h.get("x-hop").is_none());
+        keep_upgrade(&mut h, HeaderValue::from_static("websocket"));
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+        assert_eq!(h.get("sec-websocket-key").unwrap(), "k");
+    }
 }
