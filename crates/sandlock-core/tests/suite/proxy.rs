@@ -12,11 +12,13 @@ use sandlock_core::{Command, Policy, Sandbox};
 
 use super::support::*;
 
-/// One request an upstream received: the request line and the headers (names lowercase).
+/// One request an upstream received: the request line, the headers (names lowercase), and which
+/// of the upstream's connections it came on (numbered from 0 in the order they were accepted).
 #[derive(Debug, Clone)]
 struct Seen {
     line: String,
     headers: Vec<(String, String)>,
+    conn: usize,
 }
 
 impl Seen {
@@ -56,11 +58,14 @@ impl Upstream {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st, name) = (Arc::clone(&seen), Arc::clone(&stop), name.to_string());
         std::thread::spawn(move || {
+            let mut accepted = 0;
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((c, _)) => {
                         let (s, name, tls) = (Arc::clone(&s), name.clone(), tls.clone());
-                        std::thread::spawn(move || serve_one(c, &s, &name, tls));
+                        let conn = accepted;
+                        accepted += 1;
+                        std::thread::spawn(move || serve_one(c, &s, &name, tls, conn));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -89,22 +94,25 @@ fn serve_one(
     seen: &Mutex<Vec<Seen>>,
     name: &str,
     tls: Option<Arc<rustls::ServerConfig>>,
+    conn: usize,
 ) {
     c.set_nonblocking(false).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     match tls {
         Some(config) => {
-            let Ok(conn) = rustls::ServerConnection::new(config) else {
+            let Ok(tls_conn) = rustls::ServerConnection::new(config) else {
                 return;
             };
-            exchange(rustls::StreamOwned::new(conn, c), seen, name);
+            exchange(rustls::StreamOwned::new(tls_conn, c), seen, name, conn);
         }
-        None => exchange(c, seen, name),
+        None => exchange(c, seen, name, conn),
     }
 }
 
-/// Reads requests until the client closes, records each, answers each.
-fn exchange<S: Read + Write>(stream: S, seen: &Mutex<Vec<Seen>>, name: &str) {
+/// Reads requests until the client closes, records each, answers each. After answering a request
+/// for a path that starts with `/bye`, it closes the connection (without saying so in the
+/// answer), as a server whose idle timeout has passed does.
+fn exchange<S: Read + Write>(stream: S, seen: &Mutex<Vec<Seen>>, name: &str, conn: usize) {
     let mut r = BufReader::new(stream);
     loop {
         let mut line = String::new();
@@ -137,9 +145,14 @@ fn exchange<S: Read + Write>(stream: S, seen: &Mutex<Vec<Seen>>, name: &str) {
         let upgrade = headers
             .iter()
             .any(|(k, v)| k == "upgrade" && v.eq_ignore_ascii_case("websocket"));
+        let bye = line
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|p| p.starts_with("/bye"));
         seen.lock().unwrap().push(Seen {
             line: line.trim_end().to_string(),
             headers,
+            conn,
         });
         if upgrade {
             let s = r.get_mut();
@@ -165,7 +178,7 @@ fn exchange<S: Read + Write>(stream: S, seen: &Mutex<Vec<Seen>>, name: &str) {
             text.len()
         );
         let s = r.get_mut();
-        if s.write_all(reply.as_bytes()).is_err() || s.flush().is_err() {
+        if s.write_all(reply.as_bytes()).is_err() || s.flush().is_err() || bye {
             return;
         }
     }
@@ -549,6 +562,90 @@ fn a_websocket_upgrade_over_tls_is_intercepted_and_tunnelled() {
         err(&o)
     );
     assert_eq!(up.lines(), ["GET /ws/live HTTP/1.1"]);
+}
+
+#[test]
+fn a_new_client_connection_reuses_an_idle_upstream_connection() {
+    if !test_names_present("upstream connection reuse") {
+        return;
+    }
+    let up = Upstream::start(ALLOWED.1, 0, "pooled", None);
+    let p = up.port;
+    let ws = Ws::new();
+    let mut pol = policy(&ws);
+    pol.http_allow = vec![format!("GET {}:{p}/*", ALLOWED.0)];
+    let url = |path: &str| format!("http://{}:{p}{path}", ALLOWED.0);
+    // urllib opens a new connection for every request (and asks to close it after).
+    let o = py(
+        &pol,
+        &requests(
+            &[
+                ("GET", url("/one")),
+                ("GET", url("/two")),
+                ("GET", url("/bye/three")),
+                ("GET", url("/four")),
+                ("GET", url("/five")),
+            ],
+            None,
+        ),
+    );
+    ok(&o);
+    assert_eq!(lines(&o), ["200 pooled says hi"; 5], "{}", err(&o));
+    let seen = up.seen();
+    let conns: Vec<usize> = seen.iter().map(|s| s.conn).collect();
+    // The first three went on one upstream connection; the server closed it after the third,
+    // so the fourth went on a new one (no error reached the sandbox), which the fifth reused.
+    assert_eq!(
+        up.lines(),
+        [
+            "GET /one HTTP/1.1",
+            "GET /two HTTP/1.1",
+            "GET /bye/three HTTP/1.1",
+            "GET /four HTTP/1.1",
+            "GET /five HTTP/1.1"
+        ]
+    );
+    assert!(
+        conns[0] == conns[1]
+            && conns[1] == conns[2]
+            && conns[2] != conns[3]
+            && conns[3] == conns[4],
+        "upstream connections per request: {conns:?}"
+    );
+    // Control: bare, the same client makes one upstream connection per request.
+    let before = up.seen().len();
+    host_py(&requests(&[("GET", url("/a")), ("GET", url("/b"))], None));
+    let bare: Vec<usize> = up.seen().iter().skip(before).map(|s| s.conn).collect();
+    assert!(bare.len() == 2 && bare[0] != bare[1], "{bare:?}");
+}
+
+#[test]
+fn a_new_tls_client_connection_reuses_an_idle_verified_upstream_connection() {
+    if !test_names_present("upstream TLS connection reuse") {
+        return;
+    }
+    let (ca_pem, server) = test_pki();
+    let up = Upstream::start(ALLOWED.1, 0, "tls", Some(server));
+    let p = up.port;
+    let (ws, host) = (Ws::new(), Ws::new());
+    std::fs::write(host.join("upstream-ca.pem"), &ca_pem).unwrap();
+    let mut pol = policy(&ws);
+    pol.http_allow = vec![format!("GET {}:{p}/*", ALLOWED.0)];
+    pol.http_ca_out = Some(ws.join("sandbox-ca.pem"));
+    pol.http_upstream_ca = Some(host.join("upstream-ca.pem"));
+    let url = |path: &str| format!("https://{}:{p}{path}", ALLOWED.0);
+    let o = py(
+        &pol,
+        &requests(
+            &[("GET", url("/1")), ("GET", url("/2")), ("GET", url("/3"))],
+            Some(&ws.s("sandbox-ca.pem")),
+        ),
+    );
+    ok(&o);
+    assert_eq!(lines(&o), ["200 tls says hi"; 3], "{}", err(&o));
+    let conns: Vec<usize> = up.seen().iter().map(|s| s.conn).collect();
+    assert_eq!(conns.len(), 3);
+    assert!(conns.iter().all(|c| *c == conns[0]), "{conns:?}");
 }
 
 /// A credential file outside every path of the sandbox, holding a secret made for this test.

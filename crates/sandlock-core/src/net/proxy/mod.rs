@@ -247,6 +247,7 @@ impl Proxy {
             authority,
             upstream_tls,
             net: config.net,
+            idle: serve::IdlePool::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Builder::new_current_thread()

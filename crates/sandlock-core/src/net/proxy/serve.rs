@@ -34,6 +34,11 @@ const MAX_CONNECTIONS: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection may take to say whether it speaks TLS.
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most idle upstream connections kept per host, port and protocol.
+const IDLE_PER_UPSTREAM: usize = 4;
+/// How long an idle upstream connection is kept: shorter than the idle timeout of common servers
+/// (nginx 75 s, many HTTP APIs 60 s), so that one is rarely taken just as its server closes it.
+const IDLE_FOR: Duration = Duration::from_secs(15);
 
 /// What every connection of a sandbox shares.
 pub(crate) struct State {
@@ -43,6 +48,78 @@ pub(crate) struct State {
     /// How to verify upstream servers, or why that cannot be done (then HTTPS requests fail).
     pub(crate) upstream_tls: Result<Arc<rustls::ClientConfig>, String>,
     pub(crate) net: NetPolicy,
+    /// Upstream connections that the sandbox's finished connections leave for its next ones.
+    pub(crate) idle: IdlePool,
+}
+
+/// Which upstream an idle connection leads to: host, port, and whether it speaks TLS.
+type PoolKey = (String, u16, bool);
+/// Idle connections to one upstream, each with the moment it became idle, most recent last.
+type IdleList = Vec<(SendRequest<Incoming>, std::time::Instant)>;
+
+/// Idle upstream connections, for a sandbox whose client opens a new connection for each request
+/// (Python's `requests` without a session, `curl` per call): its next request then skips the
+/// upstream's TCP and TLS handshakes, which for a server across the internet are round trips.
+/// Connections are only shared between connections of one sandbox (each has its own proxy state);
+/// a request carries its own credential header, nothing of a connection's.
+#[derive(Default)]
+pub(crate) struct IdlePool {
+    idle: std::sync::Mutex<HashMap<PoolKey, IdleList>>,
+}
+
+impl IdlePool {
+    /// The most recently idle connection to `key` that can take a request now.
+    fn take(&self, key: &PoolKey) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().ok()?;
+        let list = idle.get_mut(key)?;
+        while let Some((sender, since)) = list.pop() {
+            if since.elapsed() < IDLE_FOR && sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps `sender` if it is idle (its last response read to the end), dropping the
+    /// connections that have been idle too long or that their server closed.
+    fn put(&self, key: PoolKey, sender: SendRequest<Incoming>) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        idle.retain(|_, list| {
+            list.retain(|(s, since)| since.elapsed() < IDLE_FOR && !s.is_closed());
+            !list.is_empty()
+        });
+        if !sender.is_ready() {
+            return;
+        }
+        let list = idle.entry(key).or_default();
+        if list.len() == IDLE_PER_UPSTREAM {
+            list.remove(0);
+        }
+        list.push((sender, std::time::Instant::now()));
+    }
+}
+
+/// What became of a request sent on an upstream connection.
+enum Sent {
+    Answered(Response<Incoming>),
+    /// The connection was closed before it took the request, which comes back unsent.
+    Returned(Request<Incoming>),
+    Failed(hyper::Error),
+}
+
+async fn send(sender: &mut SendRequest<Incoming>, req: Request<Incoming>) -> Sent {
+    if sender.ready().await.is_err() {
+        return Sent::Returned(req);
+    }
+    match sender.try_send_request(req).await {
+        Ok(res) => Sent::Answered(res),
+        Err(mut e) => match e.take_message() {
+            Some(req) => Sent::Returned(req),
+            None => Sent::Failed(e.into_error()),
+        },
+    }
 }
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -432,41 +509,56 @@ impl Conn {
         Ok(res.map(BodyExt::boxed))
     }
 
-    /// Sends the request on this connection's upstream connection for `host` (made if needed).
-    /// `Ok(None)` when a reused connection failed before answering.
+    /// Which pooled upstream connections can carry this connection's requests for `host`.
+    fn pool_key(&self, host: &str) -> PoolKey {
+        (host.to_string(), self.dest.port(), self.tls)
+    }
+
+    /// Sends the request to `host` on this connection's upstream connection from an earlier
+    /// request, else on an idle one the sandbox's earlier connections left, else on a new one.
+    /// A kept or pooled connection found closed before it took the request gets the request on
+    /// a new one instead. `Ok(None)` when a kept or pooled connection failed after taking it.
     async fn forward(
         &self,
         host: &str,
         req: Request<Incoming>,
     ) -> Result<Option<Response<Incoming>>, Failure> {
         let mut slot = self.upstream.lock().await;
-        let reused = matches!(&*slot, Some(u) if u.host == host && !u.sender.is_closed());
-        if !reused {
-            *slot = Some(Upstream {
-                host: host.to_string(),
-                sender: self.dial(host, false).await?,
-            });
-        }
-        let Some(up) = slot.as_mut() else {
-            return Err(failure(StatusCode::BAD_GATEWAY, "no upstream connection"));
+        let kept = match slot.take() {
+            Some(u) if u.host == host && !u.sender.is_closed() => Some(u.sender),
+            other => {
+                if let Some(u) = other {
+                    self.state.idle.put(self.pool_key(&u.host), u.sender);
+                }
+                self.state.idle.take(&self.pool_key(host))
+            }
         };
-        if up.sender.ready().await.is_err() {
-            *slot = None;
-            return if reused {
-                Ok(None)
-            } else {
-                Err(failure(
-                    StatusCode::BAD_GATEWAY,
-                    format!("{host} closed the connection"),
-                ))
-            };
-        }
-        let pending = up.sender.send_request(req);
-        drop(slot);
-        match pending.await {
-            Ok(res) => Ok(Some(res)),
-            Err(_) if reused => Ok(None),
-            Err(e) => Err(failure(
+        let was_kept = kept.is_some();
+        let mut sender = match kept {
+            Some(s) => s,
+            None => self.dial(host, false).await?,
+        };
+        let sent = match send(&mut sender, req).await {
+            Sent::Returned(req) if was_kept => {
+                sender = self.dial(host, false).await?;
+                send(&mut sender, req).await
+            }
+            Sent::Failed(_) if was_kept => return Ok(None),
+            sent => sent,
+        };
+        match sent {
+            Sent::Answered(res) => {
+                *slot = Some(Upstream {
+                    host: host.to_string(),
+                    sender,
+                });
+                Ok(Some(res))
+            }
+            Sent::Returned(_) => Err(failure(
+                StatusCode::BAD_GATEWAY,
+                format!("{host} closed the connection"),
+            )),
+            Sent::Failed(e) => Err(failure(
                 StatusCode::BAD_GATEWAY,
                 format!("{host} did not answer: {e}"),
             )),
@@ -542,6 +634,15 @@ impl Conn {
         handshake(TokioIo::new(tls), upgrades)
             .await
             .map_err(|e| bad_gateway(format!("HTTP with {host}:{port}: {e}")))
+    }
+}
+
+impl Drop for Conn {
+    /// The sandbox closed this connection: its upstream connection, if idle, serves the next.
+    fn drop(&mut self) {
+        if let Some(u) = self.upstream.get_mut().take() {
+            self.state.idle.put(self.pool_key(&u.host), u.sender);
+        }
     }
 }
 
