@@ -417,13 +417,14 @@ fn https_is_intercepted_and_the_upstream_is_verified_against_the_trust_store() {
     assert_eq!(up.lines(), ["GET /ok/1 HTTP/1.1"]);
 }
 
-/// Python that opens a WebSocket-style upgrade on each `(host, port, path)` (in TLS trusting
-/// `cafile` if given) and prints one line per attempt: the status line, and after a `101` what
-/// comes back for two messages and whether the upstream then closes when the client does.
-fn upgrades(reqs: &[(&str, u16, &str)], cafile: Option<&str>) -> String {
+/// Python that asks for an upgrade to `protocol` on each `(host, port, path, protocol)` (in TLS
+/// trusting `cafile` if given) and prints one line per attempt: the status line, and after a
+/// `101` what comes back for two messages and whether the upstream then closes when the client
+/// does.
+fn upgrades(reqs: &[(&str, u16, &str, &str)], cafile: Option<&str>) -> String {
     let list: Vec<String> = reqs
         .iter()
-        .map(|(h, p, path)| format!("({h:?}, {p}, {path:?})"))
+        .map(|(h, p, path, proto)| format!("({h:?}, {p}, {path:?}, {proto:?})"))
         .collect();
     format!(
         r#"
@@ -438,12 +439,12 @@ def exactly(s, n):
             break
         got += c
     return got.decode()
-for host, port, path in [{list}]:
+for host, port, path, proto in [{list}]:
     s = socket.create_connection((host, port))
     if cafile:
         s = ssl.create_default_context(cafile=cafile).wrap_socket(s, server_hostname=host)
     s.sendall(f'GET {{path}} HTTP/1.1\r\nHost: {{host}}:{{port}}\r\nConnection: Upgrade\r\n'
-              f'Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n'.encode())
+              f'Upgrade: {{proto}}\r\nSec-WebSocket-Version: 13\r\n\r\n'.encode())
     head = b''
     while b'\r\n\r\n' not in head:
         c = s.recv(1)
@@ -484,9 +485,11 @@ fn a_websocket_upgrade_is_decided_by_the_rules_then_tunnelled() {
     pol.http_auth = vec![format!("GET {}:{p}/ws/* bearer token", ALLOWED.0)];
     let code = upgrades(
         &[
-            (ALLOWED.0, p, "/ws/chat"),
-            (ALLOWED.0, p, "/private"),
-            (ALLOWED.0, p, "/ws/again"),
+            (ALLOWED.0, p, "/ws/chat", "websocket"),
+            (ALLOWED.0, p, "/private", "websocket"),
+            (ALLOWED.0, p, "/ws/again", "websocket"),
+            // HTTP/2 in clear text would carry later requests past the rules.
+            (ALLOWED.0, p, "/ws/h2", "h2c"),
         ],
         None,
     );
@@ -498,11 +501,12 @@ fn a_websocket_upgrade_is_decided_by_the_rules_then_tunnelled() {
             "HTTP/1.1 101 Switching Protocols PING SECOND MESSAGE closed",
             "HTTP/1.1 403 Forbidden",
             "HTTP/1.1 101 Switching Protocols PING SECOND MESSAGE closed",
+            "HTTP/1.1 501 Not Implemented",
         ],
         "{}",
         err(&o)
     );
-    // The refused upgrade never left; the allowed ones arrived asking to upgrade, with the
+    // The refused upgrades never left; the allowed ones arrived asking to upgrade, with the
     // credential the proxy adds.
     let seen = up.seen();
     assert_eq!(
@@ -525,7 +529,7 @@ fn a_websocket_upgrade_is_decided_by_the_rules_then_tunnelled() {
         );
     }
     // Control: unconfined, the upstream takes the upgrade the rules refuse.
-    let o = host_py(&upgrades(&[(ALLOWED.0, p, "/private")], None));
+    let o = host_py(&upgrades(&[(ALLOWED.0, p, "/private", "websocket")], None));
     assert_eq!(
         o,
         "HTTP/1.1 101 Switching Protocols PING SECOND MESSAGE closed"
@@ -547,7 +551,10 @@ fn a_websocket_upgrade_over_tls_is_intercepted_and_tunnelled() {
     pol.http_ca_out = Some(ws.join("sandbox-ca.pem"));
     pol.http_upstream_ca = Some(host.join("upstream-ca.pem"));
     let code = upgrades(
-        &[(ALLOWED.0, p, "/ws/live"), (ALLOWED.0, p, "/other")],
+        &[
+            (ALLOWED.0, p, "/ws/live", "websocket"),
+            (ALLOWED.0, p, "/other", "websocket"),
+        ],
         Some(&ws.s("sandbox-ca.pem")),
     );
     let o = py(&pol, &code);

@@ -311,10 +311,26 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("proxy-connection");
 }
 
-/// The protocol a request asks to switch to (`Upgrade: websocket`), if it asks properly: an
-/// `Upgrade` header naming one, and `upgrade` among the `Connection` options (RFC 9110 7.8).
-fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
-    let protocol = req.headers().get(header::UPGRADE)?;
+/// What a request's `Upgrade` header asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Upgrade {
+    /// No `Upgrade` header: an ordinary request.
+    No,
+    /// A WebSocket handshake, properly asked: `Upgrade: websocket` and `upgrade` among the
+    /// `Connection` options (RFC 9110 7.8).
+    WebSocket,
+    /// Anything else: another protocol, several, or no `Connection: upgrade`.
+    Refused(&'static str),
+}
+
+/// What `req` asks to upgrade to. Only WebSocket is carried: any other protocol would let the
+/// sandbox speak past the rules once the upstream switched, such as HTTP/2 in clear text (`h2c`),
+/// where every later request on the connection reaches the upstream without being decided.
+fn upgrade_of<B>(req: &Request<B>) -> Upgrade {
+    let mut values = req.headers().get_all(header::UPGRADE).iter();
+    let Some(first) = values.next() else {
+        return Upgrade::No;
+    };
     let asked = req
         .headers()
         .get_all(header::CONNECTION)
@@ -322,12 +338,23 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|o| o.trim().eq_ignore_ascii_case("upgrade"));
-    (asked && !protocol.as_bytes().trim_ascii().is_empty()).then(|| protocol.clone())
+    if !asked {
+        return Upgrade::Refused("an Upgrade header without `upgrade` in Connection");
+    }
+    let websocket = values.next().is_none()
+        && first
+            .to_str()
+            .is_ok_and(|p| p.trim().eq_ignore_ascii_case("websocket"));
+    if websocket {
+        Upgrade::WebSocket
+    } else {
+        Upgrade::Refused("the HTTP proxy carries protocol upgrades to WebSocket only")
+    }
 }
 
-/// Puts back the two hop-by-hop headers an upgrade needs on the next hop.
-fn keep_upgrade(h: &mut HeaderMap, protocol: HeaderValue) {
-    h.insert(header::UPGRADE, protocol);
+/// Puts back the two hop-by-hop headers a WebSocket upgrade needs on the next hop.
+fn keep_upgrade(h: &mut HeaderMap) {
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
 }
 
@@ -373,13 +400,11 @@ impl Conn {
                  is transparent",
             ));
         }
-        let protocol = upgrade_protocol(&req);
-        if req.headers().contains_key(header::UPGRADE) && protocol.is_none() {
-            return Ok(answer(
-                StatusCode::BAD_REQUEST,
-                "an Upgrade header without `Connection: upgrade`, or naming no protocol",
-            ));
-        }
+        let websocket = match upgrade_of(&req) {
+            Upgrade::No => false,
+            Upgrade::WebSocket => true,
+            Upgrade::Refused(why) => return Ok(answer(StatusCode::NOT_IMPLEMENTED, why)),
+        };
         let Some(host) = request_host(&req, self.sni.as_deref()) else {
             return Ok(answer(
                 StatusCode::BAD_REQUEST,
@@ -401,11 +426,11 @@ impl Conn {
         }
         let auth = self.state.rules.auth_for(&r).map(|(i, a)| (i, a.clone()));
         // Taken before the request goes upstream: the sandbox's side of an upgrade.
-        let downstream = protocol.is_some().then(|| hyper::upgrade::on(&mut req));
+        let downstream = websocket.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        if let Some(p) = &protocol {
-            keep_upgrade(&mut parts.headers, p.clone());
+        if websocket {
+            keep_upgrade(&mut parts.headers);
         }
         // The upstream connection is the proxy's own hop: it speaks HTTP/1.1 there (and keeps the
         // connection alive) whatever the sandbox spoke, as a proxy sends its own version.
@@ -481,21 +506,24 @@ impl Conn {
                 format!("{host} did not answer: {e}"),
             )
         })?;
-        let protocol = (res.status() == StatusCode::SWITCHING_PROTOCOLS)
-            .then(|| res.headers().get(header::UPGRADE).cloned())
-            .flatten();
+        let switched = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let to_websocket = res
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|p| p.to_str().ok())
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("websocket"));
         strip_hop_by_hop(res.headers_mut());
-        let Some(protocol) = protocol else {
-            if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-                return Err(failure(
-                    StatusCode::BAD_GATEWAY,
-                    format!("{host} switched protocols without naming one"),
-                ));
-            }
+        if !switched {
             // Refused by the upstream: its answer is an ordinary response.
             return Ok(res.map(BodyExt::boxed));
-        };
-        keep_upgrade(res.headers_mut(), protocol);
+        }
+        if !to_websocket {
+            return Err(failure(
+                StatusCode::BAD_GATEWAY,
+                format!("{host} switched to a protocol other than the WebSocket asked for"),
+            ));
+        }
+        keep_upgrade(res.headers_mut());
         let upstream = hyper::upgrade::on(&mut res);
         let slot = Arc::clone(&self.slot);
         tokio::spawn(async move {
@@ -674,29 +702,41 @@ mod tests {
     }
 
     #[test]
-    fn an_upgrade_needs_the_header_and_the_connection_option() {
-        let p = |h: &[(&str, &str)]| upgrade_protocol(&request(h));
+    fn only_a_properly_asked_websocket_upgrade_is_carried() {
+        let u = |h: &[(&str, &str)]| upgrade_of(&request(h));
+        assert_eq!(u(&[]), Upgrade::No);
         assert_eq!(
-            p(&[("upgrade", "websocket"), ("connection", "Upgrade")]),
-            Some(HeaderValue::from_static("websocket"))
+            u(&[("upgrade", "websocket"), ("connection", "Upgrade")]),
+            Upgrade::WebSocket
         );
         // Among other options, in any case, in a second Connection header.
-        assert!(
-            p(&[
-                ("upgrade", "websocket"),
+        assert_eq!(
+            u(&[
+                ("upgrade", "WebSocket"),
                 ("connection", "keep-alive"),
                 ("connection", "close, UPGRADE"),
-            ])
-            .is_some()
+            ]),
+            Upgrade::WebSocket
         );
-        // Not an upgrade: no Connection option, another option, no protocol, nothing asked.
-        assert_eq!(p(&[("upgrade", "websocket")]), None);
-        assert_eq!(
-            p(&[("upgrade", "websocket"), ("connection", "keep-alive")]),
-            None
-        );
-        assert_eq!(p(&[("upgrade", " "), ("connection", "upgrade")]), None);
-        assert_eq!(p(&[("connection", "upgrade")]), None);
+        // Refused: no Connection option, another option, another protocol (h2c would carry
+        // requests past the rules), several protocols, an empty one.
+        for h in [
+            &[("upgrade", "websocket")][..],
+            &[("upgrade", "websocket"), ("connection", "keep-alive")],
+            &[
+                ("upgrade", "h2c"),
+                ("connection", "Upgrade, HTTP2-Settings"),
+            ],
+            &[("upgrade", "websocket, h2c"), ("connection", "upgrade")],
+            &[
+                ("upgrade", "websocket"),
+                ("upgrade", "h2c"),
+                ("connection", "upgrade"),
+            ],
+            &[("upgrade", " "), ("connection", "upgrade")],
+        ] {
+            assert!(matches!(u(h), Upgrade::Refused(_)), "{h:?}");
+        }
     }
 
     #[test]
@@ -711,7 +751,7 @@ mod tests {
         h.insert("sec-websocket-key", HeaderValue::from_static("k"));
         strip_hop_by_hop(&mut h);
         assert!(h.get(header::UPGRADE).is_none() && h.get("x-hop").is_none());
-        keep_upgrade(&mut h, HeaderValue::from_static("websocket"));
+        keep_upgrade(&mut h);
         assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
         assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
         assert_eq!(h.get("sec-websocket-key").unwrap(), "k");
