@@ -359,21 +359,52 @@ fn test_pki() -> (String, Arc<rustls::ServerConfig>) {
     (ca_cert.pem(), Arc::new(config))
 }
 
+/// An HTTPS upstream on `allowed.test` with the test's own CA, and a policy whose HTTP rules allow
+/// `GET allowed.test:PORT<path>`, that writes the sandbox's CA to `sandbox-ca.pem` in the
+/// workspace and verifies the upstream against the test's CA (kept in a directory of the host's).
+struct Tls {
+    up: Upstream,
+    ws: Ws,
+    /// Holds `upstream-ca.pem`, outside the sandbox.
+    _host: Ws,
+    pol: Policy,
+    ca_pem: String,
+}
+
+impl Tls {
+    fn new(name: &str, path: &str) -> Tls {
+        let (ca_pem, server) = test_pki();
+        let up = Upstream::start(ALLOWED.1, 0, name, Some(server));
+        let (ws, host) = (Ws::new(), Ws::new());
+        std::fs::write(host.join("upstream-ca.pem"), &ca_pem).unwrap();
+        let mut pol = policy(&ws);
+        pol.http_allow = vec![format!("GET {}:{}{path}", ALLOWED.0, up.port)];
+        pol.http_ca_out = Some(ws.join("sandbox-ca.pem"));
+        pol.http_upstream_ca = Some(host.join("upstream-ca.pem"));
+        Tls {
+            up,
+            ws,
+            _host: host,
+            pol,
+            ca_pem,
+        }
+    }
+
+    /// Where the sandbox finds the CA the proxy signs with.
+    fn ours(&self) -> String {
+        self.ws.s("sandbox-ca.pem")
+    }
+}
+
 #[test]
 fn https_is_intercepted_and_the_upstream_is_verified_against_the_trust_store() {
     if !test_names_present("HTTPS interception") {
         return;
     }
-    let (ca_pem, server) = test_pki();
-    let up = Upstream::start(ALLOWED.1, 0, "tls", Some(server));
+    let t = Tls::new("tls", "/ok/*");
+    let (up, ws, ca_pem, ours) = (&t.up, &t.ws, &t.ca_pem, t.ours());
+    let mut pol = t.pol.clone();
     let p = up.port;
-    let (ws, host) = (Ws::new(), Ws::new());
-    std::fs::write(host.join("upstream-ca.pem"), &ca_pem).unwrap();
-    let ours = ws.s("sandbox-ca.pem");
-    let mut pol = policy(&ws);
-    pol.http_allow = vec![format!("GET {}:{p}/ok/*", ALLOWED.0)];
-    pol.http_ca_out = Some(ws.join("sandbox-ca.pem"));
-    pol.http_upstream_ca = Some(host.join("upstream-ca.pem"));
     let url = |path: &str| format!("https://{}:{p}{path}", ALLOWED.0);
     let o = py(
         &pol,
@@ -398,7 +429,7 @@ fn https_is_intercepted_and_the_upstream_is_verified_against_the_trust_store() {
 
     // The certificate the sandbox sees is the proxy's: a client that trusts only the upstream's
     // own CA refuses it.
-    std::fs::write(ws.join("upstream-ca.pem"), &ca_pem).unwrap();
+    std::fs::write(ws.join("upstream-ca.pem"), ca_pem).unwrap();
     let o = py(
         &pol,
         &requests(&[("GET", url("/ok/4"))], Some(&ws.s("upstream-ca.pem"))),
@@ -541,23 +572,16 @@ fn a_websocket_upgrade_over_tls_is_intercepted_and_tunnelled() {
     if !test_names_present("HTTPS upgrades") {
         return;
     }
-    let (ca_pem, server) = test_pki();
-    let up = Upstream::start(ALLOWED.1, 0, "wss", Some(server));
-    let p = up.port;
-    let (ws, host) = (Ws::new(), Ws::new());
-    std::fs::write(host.join("upstream-ca.pem"), &ca_pem).unwrap();
-    let mut pol = policy(&ws);
-    pol.http_allow = vec![format!("GET {}:{p}/ws/*", ALLOWED.0)];
-    pol.http_ca_out = Some(ws.join("sandbox-ca.pem"));
-    pol.http_upstream_ca = Some(host.join("upstream-ca.pem"));
+    let t = Tls::new("wss", "/ws/*");
+    let p = t.up.port;
     let code = upgrades(
         &[
             (ALLOWED.0, p, "/ws/live", "websocket"),
             (ALLOWED.0, p, "/other", "websocket"),
         ],
-        Some(&ws.s("sandbox-ca.pem")),
+        Some(&t.ours()),
     );
-    let o = py(&pol, &code);
+    let o = py(&t.pol, &code);
     ok(&o);
     assert_eq!(
         lines(&o),
@@ -568,7 +592,7 @@ fn a_websocket_upgrade_over_tls_is_intercepted_and_tunnelled() {
         "{}",
         err(&o)
     );
-    assert_eq!(up.lines(), ["GET /ws/live HTTP/1.1"]);
+    assert_eq!(t.up.lines(), ["GET /ws/live HTTP/1.1"]);
 }
 
 #[test]
@@ -631,26 +655,19 @@ fn a_new_tls_client_connection_reuses_an_idle_verified_upstream_connection() {
     if !test_names_present("upstream TLS connection reuse") {
         return;
     }
-    let (ca_pem, server) = test_pki();
-    let up = Upstream::start(ALLOWED.1, 0, "tls", Some(server));
-    let p = up.port;
-    let (ws, host) = (Ws::new(), Ws::new());
-    std::fs::write(host.join("upstream-ca.pem"), &ca_pem).unwrap();
-    let mut pol = policy(&ws);
-    pol.http_allow = vec![format!("GET {}:{p}/*", ALLOWED.0)];
-    pol.http_ca_out = Some(ws.join("sandbox-ca.pem"));
-    pol.http_upstream_ca = Some(host.join("upstream-ca.pem"));
+    let t = Tls::new("tls", "/*");
+    let p = t.up.port;
     let url = |path: &str| format!("https://{}:{p}{path}", ALLOWED.0);
     let o = py(
-        &pol,
+        &t.pol,
         &requests(
             &[("GET", url("/1")), ("GET", url("/2")), ("GET", url("/3"))],
-            Some(&ws.s("sandbox-ca.pem")),
+            Some(&t.ours()),
         ),
     );
     ok(&o);
     assert_eq!(lines(&o), ["200 tls says hi"; 3], "{}", err(&o));
-    let conns: Vec<usize> = up.seen().iter().map(|s| s.conn).collect();
+    let conns: Vec<usize> = t.up.seen().iter().map(|s| s.conn).collect();
     assert_eq!(conns.len(), 3);
     assert!(conns.iter().all(|c| *c == conns[0]), "{conns:?}");
 }
