@@ -32,8 +32,9 @@ impl Seen {
 
 /// A test HTTP server (TLS when given a configuration) that records what it receives and answers
 /// every request with 200 and `<name> says hi`, except one asking for `Upgrade: websocket`: that
-/// gets `101 Switching Protocols`, and from then on every byte that comes is sent back in upper
-/// case, until the client closes.
+/// gets `101 Switching Protocols` with the key's accept value (a wrong one for a path starting
+/// with `/ws/badaccept`), and from then on every byte that comes is sent back in upper case, until
+/// the client closes.
 struct Upstream {
     port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -89,6 +90,15 @@ impl Drop for Upstream {
     }
 }
 
+/// The `Sec-WebSocket-Accept` value for `key` (RFC 6455 4.2.2).
+fn accept_for(key: &str) -> String {
+    use base64::Engine as _;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key.as_bytes());
+    ctx.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish())
+}
+
 fn serve_one(
     c: TcpStream,
     seen: &Mutex<Vec<Seen>>,
@@ -111,9 +121,12 @@ fn serve_one(
 
 /// Reads requests until the client closes, records each, answers each. After answering a request
 /// for a path that starts with `/bye`, it closes the connection (without saying so in the
-/// answer), as a server whose idle timeout has passed does.
+/// answer), as a server whose idle timeout has passed does. After one for `/close-next`, it
+/// records the next request on the connection and closes it without an answer, as a server
+/// whose idle timeout passed just as that request came.
 fn exchange<S: Read + Write>(stream: S, seen: &Mutex<Vec<Seen>>, name: &str, conn: usize) {
     let mut r = BufReader::new(stream);
+    let mut close_next = false;
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).unwrap_or(0) == 0 {
@@ -145,18 +158,29 @@ fn exchange<S: Read + Write>(stream: S, seen: &Mutex<Vec<Seen>>, name: &str, con
         let upgrade = headers
             .iter()
             .any(|(k, v)| k == "upgrade" && v.eq_ignore_ascii_case("websocket"));
-        let bye = line
-            .split_whitespace()
-            .nth(1)
-            .is_some_and(|p| p.starts_with("/bye"));
+        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+        let bye = path.starts_with("/bye");
         seen.lock().unwrap().push(Seen {
             line: line.trim_end().to_string(),
             headers,
             conn,
         });
+        if close_next {
+            return;
+        }
+        close_next = path == "/close-next";
         if upgrade {
+            let accept = if path.starts_with("/ws/badaccept") {
+                "wrong".to_string()
+            } else {
+                let last = seen.lock().unwrap().last().cloned().unwrap();
+                accept_for(last.header("sec-websocket-key").unwrap_or_default())
+            };
             let s = r.get_mut();
-            let head = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
+            let head = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+                 sec-websocket-accept: {accept}\r\n\r\n"
+            );
             if s.write_all(head.as_bytes()).is_err() || s.flush().is_err() {
                 return;
             }
@@ -475,7 +499,8 @@ for host, port, path, proto in [{list}]:
     if cafile:
         s = ssl.create_default_context(cafile=cafile).wrap_socket(s, server_hostname=host)
     s.sendall(f'GET {{path}} HTTP/1.1\r\nHost: {{host}}:{{port}}\r\nConnection: Upgrade\r\n'
-              f'Upgrade: {{proto}}\r\nSec-WebSocket-Version: 13\r\n\r\n'.encode())
+              f'Upgrade: {{proto}}\r\nSec-WebSocket-Version: 13\r\n'
+              f'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'.encode())
     head = b''
     while b'\r\n\r\n' not in head:
         c = s.recv(1)
@@ -521,6 +546,8 @@ fn a_websocket_upgrade_is_decided_by_the_rules_then_tunnelled() {
             (ALLOWED.0, p, "/ws/again", "websocket"),
             // HTTP/2 in clear text would carry later requests past the rules.
             (ALLOWED.0, p, "/ws/h2", "h2c"),
+            // An upstream that answers 101 without taking the handshake is not tunnelled to.
+            (ALLOWED.0, p, "/ws/badaccept", "websocket"),
         ],
         None,
     );
@@ -533,6 +560,7 @@ fn a_websocket_upgrade_is_decided_by_the_rules_then_tunnelled() {
             "HTTP/1.1 403 Forbidden",
             "HTTP/1.1 101 Switching Protocols PING SECOND MESSAGE closed",
             "HTTP/1.1 501 Not Implemented",
+            "HTTP/1.1 502 Bad Gateway",
         ],
         "{}",
         err(&o)
@@ -542,7 +570,11 @@ fn a_websocket_upgrade_is_decided_by_the_rules_then_tunnelled() {
     let seen = up.seen();
     assert_eq!(
         up.lines(),
-        ["GET /ws/chat HTTP/1.1", "GET /ws/again HTTP/1.1"]
+        [
+            "GET /ws/chat HTTP/1.1",
+            "GET /ws/again HTTP/1.1",
+            "GET /ws/badaccept HTTP/1.1"
+        ]
     );
     for s in &seen {
         assert_eq!(s.header("upgrade"), Some("websocket"), "{s:?}");
@@ -648,6 +680,55 @@ fn a_new_client_connection_reuses_an_idle_upstream_connection() {
     host_py(&requests(&[("GET", url("/a")), ("GET", url("/b"))], None));
     let bare: Vec<usize> = up.seen().iter().skip(before).map(|s| s.conn).collect();
     assert!(bare.len() == 2 && bare[0] != bare[1], "{bare:?}");
+}
+
+#[test]
+fn a_request_on_an_idle_connection_its_server_drops_goes_again_only_if_safe() {
+    if !test_names_present("upstream connection retry") {
+        return;
+    }
+    let up = Upstream::start(ALLOWED.1, 0, "retry", None);
+    let p = up.port;
+    let ws = Ws::new();
+    let mut pol = policy(&ws);
+    pol.http_allow = vec![
+        format!("GET {}:{p}/*", ALLOWED.0),
+        format!("POST {}:{p}/*", ALLOWED.0),
+    ];
+    let url = |path: &str| format!("http://{}:{p}{path}", ALLOWED.0);
+    // After `/close-next`, the upstream takes the next request on that connection and closes it
+    // unanswered: a GET then goes again on a new connection, a POST (with a body) does not.
+    let o = py(
+        &pol,
+        &requests(
+            &[
+                ("GET", url("/close-next")),
+                ("GET", url("/after")),
+                ("GET", url("/close-next")),
+                ("POST", url("/post-after")),
+            ],
+            None,
+        ),
+    );
+    ok(&o);
+    let l = lines(&o);
+    assert_eq!(l[..3], ["200 retry says hi"; 3], "{l:?} {}", err(&o));
+    assert!(
+        l[3].starts_with("502 sandlock:") && l[3].contains("a POST request is not sent twice"),
+        "{l:?}"
+    );
+    let seen: Vec<(String, usize)> = up.seen().into_iter().map(|s| (s.line, s.conn)).collect();
+    let line = |m: &str, path: &str| format!("{m} {path} HTTP/1.1");
+    assert_eq!(
+        seen,
+        [
+            (line("GET", "/close-next"), 0),
+            (line("GET", "/after"), 0),
+            (line("GET", "/after"), 1),
+            (line("GET", "/close-next"), 1),
+            (line("POST", "/post-after"), 1),
+        ]
+    );
 }
 
 #[test]

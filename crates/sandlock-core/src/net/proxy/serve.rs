@@ -36,9 +36,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most idle upstream connections kept per host, port and protocol.
 const IDLE_PER_UPSTREAM: usize = 4;
-/// How long an idle upstream connection is kept: shorter than the idle timeout of common servers
-/// (nginx 75 s, many HTTP APIs 60 s), so that one is rarely taken just as its server closes it.
-const IDLE_FOR: Duration = Duration::from_secs(15);
+/// Most idle upstream connections kept by a sandbox's proxy in all (host patterns make the hosts
+/// themselves unbounded).
+const IDLE_IN_ALL: usize = 32;
+/// How long an idle upstream connection is kept: no longer than the shortest common server
+/// default (gunicorn 2 s; Apache, Node and uvicorn 5 s; nginx 75 s), so that one is rarely taken
+/// just as its server closes it. Its point is a client that makes requests one after the other.
+const IDLE_FOR: Duration = Duration::from_secs(2);
 
 /// What every connection of a sandbox shares.
 pub(crate) struct State {
@@ -55,7 +59,7 @@ pub(crate) struct State {
 /// Which upstream an idle connection leads to: host, port, and whether it speaks TLS.
 type PoolKey = (String, u16, bool);
 /// Idle connections to one upstream, each with the moment it became idle, most recent last.
-type IdleList = Vec<(SendRequest<Incoming>, std::time::Instant)>;
+type IdleList = Vec<(SendRequest<Body>, std::time::Instant)>;
 
 /// Idle upstream connections, for a sandbox whose client opens a new connection for each request
 /// (Python's `requests` without a session, `curl` per call): its next request then skips the
@@ -69,7 +73,7 @@ pub(crate) struct IdlePool {
 
 impl IdlePool {
     /// The most recently idle connection to `key` that can take a request now.
-    fn take(&self, key: &PoolKey) -> Option<SendRequest<Incoming>> {
+    fn take(&self, key: &PoolKey) -> Option<SendRequest<Body>> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(key)?;
         while let Some((sender, since)) = list.pop() {
@@ -80,16 +84,13 @@ impl IdlePool {
         None
     }
 
-    /// Keeps `sender` if it is idle (its last response read to the end), dropping the
-    /// connections that have been idle too long or that their server closed.
-    fn put(&self, key: PoolKey, sender: SendRequest<Incoming>) {
+    /// Keeps `sender` if it is idle (its last response read to the end), within
+    /// [`IDLE_PER_UPSTREAM`] and [`IDLE_IN_ALL`] (the oldest go first).
+    fn put(&self, key: PoolKey, sender: SendRequest<Body>) {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
-        idle.retain(|_, list| {
-            list.retain(|(s, since)| since.elapsed() < IDLE_FOR && !s.is_closed());
-            !list.is_empty()
-        });
+        prune(&mut idle);
         if !sender.is_ready() {
             return;
         }
@@ -98,18 +99,77 @@ impl IdlePool {
             list.remove(0);
         }
         list.push((sender, std::time::Instant::now()));
+        while idle.values().map(Vec::len).sum::<usize>() > IDLE_IN_ALL {
+            let oldest = idle
+                .iter()
+                .filter_map(|(k, l)| l.first().map(|(_, since)| (since, k)))
+                .min()
+                .map(|(_, k)| k.clone());
+            match oldest.and_then(|k| idle.get_mut(&k)) {
+                Some(list) => {
+                    list.remove(0);
+                }
+                None => break,
+            }
+        }
+        idle.retain(|_, list| !list.is_empty());
     }
+
+    /// Drops the connections idle for longer than [`IDLE_FOR`] or closed by their server.
+    fn prune(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            prune(&mut idle);
+        }
+    }
+}
+
+fn prune(idle: &mut HashMap<PoolKey, IdleList>) {
+    idle.retain(|_, list| {
+        list.retain(|(s, since)| since.elapsed() < IDLE_FOR && !s.is_closed());
+        !list.is_empty()
+    });
+}
+
+/// Where the upstream connection a request goes on comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum From {
+    /// This sandbox connection's own, from its earlier requests.
+    Own,
+    /// Left idle by one of the sandbox's earlier connections.
+    Idle,
+    /// Made for this request.
+    New,
+}
+
+/// A copy of `req` to send again on a new connection, if a connection that was kept open fails
+/// under it: only for a request that is safe to repeat (GET, HEAD, OPTIONS) and has no body.
+fn repeatable(req: &Request<Body>) -> Option<Request<Body>> {
+    use hyper::body::Body as _;
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(
+        http_body_util::Empty::<Bytes>::new()
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 /// What became of a request sent on an upstream connection.
 enum Sent {
     Answered(Response<Incoming>),
     /// The connection was closed before it took the request, which comes back unsent.
-    Returned(Request<Incoming>),
+    Returned(Request<Body>),
     Failed(hyper::Error),
 }
 
-async fn send(sender: &mut SendRequest<Incoming>, req: Request<Incoming>) -> Sent {
+async fn send(sender: &mut SendRequest<Body>, req: Request<Body>) -> Sent {
     if sender.ready().await.is_err() {
         return Sent::Returned(req);
     }
@@ -252,7 +312,7 @@ struct Conn {
 
 struct Upstream {
     host: String,
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<Body>,
 }
 
 /// Why a request was not forwarded.
@@ -316,9 +376,10 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 enum Upgrade {
     /// No `Upgrade` header: an ordinary request.
     No,
-    /// A WebSocket handshake, properly asked: `Upgrade: websocket` and `upgrade` among the
-    /// `Connection` options (RFC 9110 7.8).
-    WebSocket,
+    /// A WebSocket handshake, properly asked: an HTTP/1.1 GET with `Upgrade: websocket`,
+    /// `upgrade` among the `Connection` options (RFC 9110 7.8) and a `Sec-WebSocket-Key`
+    /// (RFC 6455 4.1), whose value this holds.
+    WebSocket(HeaderValue),
     /// Anything else: another protocol, several, or no `Connection: upgrade`.
     Refused(&'static str),
 }
@@ -345,11 +406,28 @@ fn upgrade_of<B>(req: &Request<B>) -> Upgrade {
         && first
             .to_str()
             .is_ok_and(|p| p.trim().eq_ignore_ascii_case("websocket"));
-    if websocket {
-        Upgrade::WebSocket
-    } else {
-        Upgrade::Refused("the HTTP proxy carries protocol upgrades to WebSocket only")
+    if !websocket {
+        return Upgrade::Refused("the HTTP proxy carries protocol upgrades to WebSocket only");
     }
+    if req.method() != Method::GET || req.version() != http::Version::HTTP_11 {
+        return Upgrade::Refused("a WebSocket upgrade is an HTTP/1.1 GET");
+    }
+    match req.headers().get("sec-websocket-key") {
+        Some(key) if !key.as_bytes().trim_ascii().is_empty() => Upgrade::WebSocket(key.clone()),
+        _ => Upgrade::Refused("a WebSocket upgrade without Sec-WebSocket-Key"),
+    }
+}
+
+/// The `Sec-WebSocket-Accept` a server that really switches answers to `key` (RFC 6455 4.2.2):
+/// an upstream that answers `101` otherwise has not taken the handshake, and what the sandbox
+/// sends next might reach it as requests nobody decided.
+fn websocket_accept(key: &[u8]) -> String {
+    use base64::Engine as _;
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key.trim_ascii());
+    ctx.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish())
 }
 
 /// Puts back the two hop-by-hop headers a WebSocket upgrade needs on the next hop.
@@ -401,8 +479,8 @@ impl Conn {
             ));
         }
         let websocket = match upgrade_of(&req) {
-            Upgrade::No => false,
-            Upgrade::WebSocket => true,
+            Upgrade::No => None,
+            Upgrade::WebSocket(key) => Some(key),
             Upgrade::Refused(why) => return Ok(answer(StatusCode::NOT_IMPLEMENTED, why)),
         };
         let Some(host) = request_host(&req, self.sni.as_deref()) else {
@@ -426,10 +504,15 @@ impl Conn {
         }
         let auth = self.state.rules.auth_for(&r).map(|(i, a)| (i, a.clone()));
         // Taken before the request goes upstream: the sandbox's side of an upgrade.
-        let downstream = websocket.then(|| hyper::upgrade::on(&mut req));
+        let downstream = websocket.as_ref().map(|key| {
+            (
+                hyper::upgrade::on(&mut req),
+                websocket_accept(key.as_bytes()),
+            )
+        });
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        if websocket {
+        if downstream.is_some() {
             keep_upgrade(&mut parts.headers);
         }
         // The upstream connection is the proxy's own hop: it speaks HTTP/1.1 there (and keeps the
@@ -461,13 +544,21 @@ impl Conn {
                 ));
             }
         }
-        if let Some(down) = downstream {
+        if let Some((down, accept)) = downstream {
             return Ok(self
-                .tunnel(&host, Request::from_parts(parts, body), down)
+                .tunnel(
+                    &host,
+                    Request::from_parts(parts, body.boxed()),
+                    down,
+                    &accept,
+                )
                 .await
                 .unwrap_or_else(|f| answer(f.status, &f.why)));
         }
-        match self.forward(&host, Request::from_parts(parts, body)).await {
+        match self
+            .forward(&host, Request::from_parts(parts, body.boxed()))
+            .await
+        {
             Ok(Some(mut res)) => {
                 strip_hop_by_hop(res.headers_mut());
                 Ok(res.map(BodyExt::boxed))
@@ -490,8 +581,9 @@ impl Conn {
     async fn tunnel(
         &self,
         host: &str,
-        req: Request<Incoming>,
+        req: Request<Body>,
         downstream: hyper::upgrade::OnUpgrade,
+        accept: &str,
     ) -> Result<Response<Body>, Failure> {
         let mut sender = self.dial(host, true).await?;
         if let Err(e) = sender.ready().await {
@@ -512,6 +604,10 @@ impl Conn {
             .get(header::UPGRADE)
             .and_then(|p| p.to_str().ok())
             .is_some_and(|p| p.trim().eq_ignore_ascii_case("websocket"));
+        let accepted = res
+            .headers()
+            .get("sec-websocket-accept")
+            .is_some_and(|a| a.as_bytes().trim_ascii() == accept.as_bytes());
         strip_hop_by_hop(res.headers_mut());
         if !switched {
             // Refused by the upstream: its answer is an ordinary response.
@@ -521,6 +617,12 @@ impl Conn {
             return Err(failure(
                 StatusCode::BAD_GATEWAY,
                 format!("{host} switched to a protocol other than the WebSocket asked for"),
+            ));
+        }
+        if !accepted {
+            return Err(failure(
+                StatusCode::BAD_GATEWAY,
+                format!("{host} answered 101 without accepting the WebSocket key"),
             ));
         }
         keep_upgrade(res.headers_mut());
@@ -544,37 +646,63 @@ impl Conn {
 
     /// Sends the request to `host` on this connection's upstream connection from an earlier
     /// request, else on an idle one the sandbox's earlier connections left, else on a new one.
-    /// A kept or pooled connection found closed before it took the request gets the request on
-    /// a new one instead. `Ok(None)` when a kept or pooled connection failed after taking it.
+    /// When a connection that is not new fails under the request: found closed before it took
+    /// the request, or closed after taking a request that is safe to send again (GET, HEAD or
+    /// OPTIONS, without a body), the request goes on a new connection. Otherwise `Ok(None)` if
+    /// it was this connection's own (the sandbox's connection is then closed, as the server's
+    /// closing would have), a 502 if it was an idle one.
     async fn forward(
         &self,
         host: &str,
-        req: Request<Incoming>,
+        req: Request<Body>,
     ) -> Result<Option<Response<Incoming>>, Failure> {
         let mut slot = self.upstream.lock().await;
-        let kept = match slot.take() {
-            Some(u) if u.host == host && !u.sender.is_closed() => Some(u.sender),
+        let (mut sender, from) = match slot.take() {
+            Some(u) if u.host == host && !u.sender.is_closed() => (u.sender, From::Own),
             other => {
                 if let Some(u) = other {
                     self.state.idle.put(self.pool_key(&u.host), u.sender);
                 }
-                self.state.idle.take(&self.pool_key(host))
+                match self.state.idle.take(&self.pool_key(host)) {
+                    Some(s) => (s, From::Idle),
+                    None => (self.dial(host, false).await?, From::New),
+                }
             }
         };
-        let was_kept = kept.is_some();
-        let mut sender = match kept {
-            Some(s) => s,
-            None => self.dial(host, false).await?,
+        let method = req.method().clone();
+        let again = if from == From::New {
+            None
+        } else {
+            repeatable(&req)
         };
-        let sent = match send(&mut sender, req).await {
-            Sent::Returned(req) if was_kept => {
+        let sent = match (send(&mut sender, req).await, from) {
+            (sent, From::New) | (sent @ Sent::Answered(_), _) => sent,
+            (Sent::Returned(req), _) => {
                 sender = self.dial(host, false).await?;
                 send(&mut sender, req).await
             }
-            Sent::Failed(_) if was_kept => return Ok(None),
-            sent => sent,
+            (Sent::Failed(e), _) => match again {
+                Some(req) => {
+                    sender = self.dial(host, false).await?;
+                    send(&mut sender, req).await
+                }
+                None if from == From::Own => return Ok(None),
+                None => {
+                    return Err(failure(
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "{host} closed an idle connection as it took the request ({e}); a \
+                             {method} request is not sent twice"
+                        ),
+                    ));
+                }
+            },
         };
         match sent {
+            Sent::Answered(res) if res.status() == StatusCode::SWITCHING_PROTOCOLS => Err(failure(
+                StatusCode::BAD_GATEWAY,
+                format!("{host} switched protocols for a request that did not ask to"),
+            )),
             Sent::Answered(res) => {
                 *slot = Some(Upstream {
                     host: host.to_string(),
@@ -595,7 +723,7 @@ impl Conn {
 
     /// A new connection to `host` on the port the sandbox connected to, in TLS if the sandbox
     /// spoke TLS; able to switch protocols if `upgrades`.
-    async fn dial(&self, host: &str, upgrades: bool) -> Result<SendRequest<Incoming>, Failure> {
+    async fn dial(&self, host: &str, upgrades: bool) -> Result<SendRequest<Body>, Failure> {
         let port = self.dest.port();
         let addrs = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
@@ -666,15 +794,24 @@ impl Conn {
 }
 
 impl Drop for Conn {
-    /// The sandbox closed this connection: its upstream connection, if idle, serves the next.
+    /// The sandbox closed this connection: its upstream connection, if idle, serves the next,
+    /// and is let go once it has been idle for [`IDLE_FOR`].
     fn drop(&mut self) {
-        if let Some(u) = self.upstream.get_mut().take() {
-            self.state.idle.put(self.pool_key(&u.host), u.sender);
+        let Some(u) = self.upstream.get_mut().take() else {
+            return;
+        };
+        self.state.idle.put(self.pool_key(&u.host), u.sender);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let state = Arc::clone(&self.state);
+            runtime.spawn(async move {
+                tokio::time::sleep(IDLE_FOR).await;
+                state.idle.prune();
+            });
         }
     }
 }
 
-async fn handshake<I>(io: I, upgrades: bool) -> Result<SendRequest<Incoming>, hyper::Error>
+async fn handshake<I>(io: I, upgrades: bool) -> Result<SendRequest<Body>, hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -703,11 +840,13 @@ mod tests {
 
     #[test]
     fn only_a_properly_asked_websocket_upgrade_is_carried() {
+        const KEY: (&str, &str) = ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
         let u = |h: &[(&str, &str)]| upgrade_of(&request(h));
+        let key = || Upgrade::WebSocket(HeaderValue::from_static(KEY.1));
         assert_eq!(u(&[]), Upgrade::No);
         assert_eq!(
-            u(&[("upgrade", "websocket"), ("connection", "Upgrade")]),
-            Upgrade::WebSocket
+            u(&[("upgrade", "websocket"), ("connection", "Upgrade"), KEY]),
+            key()
         );
         // Among other options, in any case, in a second Connection header.
         assert_eq!(
@@ -715,28 +854,53 @@ mod tests {
                 ("upgrade", "WebSocket"),
                 ("connection", "keep-alive"),
                 ("connection", "close, UPGRADE"),
+                KEY,
             ]),
-            Upgrade::WebSocket
+            key()
         );
         // Refused: no Connection option, another option, another protocol (h2c would carry
-        // requests past the rules), several protocols, an empty one.
+        // requests past the rules), several protocols, an empty one, no key.
         for h in [
-            &[("upgrade", "websocket")][..],
-            &[("upgrade", "websocket"), ("connection", "keep-alive")],
+            &[("upgrade", "websocket"), KEY][..],
+            &[("upgrade", "websocket"), ("connection", "keep-alive"), KEY],
             &[
                 ("upgrade", "h2c"),
                 ("connection", "Upgrade, HTTP2-Settings"),
+                KEY,
             ],
-            &[("upgrade", "websocket, h2c"), ("connection", "upgrade")],
+            &[
+                ("upgrade", "websocket, h2c"),
+                ("connection", "upgrade"),
+                KEY,
+            ],
             &[
                 ("upgrade", "websocket"),
                 ("upgrade", "h2c"),
                 ("connection", "upgrade"),
+                KEY,
             ],
-            &[("upgrade", " "), ("connection", "upgrade")],
+            &[("upgrade", " "), ("connection", "upgrade"), KEY],
+            &[("upgrade", "websocket"), ("connection", "upgrade")],
         ] {
             assert!(matches!(u(h), Upgrade::Refused(_)), "{h:?}");
         }
+        // Not a GET, or not HTTP/1.1.
+        let asked = [("upgrade", "websocket"), ("connection", "upgrade"), KEY];
+        let mut post = request(&asked);
+        *post.method_mut() = Method::POST;
+        assert!(matches!(upgrade_of(&post), Upgrade::Refused(_)));
+        let mut old = request(&asked);
+        *old.version_mut() = http::Version::HTTP_10;
+        assert!(matches!(upgrade_of(&old), Upgrade::Refused(_)));
+    }
+
+    #[test]
+    fn the_accept_key_is_the_one_rfc_6455_gives() {
+        // The example of RFC 6455, section 1.3.
+        assert_eq!(
+            websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
@@ -755,5 +919,52 @@ mod tests {
         assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
         assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
         assert_eq!(h.get("sec-websocket-key").unwrap(), "k");
+    }
+
+    #[test]
+    fn the_idle_pool_is_bounded_per_upstream_and_in_all() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            // The server side: accept and hold every connection.
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((c, _)) = listener.accept().await {
+                    held.push(c);
+                }
+            });
+            let pool = IdlePool::default();
+            let count = |pool: &IdlePool| -> (usize, usize) {
+                let idle = pool.idle.lock().unwrap();
+                let most = idle.values().map(Vec::len).max().unwrap_or(0);
+                (idle.values().map(Vec::len).sum(), most)
+            };
+            for i in 0..(IDLE_IN_ALL + 8) {
+                let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+                let mut sender = handshake(io, false).await.unwrap();
+                sender.ready().await.unwrap();
+                // Six to each of the first hosts, then one to each of many.
+                let host = if i < 12 {
+                    format!("h{}", i / 6)
+                } else {
+                    format!("x{i}")
+                };
+                pool.put((host, 80, false), sender);
+            }
+            let (all, most) = count(&pool);
+            assert_eq!(all, IDLE_IN_ALL);
+            assert!(most <= IDLE_PER_UPSTREAM, "{most}");
+            // The oldest went first: the first host's connections are gone.
+            assert!(pool.take(&("h0".to_string(), 80, false)).is_none());
+            assert!(
+                pool.take(&(format!("x{}", IDLE_IN_ALL + 7), 80, false))
+                    .is_some()
+            );
+            assert!(pool.take(&("nobody".to_string(), 80, false)).is_none());
+        });
     }
 }
