@@ -353,6 +353,27 @@ for host, addr in [({other:?}, {other_ip:?}), ({other:?}, {allowed_ip:?})]:
     );
     assert_eq!(out(&o), "200 allowed says hi");
     assert_eq!(allowed.lines(), ["GET /x HTTP/1.1"]);
+    // A request in absolute form is decided by the host it names, and the upstream is told that
+    // host, whatever `Host` the sandbox sent beside it.
+    let code = format!(
+        r#"
+import socket
+s = socket.create_connection(({allowed:?}, {p}), timeout=5)
+s.sendall(b'GET http://{allowed}:{p}/abs HTTP/1.1\r\nHost: {other}\r\nConnection: close\r\n\r\n')
+print(s.recv(200).decode().splitlines()[0])
+"#,
+        allowed = ALLOWED.0,
+        other = OTHER.0,
+    );
+    let o = py(&pol, &code);
+    assert_eq!(out(&o), "HTTP/1.1 200 OK", "{}", err(&o));
+    let last = allowed.seen().pop().unwrap();
+    assert_eq!(
+        last.header("host"),
+        Some(format!("{}:{p}", ALLOWED.0).as_str()),
+        "{last:?}"
+    );
+    assert!(other.seen().is_empty());
 }
 
 /// A CA and a server certificate for `allowed.test` and 127.0.0.2, as a test's own PKI.

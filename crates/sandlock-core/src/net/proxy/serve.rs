@@ -515,6 +515,21 @@ impl Conn {
         if downstream.is_some() {
             keep_upgrade(&mut parts.headers);
         }
+        // A request in absolute form (`GET http://host/path`) was decided by the host it names,
+        // so that is the host the upstream is told: a different `Host` header would otherwise
+        // reach another site behind a front end shared by both (RFC 9112 3.2.2).
+        if let Some(a) = parts.uri.authority() {
+            let named = match a.port() {
+                Some(port) => format!("{}:{port}", a.host()),
+                None => a.host().to_string(),
+            };
+            match HeaderValue::from_str(&named) {
+                Ok(v) => {
+                    parts.headers.insert(header::HOST, v);
+                }
+                Err(_) => return Ok(answer(StatusCode::BAD_REQUEST, "a malformed host")),
+            }
+        }
         // The upstream connection is the proxy's own hop: it speaks HTTP/1.1 there (and keeps the
         // connection alive) whatever the sandbox spoke, as a proxy sends its own version.
         parts.version = http::Version::HTTP_11;
